@@ -1,0 +1,1 @@
+"""LET's built-in energy backends, one plugin module each."""

@@ -1,0 +1,105 @@
+"""Carbon intensity by country, read from CodeCarbon's packaged energy-mix data.
+
+The JSON file is read directly (CodeCarbon itself is not imported): a tracker needs the
+intensity at construction time, and importing CodeCarbon costs about a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from let_core.errors import ConfigurationError
+
+_MIX_FILE = ("data", "private_infra", "global_energy_mix.json")
+
+
+@frozen
+class CountryIntensity:
+    iso_code: str  # ISO 3166-1 alpha-3
+    country_name: str
+    carbon_intensity: float  # gCO2e/kWh
+    year: int | None
+
+
+@functools.lru_cache(maxsize=1)
+def _energy_mix() -> dict[str, dict[str, Any]]:
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            "CodeCarbon is not installed, so LET has no country energy-mix data; install it "
+            "(`pip install codecarbon`) or pass carbon_intensity= in gCO2/kWh.")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_MIX_FILE)
+    with open(path, encoding="utf-8") as handle:
+        data: dict[str, dict[str, Any]] = json.load(handle)
+    return data
+
+
+@functools.lru_cache(maxsize=1)
+def _alpha2_to_alpha3() -> dict[str, str]:
+    # pycountry is installed with CodeCarbon; it is only needed for two-letter codes.
+    import pycountry
+
+    return {c.alpha_2: c.alpha_3 for c in pycountry.countries}
+
+
+def normalize_country_code(code: str) -> str:
+    """An ISO 3166-1 code as alpha-3 upper case; alpha-2 codes are accepted and converted."""
+    if not isinstance(code, str) or not code.strip():
+        raise ConfigurationError(f"country_iso_code must be a country code such as 'DEU', got {code!r}")
+    code = code.strip().upper()
+    if len(code) == 2:
+        try:
+            return _alpha2_to_alpha3()[code]
+        except KeyError:
+            raise ConfigurationError(_unknown_message(code)) from None
+    return code
+
+
+def country_intensity(code: str) -> CountryIntensity:
+    """Carbon intensity of a country's electricity. Unknown codes are an error, never a guess."""
+    iso = normalize_country_code(code)
+    mix = _energy_mix()
+    if iso not in mix or "carbon_intensity" not in mix[iso]:
+        raise ConfigurationError(_unknown_message(code))
+    entry = mix[iso]
+    year = entry.get("year")
+    return CountryIntensity(iso, str(entry.get("country_name", iso)),
+                            float(entry["carbon_intensity"]), int(year) if year else None)
+
+
+def _unknown_message(code: str) -> str:
+    return (f"unknown country code {code!r}: use an ISO 3166-1 alpha-3 code such as 'DEU', "
+            "'FRA' or 'USA' (alpha-2 such as 'DE' works too; look yours up at "
+            "https://www.iso.org/obp/ui/#search or with `let countries`), or pass "
+            "carbon_intensity= in gCO2/kWh.")
+
+
+def known_countries() -> list[CountryIntensity]:
+    return [country_intensity(code) for code in sorted(_energy_mix())
+            if "carbon_intensity" in _energy_mix()[code]]
+
+
+def validate_intensity(value: Any) -> float:
+    """A carbon intensity given by the user, in gCO2e/kWh."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"carbon_intensity must be a number in gCO2/kWh, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigurationError(f"carbon_intensity must be a finite number >= 0 gCO2/kWh, got {value!r}")
+    return number
+
+
+KWH_PER_WH = 1e-3
+KWH_PER_JOULE = 1.0 / 3.6e6
+
+
+def joules_to_kwh(joules: float) -> float:
+    return joules * KWH_PER_JOULE

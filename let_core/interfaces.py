@@ -1,0 +1,108 @@
+"""The contracts between LET's core and its plugins: settings in, backends and reporters out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+
+from attrs import field, frozen
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from let_core.records import Measurement, Run
+
+
+@frozen
+class Settings:
+    """Everything a backend or reporter may need to know about the tracker that uses it."""
+
+    project_name: str
+    output_dir: Path
+    user: str
+    hostname: str
+    country_iso_code: str
+    country_name: str
+    carbon_intensity: float  # gCO2e/kWh
+    measure_power_secs: float = 1.0
+    cuda_devices: tuple[str, ...] | None = None
+    pue: float | None = None
+    log_level: str = "error"
+    options: Mapping[str, Any] = field(factory=dict, converter=lambda v: dict(v or {}))
+
+
+@frozen
+class Availability:
+    """Whether a plugin can run here, and if not, why not and what to do about it."""
+
+    available: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls, detail: str = "") -> Availability:
+        return cls(True, detail)
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A running energy measurement. ``start()`` then ``stop()``; may be started again.
+
+    Backends that can read their counters cheaply also implement ``task_start(name)`` and
+    ``task_stop(name) -> Measurement`` for ``EnergyTracker.task()``.
+    """
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Measurement: ...
+
+
+class BackendFactory(Protocol):
+    """What ``let_register_backends`` registers: usually the backend class itself."""
+
+    name: ClassVar[str]
+    #: Joins "auto" selection when available.
+    auto: ClassVar[bool]
+    description: ClassVar[str]
+
+    @classmethod
+    def availability(cls, settings: Settings) -> Availability: ...
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Backend: ...
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """Receives every finished run. May also export a stored result set (``export``)."""
+
+    name: str
+
+    def report(self, run: Run) -> None: ...
+
+
+class ReporterFactory(Protocol):
+    """What ``let_register_reporters`` registers: usually the reporter class itself."""
+
+    name: ClassVar[str]
+    auto: ClassVar[bool]
+    description: ClassVar[str]
+    #: Reporters run in ascending order; the central store (0) first, the statement (100) last.
+    order: ClassVar[int]
+
+    @classmethod
+    def availability(cls, settings: Settings) -> Availability: ...
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Reporter: ...
+
+
+class Exporter(Protocol):
+    """A reporter that can also write a whole stored result set somewhere."""
+
+    def export(self, results: pd.DataFrame, destination: str) -> None: ...

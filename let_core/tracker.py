@@ -1,0 +1,497 @@
+"""``EnergyTracker`` and ``@track_energy``: start every backend, run the user's code, record it."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import inspect
+import math
+import os
+import socket
+import time
+import uuid
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
+
+from let_core.carbon import country_intensity, validate_intensity
+from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
+from let_core.interfaces import Backend, Reporter, Settings
+from let_core.records import Measurement, Run
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+AUTO = "auto"
+
+
+def let_home() -> Path:
+    """The central store's folder: ``$LET_HOME``, else ``~/.let``."""
+    home = os.environ.get("LET_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".let"
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # containers without a passwd entry for the uid
+        return os.environ.get("USER") or f"uid{os.getuid()}"
+
+
+def current_hostname() -> str:
+    return socket.gethostname()
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _validate_cuda_devices(devices: Iterable[Any] | None) -> tuple[str, ...] | None:
+    if devices is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is None:
+            return None
+        devices = [d for d in visible.split(",") if d.strip()]
+    if isinstance(devices, (str, int)):
+        devices = [devices]
+    result = []
+    for device in devices:
+        text = str(device).strip()
+        if not (text.isdigit() or text.startswith(("GPU-", "MIG-"))):
+            raise ConfigurationError(
+                f"cuda_devices entry {device!r} is neither a GPU index (0, 1, ...) nor a GPU "
+                "UUID ('GPU-...' or 'MIG-...'); `nvidia-smi -L` lists both.")
+        result.append(text)
+    return tuple(result)
+
+
+def _job_environment() -> dict[str, str]:
+    """Identifiers of a multi-process job, so that its runs can be aggregated later."""
+    env = os.environ
+    job = {}
+    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "PBS_JOBID"):
+        if env.get(key):
+            job["job_id"] = env[key]
+            break
+    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
+        if env.get(key):
+            job["rank"] = env[key]
+            break
+    return job
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EnergyTracker:
+    """Measure the energy of a block of code with every usable backend and record it.
+
+    >>> with EnergyTracker(project_name="my-paper") as tracker:
+    ...     train()
+    """
+
+    def __init__(
+        self,
+        project_name: str = "default",
+        output_dir: str | os.PathLike[str] | None = None,
+        country_iso_code: str = "DEU",
+        carbon_intensity: float | None = None,
+        backends: Sequence[str | Backend] | str | None = None,
+        reporters: Sequence[str | Reporter] | str | None = None,
+        measure_power_secs: float = 1,
+        cuda_devices: Sequence[int | str] | None = None,
+        pue: float | None = None,
+        log_level: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = self._settings(project_name, output_dir, country_iso_code,
+                                       carbon_intensity, measure_power_secs, cuda_devices, pue,
+                                       log_level, options)
+        self.project_name = self.settings.project_name
+        self.user = self.settings.user
+        self.hostname = self.settings.hostname
+        self.output_dir = self.settings.output_dir
+        self.backends: list[Backend] = self._resolve_backends(backends)
+        self.reporters: list[Reporter] = self._resolve_reporters(reporters)
+        self._running = False
+        self._started: dict[str, Backend] = {}
+        self._start_errors: dict[str, str] = {}
+        self._tasks: set[str] = set()
+        self._metrics: dict[str, Any] = {}
+        self._params: dict[str, Any] = {}
+        self._run_id = ""
+        self._start_time = _now()
+        self._t0 = 0.0
+        self._environment: dict[str, str] = {}
+        self.last_run: Run | None = None
+        self._last_result: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------------------- settings
+    @staticmethod
+    def _settings(project_name: str, output_dir: Any, country_iso_code: str,
+                  carbon_intensity: float | None, measure_power_secs: float,
+                  cuda_devices: Any, pue: float | None, log_level: str | None,
+                  options: Mapping[str, Any] | None) -> Settings:
+        if not isinstance(project_name, str) or not project_name.strip():
+            raise ConfigurationError(f"project_name must be a non-empty string, got {project_name!r}")
+        if "___" in project_name or "\n" in project_name:
+            raise ConfigurationError(
+                f"project_name {project_name!r} must not contain '___' or line breaks: LET stores "
+                "it in experiment_id as project___user___hostname.")
+        try:
+            interval = float(measure_power_secs)
+        except (TypeError, ValueError):
+            interval = math.nan
+        if not math.isfinite(interval) or interval <= 0:
+            raise ConfigurationError(
+                f"measure_power_secs must be a positive number of seconds, got {measure_power_secs!r}")
+        if pue is not None:
+            try:
+                pue_value = float(pue)
+            except (TypeError, ValueError):
+                pue_value = math.nan
+            if not math.isfinite(pue_value) or pue_value < 1:
+                raise ConfigurationError(f"pue must be a number >= 1 (power usage effectiveness), got {pue!r}")
+            pue = pue_value
+        country = country_intensity(country_iso_code)
+        intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
+                     else country.carbon_intensity)
+        level = (log_level or os.environ.get("LET_LOG_LEVEL") or "error").lower()
+        if level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigurationError(
+                f"log_level must be one of debug, info, warning, error, critical; got {log_level!r}")
+        return Settings(
+            project_name=project_name,
+            output_dir=Path(output_dir).expanduser() if output_dir is not None else let_home(),
+            user=current_user(),
+            hostname=os.environ.get("LET_HOSTNAME") or current_hostname(),
+            country_iso_code=country.iso_code,
+            country_name=country.country_name,
+            carbon_intensity=intensity,
+            measure_power_secs=interval,
+            cuda_devices=_validate_cuda_devices(cuda_devices),
+            pue=pue,
+            log_level=level,
+            options=options,
+        )
+
+    def _resolve_backends(self, spec: Sequence[str | Backend] | str | None) -> list[Backend]:
+        from let_core.plugins import get_factory, registry
+
+        items: list[Any]
+        if spec is None:
+            items = _env_list("LET_BACKENDS") or [AUTO]
+        elif isinstance(spec, str):
+            items = [s.strip() for s in spec.split(",") if s.strip()]
+        else:
+            items = list(spec)
+        backends: list[Backend] = []
+        for item in items:
+            if item == AUTO:
+                for registered in registry().backends.values():
+                    if not registered.factory.auto:
+                        continue
+                    if any(getattr(b, "name", None) == registered.name for b in backends):
+                        continue
+                    try:
+                        availability = registered.factory.availability(self.settings)
+                    except Exception as exc:  # a plugin's broken check must not stop tracking
+                        warnings.warn(f"LET backend {registered.name!r}: availability check failed "
+                                      f"({exc}); it is left out.", LetWarning, stacklevel=3)
+                        continue
+                    if availability.available:
+                        backends.append(registered.factory.from_settings(self.settings))
+                if items == [AUTO] and not backends:
+                    warnings.warn("no energy backend is usable here, so nothing is measured; "
+                                  "`let plugins` says why each one is unavailable.",
+                                  LetWarning, stacklevel=3)
+            elif isinstance(item, str):
+                registered = get_factory("backend", item)
+                availability = registered.factory.availability(self.settings)
+                if not availability.available:
+                    raise BackendUnavailable(f"backend {item!r} is not available here: {availability.reason}")
+                backends.append(registered.factory.from_settings(self.settings))
+            elif callable(getattr(item, "start", None)) and callable(getattr(item, "stop", None)):
+                backends.append(item)
+            else:
+                raise ConfigurationError(
+                    f"backends entries are backend names (see `let plugins`) or backend objects "
+                    f"with start() and stop(); got {item!r}")
+        names = [getattr(b, "name", type(b).__name__) for b in backends]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigurationError(f"backend(s) {', '.join(duplicates)} given more than once")
+        return backends
+
+    def _resolve_reporters(self, spec: Sequence[str | Reporter] | str | None) -> list[Reporter]:
+        from let_core.plugins import get_factory, registry
+
+        items: list[Any]
+        if spec is None:
+            items = _env_list("LET_REPORTERS") or [AUTO]
+        elif isinstance(spec, str):
+            items = [s.strip() for s in spec.split(",") if s.strip()]
+        else:
+            items = list(spec)
+        ranked: list[tuple[int, int, Reporter]] = []
+        for position, item in enumerate(items):
+            if item == AUTO:
+                for registered in registry().reporters.values():
+                    factory = registered.factory
+                    if factory.auto and factory.availability(self.settings).available:
+                        ranked.append((factory.order, position, factory.from_settings(self.settings)))
+            elif isinstance(item, str):
+                factory = get_factory("reporter", item).factory
+                availability = factory.availability(self.settings)
+                if not availability.available:
+                    raise ConfigurationError(f"reporter {item!r} is not available here: {availability.reason}")
+                ranked.append((factory.order, position, factory.from_settings(self.settings)))
+            elif callable(getattr(item, "report", None)):
+                ranked.append((getattr(item, "order", 50), position, item))
+            else:
+                raise ConfigurationError(
+                    f"reporters entries are reporter names (see `let plugins`) or objects with "
+                    f"report(run); got {item!r}")
+        ranked.sort(key=lambda entry: (entry[0], entry[1]))
+        reporters: list[Reporter] = []
+        for _, _, reporter in ranked:
+            if all(getattr(r, "name", None) != getattr(reporter, "name", object()) for r in reporters):
+                reporters.append(reporter)
+        return reporters
+
+    # ----------------------------------------------------------------------------- running
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def __enter__(self) -> EnergyTracker:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.stop()
+        else:
+            self._stop(status="failed", error=f"{type(exc).__name__}: {exc}")
+
+    def start(self) -> EnergyTracker:
+        """Start a new run on every backend. A backend that fails to start is a warning."""
+        if self._running:
+            raise LetError("this tracker is already running; call stop() before starting it again")
+        self._run_id = str(uuid.uuid4())
+        self._started.clear()
+        self._start_errors.clear()
+        self._metrics = {}
+        self._params = {}
+        self._environment = _job_environment()
+        self._start_time = _now()
+        self._t0 = time.perf_counter()
+        for backend in self.backends:
+            name = _name_of(backend)
+            try:
+                backend.start()
+            except Exception as exc:
+                self._start_errors[name] = f"failed to start: {type(exc).__name__}: {exc}"
+                warnings.warn(f"LET backend {name!r} failed to start ({exc}); the run goes on "
+                              "without it.", LetWarning, stacklevel=2)
+            else:
+                self._started[name] = backend
+        self._running = True
+        return self
+
+    def stop(self, print_summary: bool | None = None) -> dict[str, Any]:
+        """Stop the run, record it and return its result. Calling it again returns the same result.
+
+        ``print_summary=False`` skips the printed statement for this run (LET 0.1.x's flag).
+        """
+        return self._stop(status="ok", error="", print_summary=print_summary)
+
+    def _stop(self, status: str, error: str, print_summary: bool | None = None) -> dict[str, Any]:
+        if not self._running:
+            if self._last_result is None:
+                raise LetError("this tracker was never started; call start() or use it as a context manager")
+            return self._last_result
+        measurements = self._stop_backends(self._t0)
+        self._running = False
+        end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
+        run = self._make_run(self._run_id, self._start_time, end_time, status, error, measurements)
+        self.last_run = run
+        self._report(run, skip_statement=print_summary is False)
+        self._last_result = run.result()
+        return self._last_result
+
+    def _stop_backends(self, t0: float) -> list[Measurement]:
+        measurements: list[Measurement] = []
+        for backend in self.backends:
+            name = _name_of(backend)
+            if name in self._start_errors:
+                measurements.append(Measurement.failed(name, self._start_errors[name],
+                                                       duration_s=time.perf_counter() - t0))
+                continue
+            try:
+                measurements.append(backend.stop())
+            except Exception as exc:
+                message = f"failed to stop: {type(exc).__name__}: {exc}"
+                warnings.warn(f"LET backend {name!r} {message}; the run is recorded without it.",
+                              LetWarning, stacklevel=3)
+                measurements.append(Measurement.failed(name, message,
+                                                       duration_s=time.perf_counter() - t0))
+        return measurements
+
+    def _make_run(self, run_id: str, start: datetime, end: datetime, status: str, error: str,
+                  measurements: list[Measurement], task: str = "") -> Run:
+        s = self.settings
+        return Run(
+            run_id=run_id, project_name=s.project_name, user=s.user, hostname=s.hostname,
+            start_time=start, end_time=end, status=status,  # type: ignore[arg-type]
+            measurements=tuple(measurements), country_iso_code=s.country_iso_code,
+            country_name=s.country_name, carbon_intensity=s.carbon_intensity, task=task,
+            parent_run_id=self._run_id if task else "", metrics=self._metrics,
+            params=self._params, environment=self._environment, error=error,
+        )
+
+    def _report(self, run: Run, skip_statement: bool = False) -> None:
+        for reporter in self.reporters:
+            name = _name_of(reporter)
+            if skip_statement and name == "statement":
+                continue
+            try:
+                reporter.report(run)
+            except Exception as exc:
+                # A reporter never costs the user the run: the result is still returned and the
+                # other reporters (the central store first of all) still run.
+                warnings.warn(f"LET reporter {name!r} failed for run {run.run_id}: "
+                              f"{type(exc).__name__}: {exc}", LetWarning, stacklevel=4)
+
+    # ----------------------------------------------------------------------------- extras
+    @contextlib.contextmanager
+    def task(self, name: str) -> Iterator[None]:
+        """Record the energy of part of a run (an epoch, an evaluation) as its own linked row.
+
+        Backends that can read their counters cheaply take part (``task_start``/``task_stop``).
+        """
+        if not self._running:
+            raise LetError("tracker.task() needs a running tracker; use it inside `with EnergyTracker(...)`")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"a task needs a non-empty name, got {name!r}")
+        if name in self._tasks:
+            raise ConfigurationError(f"task {name!r} is already running in this run")
+        capable = {n: b for n, b in self._started.items() if callable(getattr(b, "task_start", None))}
+        failed: dict[str, str] = {}
+        for backend_name, backend in capable.items():
+            try:
+                backend.task_start(name)  # type: ignore[attr-defined]
+            except Exception as exc:
+                failed[backend_name] = f"task failed to start: {type(exc).__name__}: {exc}"
+        self._tasks.add(name)
+        start, t0 = _now(), time.perf_counter()
+        status, error = "ok", ""
+        try:
+            yield
+        except BaseException as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._tasks.discard(name)
+            measurements = []
+            for backend_name, backend in capable.items():
+                if backend_name in failed:
+                    measurements.append(Measurement.failed(backend_name, failed[backend_name]))
+                    continue
+                try:
+                    measurements.append(backend.task_stop(name))  # type: ignore[attr-defined]
+                except Exception as exc:
+                    measurements.append(Measurement.failed(
+                        backend_name, f"task failed to stop: {type(exc).__name__}: {exc}"))
+            end = start + timedelta(seconds=time.perf_counter() - t0)
+            if measurements:
+                run = self._make_run(str(uuid.uuid4()), start, end, status, error, measurements, task=name)
+                self._report(run, skip_statement=True)
+
+    def log_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Attach quality metrics (accuracy, loss, ...) to the current run."""
+        for key, value in dict(metrics).items():
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"metric names are non-empty strings, got {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigurationError(f"metric {key!r} must be a finite number, got {value!r}")
+            self._metrics[key] = float(value)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Attach descriptive parameters (model, dataset, task, environment, n_samples, ...)."""
+        for key, value in dict(params).items():
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"parameter names are non-empty strings, got {key!r}")
+            self._params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    @property
+    def results(self) -> Any:
+        """Every stored run of this project, user and host (a DataFrame), as in LET 0.1.x."""
+        from let_core.store import load_results
+
+        return load_results(self.output_dir, self.project_name, self.user, self.hostname)
+
+    @property
+    def last_result(self) -> dict[str, Any] | None:
+        return self._last_result
+
+
+def _name_of(plugin: Any) -> str:
+    return str(getattr(plugin, "name", type(plugin).__name__))
+
+
+@overload
+def track_energy(func: F, /) -> F: ...
+
+
+@overload
+def track_energy(func: None = None, /, *, metrics: Callable[[Any], Mapping[str, Any]] | None = None,
+                 **tracker_options: Any) -> Callable[[F], F]: ...
+
+
+def track_energy(func: Callable[..., Any] | None = None, /, *,
+                 metrics: Callable[[Any], Mapping[str, Any]] | None = None,
+                 **tracker_options: Any) -> Any:
+    """Track every call of a function (plain or ``async``) as a run.
+
+    ``@track_energy`` or ``@track_energy(project_name=..., backends=..., reporters=...,
+    output_dir=..., metrics=lambda result: {"accuracy": result.acc})``. The options are
+    checked when decorating, so a typo fails at import time, not after the experiment.
+    """
+    try:
+        inspect.signature(EnergyTracker).bind(**tracker_options)
+    except TypeError as exc:
+        raise ConfigurationError(f"track_energy: {exc}; it takes EnergyTracker's options and metrics=") from None
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with EnergyTracker(**tracker_options) as tracker:
+                    result = await fn(*args, **kwargs)
+                    if metrics is not None:
+                        tracker.log_metrics(metrics(result))
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with EnergyTracker(**tracker_options) as tracker:
+                result = fn(*args, **kwargs)
+                if metrics is not None:
+                    tracker.log_metrics(metrics(result))
+            return result
+
+        return wrapper
+
+    return decorate(func) if func is not None else decorate

@@ -1,0 +1,1 @@
+"""LET's built-in reporters, one plugin module each."""
