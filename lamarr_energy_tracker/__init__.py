@@ -1,0 +1,39 @@
+"""LET 0.1.x's import names, kept working on top of ``let_core``.
+
+``from lamarr_energy_tracker import EnergyTracker, load_results, print_paper_statement,
+print_custom_paper_statement, delete_results, GroundTruthTracker, GroundTruthTrackingServer``.
+Names load on first use, so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from let_core._version import __version__
+
+_EXPORTS = {
+    "EnergyTracker": "let_core.tracker",
+    "track_energy": "let_core.tracker",
+    "load_results": "let_core.store",
+    "delete_results": "let_core.store",
+    "paper_statement": "let_core.statement",
+    "print_paper_statement": "let_core.statement",
+    "print_custom_paper_statement": "let_core.statement",
+    "GroundTruthTracker": "lamarr_energy_tracker.ground_truth_tracking",
+    "GroundTruthTrackingServer": "lamarr_energy_tracker.ground_truth_tracking",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lamarr_energy_tracker' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,60 @@
+"""LET, the Lamarr Energy Tracker: measure the energy of ML experiments, report it honestly.
+
+Importing this package is cheap: names load on first use, and no heavy library (CodeCarbon,
+pandas, pyarrow, requests) is imported until a feature needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from let_core._version import __version__
+
+if TYPE_CHECKING:
+    from let_core.errors import (BackendUnavailable, ConfigurationError, LetError, LetWarning,
+                                 PluginError, StoreError)
+    from let_core.hookspecs import hookimpl
+    from let_core.interfaces import Availability, Settings
+    from let_core.records import Measurement, Run
+    from let_core.statement import (custom_paper_statement, paper_statement,
+                                    print_custom_paper_statement, print_paper_statement)
+    from let_core.store import Store, delete_results, load_results
+    from let_core.tracker import EnergyTracker, track_energy
+
+_EXPORTS = {
+    "EnergyTracker": "let_core.tracker",
+    "track_energy": "let_core.tracker",
+    "hookimpl": "let_core.hookspecs",
+    "Measurement": "let_core.records",
+    "Run": "let_core.records",
+    "Availability": "let_core.interfaces",
+    "Settings": "let_core.interfaces",
+    "load_results": "let_core.store",
+    "delete_results": "let_core.store",
+    "Store": "let_core.store",
+    "paper_statement": "let_core.statement",
+    "print_paper_statement": "let_core.statement",
+    "custom_paper_statement": "let_core.statement",
+    "print_custom_paper_statement": "let_core.statement",
+    "LetError": "let_core.errors",
+    "ConfigurationError": "let_core.errors",
+    "BackendUnavailable": "let_core.errors",
+    "PluginError": "let_core.errors",
+    "StoreError": "let_core.errors",
+    "LetWarning": "let_core.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'let_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

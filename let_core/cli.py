@@ -1,0 +1,265 @@
+"""The ``let`` command line. Plugins add commands through the ``let_register_commands`` hook."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from let_core._version import __version__
+from let_core.errors import LetError
+
+_FILTERS = [
+    click.option("--output-dir", "--output_dir", "output_dir", default=None,
+                 help="Store folder (default: $LET_HOME or ~/.let)."),
+    click.option("--project", "--project_name", "project_name", default=None, help="Only this project."),
+    click.option("--user", default=None, help="Only this user."),
+    click.option("--hostname", default=None, help="Only this host."),
+]
+
+
+def filter_options(func: Any) -> Any:
+    for option in reversed(_FILTERS):
+        func = option(func)
+    return func
+
+
+class LetGroup(click.Group):
+    """Turns LET's own errors into a one-line message and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LetError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=LetGroup)
+@click.version_option(__version__, prog_name="let")
+def cli() -> None:
+    """LET, the Lamarr Energy Tracker: measure the energy of experiments, report it honestly."""
+
+
+@cli.command()
+@filter_options
+@click.option("--methodology", default=None, help="Custom statement: how the energy was obtained.")
+@click.option("--hardware", default=None, help="Custom statement: the hardware used.")
+@click.option("--energy", "consumed_energy", type=float, default=None, help="Custom statement: energy in kWh.")
+@click.option("--carbon-intensity", type=float, default=380, show_default=True,
+              help="Custom statement: gCO2/kWh.")
+def statement(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
+              methodology: str | None, hardware: str | None, consumed_energy: float | None,
+              carbon_intensity: float) -> None:
+    """Print the paper statement for the stored runs (or a custom one)."""
+    from let_core.statement import paper_statement, custom_paper_statement
+
+    custom = (methodology, hardware, consumed_energy)
+    if any(v is not None for v in custom):
+        if any(v is None for v in custom):
+            raise click.UsageError("a custom statement needs --methodology, --hardware and --energy")
+        click.echo(custom_paper_statement(methodology, hardware, consumed_energy,  # type: ignore[arg-type]
+                                          carbon_intensity=carbon_intensity))
+        return
+    click.echo(paper_statement(output_dir, project_name, user, hostname))
+
+
+_TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
+                  "emissions", "duration", "status", "run_id")
+
+
+@cli.command()
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@click.option("--limit", type=int, default=50, show_default=True, help="Newest rows to show (0: all).")
+def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
+            as_json: bool, limit: int) -> None:
+    """Show stored runs as a readable table (or JSON)."""
+    from let_core.store import load_results
+
+    frame = load_results(output_dir, project_name, user, hostname)
+    if limit > 0:
+        frame = frame.tail(limit)
+    if as_json:
+        for record in frame.to_dict(orient="records"):
+            click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
+        return
+    if frame.empty:
+        click.echo("no stored runs match")
+        return
+    shown = frame[list(_TABLE_COLUMNS)].copy()
+    shown["energy_consumed"] = shown["energy_consumed"].map(lambda v: _fmt(v * 1000, "Wh"))
+    shown["emissions"] = shown["emissions"].map(lambda v: _fmt(v * 1000, "g"))
+    shown["duration"] = shown["duration"].map(lambda v: _fmt(v, "s"))
+    shown["run_id"] = shown["run_id"].astype(str).str[:8]
+    click.echo(format_table(list(shown.columns), shown.astype(str).values.tolist()))
+
+
+def _fmt(value: float, unit: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f} {unit}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """An aligned plain-text table; numbers right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for cell, width in zip(cells, widths):
+            numeric = cell[:1].isdigit() or cell[:1] == "-" and cell[1:2].isdigit()
+            out.append(cell.rjust(width) if numeric else cell.ljust(width))
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+@cli.command()
+@filter_options
+@click.option("--yes", is_flag=True, help="Do not ask before deleting.")
+def delete(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
+           yes: bool) -> None:
+    """Delete the stored rows that match the filters (all rows without filters)."""
+    from let_core.store import Store
+
+    store = Store(output_dir)
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    matching = sum(1 for row in store.rows()
+                   if all(v is None or row.get(k) == v for k, v in filters.items()))
+    if matching == 0:
+        click.echo("no stored rows match; nothing deleted")
+        return
+    what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL rows"
+    if not yes:
+        click.confirm(f"Delete {matching} row(s) ({what}) from {store.path}?", abort=True)
+    removed = store.delete(**filters)
+    click.echo(f"deleted {removed} row(s) from {store.path}")
+
+
+@cli.command()
+@filter_options
+@click.option("--all", "all_keys", is_flag=True, help="Every BibTeX entry LET knows.")
+def cite(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
+         all_keys: bool) -> None:
+    """Print the BibTeX entries the statement cites."""
+    from let_core.statement import bibtex, cited_keys, paper_statement
+    from let_core.errors import ConfigurationError
+
+    if all_keys:
+        click.echo(bibtex())
+        return
+    try:
+        keys = cited_keys(paper_statement(output_dir, project_name, user, hostname))
+    except ConfigurationError:
+        # No runs yet: the entries of the usual CodeCarbon statement.
+        keys = ["lamarr_energy_tracker", "codecarbon", "ai_energy_validation"]
+    click.echo(bibtex(keys))
+
+
+@cli.command()
+@click.option("--verbose", "-v", is_flag=True, help="Also show descriptions.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(verbose: bool, as_json: bool) -> None:
+    """List every backend and reporter: source, and whether it can run here (or why not)."""
+    from let_core.plugins import registry
+    from let_core.tracker import EnergyTracker
+
+    reg = registry()
+    settings = EnergyTracker._settings("default", None, "DEU", None, 1, None, None, None, None)
+    entries = []
+    for table in (reg.backends, reg.reporters):
+        for item in table.values():
+            try:
+                availability = item.factory.availability(settings)
+                available, reason = availability.available, availability.reason
+            except Exception as exc:
+                available, reason = False, f"availability check failed: {exc}"
+            entries.append({"name": item.name, "kind": item.kind, "source": item.source,
+                            "plugin": item.plugin, "auto": bool(item.factory.auto),
+                            "available": available, "reason": reason,
+                            "description": getattr(item.factory, "description", "")})
+    problems = [{"plugin": p.plugin, "source": p.source, "problem": p.message} for p in reg.problems]
+    if as_json:
+        click.echo(json.dumps({"plugins": entries, "problems": problems}, indent=2))
+        return
+    headers = ["name", "kind", "source", "auto", "available here"] + (["description"] if verbose else [])
+    rows = [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
+             "yes" if e["available"] else f"no: {e['reason']}"] + ([e["description"]] if verbose else [])
+            for e in entries]
+    click.echo(format_table(headers, rows))
+    for problem in problems:
+        click.echo(f"\nproblem: plugin {problem['plugin']} ({problem['source']}): {problem['problem']}", err=True)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--project", "project_name", default="default", show_default=True)
+@click.option("--backend", "backends", multiple=True, help="Backend name (repeatable; default: auto).")
+@click.option("--output-dir", default=None)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, command: tuple[str, ...]) -> None:
+    """Track a command: `let run --project NAME -- python train.py`."""
+    from let_core.tracker import EnergyTracker
+
+    tracker = EnergyTracker(project_name=project_name, backends=list(backends) or None, output_dir=output_dir)
+    tracker.start()
+    try:
+        code = subprocess.call(list(command))
+    except OSError as exc:
+        tracker._stop(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise click.ClickException(f"cannot run {command[0]!r}: {exc}") from exc
+    except KeyboardInterrupt:
+        tracker._stop(status="failed", error="interrupted")
+        raise
+    if code == 0:
+        tracker.stop()
+    else:
+        tracker._stop(status="failed", error=f"exit status {code}")
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--seconds", type=float, default=3.0, show_default=True, help="How long the workload runs.")
+@click.option("--project", "project_name", default="let-demo", show_default=True)
+def demo(seconds: float, project_name: str) -> None:
+    """Track a small CPU workload with every backend usable here, then print the statement."""
+    from let_core.tracker import EnergyTracker
+
+    click.echo(f"Tracking a {seconds:g} s CPU workload in project {project_name!r} ...")
+    with EnergyTracker(project_name=project_name) as tracker:
+        deadline = time.perf_counter() + seconds
+        total = 0
+        while time.perf_counter() < deadline:
+            total += sum(i * i for i in range(10_000))
+    result = tracker.stop()
+    for backend, measurement in result["measurements"].items():
+        shown = (f"{measurement['energy_consumed'] * 1000:.4f} Wh ({measurement['methodology']}, "
+                 f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")
+        click.echo(f"  {backend}: {shown}")
+    click.echo(f"Stored in {tracker.output_dir / 'emissions.csv'}; see `let results` and `let statement`.")
+
+
+def _load_plugin_commands() -> None:
+    from let_core.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.hook.let_register_commands(cli=cli)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    _load_plugin_commands()
+    return cli.main(args=argv, prog_name="let")
+
+
+if __name__ == "__main__":
+    main()

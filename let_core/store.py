@@ -1,0 +1,615 @@
+"""The central store: ``emissions.csv`` in ``$LET_HOME`` (default ``~/.let``) or ``output_dir``.
+
+One row per (run, backend), CodeCarbon's columns followed by LET's. Writers append whole lines
+under ``fcntl.flock``, so many processes can record at once and no row is lost; a file with
+another header (LET 0.1.x, plain CodeCarbon) is migrated to the union of columns once, under
+the same lock, through a temporary file and ``os.replace``. Every record is exactly one line
+(line breaks inside values are replaced), which is what lets a reader resume at a byte offset
+and a writer cut off the partial line a killed process left behind.
+
+The tracking path (``append``, ``totals``) uses only the standard library; ``load_results``
+imports pandas and pyarrow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+
+from let_core.errors import LetWarning, StoreError
+from let_core.records import (NUMERIC_COLUMNS, STORE_COLUMNS, as_float, is_legacy,
+                              legacy_fields, primary_measurements)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STORE_FILE = "emissions.csv"
+TOTALS_FILE = ".emissions.totals.json"
+_TOTALS_VERSION = 1
+_HEADER_PROBE = 1 << 16
+
+Row = Mapping[str, Any]
+FILTER_KEYS = ("project_name", "user", "hostname")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return text
+
+
+def _encode(rows: Iterable[Row], columns: Sequence[str], header: bool) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _parse_line(line: str) -> list[str]:
+    return next(csv.reader([line]), [])
+
+
+class Store:
+    """The central store in one folder."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        if directory is None:
+            from let_core.tracker import let_home
+
+            directory = let_home()
+        self.directory = Path(directory).expanduser()
+        self.path = self.directory / STORE_FILE
+
+    # --------------------------------------------------------------------- locking
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool, create: bool) -> Iterator[int | None]:
+        """The store's file descriptor under flock, or None when there is no store yet.
+
+        A migration or delete replaces the file; a writer that waited for the lock on the old
+        inode would append to a file nobody reads, so it re-opens until both inodes match.
+        """
+        if create:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the LET store folder {self.directory}: {exc}. "
+                                 "Set LET_HOME or output_dir= to a writable folder.") from exc
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+        if not exclusive and not create:
+            flags = os.O_RDONLY
+        while True:
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except FileNotFoundError:
+                if create:
+                    raise
+                yield None
+                return
+            except OSError as exc:
+                raise StoreError(f"cannot open the LET store {self.path}: {exc}. Check its "
+                                 "permissions, or set LET_HOME / output_dir= elsewhere.") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                try:
+                    current = os.stat(self.path)
+                except FileNotFoundError:
+                    current = None
+                if current is not None and current.st_ino == os.fstat(fd).st_ino:
+                    yield fd
+                    return
+            finally:
+                os.close(fd)
+
+    # --------------------------------------------------------------------- writing
+    def append(self, rows: Sequence[Row]) -> None:
+        """Append rows as whole lines under an exclusive lock; cost independent of store size."""
+        if not rows:
+            return
+        with self._locked(exclusive=True, create=True) as fd:
+            assert fd is not None
+            header = _read_header(fd)
+            if header is None:
+                os.write(fd, _encode(rows, STORE_COLUMNS, header=True))
+            else:
+                if not set(STORE_COLUMNS) <= set(header):
+                    self._migrate(fd, header)
+                    return self.append(rows)
+                _cut_partial_tail(fd, self.path)
+                os.write(fd, _encode(rows, header, header=False))
+            os.fsync(fd)
+
+    def _migrate(self, fd: int, header: list[str]) -> None:
+        """Rewrite a foreign-header store with the union of columns, keeping every row."""
+        columns = list(STORE_COLUMNS) + [c for c in header if c not in STORE_COLUMNS]
+        tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=".emissions.",
+                                          suffix=".migrating", delete=False)
+        try:
+            with tmp:
+                tmp.write(_encode([], columns, header=True))
+                batch = []
+                for row in _iter_rows(fd, header, 0):
+                    batch.append({**row, **legacy_fields(row)} if is_legacy(row) else row)
+                    if len(batch) >= 10_000:
+                        tmp.write(_encode(batch, columns, header=False))
+                        batch = []
+                tmp.write(_encode(batch, columns, header=False))
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.chmod(tmp.name, os.fstat(fd).st_mode & 0o777)
+            os.replace(tmp.name, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp.name)
+            raise
+
+    def delete(self, **filters: str | None) -> int:
+        """Remove the rows matching every given filter, atomically; returns how many."""
+        _check_filters(filters)
+        with self._locked(exclusive=True, create=False) as fd:
+            if fd is None:
+                return 0
+            header = _read_header(fd)
+            if header is None:
+                return 0
+            kept: list[Row] = []
+            removed = 0
+            for row in _iter_rows(fd, header, 0):
+                if _matches(_effective(row), filters):
+                    removed += 1
+                else:
+                    kept.append(row)
+            if removed:
+                tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=".emissions.",
+                                                  suffix=".deleting", delete=False)
+                try:
+                    with tmp:
+                        tmp.write(_encode(kept, header, header=True))
+                        tmp.flush()
+                        os.fsync(tmp.fileno())
+                    os.chmod(tmp.name, os.fstat(fd).st_mode & 0o777)
+                    os.replace(tmp.name, self.path)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp.name)
+                    raise
+            return removed
+
+    # --------------------------------------------------------------------- reading
+    def rows(self) -> Iterator[dict[str, str]]:
+        """Every complete row, with LET 0.1.x / CodeCarbon rows given LET's columns."""
+        with self._locked(exclusive=False, create=False) as fd:
+            if fd is None:
+                return
+            header = _read_header(fd)
+            if header is None:
+                return
+            for row in _iter_rows(fd, header, 0):
+                yield _effective(row)
+
+    def header(self) -> list[str] | None:
+        with self._locked(exclusive=False, create=False) as fd:
+            return None if fd is None else _read_header(fd)
+
+    def totals(self, **filters: str | None) -> Totals:
+        """Energy and emissions totals for the statement, summed over the matching runs.
+
+        Kept in a cache file beside the store and brought up to date by reading only the
+        bytes appended since, so a run's statement costs the same with 10 or 10 million rows.
+        """
+        _check_filters(filters)
+        with self._locked(exclusive=False, create=False) as fd:
+            if fd is None:
+                return Totals()
+            header = _read_header(fd)
+            if header is None:
+                return Totals()
+            cache = self._load_cache(fd, header)
+            size = os.fstat(fd).st_size
+            if cache["offset"] < size:
+                groups = {key: Totals.from_json(value) for key, value in cache["groups"].items()}
+                offset = _accumulate(fd, header, cache["offset"], groups)
+                cache = {**cache, "offset": offset,
+                         "groups": {key: value.to_json() for key, value in groups.items()}}
+                self._save_cache(cache)
+        result = Totals()
+        for key, value in cache["groups"].items():
+            project, user, hostname = key.split("\x1f")
+            if _matches({"project_name": project, "user": user, "hostname": hostname}, filters):
+                result = result.merged(Totals.from_json(value))
+        return result
+
+    def _load_cache(self, fd: int, header: list[str]) -> dict[str, Any]:
+        stat = os.fstat(fd)
+        fresh = {"version": _TOTALS_VERSION, "inode": stat.st_ino, "header": header,
+                 "offset": _header_length(fd), "groups": {}}
+        try:
+            with open(self.directory / TOTALS_FILE, encoding="utf-8") as handle:
+                cache = json.load(handle)
+        except (OSError, ValueError):
+            return fresh
+        if (not isinstance(cache, dict) or cache.get("version") != _TOTALS_VERSION
+                or cache.get("inode") != stat.st_ino or cache.get("header") != header
+                or not isinstance(cache.get("offset"), int) or cache["offset"] > stat.st_size):
+            return fresh
+        return cache
+
+    def _save_cache(self, cache: dict[str, Any]) -> None:
+        # Best effort: a read-only store still gets its totals, just computed every time.
+        try:
+            with tempfile.NamedTemporaryFile("w", dir=self.directory, prefix=".totals.",
+                                             delete=False, encoding="utf-8") as tmp:
+                json.dump(cache, tmp)
+            os.replace(tmp.name, self.directory / TOTALS_FILE)
+        except OSError:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(tmp.name)
+
+
+# ------------------------------------------------------------------------- file helpers
+def _read_header(fd: int) -> list[str] | None:
+    head = os.pread(fd, _HEADER_PROBE, 0)
+    if not head:
+        return None
+    end = head.find(b"\n")
+    line = head if end < 0 else head[:end]
+    header = _parse_line(line.decode("utf-8", errors="replace").lstrip("\ufeff"))
+    if not header or not any(header):
+        raise StoreError("the LET store has no readable header line; move it aside and start a new one")
+    return header
+
+
+def _header_length(fd: int) -> int:
+    head = os.pread(fd, _HEADER_PROBE, 0)
+    end = head.find(b"\n")
+    return len(head) if end < 0 else end + 1
+
+
+def _complete_length(fd: int, size: int) -> int:
+    """Bytes up to and including the last line break: everything a finished writer wrote."""
+    position = size
+    while position > 0:
+        start = max(0, position - 65536)
+        chunk = os.pread(fd, position - start, start)
+        index = chunk.rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        position = start
+    return 0
+
+
+def _cut_partial_tail(fd: int, path: Path) -> None:
+    """Drop a half-written last line (a writer killed mid-append) so the next row starts clean."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        complete = _complete_length(fd, size)
+        warnings.warn(f"{path}: dropped an incomplete last line ({size - complete} bytes) left by "
+                      "an interrupted writer", LetWarning, stacklevel=4)
+        os.ftruncate(fd, complete)
+
+
+def _iter_rows(fd: int, header: list[str], offset: int,
+               end: int | None = None) -> Iterator[dict[str, str]]:
+    """Complete rows from a byte offset; lines with the wrong number of fields are skipped."""
+    size = os.fstat(fd).st_size if end is None else end
+    stop = _complete_length(fd, size)
+    start = offset or _header_length(fd)
+    width = len(header)
+    bad = 0
+    with os.fdopen(os.dup(fd), "rb") as handle:
+        handle.seek(start)
+        remaining = stop - start
+        text = io.TextIOWrapper(_Limited(handle, remaining), encoding="utf-8",
+                                errors="replace", newline="")
+        for fields in csv.reader(text):
+            if len(fields) != width:
+                if fields:
+                    bad += 1
+                continue
+            yield dict(zip(header, fields))
+    if bad:
+        warnings.warn(f"skipped {bad} malformed line(s) in the LET store", LetWarning, stacklevel=3)
+
+
+class _Limited(io.RawIOBase):
+    """A read-only view of the next ``limit`` bytes of a file."""
+
+    def __init__(self, handle: Any, limit: int) -> None:
+        self._handle = handle
+        self._left = max(0, limit)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        data = self._handle.read(min(len(buffer), self._left))
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _effective(row: dict[str, str]) -> dict[str, str]:
+    return {**row, **legacy_fields(row)} if is_legacy(row) else row
+
+
+def _check_filters(filters: Mapping[str, Any]) -> None:
+    unknown = set(filters) - set(FILTER_KEYS)
+    if unknown:
+        raise TypeError(f"unknown filter(s) {sorted(unknown)}; filter by {', '.join(FILTER_KEYS)}")
+    for key, value in filters.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"filter {key} must be a string, got {value!r}")
+
+
+def _matches(row: Mapping[str, Any], filters: Mapping[str, str | None]) -> bool:
+    return all(value is None or row.get(key) == value for key, value in filters.items())
+
+
+# ------------------------------------------------------------------------- totals
+class KindTotals:
+    """Sums over the primary measurements of one kind (estimate or metered)."""
+
+    __slots__ = ("energy_kwh", "emissions_kg", "runs", "methodologies", "hardware")
+
+    def __init__(self) -> None:
+        self.energy_kwh = 0.0
+        self.emissions_kg = 0.0
+        self.runs = 0
+        self.methodologies: dict[str, int] = {}
+        self.hardware: dict[str, int] = {}
+
+    def add(self, energy: float, emissions: float, methodologies: Iterable[str],
+            hardware: Iterable[str]) -> None:
+        self.energy_kwh += energy
+        self.emissions_kg += emissions
+        self.runs += 1
+        for name in methodologies:
+            if name:
+                self.methodologies[name] = self.methodologies.get(name, 0) + 1
+        for name in hardware:
+            if name:
+                self.hardware[name] = self.hardware.get(name, 0) + 1
+
+    def merged(self, other: KindTotals) -> KindTotals:
+        result = KindTotals()
+        result.energy_kwh = self.energy_kwh + other.energy_kwh
+        result.emissions_kg = self.emissions_kg + other.emissions_kg
+        result.runs = self.runs + other.runs
+        for target, a, b in ((result.methodologies, self.methodologies, other.methodologies),
+                             (result.hardware, self.hardware, other.hardware)):
+            target.update(a)
+            for key, count in b.items():
+                target[key] = target.get(key, 0) + count
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KindTotals:
+        result = cls()
+        for name in cls.__slots__:
+            setattr(result, name, data[name])
+        return result
+
+
+class Totals:
+    """What a paper statement needs: per-kind sums, and the runs measured both ways."""
+
+    def __init__(self) -> None:
+        self.estimate = KindTotals()
+        self.metered = KindTotals()
+        self.paired_runs = 0
+        self.paired_estimate_kwh = 0.0
+        self.paired_metered_kwh = 0.0
+
+    @property
+    def empty(self) -> bool:
+        return self.estimate.runs == 0 and self.metered.runs == 0
+
+    def add_run(self, rows: Sequence[Mapping[str, str]]) -> None:
+        views = [_RowView(row) for row in rows]
+        energies: dict[str, float] = {}
+        for kind in ("estimate", "metered"):
+            primary = primary_measurements(views, kind)
+            if not primary:
+                continue
+            energy = sum(view.energy_kwh for view in primary)
+            emissions = sum(_emissions(view.row, view.energy_kwh) for view in primary)
+            getattr(self, kind).add(energy, emissions, [v.row.get("methodology", "") for v in primary],
+                                    [v.row.get("hardware", "") for v in primary])
+            energies[kind] = energy
+        if len(energies) == 2:
+            self.paired_runs += 1
+            self.paired_estimate_kwh += energies["estimate"]
+            self.paired_metered_kwh += energies["metered"]
+
+    def merged(self, other: Totals) -> Totals:
+        result = Totals()
+        result.estimate = self.estimate.merged(other.estimate)
+        result.metered = self.metered.merged(other.metered)
+        result.paired_runs = self.paired_runs + other.paired_runs
+        result.paired_estimate_kwh = self.paired_estimate_kwh + other.paired_estimate_kwh
+        result.paired_metered_kwh = self.paired_metered_kwh + other.paired_metered_kwh
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        return {"estimate": self.estimate.to_json(), "metered": self.metered.to_json(),
+                "paired_runs": self.paired_runs, "paired_estimate_kwh": self.paired_estimate_kwh,
+                "paired_metered_kwh": self.paired_metered_kwh}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Totals:
+        result = cls()
+        result.estimate = KindTotals.from_json(data["estimate"])
+        result.metered = KindTotals.from_json(data["metered"])
+        result.paired_runs = data["paired_runs"]
+        result.paired_estimate_kwh = data["paired_estimate_kwh"]
+        result.paired_metered_kwh = data["paired_metered_kwh"]
+        return result
+
+
+class _RowView:
+    __slots__ = ("row", "kind", "scope", "energy_kwh")
+
+    def __init__(self, row: Mapping[str, str]) -> None:
+        self.row = row
+        self.kind = row.get("kind", "")
+        self.scope = row.get("scope", "") or "system"
+        self.energy_kwh = as_float(row.get("energy_consumed"))
+
+
+def _emissions(row: Mapping[str, str], energy: float) -> float:
+    stored = as_float(row.get("emissions"))
+    if math.isfinite(stored):
+        return stored
+    intensity = as_float(row.get("carbon_intensity"))
+    return energy * intensity / 1000.0 if math.isfinite(intensity) else 0.0
+
+
+def _accumulate(fd: int, header: list[str], offset: int, groups: dict[str, Totals]) -> int:
+    """Add the runs stored after ``offset`` to ``groups``; returns the offset now covered."""
+    size = os.fstat(fd).st_size
+    end = _complete_length(fd, size)
+    run_rows: list[dict[str, str]] = []
+
+    def flush() -> None:
+        if run_rows:
+            first = run_rows[0]
+            key = "\x1f".join(first.get(k, "") for k in FILTER_KEYS)
+            groups.setdefault(key, Totals()).add_run(run_rows)
+            run_rows.clear()
+
+    for raw in _iter_rows(fd, header, offset, end=end):
+        row = _effective(raw)
+        if row.get("task"):
+            continue  # parts of a run are already inside the run's own energy
+        if run_rows and (row.get("run_id") != run_rows[0].get("run_id") or not row.get("run_id")):
+            flush()
+        run_rows.append(row)
+    flush()
+    return end
+
+
+# ------------------------------------------------------------------------- public API
+def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                 user: str | None = None, hostname: str | None = None) -> pd.DataFrame:
+    """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
+
+    Reads LET 1.x, LET 0.1.x and plain CodeCarbon files alike: older rows get LET's columns
+    (project, user and host from ``experiment_id``; backend ``codecarbon``). A filter that
+    matches nothing gives an empty frame.
+    """
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    _check_filters(filters)
+    store = Store(output_dir)
+    import pandas as pd
+
+    if not store.path.exists():
+        if store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
+            raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
+        return pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
+    frame = _read_frame(store)
+    frame = _normalize_legacy(frame)
+    for key, value in filters.items():
+        if value is not None:
+            frame = frame[frame[key] == value]
+    return frame.reset_index(drop=True)
+
+
+def _pandas_dtype(column: str) -> str:
+    return "float64" if column in NUMERIC_COLUMNS else "object"
+
+
+def _read_frame(store: Store) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with store._locked(exclusive=False, create=False) as fd:
+        if fd is None:
+            return pd.DataFrame(columns=list(STORE_COLUMNS))
+        header = _read_header(fd)
+        complete = _complete_length(fd, os.fstat(fd).st_size)
+        # Only the complete lines: a killed writer's partial last line is not a row.
+        with pa.memory_map(str(store.path)) as mapped:
+            data = mapped.read_buffer(complete)
+    if header is None:
+        return pd.DataFrame(columns=list(STORE_COLUMNS))
+    skipped: list[int] = []
+
+    def skip(row: Any) -> str:
+        skipped.append(row.number)
+        return "skip"
+
+    def read(typed: bool) -> pa.Table:
+        types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
+        return pacsv.read_csv(
+            pa.BufferReader(data),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False),
+        )
+
+    try:
+        table = read(typed=True)
+        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    except pa.ArrowInvalid:
+        # A damaged cell in a number column: read everything as text, keep what parses.
+        skipped.clear()
+        table = read(typed=False)
+        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        for column in NUMERIC_COLUMNS:
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    if skipped:
+        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
+    for column in STORE_COLUMNS:
+        if column not in frame:
+            frame[column] = float("nan") if column in NUMERIC_COLUMNS else ""
+    return frame
+
+
+def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
+    legacy = frame["backend"].fillna("") == ""
+    if not legacy.any():
+        return frame
+    keys = ["experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "status"]
+    # legacy_fields per distinct combination: a 0.1.x file has a handful, however many rows.
+    combos = frame.loc[legacy, keys].astype(object).fillna("").drop_duplicates()
+    filled = frame.loc[legacy, keys].astype(object).fillna("")
+    for _, combo in combos.iterrows():
+        fields = legacy_fields(combo.to_dict())
+        mask = legacy.copy()
+        mask[legacy] = (filled == combo.values).all(axis=1)
+        for column, value in fields.items():
+            frame.loc[mask, column] = value
+    return frame
+
+
+def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                   user: str | None = None, hostname: str | None = None) -> int:
+    """Delete only the stored rows matching every given filter (none given: all rows).
+
+    Atomic: the store is rewritten to a temporary file and swapped in under the lock.
+    Returns how many rows were deleted.
+    """
+    return Store(output_dir).delete(project_name=project_name, user=user, hostname=hostname)

@@ -1,0 +1,52 @@
+"""Prints what a run consumed and the paper statement for the project's stored runs (as LET 0.1.x)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable, ClassVar, TextIO
+
+from let_core.hookspecs import hookimpl
+from let_core.interfaces import Availability, Settings
+from let_core.records import Run
+from let_core.statement import format_energy, statement_from_totals
+from let_core.store import Store
+
+
+class StatementReporter:
+    name: ClassVar[str] = "statement"
+    auto: ClassVar[bool] = True
+    order: ClassVar[int] = 100  # after the store, whose totals it reads
+    description: ClassVar[str] = "prints the run's energy and the project's paper statement"
+
+    def __init__(self, settings: Settings, stream: TextIO | None = None) -> None:
+        self.settings = settings
+        self.stream = stream
+
+    @classmethod
+    def availability(cls, settings: Settings) -> Availability:
+        return Availability.yes()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StatementReporter:
+        return cls(settings)
+
+    def report(self, run: Run) -> None:
+        if run.task:
+            return
+        out = self.stream or sys.stdout
+        energy = run.energy_kwh
+        if math.isfinite(energy):
+            print(f"\nTracker stopped - this experiment consumed {format_energy(energy)}.\n", file=out)
+        else:
+            print("\nTracker stopped - no backend measured this experiment (see the warnings above).\n",
+                  file=out)
+        totals = Store(self.settings.output_dir).totals(
+            project_name=run.project_name, user=run.user, hostname=run.hostname)
+        if not totals.empty:
+            print(statement_from_totals(totals) + "\n", file=out)
+
+
+@hookimpl
+def let_register_reporters(register: Callable[[Any], None]) -> None:
+    register(StatementReporter)
