@@ -29,6 +29,9 @@ class Settings:
     pue: float | None = None
     log_level: str = "error"
     options: Mapping[str, Any] = field(factory=dict, converter=lambda v: dict(v or {}))
+    #: A pyarrow filesystem URI given as output_dir (``s3://bucket/let``); the central CSV store
+    #: then stays local in ``output_dir`` ($LET_HOME) so a run is recorded even when it is offline.
+    output_uri: str | None = None
 
 
 @frozen

@@ -132,7 +132,7 @@ def _collect(registry: Registry) -> None:
     for kind, hook in hooks:
         # Called one implementation at a time so that a failing plugin is named and skipped
         # while the others still register (a plain hook call would stop at the first error).
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             register = _register_callback(registry, kind, impl.plugin_name)
             try:
                 impl.function(register=register)

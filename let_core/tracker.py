@@ -165,9 +165,15 @@ class EnergyTracker:
         if level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigurationError(
                 f"log_level must be one of debug, info, warning, error, critical; got {log_level!r}")
+        output_uri = None
+        if isinstance(output_dir, str) and "://" in output_dir and not output_dir.startswith("file://"):
+            output_uri, output_dir = output_dir, None
+        elif isinstance(output_dir, str) and output_dir.startswith("file://"):
+            output_dir = output_dir[len("file://"):]
         return Settings(
             project_name=project_name,
             output_dir=Path(output_dir).expanduser() if output_dir is not None else let_home(),
+            output_uri=output_uri,
             user=current_user(),
             hostname=os.environ.get("LET_HOSTNAME") or current_hostname(),
             country_iso_code=country.iso_code,
