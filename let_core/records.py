@@ -226,14 +226,15 @@ def _json_or_blank(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, default=str) if value else ""
 
 
-#: CodeCarbon's emissions.csv columns (3.x), in its order, so CodeCarbon and STREP read our store.
+#: CodeCarbon's emissions.csv columns (3.3's EmissionsData), in its order, so CodeCarbon and STREP read our store.
 CODECARBON_COLUMNS: tuple[str, ...] = (
     "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
     "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
     "ram_energy", "energy_consumed", "water_consumed", "country_name", "country_iso_code",
     "region", "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
     "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
-    "ram_total_size", "tracking_mode", "on_cloud", "pue", "wue",
+    "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
+    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
 )
 
 #: LET's own columns, after CodeCarbon's.
@@ -250,7 +251,9 @@ STORE_COLUMN_SET = frozenset(STORE_COLUMNS)
 NUMERIC_COLUMNS: tuple[str, ...] = (
     "duration", "emissions", "emissions_rate", "cpu_power", "gpu_power", "ram_power",
     "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "water_consumed", "cpu_count",
-    "gpu_count", "longitude", "latitude", "ram_total_size", "pue", "wue", "carbon_intensity",
+    "gpu_count", "longitude", "latitude", "ram_total_size", "cpu_utilization_percent",
+    "gpu_utilization_percent", "ram_utilization_percent", "ram_used_gb", "pue", "wue",
+    "carbon_intensity",
 )
 
 
