@@ -25,7 +25,11 @@ from let_core.errors import LetWarning, PluginError
 # Built-in plugins, registered by dotted name. Order is the order of "auto" selection:
 # estimates first, then metered backends.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "let_backends.codecarbon",
     "let_backends.manual",
+    "let_backends.rapl",
+    "let_backends.nvml",
+    "let_backends.jetson",
     "let_reporters.csv",
     "let_reporters.statement",
 )
