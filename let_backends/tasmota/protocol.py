@@ -1,0 +1,161 @@
+"""Tasmota's HTTP command API (``http://IP/cm?cmnd=...``), as the ground-truth server uses it.
+
+Only reads and calibration commands are sent: nothing here resets a socket's counters.
+``requests`` is imported when a socket is first created, not with this module.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Mapping
+
+from attrs import frozen
+
+from let_core.errors import LetError
+
+TASMOTA_TIME = "%Y-%m-%dT%H:%M:%S"
+#: ``EnergyRes 5``: Total in 0.00001 kWh (0.01 Wh) steps, the finest the firmware offers.
+ENERGY_RESOLUTION = 5
+
+
+class SocketError(LetError):
+    """A socket did not answer, refused the credentials, or answered something unexpected."""
+
+
+@frozen
+class EnergyReading:
+    """One ``Status 8`` answer: the socket's counter and what it measures right now."""
+
+    total_kwh: float  # the socket's own running counter (may drop: reset or reboot)
+    power_w: float
+    voltage_v: float | None
+    current_a: float | None
+    total_start_time: str  # when the counter was last reset, socket-local time
+    socket_time: str  # StatusSNS.Time, socket-local time
+    today_kwh: float | None = None
+    yesterday_kwh: float | None = None
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any]) -> EnergyReading:
+        try:
+            sns = data["StatusSNS"]
+            energy = sns["ENERGY"]
+            return cls(total_kwh=float(energy["Total"]), power_w=float(energy.get("Power") or 0.0),
+                       voltage_v=_opt_float(energy.get("Voltage")),
+                       current_a=_opt_float(energy.get("Current")),
+                       total_start_time=str(energy.get("TotalStartTime") or ""),
+                       socket_time=str(sns.get("Time") or ""),
+                       today_kwh=_opt_float(energy.get("Today")),
+                       yesterday_kwh=_opt_float(energy.get("Yesterday")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SocketError(f"the answer has no StatusSNS.ENERGY.Total ({exc!r}); is this a Tasmota "
+                              "socket with energy monitoring (e.g. Nous A1T)?") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total_kwh": self.total_kwh, "power_w": self.power_w, "voltage_v": self.voltage_v,
+                "current_a": self.current_a, "total_start_time": self.total_start_time,
+                "socket_time": self.socket_time, "today_kwh": self.today_kwh,
+                "yesterday_kwh": self.yesterday_kwh}
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, list):  # multi-channel devices answer lists; a plug has one channel
+        value = value[0] if value else None
+    return None if value is None else float(value)
+
+
+def parse_tasmota_time(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, TASMOTA_TIME)
+    except (TypeError, ValueError):
+        return None
+
+
+class TasmotaSocket:
+    """A connection to one socket. Thread-safe enough for one poller plus occasional commands:
+    ``requests.Session`` is used from one thread at a time by the server's per-host lock."""
+
+    def __init__(self, address: str, user: str = "", password: str = "", timeout: float = 2.0,
+                 retries: int = 1) -> None:
+        import requests
+
+        self.address = address
+        self.user = user
+        self.password = password
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self._session = requests.Session()
+        self._resolution_set = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.address}"
+
+    def command(self, cmnd: str) -> dict[str, Any]:
+        """Send one command and return its JSON answer; bounded retries on network errors."""
+        import requests
+
+        params = {"cmnd": cmnd}
+        if self.password:
+            params = {"user": self.user or "admin", "password": self.password, **params}
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._session.get(f"{self.base_url}/cm", params=params, timeout=self.timeout)
+            except requests.RequestException as exc:
+                last = exc
+                if attempt < self.retries:
+                    time.sleep(0.05 * (attempt + 1))
+                continue
+            if response.status_code == 401:
+                raise SocketError(f"socket {self.address} refused the credentials (401); set \"user\" "
+                                  "and \"password\" for this host in the config (Tasmota's WebPassword)")
+            if response.status_code != 200:
+                raise SocketError(f"socket {self.address} answered HTTP {response.status_code} to {cmnd!r}")
+            try:
+                data = response.json()
+            except ValueError:
+                raise SocketError(f"socket {self.address} answered {cmnd!r} with non-JSON "
+                                  f"{response.text[:80]!r}") from None
+            if not isinstance(data, dict):
+                raise SocketError(f"socket {self.address} answered {cmnd!r} with {data!r}")
+            if data.get("Command") == "Unknown":
+                raise SocketError(f"socket {self.address} does not know the command {cmnd!r}")
+            if "WARNING" in data and len(data) == 1:
+                raise SocketError(f"socket {self.address}: {data['WARNING']}")
+            return data
+        raise SocketError(f"socket {self.address} did not answer {cmnd!r} after {self.retries + 1} "
+                          f"tries ({type(last).__name__}); is it powered and on the network?")
+
+    def read(self) -> EnergyReading:
+        """``Status 8`` (sensor status). Sets the finest energy resolution once per connection."""
+        if not self._resolution_set:
+            # EnergyRes only changes how many decimals Total is reported with; counters are kept.
+            self.command(f"EnergyRes {ENERGY_RESOLUTION}")
+            self._resolution_set = True
+        data = self.command("Status 8")
+        if "StatusSNS" not in data:  # some firmware builds answer sensors only on Status 10
+            data = self.command("Status 10")
+        return EnergyReading.from_status(data)
+
+    def calibrate(self, volts: float | None = None, watts: float | None = None,
+                  amps: float | None = None) -> dict[str, Any]:
+        """The LET README's calibration: ``SaveData 1``, ``VoltageSet``, ``PowerSet``, ``Status 8``.
+
+        Run it with a known constant load (a light bulb) plugged into the socket.
+        """
+        answers: dict[str, Any] = {"SaveData 1": self.command("SaveData 1")}
+        if volts is not None:
+            answers[f"VoltageSet {volts:g}"] = self.command(f"VoltageSet {volts:g}")
+        if watts is not None:
+            answers[f"PowerSet {watts:g}"] = self.command(f"PowerSet {watts:g}")
+        if amps is not None:
+            answers[f"CurrentSet {amps * 1000:g}"] = self.command(f"CurrentSet {amps * 1000:g}")
+        answers["Status 8"] = self.command("Status 8")
+        return answers
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,201 @@
+"""The ground-truth REST server (FastAPI + uvicorn, the ``server`` extra).
+
+Routes (JSON everywhere; ``/docs`` has the OpenAPI page):
+
+- ``GET /health``                          liveness, never needs the token
+- ``GET /list``                            host names (LET 0.1.x)
+- ``GET /{host}/start``, ``/{host}/stop``  LET 0.1.x's tracking calls
+- ``GET /hosts``, ``GET /hosts/{host}``    status of every / one host
+- ``GET /hosts/{host}/power``              live power
+- ``POST /hosts/{host}/sessions``          start a session -> ``session_id``
+- ``GET /sessions``, ``GET /sessions/{id}`` running sessions, energy so far
+- ``POST /sessions/{id}/stop``             stop -> energy, duration, data quality
+- ``DELETE /sessions/{id}``                drop a session without a result
+
+With a token (``LET_GT_TOKEN`` or ``token=``), every route but ``/health`` and the docs needs
+``Authorization: Bearer TOKEN``.
+"""
+
+# No `from __future__ import annotations` here: FastAPI resolves the endpoint annotations at
+# run time, and the request model is local to create_app (pydantic is imported lazily).
+import hmac
+import os
+import threading
+import time
+from typing import Any, Mapping
+
+from let_backends.tasmota.config import SocketConfig
+from let_backends.tasmota.service import GroundTruthService, UnknownHost, UnknownSession
+
+_OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+
+def create_app(service: GroundTruthService, token: str | None = None) -> Any:
+    """The FastAPI application in front of ``service`` (which the caller starts and closes)."""
+    from fastapi import Body, FastAPI, Path, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    secret = token if token is not None else os.environ.get("LET_GT_TOKEN", "")
+    app = FastAPI(title="LET ground-truth server",
+                  description="Wall-socket energy of computers metered by Tasmota smart sockets.",
+                  version="1")
+
+    class SessionRequest(BaseModel):
+        label: str = Field("", max_length=200, description="free text, e.g. the project name")
+
+    def error(status: int, message: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"error": message, **extra}, status_code=status)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        if secret and request.url.path not in _OPEN_PATHS:
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret.encode()):
+                return JSONResponse({"error": "missing or wrong bearer token; send 'Authorization: Bearer "
+                                              "TOKEN' (clients: set LET_GT_TOKEN to the server's token)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}; see /docs"
+        return error(exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return error(422, "malformed request; see /docs for the expected shape", details=details)
+
+    @app.exception_handler(UnknownHost)
+    async def unknown_host(request: Request, exc: UnknownHost) -> JSONResponse:
+        return error(404, f"unknown host {exc.args[0]!r}; known hosts are {service.hosts()}. Add it to "
+                          "the server's config or set LET_GT_HOSTNAME on the client.",
+                     hosts=service.hosts())
+
+    @app.exception_handler(UnknownSession)
+    async def unknown_session(request: Request, exc: UnknownSession) -> JSONResponse:
+        return error(404, f"no running session {exc.args[0]!r}: it was stopped already, or the server "
+                          "restarted since it began")
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:  # the last safety net
+        return error(500, f"internal error {type(exc).__name__}: {exc}; please report it")
+
+    host_path = Path(..., min_length=1, max_length=253)
+    session_path = Path(..., pattern=r"^[0-9a-f]{32}$", description="a session_id from start")
+
+    @app.get("/health", summary="Liveness")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "hosts": len(service.hosts())}
+
+    @app.get("/list", summary="Host names (LET 0.1.x)")
+    def list_hosts() -> list[str]:
+        return service.hosts()
+
+    @app.get("/hosts", summary="Status of every host")
+    def hosts() -> list[dict[str, Any]]:
+        return [service.host_status(h) for h in service.hosts()]
+
+    @app.get("/hosts/{host}", summary="Status of one host")
+    def host(host: str = host_path) -> dict[str, Any]:
+        return service.host_status(host)
+
+    @app.get("/hosts/{host}/power", summary="Live power of one host")
+    def power(host: str = host_path) -> dict[str, Any]:
+        return service.power(host)
+
+    @app.post("/hosts/{host}/sessions", status_code=201, summary="Start a session")
+    def start(host: str = host_path, body: SessionRequest | None = Body(None)) -> dict[str, Any]:
+        return service.start_session(host, body.label if body else "")
+
+    @app.get("/sessions", summary="Running sessions")
+    def sessions(host: str | None = None) -> list[dict[str, Any]]:
+        if host is not None:
+            service.meter(host)
+        return service.sessions(host)
+
+    @app.get("/sessions/{session_id}", summary="A running session's energy so far")
+    def peek(session_id: str = session_path) -> dict[str, Any]:
+        return service.peek_session(session_id)
+
+    @app.post("/sessions/{session_id}/stop", summary="Stop a session: energy and data quality")
+    def stop(session_id: str = session_path) -> dict[str, Any]:
+        return service.stop_session(session_id)
+
+    @app.delete("/sessions/{session_id}", summary="Drop a session without a result")
+    def cancel(session_id: str = session_path) -> dict[str, Any]:
+        service.cancel_session(session_id)
+        return {"session_id": session_id, "cancelled": True}
+
+    # LET 0.1.x's routes last, so that /hosts/... and /sessions/... are matched first.
+    @app.get("/{host}/start", summary="Start tracking a host (LET 0.1.x)")
+    def legacy_start(host: str = host_path) -> dict[str, Any]:
+        return service.legacy_start(host)
+
+    @app.get("/{host}/stop", summary="Energy since the host's last start (LET 0.1.x)")
+    def legacy_stop(host: str = host_path) -> dict[str, Any]:
+        return service.legacy_stop(host)
+
+    return app
+
+
+class RunningServer:
+    """A server running in a background thread (tests, ``block=False``)."""
+
+    def __init__(self, sockets: Mapping[str, SocketConfig], host: str = "127.0.0.1", port: int = 8000,
+                 token: str | None = None, poll_interval: float = 1.0, socket_timeout: float = 2.0,
+                 log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.service = GroundTruthService(sockets, poll_interval=poll_interval,
+                                          socket_timeout=socket_timeout)
+        self.app = create_app(self.service, token)
+        config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level,
+                                access_log=False, timeout_graceful_shutdown=3)
+        self._server = uvicorn.Server(config)
+        self.host, self.port = host, port
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def serve(self) -> None:
+        """Serve in this thread until interrupted (Ctrl-C)."""
+        self.service.start()
+        try:
+            self._server.run()
+        finally:
+            self.service.close()
+
+    def start(self, timeout: float = 30.0) -> "RunningServer":
+        self.service.start()
+        self._thread = threading.Thread(target=self._server.run, name="let-gt-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.service.close()
+                raise RuntimeError(f"the ground-truth server did not start on {self.host}:{self.port}; "
+                                   "is the port already in use?")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.service.close()
+
+    def __enter__(self) -> "RunningServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
