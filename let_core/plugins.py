@@ -27,6 +27,7 @@ from let_core.errors import LetWarning, PluginError
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "let_backends.codecarbon",
     "let_backends.manual",
+    "let_backends.tasmota",
     "let_reporters.csv",
     "let_reporters.statement",
 )
