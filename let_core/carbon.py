@@ -52,7 +52,7 @@ def _alpha2_to_alpha3() -> dict[str, str]:
 def normalize_country_code(code: str) -> str:
     """An ISO 3166-1 code as alpha-3 upper case; alpha-2 codes are accepted and converted."""
     if not isinstance(code, str) or not code.strip():
-        raise ConfigurationError(f"country_iso_code must be a country code such as 'DEU', got {code!r}")
+        raise ConfigurationError(_unknown_message(code))
     code = code.strip().upper()
     if len(code) == 2:
         try:
@@ -74,8 +74,25 @@ def country_intensity(code: str) -> CountryIntensity:
                             float(entry["carbon_intensity"]), int(year) if year else None)
 
 
-def _unknown_message(code: str) -> str:
-    return (f"unknown country code {code!r}: use an ISO 3166-1 alpha-3 code such as 'DEU', "
+def _suggestion(code: Any) -> str:
+    """A hint when the user typed a country's name ("Germany") instead of its code."""
+    if not isinstance(code, str) or len(code.strip()) <= 3:
+        return ""
+    try:
+        mix = _energy_mix()
+    except ConfigurationError:
+        return ""
+    needle = code.strip().lower()
+    matches = [iso for iso, entry in mix.items()
+               if needle in str(entry.get("country_name", "")).lower()]
+    if not matches:
+        return ""
+    names = ", ".join(f"'{iso}' for {mix[iso].get('country_name', iso)}" for iso in sorted(matches)[:5])
+    return f" Did you mean {names}?"
+
+
+def _unknown_message(code: Any) -> str:
+    return (f"unknown country code {code!r}:{_suggestion(code)} Use an ISO 3166-1 alpha-3 code such as 'DEU', "
             "'FRA' or 'USA' (alpha-2 such as 'DE' works too; look yours up at "
             "https://www.iso.org/obp/ui/#search or with `let countries`), or pass "
             "carbon_intensity= in gCO2/kWh.")
