@@ -33,13 +33,13 @@ class ManualBackend:
     >>> EnergyTracker(backends=[ManualBackend(power_watts=250, hardware="NVIDIA GTX 1080 GPU")])
     """
 
-    name: ClassVar[str] = "manual"
+    name: str = "manual"
     auto: ClassVar[bool] = False
     description: ClassVar[str] = "a given energy (kWh) or power (W) times the run's duration"
 
     def __init__(self, energy_kwh: float | None = None, power_watts: float | None = None,
                  hardware: str = "", methodology: str = DEFAULT_METHODOLOGY,
-                 kind: Kind = "estimate", scope: str = "system",
+                 kind: Kind = "estimate", scope: str = "system", name: str = "manual",
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.energy_kwh = _non_negative(energy_kwh, "energy_kwh")
         self.power_watts = _non_negative(power_watts, "power_watts")
@@ -47,6 +47,7 @@ class ManualBackend:
             raise ConfigurationError("ManualBackend needs exactly one of energy_kwh= or power_watts=")
         if kind not in ("estimate", "metered"):
             raise ConfigurationError(f"kind must be 'estimate' or 'metered', got {kind!r}")
+        self.name = name  # several manual figures in one run need names of their own
         self.hardware = hardware
         self.methodology = methodology
         self.kind: Kind = kind

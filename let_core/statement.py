@@ -157,13 +157,18 @@ def comparison(emissions_g: float) -> str | None:
 
 
 # --------------------------------------------------------------------------- formatting
+def _small(value: float) -> str:
+    # Three decimals as LET 0.1.x, but a short test run reads "0.0123 Wh", not "0.000 Wh".
+    return f"{value:.3f}" if value >= 1 or value == 0 else f"{value:.3g}"
+
+
 def format_energy(kwh: float) -> str:
-    """kWh from 0.1 kWh up, Wh below, three decimals (as LET 0.1.x)."""
-    return f"{kwh:.3f} kWh" if kwh > 0.1 else f"{kwh * 1000:.3f} Wh"
+    """kWh above 0.1 kWh, Wh below (as LET 0.1.x)."""
+    return f"{kwh:.3f} kWh" if kwh > 0.1 else f"{_small(kwh * 1000)} Wh"
 
 
 def format_emissions(grams: float) -> str:
-    return f"{grams / 1000:.3f} kg" if grams >= 10 else f"{grams:.3f} g"
+    return f"{grams / 1000:.3f} kg" if grams >= 10 else f"{_small(grams)} g"
 
 
 def _article(phrase: str) -> str:

@@ -511,28 +511,96 @@ def _accumulate(fd: int, header: list[str], offset: int, groups: dict[str, Total
 
 # ------------------------------------------------------------------------- public API
 def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
-                 user: str | None = None, hostname: str | None = None) -> pd.DataFrame:
+                 user: str | None = None, hostname: str | None = None, *,
+                 dataset: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
 
-    Reads LET 1.x, LET 0.1.x and plain CodeCarbon files alike: older rows get LET's columns
-    (project, user and host from ``experiment_id``; backend ``codecarbon``). A filter that
-    matches nothing gives an empty frame.
+    Reads the central CSV store and the Parquet dataset together (``dataset=``, else
+    ``LET_DATASET``, else ``<store>/runs``; an ``output_dir`` URI such as ``s3://bucket/let``
+    is the dataset, the CSV store then being ``$LET_HOME``'s), keeping one row per
+    (run_id, backend, task), the CSV store's first. Reads LET 1.x, LET 0.1.x and plain
+    CodeCarbon files alike: older rows get LET's columns (project, user and host from
+    ``experiment_id``; backend ``codecarbon``).
+
+    Logged metrics and params stay in their JSON columns ``metrics`` / ``params`` and are also
+    expanded into one column each, named as MLflow does: ``metrics.accuracy``, ``params.model``.
+    A filter that matches nothing gives an empty frame.
     """
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     _check_filters(filters)
+    from let_core.dataset import default_root, is_uri
+
+    if is_uri(output_dir) and not str(output_dir).startswith("file://"):
+        dataset, output_dir = dataset or str(output_dir), None
+    elif isinstance(output_dir, str) and output_dir.startswith("file://"):
+        output_dir = output_dir[len("file://"):]
     store = Store(output_dir)
     import pandas as pd
 
-    if not store.path.exists():
-        if store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
-            raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
+    frames = []
+    if store.path.exists():
+        frame = _normalize_legacy(_read_frame(store))
+        for key, value in filters.items():
+            if value is not None:
+                frame = frame[frame[key] == value]
+        frames.append(frame)
+    elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
+        raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
+    parquet = _read_dataset(dataset or default_root(store.directory), filters)
+    if parquet is not None:
+        frames.append(parquet)
+    if not frames:
         return pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
-    frame = _read_frame(store)
-    frame = _normalize_legacy(frame)
-    for key, value in filters.items():
-        if value is not None:
-            frame = frame[frame[key] == value]
-    return frame.reset_index(drop=True)
+    if len(frames) == 1 and parquet is None:
+        frame = frames[0]
+    else:
+        frame = _deduplicate(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    frame = frame.reset_index(drop=True)
+    for column in ("metrics", "params"):
+        frame = _expand_json(frame, column)
+    return frame
+
+
+def _read_dataset(root: str | os.PathLike[str], filters: Mapping[str, str | None]) -> pd.DataFrame | None:
+    """The Parquet dataset's matching rows, or None when there is no dataset there."""
+    from let_core.dataset import exists, locate, read_frame
+
+    location = locate(root)
+    if not exists(location):
+        return None
+    return read_frame(location, **filters)
+
+
+def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run_id, backend, task), the first kept; rows without a run id are all kept."""
+    keys = ["run_id", "backend", "task"]
+    duplicated = frame.duplicated(subset=keys, keep="first") & (frame["run_id"].fillna("") != "")
+    return frame[~duplicated] if duplicated.any() else frame
+
+
+def _expand_json(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``metrics`` JSON cells as ``metrics.<name>`` columns; rows without any get NaN."""
+    import pandas as pd
+
+    if column not in frame or frame.empty:
+        return frame
+    cells = frame[column].fillna("")
+    present = cells[cells != ""]
+    if present.empty:
+        return frame
+    parsed: dict[Any, dict[str, Any]] = {}
+    for index, text in present.items():
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue  # a hand-edited cell: the JSON text stays in the column
+        if isinstance(value, dict):
+            parsed[index] = value
+    if not parsed:
+        return frame
+    expanded = pd.DataFrame.from_dict(parsed, orient="index").reindex(frame.index)
+    expanded.columns = [f"{column}.{name}" for name in expanded.columns]
+    return pd.concat([frame, expanded], axis=1)
 
 
 def _pandas_dtype(column: str) -> str:

@@ -1,0 +1,247 @@
+"""The central store never loses a row: concurrent writers, old files, killed writers, deletes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from let_core import delete_results, load_results
+from let_core.errors import StoreError
+from let_core.records import STORE_COLUMNS
+from let_core.statement import paper_statement
+from let_core.store import STORE_FILE, TOTALS_FILE, Store
+from let_core.tracker import EnergyTracker
+from let_backends.manual import ManualBackend
+
+DATA = Path(__file__).parent / "data"
+LEGACY = DATA / "let014_emissions.csv"
+
+
+def record(project: str = "p", output_dir: Path | None = None, kwh: float = 0.001, **kwargs) -> dict:
+    with EnergyTracker(project_name=project, output_dir=output_dir, reporters=["csv"],
+                       backends=[ManualBackend(energy_kwh=kwh, hardware="Test CPU")], **kwargs) as t:
+        pass
+    return t.stop()
+
+
+def test_100_sequential_runs_keep_100_rows(let_home):
+    ids = {record()["run_id"] for _ in range(100)}
+    frame = load_results()
+    assert len(frame) == 100
+    assert set(frame["run_id"]) == ids
+    assert not list(let_home.glob("*.bak"))
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from let_core import EnergyTracker
+    from let_backends.manual import ManualBackend
+    for _ in range(int(sys.argv[2])):
+        with EnergyTracker(project_name="par", output_dir=sys.argv[1], reporters=["csv"],
+                           backends=[ManualBackend(energy_kwh=0.001)]):
+            pass
+""")
+
+
+def test_eight_processes_appending_at_once_lose_nothing(tmp_path):
+    store = tmp_path / "shared"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(store), "25"]) for _ in range(8)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 8
+    frame = load_results(store)
+    assert len(frame) == 200
+    assert frame["run_id"].nunique() == 200
+    lines = (store / STORE_FILE).read_text().splitlines()
+    assert len(lines) == 201 and lines[0] == ",".join(STORE_COLUMNS)
+
+
+def test_let014_store_loads_with_project_user_and_host(let_home):
+    let_home.mkdir(parents=True)
+    shutil.copy(LEGACY, let_home / STORE_FILE)
+    frame = load_results()
+    assert len(frame) == 3
+    assert list(frame["project_name"]) == ["vision", "vision", "nlp"]
+    assert list(frame["user"]) == ["root", "root", "alice"]
+    assert list(frame["hostname"]) == ["vm", "vm", "gpu-box"]
+    assert set(frame["backend"]) == {"codecarbon"}
+    assert set(frame["methodology"]) == {"CodeCarbon 3.2.3"}
+    # LET 0.1.4 wrote no gpu_model column on this GPU-less machine (and crashed printing its
+    # statement because of it); the hardware is the CPU alone.
+    assert list(frame["hardware"]) == ["Intel(R) Xeon(R) Processor"] * 3
+    assert len(load_results(project_name="vision")) == 2
+    assert len(load_results(user="alice")) == 1
+
+
+def test_appending_to_a_let014_store_keeps_every_old_row_and_column(let_home):
+    let_home.mkdir(parents=True)
+    shutil.copy(LEGACY, let_home / STORE_FILE)
+    with open(LEGACY, newline="") as handle:
+        old_rows = list(csv.DictReader(handle))
+    record(project="vision")
+    record(project="new")
+    frame = load_results()
+    assert len(frame) == 5
+    for old in old_rows:
+        match = frame[frame["run_id"] == old["run_id"]]
+        assert len(match) == 1
+        assert match.iloc[0]["energy_consumed"] == pytest.approx(float(old["energy_consumed"]))
+        assert match.iloc[0]["cpu_utilization_percent"] == pytest.approx(float(old["cpu_utilization_percent"]))
+        assert match.iloc[0]["experiment_id"] == old["experiment_id"]
+    assert not [p for p in let_home.iterdir() if p.name.endswith((".bak", ".migrating"))]
+    # The migrated file has LET's header first, and the old project's statement counts every run.
+    header = (let_home / STORE_FILE).read_text().splitlines()[0].split(",")
+    assert header[: len(STORE_COLUMNS)] == list(STORE_COLUMNS)
+    text = paper_statement(project_name="vision")
+    assert "CodeCarbon 3.2.3" in text and "the Machine Learning CO2 Impact Calculator" in text
+
+
+def test_plain_codecarbon_file_with_another_column_order_is_migrated(let_home):
+    let_home.mkdir(parents=True)
+    columns = ["run_id", "timestamp", "project_name", "experiment_id", "energy_consumed", "emissions",
+               "duration", "codecarbon_version", "cpu_model", "gpu_model", "custom_note"]
+    with open(let_home / STORE_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerow(["r1", "2024-01-01T00:00:00", "codecarbon", "x", "0.5", "0.19", "60", "2.8.0",
+                         "AMD EPYC 7742 64-Core Processor", "", "keep me"])
+    record()
+    frame = load_results()
+    old = frame[frame["run_id"] == "r1"].iloc[0]
+    assert old["custom_note"] == "keep me"
+    assert old["hardware"] == "AMD EPYC 7742 64-Core Processor"
+    assert old["project_name"] == "codecarbon"  # no project___user___host: nothing to derive
+
+
+def test_truncated_last_line_is_skipped_on_load_and_cut_on_next_append(let_home):
+    record()
+    path = let_home / STORE_FILE
+    complete = path.read_bytes()
+    with open(path, "ab") as handle:
+        handle.write(complete.splitlines(keepends=True)[1][:80])  # half a row, no newline
+    assert len(load_results()) == 1
+    with pytest.warns(Warning, match="incomplete last line"):
+        record()
+    frame = load_results()
+    assert len(frame) == 2
+    assert path.read_bytes().startswith(complete)
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys
+    from let_core.store import Store
+    from let_core.records import STORE_COLUMNS
+    store = Store(sys.argv[1])
+    row = {c: "x" * 200 for c in STORE_COLUMNS}
+    i = 0
+    print("ready", flush=True)
+    while True:
+        i += 1
+        store.append([{**row, "run_id": f"r{i}", "backend": "manual", "energy_consumed": "0.1"}] * 50)
+""")
+
+
+def test_writer_killed_mid_append_leaves_a_loadable_store(tmp_path):
+    store = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(store)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    deadline = time.monotonic() + 60
+    while (not (store / STORE_FILE).exists() or (store / STORE_FILE).stat().st_size < 2_000_000) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    frame = load_results(store)
+    assert len(frame) > 0
+    counts = frame.groupby("run_id").size()
+    assert (counts[:-1] == 50).all() if len(counts) > 1 else True  # only the last append may be short
+    Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
+    assert "after" in set(load_results(store)["run_id"])
+
+
+def test_delete_removes_only_matching_rows_and_says_how_many(let_home):
+    for project in ("a", "a", "b"):
+        record(project=project)
+    assert delete_results(project_name="a") == 2
+    assert list(load_results()["project_name"]) == ["b"]
+    assert delete_results(project_name="nope") == 0
+    assert delete_results(hostname="no-such-host") == 0
+    assert len(load_results()) == 1
+    assert delete_results() == 1
+    assert len(load_results()) == 0
+
+
+def test_delete_of_legacy_rows_uses_their_derived_project(let_home):
+    let_home.mkdir(parents=True)
+    shutil.copy(LEGACY, let_home / STORE_FILE)
+    assert delete_results(project_name="nlp") == 1
+    assert list(load_results()["project_name"]) == ["vision", "vision"]
+
+
+def test_unknown_filter_value_gives_an_empty_frame_and_unknown_filter_an_error(let_home):
+    record()
+    assert load_results(project_name="missing").empty
+    with pytest.raises(TypeError, match="filter"):
+        Store().delete(projekt="p")
+
+
+def test_missing_store_loads_empty_with_columns(tmp_path):
+    frame = load_results(tmp_path / "nothing-here")
+    assert frame.empty and "energy_consumed" in frame.columns
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_unreadable_output_dir_is_a_clear_error(tmp_path):
+    locked = tmp_path / "locked"
+    record(output_dir=locked)
+    locked.chmod(0)
+    try:
+        with pytest.raises(StoreError, match="cannot"):
+            load_results(locked)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="writable folder"):
+        Store(blocker / "sub").append([{"run_id": "x"}])
+
+
+def test_totals_cache_follows_appends_and_rewrites(let_home):
+    for _ in range(3):
+        record(kwh=0.1)
+    store = Store()
+    assert store.totals(project_name="p").estimate.energy_kwh == pytest.approx(0.3)
+    assert (let_home / TOTALS_FILE).exists()
+    record(kwh=0.1)
+    assert store.totals(project_name="p").estimate.runs == 4
+    delete_results(project_name="p")
+    record(kwh=0.2)
+    totals = store.totals()
+    assert totals.estimate.runs == 1 and totals.estimate.energy_kwh == pytest.approx(0.2)
+    (let_home / TOTALS_FILE).write_text("{not json")
+    assert store.totals().estimate.energy_kwh == pytest.approx(0.2)
+
+
+def test_values_with_line_breaks_stay_on_one_line(let_home):
+    with pytest.raises(RuntimeError):
+        with EnergyTracker(backends=[ManualBackend(energy_kwh=0.1)], reporters=["csv"]):
+            raise RuntimeError("line one\nline two")
+    assert len((let_home / STORE_FILE).read_text().splitlines()) == 2
+    assert load_results().iloc[0]["error"] == "RuntimeError: line one line two"
+
+
+def test_output_dir_that_is_a_file_cannot_be_loaded(tmp_path):
+    blocker = tmp_path / "emissions.csv"
+    blocker.write_text("a file")
+    with pytest.raises(StoreError, match="is a file"):
+        load_results(blocker)
