@@ -1,0 +1,351 @@
+"""The Parquet dataset: one small file per run, Hive-partitioned, on any pyarrow filesystem.
+
+Layout: ``ROOT/project=<project>/date=<YYYY-MM-DD>/<run_id>.parquet``, ROOT being
+``$LET_HOME/runs``, ``LET_DATASET`` or a URI given as ``output_dir`` (``s3://bucket/let``).
+A run is written once, as a new file named by its (unique) run id, so writers never touch each
+other's data and an append costs the same however many runs are stored. Locally the file is
+written under a dot-name (which readers and DuckDB globs skip) and renamed into place; on
+object stores a single PUT is already atomic.
+
+``compact`` merges the small files of each partition into one. It writes the merged file
+before it deletes the parts, so a reader (or a crash) in between sees some runs twice; readers
+deduplicate by (run_id, backend, task), which makes that harmless.
+
+Everything here imports pyarrow lazily: the tracking path only pays for it when the dataset
+reporter is on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from urllib.parse import parse_qs, quote, urlsplit
+
+from attrs import frozen
+
+from let_core.errors import ConfigurationError, StoreError
+from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+DATASET_DIR = "runs"
+DATASET_ENV = "LET_DATASET"
+PARTITION_KEYS = ("project", "date")
+COMPACTED_PREFIX = "compacted-"
+_NUMERIC = frozenset(NUMERIC_COLUMNS)
+
+
+@frozen
+class Location:
+    """A dataset root on a filesystem: what ``pyarrow.fs`` needs, and how to show it to people."""
+
+    filesystem: Any  # pyarrow.fs.FileSystem
+    path: str
+    display: str
+
+    @property
+    def local(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+
+def is_uri(value: Any) -> bool:
+    return isinstance(value, str) and "://" in value
+
+
+def default_root(store_dir: str | os.PathLike[str]) -> str:
+    """The dataset beside a store: ``LET_DATASET`` if set, else ``<store>/runs``."""
+    return os.environ.get(DATASET_ENV) or str(Path(store_dir).expanduser() / DATASET_DIR)
+
+
+def locate(root: str | os.PathLike[str]) -> Location:
+    """Resolve a folder or a pyarrow filesystem URI (``s3://``, ``gs://``, ``file://``, ...).
+
+    S3 URIs accept pyarrow's query options (``?endpoint_override=host:port&scheme=http&region=``);
+    credentials come from the usual AWS variables or files. Connection and request timeouts are
+    kept short, so an unreachable endpoint fails a run's report in seconds, not minutes.
+    """
+    import pyarrow.fs as pafs
+
+    text = os.fspath(root)
+    if not is_uri(text):
+        path = Path(text).expanduser().absolute()
+        return Location(pafs.LocalFileSystem(), path.as_posix(), str(path))
+    parts = urlsplit(text)
+    # Shown in messages: never the credentials or the query string.
+    display = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    if parts.scheme == "s3":
+        return Location(_s3(parts), f"{parts.hostname}{parts.path}".rstrip("/"), display)
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(text)
+    except _arrow_errors() as exc:
+        raise ConfigurationError(f"cannot use {display!r} as a LET dataset location: {exc}. Give a "
+                                 "folder or a pyarrow filesystem URI such as s3://bucket/let.") from exc
+    return Location(filesystem, path.rstrip("/"), display)
+
+
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    import pyarrow as pa
+
+    return (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError)
+
+
+def _s3(parts: Any) -> pafs.FileSystem:
+    import pyarrow.fs as pafs
+
+    if not parts.hostname:
+        raise ConfigurationError(f"S3 URI {parts.geturl()!r} names no bucket; use s3://bucket/prefix")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    known = {"endpoint_override", "scheme", "region", "connect_timeout", "request_timeout"}
+    unknown = set(query) - known
+    if unknown:
+        raise ConfigurationError(f"unknown S3 option(s) {sorted(unknown)} in the dataset URI; "
+                                 f"LET understands {sorted(known)}")
+    options: dict[str, Any] = {
+        "connect_timeout": float(query.get("connect_timeout", 5)),
+        "request_timeout": float(query.get("request_timeout", 30)),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2),
+    }
+    for key in ("endpoint_override", "scheme", "region"):
+        if key in query:
+            options[key] = query[key]
+    if parts.username:
+        options["access_key"] = parts.username
+        options["secret_key"] = parts.password or ""
+    return pafs.S3FileSystem(**options)
+
+
+# ----------------------------------------------------------------------------- schema
+def schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.float64() if c in _NUMERIC else pa.string()) for c in STORE_COLUMNS])
+
+
+def _numeric(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def table_from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Store rows (``Run.rows()`` or the CSV store's) as a table with the dataset's schema."""
+    import pyarrow as pa
+
+    columns = {c: [(_numeric if c in _NUMERIC else _text)(row.get(c)) for row in rows]
+               for c in STORE_COLUMNS}
+    return pa.table(columns, schema=schema())
+
+
+def partition_of(row: Mapping[str, Any]) -> str:
+    """``project=<p>/date=<d>``: the project URL-encoded (it may hold '/'), the UTC start date."""
+    project = quote(_text(row.get("project_name")) or "default", safe="")
+    date = (_text(row.get("start_time")) or _text(row.get("timestamp")))[:10] or "unknown"
+    return f"project={project}/date={quote(date, safe='')}"
+
+
+# ----------------------------------------------------------------------------- writing
+def write_run(location: Location, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Write one run's rows as a new file; returns its path. Never reads or rewrites old files."""
+    if not rows:
+        raise ValueError("write_run needs at least one row")
+    run_id = _text(rows[0].get("run_id")) or uuid.uuid4().hex
+    name = f"{quote(run_id, safe='')}.parquet"
+    return _write_table(location, partition_of(rows[0]), name, table_from_rows(rows))
+
+
+def _write_table(location: Location, partition: str, name: str, table: pa.Table) -> str:
+    import pyarrow.parquet as pq
+
+    directory = f"{location.path}/{partition}"
+    final = f"{directory}/{name}"
+    fs = location.filesystem
+    fs.create_dir(directory, recursive=True)
+    if not location.local:
+        # One PUT: an object appears whole or not at all.
+        with fs.open_output_stream(final) as out:
+            pq.write_table(table, out, compression="zstd")
+        return final
+    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(temporary) as out:
+            pq.write_table(table, out, compression="zstd")
+        fs.move(temporary, final)  # rename(2): readers see the old state or the whole file
+    except BaseException:
+        try:
+            fs.delete_file(temporary)
+        except OSError:
+            pass
+        raise
+    return final
+
+
+def write_rows(location: Location, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write many stored rows (an export of the CSV store): one file per partition, per call."""
+    by_partition: dict[str, list[Mapping[str, Any]]] = {}
+    count = 0
+    for row in rows:
+        by_partition.setdefault(partition_of(row), []).append(row)
+        count += 1
+    for partition, part_rows in by_partition.items():
+        _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
+                     table_from_rows(part_rows))
+    return count
+
+
+# ----------------------------------------------------------------------------- reading
+def _dataset(location: Location) -> Any:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
+    return ds.dataset(location.path, filesystem=location.filesystem, format="parquet",
+                      schema=schema().append(pa.field("project", pa.string())).append(pa.field("date", pa.string())),
+                      partitioning=partitioning)
+
+
+def exists(location: Location) -> bool:
+    import pyarrow.fs as pafs
+
+    try:
+        info = location.filesystem.get_file_info(location.path)
+    except OSError:
+        return False
+    return info.type == pafs.FileType.Directory
+
+
+def read_table(location: Location, project_name: str | None = None, user: str | None = None,
+               hostname: str | None = None) -> pa.Table:
+    """Every stored row matching the filters (partition pruning on the project)."""
+    import pyarrow.dataset as ds
+
+    if not exists(location):
+        return schema().empty_table()
+    condition = None
+    for key, value in (("project_name", project_name), ("user", user), ("hostname", hostname)):
+        if value is not None:
+            term = ds.field(key) == value
+            condition = term if condition is None else condition & term
+    if project_name is not None:
+        # Partition values are URL-decoded by the reader, so this prunes whole folders.
+        condition = condition & (ds.field("project") == project_name)
+    try:
+        return _dataset(location).to_table(columns=list(STORE_COLUMNS), filter=condition)
+    except OSError as exc:
+        raise StoreError(f"cannot read the LET dataset {location.display}: {exc}") from exc
+
+
+def read_frame(location: Location, project_name: str | None = None, user: str | None = None,
+               hostname: str | None = None) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+
+    table = read_table(location, project_name, user, hostname)
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    return frame
+
+
+# ----------------------------------------------------------------------------- compaction
+@frozen
+class CompactReport:
+    partitions: int
+    files_before: int
+    files_after: int
+    rows: int
+
+
+def compact(location: Location, min_files: int = 2) -> CompactReport:
+    """Merge each partition's files into one file; files that arrive meanwhile are left alone."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    if not exists(location):
+        return CompactReport(0, 0, 0, 0)
+    fs = location.filesystem
+    selector = pafs.FileSelector(location.path, recursive=True)
+    by_partition: dict[str, list[str]] = {}
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+            continue
+        if info.base_name.startswith((".", "_")):
+            continue
+        partition = info.path[len(location.path) + 1:].rsplit("/", 1)[0]
+        by_partition.setdefault(partition, []).append(info.path)
+    before = sum(len(paths) for paths in by_partition.values())
+    after = before
+    rows = 0
+    merged_partitions = 0
+    for partition, paths in sorted(by_partition.items()):
+        if len(paths) < min_files:
+            continue
+        tables = []
+        for path in sorted(paths):
+            with fs.open_input_file(path) as handle:
+                tables.append(_conform(pq.read_table(handle)))
+        table = pa.concat_tables(tables)
+        _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet", table)
+        for path in paths:
+            fs.delete_file(path)
+        after -= len(paths) - 1
+        rows += table.num_rows
+        merged_partitions += 1
+    return CompactReport(merged_partitions, before, after, rows)
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """A file written by another LET version, cast to this version's columns."""
+    import pyarrow as pa
+
+    target = schema()
+    arrays = []
+    for field in target:
+        if field.name in table.column_names:
+            arrays.append(table[field.name].cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def write_frame(location: Location, frame: pd.DataFrame) -> int:
+    """Write a result set (``load_results``' frame) into the dataset, one new file per partition."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if frame.empty:
+        return 0
+    data = {}
+    for column in STORE_COLUMNS:
+        if column in frame:
+            values = frame[column]
+            data[column] = (pd.to_numeric(values, errors="coerce") if column in _NUMERIC
+                            else values.astype(object).where(values.notna(), "").astype(str))
+        else:
+            data[column] = [None] * len(frame) if column in _NUMERIC else [""] * len(frame)
+    table = pa.table(data, schema=schema())
+    keys = [partition_of({"project_name": p, "start_time": s, "timestamp": t})
+            for p, s, t in zip(data["project_name"], data["start_time"], data["timestamp"])]
+    import pyarrow.compute as pc
+
+    key_array = pa.array(keys)
+    for partition in sorted(set(keys)):
+        part = table.filter(pc.equal(key_array, partition))
+        _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet", part)
+    return table.num_rows
