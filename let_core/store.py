@@ -535,6 +535,9 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     elif isinstance(output_dir, str) and output_dir.startswith("file://"):
         output_dir = output_dir[len("file://"):]
     store = Store(output_dir)
+    if store.directory.is_file():
+        raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
+                         f"holding emissions.csv), e.g. {store.directory.parent}")
     import pandas as pd
 
     frames = []
