@@ -201,6 +201,12 @@ class CodeCarbonBackend:
             raise ConfigurationError(
                 f"options['codecarbon']['tracking_mode'] must be 'machine' or 'process', "
                 f"got {options['tracking_mode']!r}")
+        for key in ("force_cpu_power", "force_ram_power", "wue"):
+            value = options.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ConfigurationError(
+                    f"options['codecarbon']['{key}'] must be a number >= 0, got {value!r}")
         if not (isinstance(measure_power_secs, (int, float)) and measure_power_secs > 0):
             raise ConfigurationError(
                 f"measure_power_secs must be a positive number of seconds, got {measure_power_secs!r}")

@@ -36,8 +36,14 @@ def _energy_mix() -> dict[str, dict[str, Any]]:
             "CodeCarbon is not installed, so LET has no country energy-mix data; install it "
             "(`pip install codecarbon`) or pass carbon_intensity= in gCO2/kWh.")
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_MIX_FILE)
-    with open(path, encoding="utf-8") as handle:
-        data: dict[str, dict[str, Any]] = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data: dict[str, dict[str, Any]] = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(
+            f"CodeCarbon's energy-mix data cannot be read at {path} ({exc}); the installation "
+            "looks broken: reinstall it (`pip install --force-reinstall codecarbon`) or pass "
+            "carbon_intensity= in gCO2/kWh.") from exc
     return data
 
 

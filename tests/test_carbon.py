@@ -101,3 +101,15 @@ def test_let_countries_without_match_says_so() -> None:
     result = CliRunner().invoke(_cli(), ["countries", "--search", "atlantis"])
     assert result.exit_code != 0
     assert "no country matches" in result.output
+
+
+def test_missing_energy_mix_data_is_a_clear_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "codecarbon"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("")
+    code = ("import let_core.carbon as c\n"
+            "try:\n    c.country_intensity('DEU')\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert out.stdout.startswith("ConfigurationError"), out.stdout + out.stderr
+    assert "reinstall" in out.stdout and "carbon_intensity=" in out.stdout
