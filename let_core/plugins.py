@@ -27,6 +27,9 @@ from let_core.errors import LetWarning, PluginError
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "let_backends.codecarbon",
     "let_backends.manual",
+    "let_backends.rapl",
+    "let_backends.nvml",
+    "let_backends.jetson",
     "let_backends.tasmota",
     "let_reporters.csv",
     "let_reporters.statement",

@@ -1,0 +1,1 @@
+"""Fakes for hardware that cannot exist on a test machine, following the real interfaces."""
