@@ -79,6 +79,7 @@ class EmulatedSocket:
         self._hang = threading.Event()  # set: requests get no answer (a timeout for clients)
         self._released = threading.Event()
         self.boot_count = 1
+        self._boot_t = 0.0  # emulated time of the last boot
         self.requests = 0
         #: (emulated s, true kWh, metered kWh) at every energy read, for accuracy benchmarks.
         self.reads: deque[tuple[float, float, float]] = deque(maxlen=100_000)
@@ -164,6 +165,7 @@ class EmulatedSocket:
             self.advance()
             self.total_kwh = self._saved_total
             self._down_until = time.monotonic() + downtime_s
+            self._boot_t = self._t + downtime_s * self.time_scale
             self.boot_count += 1
 
     def hang(self) -> None:
@@ -246,8 +248,10 @@ class EmulatedSocket:
         if arg in ("8", "10"):
             return {"StatusSNS": self._sns()}
         if arg == "11":
-            uptime = int(self._t)
-            return {"StatusSTS": {"Time": self._clock().strftime(_FMT), "UptimeSec": uptime, "POWER": "ON"}}
+            up = int(max(self._t - self._boot_t, 0.0))
+            text = f"{up // 86400}T{up % 86400 // 3600:02d}:{up % 3600 // 60:02d}:{up % 60:02d}"
+            return {"StatusSTS": {"Time": self._clock().strftime(_FMT), "Uptime": text, "UptimeSec": up,
+                                  "POWER": "ON"}}
         if arg in ("", "0"):
             return {"Status": {"Module": 0, "DeviceName": self.name or "Tasmota", "FriendlyName": [self.name or "Tasmota"],
                                "Power": 1, "Topic": "tasmota_emulated"},

@@ -41,6 +41,9 @@ class Snapshot:
 class HostMeter:
     host: str
     read: Callable[[], EnergyReading]  # the socket's Status 8, raising SocketError on failure
+    #: Seconds since the socket booted (Status 11); asked only when a gap closes, because a
+    #: socket that rebooted in a gap may already have counted past its old Total.
+    uptime: Callable[[], float | None] | None = None
     clock: Callable[[], float] = time.monotonic
     # cumulative since the server began metering this host
     energy_kwh: float = 0.0
@@ -98,7 +101,15 @@ class HostMeter:
         finally:
             self.last_attempt_end = self.clock()
         # The reading was taken somewhere during the request; its middle is the best guess.
-        self._ingest(reading, (t0 + self.last_attempt_end) / 2.0)
+        t = (t0 + self.last_attempt_end) / 2.0
+        rebooted = False
+        if self.failing_since is not None and self.last_ok is not None and self.uptime is not None:
+            try:
+                up = self.uptime()
+            except Exception:  # no uptime: fall back to the counter-drop rule alone
+                up = None
+            rebooted = up is not None and up < t - self.last_ok
+        self._ingest(reading, t, rebooted)
         self.last_attempt_ok = True
         return True
 
@@ -112,13 +123,13 @@ class HostMeter:
                 self.failing_since = self.last_ok if self.last_ok is not None else t0
                 self.gaps += 1
 
-    def _ingest(self, reading: EnergyReading, t: float) -> None:
+    def _ingest(self, reading: EnergyReading, t: float, rebooted: bool = False) -> None:
         with self._lock:
             self.polls += 1
             last, last_ok = self.last, self.last_ok
             if last is not None and last_ok is not None:
                 delta = reading.total_kwh - last.total_kwh
-                if delta >= -_DROP_TOLERANCE_KWH:
+                if delta >= -_DROP_TOLERANCE_KWH and not rebooted:
                     self.energy_kwh += max(delta, 0.0)
                 else:
                     # Counter went down: reset (new TotalStartTime or back to ~0) or reboot (back to
@@ -126,8 +137,8 @@ class HostMeter:
                     estimate = (last.power_w + reading.power_w) / 2.0 * max(t - last_ok, 0.0) / 3.6e6
                     self.energy_kwh += estimate
                     self.estimated_kwh += estimate
-                    if (reading.total_start_time != last.total_start_time
-                            or reading.total_kwh <= estimate + _DROP_TOLERANCE_KWH):
+                    if not rebooted and (reading.total_start_time != last.total_start_time
+                                         or reading.total_kwh <= estimate + _DROP_TOLERANCE_KWH):
                         self.resets += 1
                     else:
                         self.reboots += 1

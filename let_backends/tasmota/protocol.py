@@ -6,6 +6,7 @@ Only reads and calibration commands are sent: nothing here resets a socket's cou
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any, Mapping
@@ -140,6 +141,17 @@ class TasmotaSocket:
         if "StatusSNS" not in data:  # some firmware builds answer sensors only on Status 10
             data = self.command("Status 10")
         return EnergyReading.from_status(data)
+
+    def uptime(self) -> float | None:
+        """Seconds since the socket booted (``Status 11``), or None if it does not say."""
+        sts = self.command("Status 11").get("StatusSTS") or {}
+        if "UptimeSec" in sts:
+            return float(sts["UptimeSec"])
+        match = re.fullmatch(r"(\d+)T(\d+):(\d+):(\d+)", str(sts.get("Uptime", "")))
+        if match is None:
+            return None
+        d, h, m, sec = (int(g) for g in match.groups())
+        return float(((d * 24 + h) * 60 + m) * 60 + sec)
 
     def calibrate(self, volts: float | None = None, watts: float | None = None,
                   amps: float | None = None) -> dict[str, Any]:

@@ -65,7 +65,7 @@ class GroundTruthService:
         self.retries = retries
         self._sockets = {h: TasmotaSocket(c.address, c.user, c.password, timeout=socket_timeout,
                                           retries=retries) for h, c in self.configs.items()}
-        self.meters = {h: HostMeter(h, s.read) for h, s in self._sockets.items()}
+        self.meters = {h: HostMeter(h, s.read, uptime=s.uptime) for h, s in self._sockets.items()}
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._legacy: dict[str, str] = {}  # host -> session id of LET 0.1.x's /<host>/start
         self._lock = threading.Lock()
