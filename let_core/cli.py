@@ -76,12 +76,18 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Newest rows to show (0: all).")
+@click.option("--by", type=click.Choice(["project", "host", "backend", "job"]), default=None,
+              help="Sum per project, host, backend or job (ranks of a multi-node job count as one).")
+@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
-            as_json: bool, limit: int) -> None:
-    """Show stored runs as a readable table (or JSON)."""
+            as_json: bool, limit: int, by: str | None, dataset: str | None) -> None:
+    """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
     from let_core.store import load_results
 
-    frame = load_results(output_dir, project_name, user, hostname)
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    if by is not None:
+        _print_groups(frame, by, as_json)
+        return
     if limit > 0:
         frame = frame.tail(limit)
     if as_json:
@@ -97,6 +103,91 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     shown["duration"] = shown["duration"].map(lambda v: _fmt(v, "s"))
     shown["run_id"] = shown["run_id"].astype(str).str[:8]
     click.echo(format_table(list(shown.columns), shown.astype(str).values.tolist()))
+
+
+def _print_groups(frame: Any, by: str, as_json: bool) -> None:
+    from let_core.merge import aggregate
+
+    groups = aggregate(frame, by)
+    if as_json:
+        for record in groups.to_dict(orient="records"):
+            click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
+        return
+    if groups.empty:
+        click.echo("no stored runs match")
+        return
+    rows = [[str(r[by]) or "(none)", str(int(r["runs"])), f"{r['kwh']:.6f}", f"{r['kg']:.6f}", f"{r['hours']:.3f}"]
+            for r in groups.to_dict(orient="records")]
+    rows.append(["total", str(int(groups["runs"].sum())), f"{groups['kwh'].sum():.6f}",
+                 f"{groups['kg'].sum():.6f}", f"{groups['hours'].sum():.3f}"])
+    click.echo(format_table([by, "runs", "kWh", "kg CO2e", "hours"], rows))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--into", required=True, type=click.Path(file_okay=False),
+              help="Store folder to merge into (created if missing).")
+def merge(files: tuple[str, ...], into: str) -> None:
+    """Merge emissions.csv files (LET 1.x, LET 0.1.x, CodeCarbon) into one store, without duplicates."""
+    from let_core.merge import merge as merge_files
+
+    click.echo(merge_files(list(files), into).summary())
+
+
+@cli.command()
+@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder whose dataset (STORE/runs) to compact.")
+@click.option("--dataset", default=None, help="Dataset folder or URI (default: LET_DATASET or STORE/runs).")
+def compact(output_dir: str | None, dataset: str | None) -> None:
+    """Merge the Parquet dataset's small per-run files, one file per partition."""
+    from let_core.dataset import compact as compact_dataset, default_root, is_uri, locate
+    from let_core.tracker import let_home
+
+    if dataset is None and is_uri(output_dir):
+        dataset, output_dir = output_dir, None
+    location = locate(dataset or default_root(output_dir or let_home()))
+    report = compact_dataset(location)
+    click.echo(f"{location.display}: {report.files_before} file(s) -> {report.files_after} "
+               f"({report.partitions} partition(s) merged, {report.rows} row(s) rewritten)")
+
+
+@cli.command()
+@click.argument("format_name", metavar="FORMAT")
+@click.argument("destination")
+@filter_options
+@click.option("--dataset", default=None, help="Parquet dataset to read too.")
+def export(format_name: str, destination: str, output_dir: str | None, project_name: str | None,
+           user: str | None, hostname: str | None, dataset: str | None) -> None:
+    """Export stored runs with a reporter: `let export strep --project NAME DIR`, `let export parquet URI`."""
+    from let_core.plugins import get_factory
+    from let_core.store import load_results
+    from let_core.tracker import EnergyTracker
+
+    factory = get_factory("reporter", format_name).factory
+    if not callable(getattr(factory, "export", None)):
+        raise click.ClickException(f"reporter {format_name!r} cannot export; see `let plugins -v`")
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    if frame.empty:
+        raise click.ClickException("no stored runs match; nothing exported (check the filters with `let results`)")
+    settings = EnergyTracker._settings(project_name or "default", None, "DEU", None, 1, None, None, None, None)
+    factory.from_settings(settings).export(frame, destination)
+    click.echo(f"exported {len(frame)} row(s) as {format_name} to {destination}")
+
+
+@cli.command()
+@filter_options
+@click.option("-o", "--output", "output", default="energy.png", show_default=True, help="Image file to write.")
+@click.option("--dataset", default=None, help="Parquet dataset to read too.")
+def plot(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
+         output: str, dataset: str | None) -> None:
+    """Draw energy per run over time (and estimate vs metered when both exist) with matplotlib."""
+    from let_core.plot import plot_energy
+    from let_core.store import load_results
+
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    if frame.empty:
+        raise click.ClickException("no stored runs match; nothing to plot (check the filters with `let results`)")
+    click.echo(plot_energy(frame, output))
 
 
 def _fmt(value: float, unit: str) -> str:

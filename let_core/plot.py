@@ -1,0 +1,69 @@
+"""``let plot``: energy per run over time, and estimates against metered values (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from let_core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def plot_energy(frame: pd.DataFrame, output: str) -> str:
+    """Write the figure to ``output``; returns a one-line description of what was drawn."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigurationError("`let plot` needs matplotlib: pip install 'lamarr-energy-tracker[plot]'") from None
+    matplotlib.use("Agg")  # files only: no display needed on a cluster node
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from let_core.merge import _run_keys, primary_rows
+
+    data = frame[frame["task"].fillna("") == ""]
+    keys = _run_keys(data)
+    start = pd.to_datetime(data["start_time"].where(data["start_time"].fillna("") != "", data["timestamp"]),
+                           errors="coerce", utc=True, format="mixed")
+    per_kind: dict[str, pd.DataFrame] = {}
+    for kind in ("estimate", "metered"):
+        mask = primary_rows(data, kind)
+        if mask.any():
+            energy = pd.to_numeric(data.loc[mask, "energy_consumed"], errors="coerce")
+            per_run = pd.DataFrame({"run": keys[mask], "start": start[mask], "kwh": energy})
+            per_kind[kind] = per_run.groupby("run").agg(start=("start", "min"), kwh=("kwh", "sum"))
+    if not per_kind:
+        raise ConfigurationError("no run with a usable energy value to plot")
+    paired = None
+    if len(per_kind) == 2:
+        paired = per_kind["estimate"].join(per_kind["metered"], lsuffix="_estimate", rsuffix="_metered",
+                                           how="inner")
+        paired = paired if not paired.empty else None
+    figure, axes = plt.subplots(1, 2 if paired is not None else 1, figsize=(11 if paired is not None else 7, 4),
+                                squeeze=False)
+    timeline = axes[0][0]
+    for kind, runs in per_kind.items():
+        runs = runs.sort_values("start")
+        timeline.plot(runs["start"], runs["kwh"] * 1000, marker="o", linestyle="-", label=f"{kind} ({len(runs)} runs)")
+    timeline.set_title("Energy per run")
+    timeline.set_xlabel("run start (UTC)")
+    timeline.set_ylabel("energy (Wh)")
+    timeline.legend()
+    figure.autofmt_xdate()
+    described = f"{sum(len(r) for r in per_kind.values())} run energies"
+    if paired is not None:
+        compare = axes[0][1]
+        compare.scatter(paired["kwh_estimate"] * 1000, paired["kwh_metered"] * 1000)
+        top = float(max(paired["kwh_estimate"].max(), paired["kwh_metered"].max()) * 1000) * 1.05 or 1.0
+        compare.plot([0, top], [0, top], linestyle="--", color="grey", label="metered = estimate")
+        ratio = paired["kwh_metered"].sum() / paired["kwh_estimate"].sum() if paired["kwh_estimate"].sum() else float("nan")
+        compare.set_title(f"Estimate vs metered ({len(paired)} runs, {ratio:.2f}x)")
+        compare.set_xlabel("estimated energy (Wh)")
+        compare.set_ylabel("metered energy (Wh)")
+        compare.legend()
+        described += f" and {len(paired)} estimate/metered pairs (metered = {ratio:.2f}x estimate)"
+    figure.tight_layout()
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return f"wrote {output}: {described}"

@@ -1,0 +1,88 @@
+"""`let merge`: collecting stores from colleagues (LET 1.x, LET 0.1.x, CodeCarbon) without duplicates."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from let_backends.manual import ManualBackend
+from let_core.cli import cli
+from let_core.errors import ConfigurationError
+from let_core.merge import merge
+from let_core.store import Store, load_results
+from let_core.tracker import EnergyTracker
+
+DATA = Path(__file__).parent / "data"
+
+
+def _record(store: Path, project: str, energy: float, n: int = 1) -> list[str]:
+    ids = []
+    for _ in range(n):
+        with EnergyTracker(project_name=project, output_dir=store,
+                           backends=[ManualBackend(energy_kwh=energy)], reporters=["csv"]) as tracker:
+            pass
+        ids.append(tracker.run_id)
+    return ids
+
+
+def test_merge_dedups_and_keeps_every_other_row(tmp_path: Path) -> None:
+    alice = _record(tmp_path / "alice", "paper", 0.1, n=2)
+    bob = _record(tmp_path / "bob", "paper", 0.2, n=3)
+    into = tmp_path / "institute"
+    report = merge([tmp_path / "alice" / "emissions.csv", tmp_path / "bob"], into)
+    assert (report.added, report.duplicates) == (5, 0)
+    assert "merged 5 new row(s) from 2 file(s)" in report.summary()
+    # Sent in again, plus a colleague's copy of alice's file: nothing new.
+    again = merge([tmp_path / "alice" / "emissions.csv", tmp_path / "bob" / "emissions.csv"], into)
+    assert (again.added, again.duplicates) == (0, 5)
+    frame = load_results(into)
+    assert sorted(frame["run_id"]) == sorted(alice + bob)
+    assert frame["energy_consumed"].sum() == pytest.approx(0.8)
+
+
+def test_merge_reads_let_014_and_plain_codecarbon(tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy.csv"
+    shutil.copy(DATA / "let014_emissions.csv", legacy)
+    with open(legacy, newline="") as handle:
+        legacy_rows = list(csv.DictReader(handle))
+    into = tmp_path / "store"
+    mine = _record(into, "vision", 0.3)
+    report = merge([legacy], into)
+    assert report.added == len(legacy_rows) and report.duplicates == 0
+    frame = load_results(into)
+    assert len(frame) == len(legacy_rows) + 1
+    old = frame[frame["run_id"] != mine[0]]
+    # LET 0.1.x rows get LET's columns from experiment_id (project___user___host).
+    assert set(old["project_name"]) == {r["experiment_id"].split("___")[0] for r in legacy_rows} and set(old["backend"]) == {"codecarbon"}
+    assert set(old["kind"]) == {"estimate"}
+    assert merge([legacy], into).added == 0
+
+
+def test_a_file_that_is_not_an_emissions_file_is_rejected_with_its_columns(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    _record(good, "p", 0.1)
+    wrong = tmp_path / "metrics.csv"
+    wrong.write_text("epoch,loss,run_id\n1,0.5,x\n")
+    with pytest.raises(ConfigurationError) as error:
+        merge([good / "emissions.csv", wrong], tmp_path / "into")
+    message = str(error.value)
+    assert str(wrong) in message
+    assert "timestamp, duration, emissions, energy_consumed" in message and "Nothing was merged" in message
+    assert not Store(tmp_path / "into").path.exists()  # all files checked before anything is written
+
+
+def test_let_merge_command(tmp_path: Path) -> None:
+    _record(tmp_path / "a", "p", 0.1, n=2)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["merge", str(tmp_path / "a" / "emissions.csv"), "--into", str(tmp_path / "all")])
+    assert result.exit_code == 0, result.output
+    assert "2 added" in result.output and "merged 2 new row(s) from 1 file(s)" in result.output
+    bad = tmp_path / "notes.csv"
+    bad.write_text("hello\n")
+    result = runner.invoke(cli, ["merge", str(bad), "--into", str(tmp_path / "all")])
+    assert result.exit_code == 1
+    assert "notes.csv is not an emissions file" in result.output and "run_id" in result.output

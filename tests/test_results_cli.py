@@ -1,0 +1,135 @@
+"""`let results --by`, multi-node jobs counted once, `let compact`, `let export parquet`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from let_backends.manual import ManualBackend
+from let_core.cli import cli
+from let_core.merge import aggregate, frame_totals
+from let_core.statement import statement_from_totals
+from let_core.store import Store, load_results
+from let_core.tracker import EnergyTracker
+
+
+def _run(project: str = "p", energy: float = 1.0, hardware: str = "Xeon", kind: str = "estimate",
+         backend: ManualBackend | None = None, extra: list | None = None) -> str:
+    backends = [backend or ManualBackend(energy_kwh=energy, hardware=hardware, kind=kind)] + (extra or [])
+    with EnergyTracker(project_name=project, backends=backends, reporters=["csv"],
+                       carbon_intensity=400) as tracker:
+        pass
+    return tracker.run_id
+
+
+def _job(monkeypatch: pytest.MonkeyPatch, job: str, host: str, rank: int, **kwargs) -> str:
+    monkeypatch.setenv("SLURM_JOB_ID", job)
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LET_HOSTNAME", host)
+    try:
+        return _run(**kwargs)
+    finally:
+        for name in ("SLURM_JOB_ID", "RANK", "LET_HOSTNAME"):
+            monkeypatch.delenv(name)
+
+
+def _json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_results_by_project_and_backend(let_home: Path) -> None:
+    _run("a", 0.5)
+    _run("a", 1.5)
+    _run("b", 2.0)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["results", "--by", "project"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours"]
+    assert lines[2].split()[:4] == ["a", "2", "2.000000", "0.800000"]
+    assert lines[3].split()[:4] == ["b", "1", "2.000000", "0.800000"]
+    assert lines[4].split()[:4] == ["total", "3", "4.000000", "1.600000"]
+    assert len({len(line) for line in lines[:2]}) == 1  # aligned columns
+    rows = _json_lines(runner.invoke(cli, ["results", "--by", "backend", "--json"]).output)
+    assert rows == [{"backend": "manual", "runs": 3, "kwh": pytest.approx(4.0), "kg": pytest.approx(1.6),
+                     "hours": pytest.approx(rows[0]["hours"])}]
+
+
+def test_estimate_and_metered_of_one_run_are_not_added(let_home: Path) -> None:
+    _run(backend=ManualBackend(energy_kwh=1.0, hardware="Xeon"),
+         extra=[_Named(ManualBackend(energy_kwh=1.3, kind="metered", methodology="Tasmota smart socket"))])
+    frame = load_results()
+    assert len(frame) == 2
+    by_project = aggregate(frame, "project")
+    assert by_project["kwh"].tolist() == [pytest.approx(1.3)]  # the metered value, once
+    by_backend = aggregate(frame, "backend")
+    assert dict(zip(by_backend["backend"], by_backend["kwh"])) == {"manual": 1.0, "socket": 1.3}
+
+
+class _Named:
+    """A second manual backend under another name (a run can have each backend once)."""
+
+    name = "socket"
+
+    def __init__(self, inner: ManualBackend) -> None:
+        self.inner = inner
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def stop(self):
+        import attrs
+
+        return attrs.evolve(self.inner.stop(), backend=self.name)
+
+
+def test_multi_node_job_is_one_job_and_ranks_do_not_double_count(let_home: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two nodes, two ranks each. Every rank's whole-machine estimate of its node is the same
+    # devices measured twice (count once per node); per-GPU measurements differ and add up.
+    for host in ("node1", "node2"):
+        for rank in (0, 1):
+            _job(monkeypatch, "4242", host, rank, energy=1.0 + rank * 0.1, hardware=f"{host} Xeon")
+            _job(monkeypatch, "4242", host, rank, project="gpu", energy=0.5, hardware=f"{host} GPU {rank}")
+    _run("p", 3.0)  # a run outside any job
+    frame = load_results()
+    by_job = aggregate(frame[frame["project_name"] == "p"], "job")
+    jobs = dict(zip(by_job["job"], zip(by_job["runs"], by_job["kwh"])))
+    assert jobs["4242"] == (4, pytest.approx(2.2))  # max per node: 1.1 + 1.1, not 4.2
+    assert [k for k in jobs if k != "4242"][0].startswith("run ")
+    gpu = aggregate(frame[frame["project_name"] == "gpu"], "job")
+    assert gpu["kwh"].tolist() == [pytest.approx(2.0)]  # four different GPUs: summed
+    statement = statement_from_totals(frame_totals(frame[frame["project_name"] == "p"]))
+    assert "5.200 kWh" in statement  # 2.2 for the job + 3.0 for the lone run
+    result = CliRunner().invoke(cli, ["results", "--by", "job", "--project", "p"])
+    assert "4242" in result.output and "2.200000" in result.output
+
+
+def test_frame_totals_match_the_store_totals_without_jobs(let_home: Path) -> None:
+    _run("p", 0.4)
+    _run("p", backend=ManualBackend(energy_kwh=1.0),
+         extra=[_Named(ManualBackend(energy_kwh=1.2, kind="metered", methodology="Tasmota smart socket"))])
+    ours = statement_from_totals(frame_totals(load_results()))
+    store = statement_from_totals(Store().totals())
+    assert ours == store
+
+
+def test_compact_and_export_parquet_commands(let_home: Path, tmp_path: Path) -> None:
+    for energy in (0.1, 0.2, 0.3):
+        _run("p", energy)
+    runner = CliRunner()
+    dataset = tmp_path / "exported"
+    result = runner.invoke(cli, ["export", "parquet", str(dataset), "--project", "p"])
+    assert result.exit_code == 0, result.output
+    assert "exported 3 row(s) as parquet" in result.output
+    frame = load_results(tmp_path / "nowhere", dataset=str(dataset))
+    assert sorted(frame["energy_consumed"]) == pytest.approx([0.1, 0.2, 0.3])
+    runner.invoke(cli, ["export", "parquet", str(dataset), "--project", "p"])  # again: a second file
+    result = runner.invoke(cli, ["compact", "--dataset", str(dataset)])
+    assert result.exit_code == 0 and "2 file(s) -> 1" in result.output
+    assert len(load_results(tmp_path / "nowhere", dataset=str(dataset))) == 3
+    result = runner.invoke(cli, ["export", "nosuch", str(dataset)])
+    assert result.exit_code == 1 and "unknown reporter 'nosuch'" in result.output
