@@ -32,6 +32,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "let_backends.jetson",
     "let_backends.tasmota",
     "let_reporters.csv",
+    "let_reporters.parquet",
+    "let_reporters.strep",
+    "let_reporters.mlflow",
     "let_reporters.statement",
 )
 ENTRY_POINT_GROUP = "let"
