@@ -138,26 +138,7 @@ class Store:
     def _migrate(self, fd: int, header: list[str]) -> None:
         """Rewrite a foreign-header store with the union of columns, keeping every row."""
         columns = list(STORE_COLUMNS) + [c for c in header if c not in STORE_COLUMNS]
-        tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=".emissions.",
-                                          suffix=".migrating", delete=False)
-        try:
-            with tmp:
-                tmp.write(_encode([], columns, header=True))
-                batch = []
-                for row in _iter_rows(fd, header, 0):
-                    batch.append({**row, **legacy_fields(row)} if is_legacy(row) else row)
-                    if len(batch) >= 10_000:
-                        tmp.write(_encode(batch, columns, header=False))
-                        batch = []
-                tmp.write(_encode(batch, columns, header=False))
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.chmod(tmp.name, os.fstat(fd).st_mode & 0o777)
-            os.replace(tmp.name, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp.name)
-            raise
+        self._rewrite(fd, columns, (_effective(row) for row in _iter_rows(fd, header, 0)))
 
     def delete(self, **filters: str | None) -> int:
         """Remove the rows matching every given filter, atomically; returns how many."""
@@ -168,28 +149,44 @@ class Store:
             header = _read_header(fd)
             if header is None:
                 return 0
-            kept: list[Row] = []
-            removed = 0
-            for row in _iter_rows(fd, header, 0):
-                if _matches(_effective(row), filters):
-                    removed += 1
-                else:
-                    kept.append(row)
+            removed = sum(1 for row in _iter_rows(fd, header, 0) if _matches(_effective(row), filters))
             if removed:
-                tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=".emissions.",
-                                                  suffix=".deleting", delete=False)
-                try:
-                    with tmp:
-                        tmp.write(_encode(kept, header, header=True))
-                        tmp.flush()
-                        os.fsync(tmp.fileno())
-                    os.chmod(tmp.name, os.fstat(fd).st_mode & 0o777)
-                    os.replace(tmp.name, self.path)
-                except BaseException:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp.name)
-                    raise
+                self._rewrite(fd, header, (row for row in _iter_rows(fd, header, 0)
+                                           if not _matches(_effective(row), filters)))
             return removed
+
+    def _rewrite(self, fd: int, columns: list[str], rows: Iterable[Row]) -> None:
+        """Replace the store (whose lock is held) with ``rows``: temporary file, fsync,
+        ``os.replace``. The statement totals are rebuilt on the way, so the first statement
+        after a migration or delete does not rescan the whole store."""
+        groups: dict[str, Totals] = {}
+        grouper = _RunGrouper(groups)
+        tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=".emissions.",
+                                          suffix=".rewriting", delete=False)
+        try:
+            with tmp:
+                tmp.write(_encode([], columns, header=True))
+                batch: list[Row] = []
+                for row in rows:
+                    grouper.add(_effective(dict(row)))
+                    batch.append(row)
+                    if len(batch) >= 10_000:
+                        tmp.write(_encode(batch, columns, header=False))
+                        batch = []
+                tmp.write(_encode(batch, columns, header=False))
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            grouper.finish()
+            os.chmod(tmp.name, os.fstat(fd).st_mode & 0o777)
+            written = os.stat(tmp.name)
+            os.replace(tmp.name, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp.name)
+            raise
+        self._save_cache({"version": _TOTALS_VERSION, "inode": written.st_ino, "header": columns,
+                          "offset": written.st_size,
+                          "groups": {key: value.to_json() for key, value in groups.items()}})
 
     # --------------------------------------------------------------------- reading
     def rows(self) -> Iterator[dict[str, str]]:
@@ -485,27 +482,37 @@ def _emissions(row: Mapping[str, str], energy: float) -> float:
     return energy * intensity / 1000.0 if math.isfinite(intensity) else 0.0
 
 
+class _RunGrouper:
+    """Feeds rows, run by run, into per-(project, user, host) totals.
+
+    A run's rows are contiguous: they are appended in one locked write.
+    """
+
+    def __init__(self, groups: dict[str, Totals]) -> None:
+        self.groups = groups
+        self.rows: list[Mapping[str, str]] = []
+
+    def add(self, row: Mapping[str, str]) -> None:
+        if row.get("task"):
+            return  # parts of a run are already inside the run's own energy
+        if self.rows and (row.get("run_id") != self.rows[0].get("run_id") or not row.get("run_id")):
+            self.finish()
+        self.rows.append(row)
+
+    def finish(self) -> None:
+        if self.rows:
+            key = "\x1f".join(self.rows[0].get(k, "") for k in FILTER_KEYS)
+            self.groups.setdefault(key, Totals()).add_run(self.rows)
+            self.rows = []
+
+
 def _accumulate(fd: int, header: list[str], offset: int, groups: dict[str, Totals]) -> int:
     """Add the runs stored after ``offset`` to ``groups``; returns the offset now covered."""
-    size = os.fstat(fd).st_size
-    end = _complete_length(fd, size)
-    run_rows: list[dict[str, str]] = []
-
-    def flush() -> None:
-        if run_rows:
-            first = run_rows[0]
-            key = "\x1f".join(first.get(k, "") for k in FILTER_KEYS)
-            groups.setdefault(key, Totals()).add_run(run_rows)
-            run_rows.clear()
-
-    for raw in _iter_rows(fd, header, offset, end=end):
-        row = _effective(raw)
-        if row.get("task"):
-            continue  # parts of a run are already inside the run's own energy
-        if run_rows and (row.get("run_id") != run_rows[0].get("run_id") or not row.get("run_id")):
-            flush()
-        run_rows.append(row)
-    flush()
+    end = _complete_length(fd, os.fstat(fd).st_size)
+    grouper = _RunGrouper(groups)
+    for row in _iter_rows(fd, header, offset, end=end):
+        grouper.add(_effective(row))
+    grouper.finish()
     return end
 
 
@@ -641,13 +648,11 @@ def _read_frame(store: Store) -> pd.DataFrame:
         )
 
     try:
-        table = read(typed=True)
-        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        frame = _to_frame(read(typed=True))
     except pa.ArrowInvalid:
         # A damaged cell in a number column: read everything as text, keep what parses.
         skipped.clear()
-        table = read(typed=False)
-        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+        frame = _to_frame(read(typed=False))
         for column in NUMERIC_COLUMNS:
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -657,6 +662,24 @@ def _read_frame(store: Store) -> pd.DataFrame:
         if column not in frame:
             frame[column] = float("nan") if column in NUMERIC_COLUMNS else ""
     return frame
+
+
+def _to_frame(table: Any) -> pd.DataFrame:
+    """Arrow columns as pandas columns without copies: text stays Arrow-backed, numbers numpy.
+
+    ``Table.to_pandas`` converts a million text cells into Python objects and consolidates
+    blocks, which costs more than parsing the CSV.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_string(column.type):
+            columns[name] = pd.arrays.ArrowExtensionArray(column)
+        else:
+            columns[name] = column.to_numpy()
+    return pd.DataFrame(columns, copy=False)
 
 
 def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -299,8 +299,6 @@ class EnergyTracker:
         self._metrics = {}
         self._params = {}
         self._environment = _job_environment()
-        self._start_time = _now()
-        self._t0 = time.perf_counter()
         for backend in self.backends:
             name = _name_of(backend)
             try:
@@ -311,6 +309,10 @@ class EnergyTracker:
                               "without it.", LetWarning, stacklevel=2)
             else:
                 self._started[name] = backend
+        # Stamped after the backends started: a backend's own start-up (CodeCarbon probes the
+        # hardware for a second) is not part of the experiment.
+        self._start_time = _now()
+        self._t0 = time.perf_counter()
         self._running = True
         return self
 
