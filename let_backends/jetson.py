@@ -55,7 +55,7 @@ class JetsonBackend(SampledBackend):
     methodology: ClassVar[str] = "jetson-stats"
 
     def __init__(self, client: Any, jtop_module: Any, sample_secs: float = 1.0) -> None:
-        self._client = client
+        self._client: Any = client
         self._jtop = jtop_module
         power = client.power or {}
         if not power.get(TOTAL):
@@ -104,11 +104,30 @@ class JetsonBackend(SampledBackend):
             client.close()
             raise
 
+    def start(self) -> None:
+        # Each run holds its own connection, so that a finished tracker leaves no jtop client
+        # (and its thread) behind; the first run reuses the one from_settings opened.
+        if self._client is None:
+            self._client = _connect(self._jtop, self.sampler.interval)
+        super().start()
+
+    def stop(self) -> Measurement:
+        try:
+            return super().stop()
+        finally:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def _read(self) -> dict[str, float | BaseException]:
         # ok(spin=True) does not wait for fresh data; it raises what jtop's reader thread hit.
-        if not self._client.ok(spin=True):
+        client = self._client
+        if client is None or not client.ok(spin=True):
             raise self._jtop.JtopException("lost the connection to the jtop service")
-        power = self._client.power
+        power = client.power
         values: dict[str, float | BaseException] = {TOTAL: float(power[TOTAL]["power"])}
         rails = power.get("rail", {})
         for name in self.rails:
@@ -137,9 +156,9 @@ class JetsonBackend(SampledBackend):
                            hardware=self.hardware, extras=extras, error=error)
 
     def close(self) -> None:
-        """Disconnect from the jtop service (the backend cannot be started again afterwards)."""
+        """Disconnect from the jtop service now (a later start() connects again)."""
         self.sampler.stop()
-        self._client.close()
+        self._disconnect()
 
 
 @hookimpl

@@ -258,7 +258,7 @@ def counter_files(root: Path) -> list[Path]:
 def access_commands(root: Path) -> list[str]:
     return [
         f"sudo chmod a+r {root}/intel-rapl:*/energy_uj {root}/intel-rapl-mmio:*/energy_uj",
-        f"# to keep it after reboots: sudo let rapl-access --apply --persistent",
+        "# to keep it after reboots: sudo let rapl-access --apply --persistent",
     ]
 
 
