@@ -11,7 +11,6 @@ runs), never at import time.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import importlib.util
 import math
 import threading
@@ -52,6 +51,8 @@ class CodeCarbonError(LetError):
 @functools.lru_cache(maxsize=1)
 def codecarbon_version() -> str:
     """The installed CodeCarbon's version, read from its metadata (no import)."""
+    import importlib.metadata  # 13 ms: paid only when a CodeCarbon run is labelled
+
     try:
         return importlib.metadata.version("codecarbon")
     except importlib.metadata.PackageNotFoundError:

@@ -20,7 +20,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
@@ -159,6 +159,8 @@ class Store:
         """Replace the store (whose lock is held) with ``rows``: temporary file, fsync,
         ``os.replace``. The statement totals are rebuilt on the way, so the first statement
         after a migration or delete does not rescan the whole store."""
+        import tempfile
+
         groups: dict[str, Totals] = {}
         grouper = _RunGrouper(groups)
         tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=".emissions.",
@@ -249,14 +251,15 @@ class Store:
 
     def _save_cache(self, cache: dict[str, Any]) -> None:
         # Best effort: a read-only store still gets its totals, just computed every time.
+        # Each process writes its own temporary name; the newest complete cache wins.
+        tmp = self.directory / f".totals.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            with tempfile.NamedTemporaryFile("w", dir=self.directory, prefix=".totals.",
-                                             delete=False, encoding="utf-8") as tmp:
-                json.dump(cache, tmp)
-            os.replace(tmp.name, self.directory / TOTALS_FILE)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(cache, handle)
+            os.replace(tmp, self.directory / TOTALS_FILE)
         except OSError:
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(tmp.name)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 # ------------------------------------------------------------------------- file helpers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
-import inspect
 import math
 import os
 import socket
@@ -475,6 +474,8 @@ def track_energy(func: Callable[..., Any] | None = None, /, *,
     output_dir=..., metrics=lambda result: {"accuracy": result.acc})``. The options are
     checked when decorating, so a typo fails at import time, not after the experiment.
     """
+    import inspect  # 4 ms at import time; only decorators need it
+
     try:
         inspect.signature(EnergyTracker).bind(**tracker_options)
     except TypeError as exc:

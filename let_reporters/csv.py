@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -52,6 +51,8 @@ class CsvReporter:
 
 def _rescue(rows: list[dict[str, Any]]) -> str:
     """Keep a run whose store is unwritable: the user's measurement is never just dropped."""
+    import tempfile
+
     handle, path = tempfile.mkstemp(prefix="let-unsaved-run-", suffix=".csv")
     with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=list(STORE_COLUMNS), extrasaction="ignore",
