@@ -1,6 +1,6 @@
 """The Parquet dataset: one small file per run, Hive-partitioned, on any pyarrow filesystem.
 
-Layout: ``ROOT/project=<project>/date=<YYYY-MM-DD>/<run_id>.parquet``, ROOT being
+Layout: ``ROOT/project=<project>/month=<YYYY-MM>/<run_id>.parquet``, ROOT being
 ``$LET_HOME/runs``, ``LET_DATASET`` or a URI given as ``output_dir`` (``s3://bucket/let``).
 A run is written once, as a new file named by its (unique) run id, so writers never touch each
 other's data and an append costs the same however many runs are stored. Locally the file is
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 DATASET_DIR = "runs"
 DATASET_ENV = "LET_DATASET"
-PARTITION_KEYS = ("project", "date")
+PARTITION_KEYS = ("project", "month")
 COMPACTED_PREFIX = "compacted-"
 _NUMERIC = frozenset(NUMERIC_COLUMNS)
 
@@ -155,10 +155,14 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 def partition_of(row: Mapping[str, Any]) -> str:
-    """``project=<p>/date=<d>``: the project URL-encoded (it may hold '/'), the UTC start date."""
+    """``project=<p>/month=<YYYY-MM>``: the project URL-encoded (it may hold '/'), the UTC start month.
+
+    Months, not days: a compacted partition should hold thousands of runs, since every extra
+    file costs a reader more than its rows do.
+    """
     project = quote(_text(row.get("project_name")) or "default", safe="")
-    date = (_text(row.get("start_time")) or _text(row.get("timestamp")))[:10] or "unknown"
-    return f"project={project}/date={quote(date, safe='')}"
+    month = (_text(row.get("start_time")) or _text(row.get("timestamp")))[:7] or "unknown"
+    return f"project={project}/month={quote(month, safe='')}"
 
 
 # ----------------------------------------------------------------------------- writing
@@ -181,12 +185,12 @@ def _write_table(location: Location, partition: str, name: str, table: pa.Table)
     if not location.local:
         # One PUT: an object appears whole or not at all.
         with fs.open_output_stream(final) as out:
-            pq.write_table(table, out, compression="zstd")
+            pq.write_table(table, out, compression="snappy")
         return final
     temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
         with fs.open_output_stream(temporary) as out:
-            pq.write_table(table, out, compression="zstd")
+            pq.write_table(table, out, compression="snappy")
         fs.move(temporary, final)  # rename(2): readers see the old state or the whole file
     except BaseException:
         try:
@@ -217,7 +221,7 @@ def _dataset(location: Location) -> Any:
 
     partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
     return ds.dataset(location.path, filesystem=location.filesystem, format="parquet",
-                      schema=schema().append(pa.field("project", pa.string())).append(pa.field("date", pa.string())),
+                      schema=schema().append(pa.field("project", pa.string())).append(pa.field("month", pa.string())),
                       partitioning=partitioning)
 
 
