@@ -7,9 +7,8 @@ Names load on first use, so importing this package stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
 
+from let_core._lazy import lazy_exports
 from let_core._version import __version__
 
 _EXPORTS = {
@@ -27,13 +26,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'lamarr_energy_tracker' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

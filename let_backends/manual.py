@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, ClassVar
 
+from let_core.carbon import checked_number
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Kind, Measurement
 
 DEFAULT_METHODOLOGY = "the Machine Learning CO2 Impact Calculator"
-
-
-def _non_negative(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ConfigurationError(f"{what} must be a finite number >= 0, got {value!r}")
-    return number
 
 
 class ManualBackend:
@@ -41,8 +29,8 @@ class ManualBackend:
                  hardware: str = "", methodology: str = DEFAULT_METHODOLOGY,
                  kind: Kind = "estimate", scope: str = "system", name: str = "manual",
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        self.energy_kwh = _non_negative(energy_kwh, "energy_kwh")
-        self.power_watts = _non_negative(power_watts, "power_watts")
+        self.energy_kwh = None if energy_kwh is None else checked_number(energy_kwh, "energy_kwh")
+        self.power_watts = None if power_watts is None else checked_number(power_watts, "power_watts")
         if (self.energy_kwh is None) == (self.power_watts is None):
             raise ConfigurationError("ManualBackend needs exactly one of energy_kwh= or power_watts=")
         if kind not in ("estimate", "metered"):

@@ -109,20 +109,27 @@ def known_countries() -> list[CountryIntensity]:
             if "carbon_intensity" in _energy_mix()[code]]
 
 
-def validate_intensity(value: Any) -> float:
-    """A carbon intensity given by the user, in gCO2e/kWh."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"carbon_intensity must be a number in gCO2/kWh, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ConfigurationError(f"carbon_intensity must be a finite number >= 0 gCO2/kWh, got {value!r}")
+def checked_number(value: Any, what: str, *, minimum: float = 0.0, strict: bool = False,
+                   unit: str = "") -> float:
+    """A user-given number, finite and at least ``minimum`` (above it when ``strict``).
+
+    The one place LET turns figures from users into floats, so every bad figure (negative,
+    NaN, infinite, text, a bool) gets the same clear error naming the setting.
+    """
+    number = math.nan
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            pass
+    bound_ok = number > minimum if strict else number >= minimum
+    if not math.isfinite(number) or not bound_ok:
+        relation = ">" if strict else ">="
+        suffix = f" {unit}" if unit else ""
+        raise ConfigurationError(f"{what} must be a finite number {relation} {minimum:g}{suffix}, got {value!r}")
     return number
 
 
-KWH_PER_WH = 1e-3
-KWH_PER_JOULE = 1.0 / 3.6e6
-
-
-def joules_to_kwh(joules: float) -> float:
-    return joules * KWH_PER_JOULE
+def validate_intensity(value: Any) -> float:
+    """A carbon intensity given by the user, in gCO2e/kWh."""
+    return checked_number(value, "carbon_intensity", unit="gCO2/kWh")

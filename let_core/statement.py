@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from attrs import frozen
 
+from let_core.carbon import checked_number
 from let_core.errors import ConfigurationError
 
 # --------------------------------------------------------------------------- citations
@@ -311,23 +312,11 @@ def print_paper_statement(output_dir: str | os.PathLike[str] | None = None, proj
     return text
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigurationError(f"{what} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ConfigurationError(f"{what} must be a finite number >= 0, got {value!r}")
-    return number
-
-
 def custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
                            energy_unit: str = "kWh", carbon_intensity: float = 380) -> str:
     """A statement for energy measured elsewhere (e.g. the CO2 Impact Calculator)."""
-    energy = _number(consumed_energy, "consumed_energy")
-    intensity = _number(carbon_intensity, "carbon_intensity")
+    energy = checked_number(consumed_energy, "consumed_energy")
+    intensity = checked_number(carbon_intensity, "carbon_intensity", unit="gCO2/kWh")
     if energy_unit not in ("kWh", "Wh"):
         raise ConfigurationError(f"energy_unit must be 'kWh' or 'Wh', got {energy_unit!r}")
     if not isinstance(methodology, str) or not methodology.strip():

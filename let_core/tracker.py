@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
-from let_core.carbon import country_intensity, validate_intensity
+from let_core.carbon import checked_number, country_intensity, validate_intensity
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import Measurement, Run
@@ -142,21 +142,9 @@ class EnergyTracker:
             raise ConfigurationError(
                 f"project_name {project_name!r} must not contain '___' or line breaks: LET stores "
                 "it in experiment_id as project___user___hostname.")
-        try:
-            interval = float(measure_power_secs)
-        except (TypeError, ValueError):
-            interval = math.nan
-        if not math.isfinite(interval) or interval <= 0:
-            raise ConfigurationError(
-                f"measure_power_secs must be a positive number of seconds, got {measure_power_secs!r}")
+        interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
         if pue is not None:
-            try:
-                pue_value = float(pue)
-            except (TypeError, ValueError):
-                pue_value = math.nan
-            if not math.isfinite(pue_value) or pue_value < 1:
-                raise ConfigurationError(f"pue must be a number >= 1 (power usage effectiveness), got {pue!r}")
-            pue = pue_value
+            pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
         country = country_intensity(country_iso_code)
         intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
                      else country.carbon_intensity)
