@@ -13,12 +13,15 @@ import uuid
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
 from let_core.carbon import checked_number, country_intensity, validate_intensity
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import Measurement, Run
+
+if TYPE_CHECKING:
+    from let_core.plugins import PluginKind
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -173,76 +176,76 @@ class EnergyTracker:
             options=options,
         )
 
-    def _resolve_backends(self, spec: Sequence[str | Backend] | str | None) -> list[Backend]:
-        from let_core.plugins import get_factory, registry
-
-        items: list[Any]
+    @staticmethod
+    def _spec_items(spec: Sequence[Any] | str | None, env_var: str) -> list[Any]:
         if spec is None:
-            items = _env_list("LET_BACKENDS") or [AUTO]
-        elif isinstance(spec, str):
-            items = [s.strip() for s in spec.split(",") if s.strip()]
-        else:
-            items = list(spec)
+            return _env_list(env_var) or [AUTO]
+        if isinstance(spec, str):
+            return [s.strip() for s in spec.split(",") if s.strip()]
+        return list(spec)
+
+    def _auto_factories(self, kind: PluginKind) -> list[Any]:
+        """Registered plugins of a kind that are on by default and available here."""
+        from let_core.plugins import registry
+
+        factories = []
+        for registered in registry().of_kind(kind).values():
+            if not registered.factory.auto:
+                continue
+            try:
+                available = registered.factory.availability(self.settings).available
+            except Exception as exc:  # a plugin's broken check must not stop tracking
+                warnings.warn(f"LET {kind} {registered.name!r}: availability check failed ({exc}); "
+                              "it is left out.", LetWarning, stacklevel=4)
+                continue
+            if available:
+                factories.append(registered.factory)
+        return factories
+
+    def _named_factory(self, kind: PluginKind, name: str) -> Any:
+        from let_core.plugins import get_factory
+
+        factory = get_factory(kind, name).factory
+        availability = factory.availability(self.settings)
+        if not availability.available:
+            error = BackendUnavailable if kind == "backend" else ConfigurationError
+            raise error(f"{kind} {name!r} is not available here: {availability.reason}")
+        return factory
+
+    def _resolve_backends(self, spec: Sequence[str | Backend] | str | None) -> list[Backend]:
+        items = self._spec_items(spec, "LET_BACKENDS")
         backends: list[Backend] = []
         for item in items:
             if item == AUTO:
-                for registered in registry().backends.values():
-                    if not registered.factory.auto:
-                        continue
-                    if any(getattr(b, "name", None) == registered.name for b in backends):
-                        continue
-                    try:
-                        availability = registered.factory.availability(self.settings)
-                    except Exception as exc:  # a plugin's broken check must not stop tracking
-                        warnings.warn(f"LET backend {registered.name!r}: availability check failed "
-                                      f"({exc}); it is left out.", LetWarning, stacklevel=3)
-                        continue
-                    if availability.available:
-                        backends.append(registered.factory.from_settings(self.settings))
+                taken = {_name_of(b) for b in backends}
+                backends.extend(f.from_settings(self.settings) for f in self._auto_factories("backend")
+                                if f.name not in taken)
                 if items == [AUTO] and not backends:
                     warnings.warn("no energy backend is usable here, so nothing is measured; "
                                   "`let plugins` says why each one is unavailable.",
                                   LetWarning, stacklevel=3)
             elif isinstance(item, str):
-                registered = get_factory("backend", item)
-                availability = registered.factory.availability(self.settings)
-                if not availability.available:
-                    raise BackendUnavailable(f"backend {item!r} is not available here: {availability.reason}")
-                backends.append(registered.factory.from_settings(self.settings))
+                backends.append(self._named_factory("backend", item).from_settings(self.settings))
             elif callable(getattr(item, "start", None)) and callable(getattr(item, "stop", None)):
                 backends.append(item)
             else:
                 raise ConfigurationError(
                     f"backends entries are backend names (see `let plugins`) or backend objects "
                     f"with start() and stop(); got {item!r}")
-        names = [getattr(b, "name", type(b).__name__) for b in backends]
+        names = [_name_of(b) for b in backends]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigurationError(f"backend(s) {', '.join(duplicates)} given more than once")
         return backends
 
     def _resolve_reporters(self, spec: Sequence[str | Reporter] | str | None) -> list[Reporter]:
-        from let_core.plugins import get_factory, registry
-
-        items: list[Any]
-        if spec is None:
-            items = _env_list("LET_REPORTERS") or [AUTO]
-        elif isinstance(spec, str):
-            items = [s.strip() for s in spec.split(",") if s.strip()]
-        else:
-            items = list(spec)
         ranked: list[tuple[int, int, Reporter]] = []
-        for position, item in enumerate(items):
+        for position, item in enumerate(self._spec_items(spec, "LET_REPORTERS")):
             if item == AUTO:
-                for registered in registry().reporters.values():
-                    factory = registered.factory
-                    if factory.auto and factory.availability(self.settings).available:
-                        ranked.append((factory.order, position, factory.from_settings(self.settings)))
+                ranked.extend((f.order, position, f.from_settings(self.settings))
+                              for f in self._auto_factories("reporter"))
             elif isinstance(item, str):
-                factory = get_factory("reporter", item).factory
-                availability = factory.availability(self.settings)
-                if not availability.available:
-                    raise ConfigurationError(f"reporter {item!r} is not available here: {availability.reason}")
+                factory = self._named_factory("reporter", item)
                 ranked.append((factory.order, position, factory.from_settings(self.settings)))
             elif callable(getattr(item, "report", None)):
                 ranked.append((getattr(item, "order", 50), position, item))
@@ -252,8 +255,8 @@ class EnergyTracker:
                     f"report(run); got {item!r}")
         ranked.sort(key=lambda entry: (entry[0], entry[1]))
         reporters: list[Reporter] = []
-        for _, _, reporter in ranked:
-            if all(getattr(r, "name", None) != getattr(reporter, "name", object()) for r in reporters):
+        for _, _, reporter in ranked:  # "auto" plus a name it already covers: keep one
+            if _name_of(reporter) not in {_name_of(r) for r in reporters}:
                 reporters.append(reporter)
         return reporters
 
