@@ -197,8 +197,15 @@ def hardware_phrase(hardware: Sequence[str]) -> str:
     return _join([f"{_article(h)} {h}" for h in named])
 
 
+# How a backend's methodology label reads inside "Using ..., the energy ...".
+_PHRASES = {
+    "Tasmota smart socket": "Tasmota smart sockets at the wall",
+    "jetson-stats": "jetson-stats board power readings",
+}
+
+
 def methodology_phrase(methodologies: Sequence[str]) -> str:
-    labels = [m for m in methodologies if m]
+    labels = list(dict.fromkeys(_PHRASES.get(m, m) for m in methodologies if m))
     counters = [m for m in labels if m in _COUNTERS]
     others = [m for m in labels if m not in _COUNTERS]
     if counters:
@@ -254,18 +261,18 @@ def compose(estimate: KindFigures | None, metered: KindFigures | None, *, paired
                  if headline.energy_kwh > 0 else 0)
     parts = [_sentence("estimate" if estimate is not None else "metered", headline, intensity)]
     if estimate is not None and metered is not None:
-        keys = citation_keys(metered.methodologies)
+        keys = [k for k in citation_keys(metered.methodologies) if k != "lamarr_energy_tracker"]
+        cite = _cite(keys) if keys else ""
+        method = methodology_phrase(metered.methodologies)
         if paired_runs and paired_estimate_kwh > 0:
             ratio = paired_metered_kwh / paired_estimate_kwh
-            runs = "the run" if paired_runs == 1 else f"the {paired_runs} runs"
+            runs = "the same run" if paired_runs == 1 else f"the {paired_runs} runs measured both ways"
             parts.append(
-                f"Measured with {methodology_phrase(metered.methodologies)}, {runs} that were also "
-                f"metered consumed {format_energy(paired_metered_kwh)}, {ratio:.2f}x the estimate of "
-                f"{format_energy(paired_estimate_kwh)} for the same runs{_cite(keys)}.")
+                f"Metered with {method}, {runs} consumed {format_energy(paired_metered_kwh)}, "
+                f"{ratio:.2f}x the estimate of {format_energy(paired_estimate_kwh)}{cite}.")
         else:
-            parts.append(
-                f"Other runs, measured with {methodology_phrase(metered.methodologies)}, consumed "
-                f"{format_energy(metered.energy_kwh)}{_cite(keys)}.")
+            parts.append(f"Other runs, metered with {method}, consumed "
+                         f"{format_energy(metered.energy_kwh)}{cite}.")
     parts.append(_ESTIMATE_NOTE if estimate is not None else _METERED_NOTE)
     text = " ".join(parts)
     compared = comparison(headline.emissions_kg * 1000)
