@@ -14,6 +14,8 @@ from let_core.tracker import EnergyTracker
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # A sqlite store puts artifacts in ./mlruns: keep them in the tmp folder, not the checkout.
+    monkeypatch.chdir(tmp_path)
     return uri
 
 
