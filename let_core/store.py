@@ -522,7 +522,8 @@ def _accumulate(fd: int, header: list[str], offset: int, groups: dict[str, Total
 # ------------------------------------------------------------------------- public API
 def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                  user: str | None = None, hostname: str | None = None, *,
-                 dataset: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+                 dataset: str | os.PathLike[str] | None = None,
+                 columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
 
     Reads the central CSV store and the Parquet dataset together (``dataset=``, else
@@ -534,7 +535,9 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
 
     Logged metrics and params stay in their JSON columns ``metrics`` / ``params`` and are also
     expanded into one column each, named as MLflow does: ``metrics.accuracy``, ``params.model``.
-    A filter that matches nothing gives an empty frame.
+    A filter that matches nothing gives an empty frame. ``columns=`` reads only those columns
+    (and the few that filtering and deduplication need): a table over millions of runs then
+    costs a fraction of the memory.
     """
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     _check_filters(filters)
@@ -552,7 +555,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
 
     frames = []
     if store.path.exists():
-        frame = _normalize_legacy(_read_frame(store))
+        frame = _normalize_legacy(_read_frame(store, columns))
         for key, value in filters.items():
             if value is not None:
                 frame = frame[frame[key] == value]
@@ -571,7 +574,10 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     # A fresh RangeIndex, not reset_index(): that copies and consolidates every column (1 s at 1M rows).
     frame.index = pd.RangeIndex(len(frame))
     for column in ("metrics", "params"):
-        frame = _expand_json(frame, column)
+        if column in frame:
+            frame = _expand_json(frame, column)
+    if columns is not None:
+        frame = frame[[c for c in frame.columns if c in set(columns)]]
     return frame
 
 
@@ -621,7 +627,15 @@ def _pandas_dtype(column: str) -> str:
     return "float64" if column in NUMERIC_COLUMNS else "object"
 
 
-def _read_frame(store: Store) -> pd.DataFrame:
+#: Columns load_results always reads: filters, legacy normalization and deduplication need them.
+BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "task",
+                                 "experiment_id", "codecarbon_version", "cpu_model", "gpu_model",
+                                 "status", "methodology", "kind", "scope", "hardware")
+
+
+def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The CSV store as a frame; only ``columns`` (plus BASE_COLUMNS) when given, which is
+    what keeps memory at the data's size for tables over millions of rows."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -642,13 +656,17 @@ def _read_frame(store: Store) -> pd.DataFrame:
         skipped.append(row.number)
         return "skip"
 
+    wanted = None if columns is None else set(columns) | set(BASE_COLUMNS)
+    included = [c for c in header if wanted is None or c in wanted]
+
     def read(typed: bool) -> pa.Table:
         types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
         return pacsv.read_csv(
             pa.BufferReader(data),
             parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                 quoted_strings_can_be_null=False),
+                                                 quoted_strings_can_be_null=False,
+                                                 include_columns=included),
         )
 
     try:
@@ -662,9 +680,14 @@ def _read_frame(store: Store) -> pd.DataFrame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if skipped:
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
-    for column in STORE_COLUMNS:
-        if column not in frame:
-            frame[column] = float("nan") if column in NUMERIC_COLUMNS else ""
+    missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
+    if missing:
+        import numpy as np
+
+        filler = {c: (np.full(len(frame), np.nan) if c in NUMERIC_COLUMNS
+                      else pd.arrays.ArrowExtensionArray(pa.array([""] * len(frame), pa.string())))
+                  for c in missing}
+        frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
     return frame
 
 
@@ -687,19 +710,27 @@ def _to_frame(table: Any) -> pd.DataFrame:
 
 
 def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
-    legacy = frame["backend"].fillna("") == ""
+    """LET's columns for LET 0.1.x / CodeCarbon rows, computed once per distinct combination
+    of the fields ``legacy_fields`` reads (a handful per file), then spread by group code."""
+    import numpy as np
+
+    legacy = (frame["backend"].fillna("") == "").to_numpy(dtype=bool)
     if not legacy.any():
         return frame
     keys = ["experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "status"]
-    # legacy_fields per distinct combination: a 0.1.x file has a handful, however many rows.
-    combos = frame.loc[legacy, keys].astype(object).fillna("").drop_duplicates()
-    filled = frame.loc[legacy, keys].astype(object).fillna("")
-    for _, combo in combos.iterrows():
-        fields = legacy_fields(combo.to_dict())
-        mask = legacy.copy()
-        mask[legacy] = (filled == combo.values).all(axis=1)
-        for column, value in fields.items():
-            frame.loc[mask, column] = value
+    rows = frame.loc[legacy, keys].astype(object).fillna("")
+    codes = rows.groupby(keys, sort=False).ngroup().to_numpy()
+    combos = rows.drop_duplicates().to_dict("records")  # first-appearance order, as ngroup
+    derived = [legacy_fields(combo) for combo in combos]
+    for column in sorted({name for fields in derived for name in fields}):
+        values = np.array([fields.get(column) for fields in derived], dtype=object)[codes]
+        current = frame.loc[legacy, column].astype(object).to_numpy() if column in frame else None
+        if current is not None:
+            values = np.where(values == None, current, values)  # noqa: E711 (a field legacy_fields left alone)
+        if column not in frame:
+            frame[column] = ""
+        frame[column] = frame[column].astype(object)
+        frame.loc[legacy, column] = values
     return frame
 
 
