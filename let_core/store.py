@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 STORE_FILE = "emissions.csv"
 TOTALS_FILE = ".emissions.totals.json"
-_TOTALS_VERSION = 1
+_TOTALS_VERSION = 2
 _HEADER_PROBE = 1 << 16
 
 Row = Mapping[str, Any]
@@ -420,10 +420,24 @@ class Totals:
         self.paired_runs = 0
         self.paired_estimate_kwh = 0.0
         self.paired_metered_kwh = 0.0
+        # Ranks of one multi-process job on one host measure the same machine: per
+        # (job, host, backend, hardware) only the largest measurement counts (as `let results`).
+        self.job_counted: dict[str, float] = {}
 
     @property
     def empty(self) -> bool:
         return self.estimate.runs == 0 and self.metered.runs == 0
+
+    def _counted(self, view: _RowView) -> float:
+        """The part of a measurement not already counted for another rank of its job."""
+        job = view.row.get("job_id", "")
+        if not job:
+            return view.energy_kwh
+        key = "\x1f".join((job, view.row.get("hostname", ""), view.row.get("backend", ""),
+                            view.row.get("hardware", "")))
+        before = self.job_counted.get(key, 0.0)
+        self.job_counted[key] = max(before, view.energy_kwh)
+        return max(0.0, view.energy_kwh - before)
 
     def add_run(self, rows: Sequence[Mapping[str, str]]) -> None:
         views = [_RowView(row) for row in rows]
@@ -432,8 +446,11 @@ class Totals:
             primary = primary_measurements(views, kind)
             if not primary:
                 continue
-            energy = sum(view.energy_kwh for view in primary)
-            emissions = sum(_emissions(view.row, view.energy_kwh) for view in primary)
+            counted = [(view, self._counted(view)) for view in primary]
+            energy = sum(part for _, part in counted)
+            emissions = sum(_emissions(view.row, view.energy_kwh) * (part / view.energy_kwh
+                                                                      if view.energy_kwh else 0.0)
+                            for view, part in counted)
             getattr(self, kind).add(energy, emissions, [v.row.get("methodology", "") for v in primary],
                                     [v.row.get("hardware", "") for v in primary])
             energies[kind] = energy
@@ -449,12 +466,14 @@ class Totals:
         result.paired_runs = self.paired_runs + other.paired_runs
         result.paired_estimate_kwh = self.paired_estimate_kwh + other.paired_estimate_kwh
         result.paired_metered_kwh = self.paired_metered_kwh + other.paired_metered_kwh
+        # Groups are (project, user, host): a job's ranks share one group, so no overlap here.
+        result.job_counted = {**self.job_counted, **other.job_counted}
         return result
 
     def to_json(self) -> dict[str, Any]:
         return {"estimate": self.estimate.to_json(), "metered": self.metered.to_json(),
                 "paired_runs": self.paired_runs, "paired_estimate_kwh": self.paired_estimate_kwh,
-                "paired_metered_kwh": self.paired_metered_kwh}
+                "paired_metered_kwh": self.paired_metered_kwh, "job_counted": self.job_counted}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Totals:
@@ -464,6 +483,7 @@ class Totals:
         result.paired_runs = data["paired_runs"]
         result.paired_estimate_kwh = data["paired_estimate_kwh"]
         result.paired_metered_kwh = data["paired_metered_kwh"]
+        result.job_counted = data.get("job_counted", {})
         return result
 
 

@@ -245,3 +245,15 @@ def test_output_dir_that_is_a_file_cannot_be_loaded(tmp_path):
     blocker.write_text("a file")
     with pytest.raises(StoreError, match="is a file"):
         load_results(blocker)
+
+
+def test_ranks_of_one_job_measuring_one_machine_count_once_in_the_statement(let_home, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    for rank, kwh in enumerate((0.4, 0.5, 0.45)):
+        monkeypatch.setenv("RANK", str(rank))
+        record(project="ddp", kwh=kwh)  # each rank's estimate covers the whole (same) machine
+    monkeypatch.delenv("SLURM_JOB_ID")
+    record(project="ddp", kwh=0.2)      # an ordinary run counts fully
+    totals = Store().totals(project_name="ddp")
+    assert totals.estimate.energy_kwh == pytest.approx(0.5 + 0.2)
+    assert "estimated to 0.700 kWh" in paper_statement(project_name="ddp")
