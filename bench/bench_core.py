@@ -40,10 +40,16 @@ tracker.stop(print_summary=False)
 
 
 def whole_process(python: str, code: str, repeat: int) -> float:
+    """Median wall time of a fresh process, after one untimed warm-up run.
+
+    Bytecode caching is on for both sides (as after any pip install): with
+    PYTHONDONTWRITEBYTECODE set, an editable install would recompile every module each run.
+    """
     times = []
-    for _ in range(repeat):
+    for attempt in range(repeat + 1):
         with tempfile.TemporaryDirectory() as out:
             env = {**os.environ, "LET_HOME": out, "LET_LOAD_PLUGINS": ""}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             t0 = time.perf_counter()
             done = subprocess.run([python, "-c", code.format(out=out)], env=env, cwd=out,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -52,7 +58,8 @@ def whole_process(python: str, code: str, repeat: int) -> float:
                 # CodeCarbon 3.x refuses to start while another process holds its lock file.
                 print(f"  (a run failed and is not counted: {done.stderr.strip().splitlines()[-1:]})")
                 continue
-            times.append(elapsed)
+            if attempt:
+                times.append(elapsed)
     return statistics.median(times)
 
 
