@@ -43,11 +43,13 @@ OLD = textwrap.dedent("""
 
 
 def whole_process(python: Path | str, code: str, *args: str) -> float:
+    # Bytecode caching on for both sides, as after any pip install (see bench_core.py).
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         subprocess.run([str(python), "-c", code, out, *args], check=True, cwd=out,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env={**os.environ, "LET_LOAD_PLUGINS": ""})
+                       env={**env, "LET_LOAD_PLUGINS": ""})
         return time.perf_counter() - t0
 
 
