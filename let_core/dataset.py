@@ -236,12 +236,18 @@ def exists(location: Location) -> bool:
 
 
 def read_table(location: Location, project_name: str | None = None, user: str | None = None,
-               hostname: str | None = None) -> pa.Table:
-    """Every stored row matching the filters (partition pruning on the project)."""
+               hostname: str | None = None, columns: Iterable[str] | None = None) -> pa.Table:
+    """Every stored row matching the filters (partition pruning on the project).
+
+    ``columns`` reads only those columns (in the dataset's order; unknown names are ignored):
+    Parquet is columnar, so a statement over a million runs decodes a fifth of the file.
+    The filters need not be among them: the scanner evaluates them before projecting.
+    """
     import pyarrow.dataset as ds
 
+    names = list(STORE_COLUMNS) if columns is None else [c for c in STORE_COLUMNS if c in set(columns)]
     if not exists(location):
-        return schema().empty_table()
+        return schema().empty_table().select(names)
     condition = None
     for key, value in (("project_name", project_name), ("user", user), ("hostname", hostname)):
         if value is not None:
@@ -250,20 +256,22 @@ def read_table(location: Location, project_name: str | None = None, user: str | 
     if project_name is not None:
         # Partition values are URL-decoded by the reader, so this prunes whole folders.
         condition = condition & (ds.field("project") == project_name)
+    # pre_buffer coalesces reads for object stores' latency; on a local disk it only adds
+    # work per file (a compacted year of 20 projects is 240 files): 10-20% of a full read.
+    options = ds.ParquetFragmentScanOptions(pre_buffer=not location.local)
     try:
-        return _dataset(location).to_table(columns=list(STORE_COLUMNS), filter=condition)
+        return _dataset(location).to_table(columns=names, filter=condition, fragment_scan_options=options)
     except OSError as exc:
         raise StoreError(f"cannot read the LET dataset {location.display}: {exc}") from exc
 
 
 def read_frame(location: Location, project_name: str | None = None, user: str | None = None,
-               hostname: str | None = None) -> pd.DataFrame:
-    import pandas as pd
-    import pyarrow as pa
+               hostname: str | None = None, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """``read_table`` as a frame built without copies (text Arrow-backed, numbers numpy), as the
+    CSV store's: ``Table.to_pandas`` would turn every text cell into a Python object."""
+    from let_core.store import _to_frame
 
-    table = read_table(location, project_name, user, hostname)
-    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
-    return frame
+    return _to_frame(read_table(location, project_name, user, hostname, columns))
 
 
 # ----------------------------------------------------------------------------- compaction

@@ -23,6 +23,7 @@ from let_core.errors import ConfigurationError
 from let_core.records import is_legacy, legacy_fields, primary_measurements
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 #: What makes a CSV an emissions file: CodeCarbon's core columns (LET 0.1.x and 1.x have them too).
@@ -132,6 +133,17 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
 # ----------------------------------------------------------------------------- aggregation
 GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "job": "job"}
 
+#: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
+TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
+                                   "carbon_intensity", "methodology", "hardware", "job_id", "hostname",
+                                   "backend")
+#: What ``aggregate`` (``let results --by``) reads.
+AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("project_name", "duration")
+
+# A run's rows of one kind are encoded as one integer, base (scopes + 1), one digit per row;
+# runs longer than this go through records.primary_measurements one by one.
+_MAX_SIGNATURE = 1 << 62
+
 
 class _View:
     __slots__ = ("index", "kind", "scope", "energy_kwh")
@@ -140,149 +152,246 @@ class _View:
         self.index, self.kind, self.scope, self.energy_kwh = index, kind, scope or "system", energy
 
 
-def _run_keys(frame: pd.DataFrame) -> pd.Series:
-    import pandas as pd
+class _Columns:
+    """The columns of a result set as numpy arrays, each computed once, without copying the frame.
 
-    run_ids = frame["run_id"].fillna("")
-    empty = run_ids == ""
-    if not empty.any():
-        return run_ids
-    # Rows without a run id (hand-made files) are runs of their own.
-    return run_ids.astype(object).where(~empty, pd.Series("#" + frame.index.astype(str), index=frame.index))
+    Frames come from ``load_results`` (Arrow-backed text, numpy numbers) or from users (object
+    columns, missing columns); both give the same arrays here.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        from let_core.keys import row_codes
+
+        self.frame = frame
+        self.size = len(frame)
+        if "run_id" in frame:
+            self.runs, self.run_count = row_codes(frame["run_id"])
+        else:
+            import numpy as np
+
+            self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
+        self.top_level = self.empty("task")  # parts of a run are already inside the run's energy
+        self.energy = self.numbers("energy_consumed")
+
+    def empty(self, name: str) -> np.ndarray:
+        """True where the text column is missing, null or ""."""
+        import numpy as np
+
+        if name not in self.frame:
+            return np.ones(self.size, dtype=bool)
+        values = self.frame[name]
+        return (values == "").to_numpy(dtype=bool, na_value=True) | values.isna().to_numpy(dtype=bool)
+
+    def equals(self, name: str, text: str) -> np.ndarray:
+        import numpy as np
+
+        if name not in self.frame:
+            return np.full(self.size, text == "", dtype=bool)
+        return (self.frame[name] == text).to_numpy(dtype=bool, na_value=False)
+
+    def numbers(self, name: str) -> np.ndarray:
+        import numpy as np
+        import pandas as pd
+
+        if name not in self.frame:
+            return np.full(self.size, np.nan)
+        return pd.to_numeric(self.frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+    def emissions(self) -> np.ndarray:
+        """Stored kg CO2e, else energy x carbon intensity, else 0."""
+        import numpy as np
+
+        stored = self.numbers("emissions")
+        derived = self.energy * self.numbers("carbon_intensity") / 1000.0
+        return np.nan_to_num(np.where(np.isnan(stored), derived, stored), nan=0.0)
+
+    def per_run(self, mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        import numpy as np
+
+        return np.bincount(self.runs[mask], weights=None if weights is None else weights[mask],
+                           minlength=self.run_count)
 
 
-def primary_rows(frame: pd.DataFrame, kind: str) -> pd.Series:
+def _primary(columns: _Columns, kind: str) -> np.ndarray:
     """True for the rows of ``kind`` that make up their run's energy of that kind.
 
-    ``records.primary_measurements`` per run: overlapping scopes are not added twice. Runs
-    with a single usable measurement (the common case) are handled vectorised.
+    ``records.primary_measurements`` per run, vectorised: a run with one usable row of the kind
+    (the common case) takes it; runs with several are grouped by their sequence of scopes, and
+    the rule runs once per distinct sequence (a handful), not once per run.
     """
     import numpy as np
     import pandas as pd
 
-    chosen = pd.Series(False, index=frame.index)
-    energy = pd.to_numeric(frame["energy_consumed"], errors="coerce")
-    usable = (energy.notna() & np.isfinite(energy) & (frame["task"].fillna("") == "")
-              & (frame["kind"].fillna("") == kind))
-    keys = _run_keys(frame)[usable]
-    if keys.empty:
+    usable = np.flatnonzero(columns.top_level & np.isfinite(columns.energy) & columns.equals("kind", kind))
+    chosen = np.zeros(columns.size, dtype=bool)
+    if not len(usable):
         return chosen
-    repeated = keys.duplicated(keep=False)  # one hashing pass; value_counts + map is 3x slower
-    chosen.loc[repeated.index[~repeated]] = True
-    multi = keys[repeated]
-    if not multi.empty:
-        scopes = frame.loc[multi.index, "scope"].astype(object).fillna("")
-        for _, indexes in multi.groupby(multi).groups.items():
-            views = [_View(i, kind, str(scopes.at[i]), float(energy[i])) for i in indexes]
-            chosen.loc[[v.index for v in primary_measurements(views, kind)]] = True
+    runs = columns.runs[usable]
+    repeated = np.bincount(runs, minlength=columns.run_count)[runs] > 1
+    chosen[usable[~repeated]] = True
+    multi = usable[repeated]
+    if not len(multi):
+        return chosen
+    # Group the rows run by run, keeping their stored order inside each run.
+    multi = multi[np.argsort(columns.runs[multi], kind="stable")]
+    runs = columns.runs[multi]
+    starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    lengths = np.diff(np.r_[starts, len(multi)])
+    position = np.arange(len(multi)) - np.repeat(starts, lengths)
+    if "scope" in columns.frame:
+        scope_values = columns.frame["scope"].iloc[multi].astype(object).fillna("").to_numpy()
+    else:
+        scope_values = np.full(len(multi), "", dtype=object)
+    scope_codes, scope_names = pd.factorize(scope_values)
+    base = len(scope_names) + 1
+    if float(base) ** int(lengths.max()) >= _MAX_SIGNATURE:
+        for start, length in zip(starts, lengths):
+            rows = multi[start:start + length]
+            views = [_View(r, kind, str(s), float(columns.energy[r]))
+                     for r, s in zip(rows, scope_values[start:start + length])]
+            chosen[[v.index for v in primary_measurements(views, kind)]] = True
+        return chosen
+    digits = (scope_codes.astype(np.int64) + 1) * (base ** position.astype(np.int64))
+    signatures = np.add.reduceat(digits, starts)
+    distinct, which = np.unique(signatures, return_inverse=True)
+    longest = int(lengths.max())
+    taken = np.zeros((len(distinct), longest), dtype=bool)
+    for number, signature in enumerate(distinct.tolist()):
+        views = []
+        place = 0
+        while signature:
+            signature, digit = divmod(signature, base)
+            views.append(_View(place, kind, str(scope_names[digit - 1]), 1.0))
+            place += 1
+        for view in primary_measurements(views, kind):
+            taken[number, view.index] = True
+    chosen[multi] = taken[np.repeat(which, lengths), position]
     return chosen
 
 
-def counted_rows(frame: pd.DataFrame) -> pd.Series:
-    """The rows of each run's headline energy: metered where the run has any, else estimates."""
-    metered = primary_rows(frame, "metered")
-    estimate = primary_rows(frame, "estimate")
+def primary_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """True for the rows of ``kind`` that make up their run's energy of that kind (numpy mask)."""
+    return _primary(_Columns(frame), kind)
+
+
+def _counted(columns: _Columns) -> np.ndarray:
+    metered = _primary(columns, "metered")
+    estimate = _primary(columns, "estimate")
     if not metered.any():
         return estimate
-    keys = _run_keys(frame)
-    has_metered = keys.isin(keys[metered].unique())
-    return metered | (estimate & ~has_metered)
+    has_metered = columns.per_run(metered) > 0
+    return metered | (estimate & ~has_metered[columns.runs])
 
 
-def _job_duplicates(frame: pd.DataFrame, counted: pd.Series) -> pd.Series:
+def counted_rows(frame: pd.DataFrame) -> np.ndarray:
+    """The rows of each run's headline energy: metered where the run has any, else estimates."""
+    return _counted(_Columns(frame))
+
+
+def _job_duplicates(columns: _Columns, counted: np.ndarray) -> np.ndarray:
     """Counted rows of a job that repeat another rank's measurement of the same devices."""
+    import numpy as np
     import pandas as pd
 
-    jobs = frame["job_id"].fillna("").astype(str)
-    candidates = counted & (jobs != "")
-    if not candidates.any():
-        return pd.Series(False, index=frame.index)
-    sub = frame.loc[candidates, ["job_id", "hostname", "backend", "hardware"]].astype(object).fillna("")
-    energy = pd.to_numeric(frame.loc[candidates, "energy_consumed"], errors="coerce")
-    keys = list(sub.columns)
-    best = energy.groupby([sub[k] for k in keys]).transform("idxmax")
-    duplicate = pd.Series(False, index=frame.index)
-    duplicate.loc[candidates] = best != energy.index
+    duplicate = np.zeros(columns.size, dtype=bool)
+    candidates = np.flatnonzero(counted & ~columns.empty("job_id"))
+    if not len(candidates):
+        return duplicate
+    keys = [k for k in ("job_id", "hostname", "backend", "hardware") if k in columns.frame]
+    sub = columns.frame[keys].iloc[candidates].astype(object).fillna("").reset_index(drop=True)
+    energy = pd.Series(columns.energy[candidates])
+    best = energy.groupby([sub[k] for k in keys]).transform("idxmax").to_numpy()
+    duplicate[candidates] = best != np.arange(len(candidates))
     return duplicate
 
 
+def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Group codes and their labels, nulls and "" being one group ""."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    names = ["" if pd.isna(u) else str(u) for u in uniques]
+    merged, labels = pd.factorize(np.array(names, dtype=object))
+    return merged[codes], [str(label) for label in labels]
+
+
 def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Runs, kWh, kg CO2e and hours per group (``project``, ``host``, ``backend`` or ``job``)."""
+    """Runs, kWh, kg CO2e and hours per group (``project``, ``host``, ``backend`` or ``job``).
+
+    Vectorised over integer codes: one hashing pass over the run ids, one over the group
+    column, then ``bincount``s; no string is built or hashed per (group, run) pair.
+    """
+    import numpy as np
     import pandas as pd
 
     if by not in GROUP_COLUMNS:
         raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
-    columns = ["run_id", "project_name", "hostname", "backend", "kind", "scope", "task",
-               "energy_consumed", "emissions", "duration", "job_id", "hardware", "carbon_intensity"]
-    data = frame[[c for c in columns if c in frame]].copy()
-    for column in columns:
-        if column not in data:
-            data[column] = ""
-    data = data[data["task"].fillna("") == ""]
+    columns = _Columns(frame)
     if by == "backend":
         # Each backend's own view: every measurement of that backend counts.
-        counted = pd.to_numeric(data["energy_consumed"], errors="coerce").notna()
+        counted = columns.top_level & ~np.isnan(columns.energy)
     else:
-        counted = counted_rows(data)
-        counted &= ~_job_duplicates(data, counted)
-    energy = pd.to_numeric(data["energy_consumed"], errors="coerce").where(counted, 0.0)
-    emissions = pd.to_numeric(data["emissions"], errors="coerce")
-    intensity = pd.to_numeric(data["carbon_intensity"], errors="coerce")
-    emissions = emissions.fillna(energy * intensity / 1000.0).where(counted, 0.0).fillna(0.0)
-    run_ids = data["run_id"].fillna("").astype(str)
+        counted = _counted(columns)
+        counted &= ~_job_duplicates(columns, counted)
+    rows = np.flatnonzero(columns.top_level)
     if by == "job":
-        job = data["job_id"].fillna("").astype(str)
+        job = frame["job_id"] if "job_id" in frame else pd.Series("", index=frame.index)
+        job = job.iloc[rows].astype(object).fillna("")
+        run_ids = frame["run_id"].iloc[rows].astype(object).fillna("").astype(str)
         key = job.where(job != "", "run " + run_ids.str[:8])
     else:
-        key = data[GROUP_COLUMNS[by]].fillna("").astype(str)
-    duration = pd.to_numeric(data["duration"], errors="coerce").fillna(0.0)
-    # A run's hours: its longest measurement (backends of one run overlap in time).
-    per_run = pd.DataFrame({"key": key, "run": run_ids, "duration": duration})
-    run_hours = per_run.groupby(["key", "run"], sort=False)["duration"].max().groupby(level=0).sum() / 3600
-    table = pd.DataFrame({"key": key, "run": run_ids, "kwh": energy, "kg": emissions})
-    grouped = table.groupby("key", sort=True).agg(runs=("run", "nunique"), kwh=("kwh", "sum"), kg=("kg", "sum"))
-    grouped["hours"] = run_hours.reindex(grouped.index).fillna(0.0)
-    grouped.index.name = by
-    return grouped.reset_index()
+        column = GROUP_COLUMNS[by]
+        key = frame[column].iloc[rows] if column in frame else pd.Series("", index=frame.index[rows])
+    groups, names = _labels(key.reset_index(drop=True))
+    kwh = np.bincount(groups, weights=np.where(counted, columns.energy, 0.0)[rows], minlength=len(names))
+    kg = np.bincount(groups, weights=np.where(counted, columns.emissions(), 0.0)[rows], minlength=len(names))
+    # One code per (group, run): a run's hours are its longest measurement, since the backends
+    # of one run overlap in time.
+    pairs, pair_values = pd.factorize(groups.astype(np.int64) * columns.run_count + columns.runs[rows])
+    pair_group = pair_values // columns.run_count
+    longest = np.full(len(pair_values), -np.inf)
+    np.maximum.at(longest, pairs, np.nan_to_num(columns.numbers("duration")[rows], nan=0.0))
+    runs = np.bincount(pair_group, minlength=len(names))
+    hours = np.bincount(pair_group, weights=longest, minlength=len(names)) / 3600
+    order = sorted(range(len(names)), key=names.__getitem__)
+    return pd.DataFrame({by: [names[i] for i in order], "runs": runs[order].astype(np.int64),
+                         "kwh": kwh[order], "kg": kg[order], "hours": hours[order]})
 
 
 def frame_totals(frame: pd.DataFrame) -> Any:
     """``store.Totals`` (what the paper statement needs) from a result set, vectorised.
 
     Same sums as the store's own totals, plus the multi-node rule: ranks of one job that
-    measured the same devices count once.
+    measured the same devices count once. Reads only ``TOTALS_COLUMNS``.
     """
-    import pandas as pd
+    import numpy as np
 
     from let_core.store import KindTotals, Totals
 
-    data = frame[frame["task"].fillna("") == ""] if "task" in frame else frame
-    keys = _run_keys(data)
+    columns = _Columns(frame)
+    emissions = columns.emissions()
     totals = Totals()
-    per_run: dict[str, pd.Series] = {}
+    per_run: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
     for kind in ("estimate", "metered"):
-        mask = primary_rows(data, kind)
-        mask &= ~_job_duplicates(data, mask)
+        mask = _primary(columns, kind)
+        mask &= ~_job_duplicates(columns, mask)
         if not mask.any():
             continue
-        energy = pd.to_numeric(data.loc[mask, "energy_consumed"], errors="coerce")
-        stored = pd.to_numeric(data.loc[mask, "emissions"], errors="coerce")
-        intensity = pd.to_numeric(data.loc[mask, "carbon_intensity"], errors="coerce")
-        emissions = stored.fillna(energy * intensity / 1000.0).fillna(0.0)
         result = KindTotals()
-        result.energy_kwh = float(energy.sum())
-        result.emissions_kg = float(emissions.sum())
-        result.runs = int(keys[mask].nunique())
-        for attribute, column in (("methodologies", "methodology"), ("hardware", "hardware")):
-            counts = data.loc[mask, column].astype(object).fillna("").value_counts()
-            setattr(result, attribute, {str(k): int(v) for k, v in counts.items() if k})
+        result.energy_kwh = float(columns.energy[mask].sum())
+        result.emissions_kg = float(emissions[mask].sum())
+        present[kind] = columns.per_run(mask) > 0
+        result.runs = int(np.count_nonzero(present[kind]))
+        for attribute, name in (("methodologies", "methodology"), ("hardware", "hardware")):
+            counts = frame[name][mask].value_counts() if name in frame else {}
+            setattr(result, attribute, {str(k): int(v) for k, v in counts.items() if isinstance(k, str) and k})
         setattr(totals, kind, result)
-        per_run[kind] = energy
+        per_run[kind] = columns.per_run(mask, columns.energy)
     if len(per_run) == 2:
-        # Only when both kinds exist: a per-run groupby over a million runs is the slow part.
-        per_run = {kind: values.groupby(keys[values.index]).sum() for kind, values in per_run.items()}
-        both = per_run["estimate"].index.intersection(per_run["metered"].index)
-        totals.paired_runs = len(both)
-        totals.paired_estimate_kwh = float(per_run["estimate"].loc[both].sum())
-        totals.paired_metered_kwh = float(per_run["metered"].loc[both].sum())
+        both = present["estimate"] & present["metered"]
+        totals.paired_runs = int(np.count_nonzero(both))
+        totals.paired_estimate_kwh = float(per_run["estimate"][both].sum())
+        totals.paired_metered_kwh = float(per_run["metered"][both].sum())
     return totals

@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: What ``plot_energy`` reads: ``load_results(columns=PLOT_COLUMNS)``.
+PLOT_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "start_time", "timestamp")
+
+
 def plot_energy(frame: pd.DataFrame, output: str) -> str:
     """Write the figure to ``output``; returns a one-line description of what was drawn."""
     try:
@@ -20,18 +24,18 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from let_core.merge import _run_keys, primary_rows
+    from let_core.merge import _Columns, _primary
 
-    data = frame[frame["task"].fillna("") == ""]
-    keys = _run_keys(data)
-    start = pd.to_datetime(data["start_time"].where(data["start_time"].fillna("") != "", data["timestamp"]),
-                           errors="coerce", utc=True, format="mixed")
+    columns = _Columns(frame)
+    stamps = frame["start_time"].where(~columns.empty("start_time"), frame["timestamp"])
+    # ISO 8601 is what LET and CodeCarbon write; "mixed" would parse each cell in Python.
+    start = (pd.to_datetime(stamps, errors="coerce", utc=True, format="ISO8601")
+             .dt.tz_localize(None).to_numpy())  # naive UTC: datetime64, not a million Timestamp objects
     per_kind: dict[str, pd.DataFrame] = {}
     for kind in ("estimate", "metered"):
-        mask = primary_rows(data, kind)
+        mask = _primary(columns, kind)
         if mask.any():
-            energy = pd.to_numeric(data.loc[mask, "energy_consumed"], errors="coerce")
-            per_run = pd.DataFrame({"run": keys[mask], "start": start[mask], "kwh": energy})
+            per_run = pd.DataFrame({"run": columns.runs[mask], "start": start[mask], "kwh": columns.energy[mask]})
             per_kind[kind] = per_run.groupby("run").agg(start=("start", "min"), kwh=("kwh", "sum"))
     if not per_kind:
         raise ConfigurationError("no run with a usable energy value to plot")
@@ -45,7 +49,9 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     timeline = axes[0][0]
     for kind, runs in per_kind.items():
         runs = runs.sort_values("start")
-        timeline.plot(runs["start"], runs["kwh"] * 1000, marker="o", linestyle="-", label=f"{kind} ({len(runs)} runs)")
+        # Markers only where they can be told apart; a million of them take minutes to draw.
+        timeline.plot(runs["start"], runs["kwh"] * 1000, marker="o" if len(runs) <= 2000 else None,
+                      linestyle="-", label=f"{kind} ({len(runs)} runs)")
     timeline.set_title("Energy per run")
     timeline.set_xlabel("run start (UTC)")
     timeline.set_ylabel("energy (Wh)")

@@ -582,7 +582,8 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
         raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
-    parquet = _read_dataset(dataset or default_root(store.directory), filters)
+    parquet = _read_dataset(dataset or default_root(store.directory), filters,
+                            None if columns is None else set(columns) | set(_DEDUP_KEYS))
     if parquet is not None:
         frames.append(parquet)
     if not frames:
@@ -601,20 +602,29 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     return frame
 
 
-def _read_dataset(root: str | os.PathLike[str], filters: Mapping[str, str | None]) -> pd.DataFrame | None:
-    """The Parquet dataset's matching rows, or None when there is no dataset there."""
+def _read_dataset(root: str | os.PathLike[str], filters: Mapping[str, str | None],
+                  columns: Iterable[str] | None = None) -> pd.DataFrame | None:
+    """The Parquet dataset's matching rows (only ``columns``, when given), or None when there
+    is no dataset there. Legacy rows never reach the dataset, so BASE_COLUMNS are not needed:
+    the filters are evaluated by the scanner, and only the deduplication keys must be read."""
     from let_core.dataset import exists, locate, read_frame
 
     location = locate(root)
     if not exists(location):
         return None
-    return read_frame(location, **filters)
+    return read_frame(location, **filters, columns=columns)
+
+
+_DEDUP_KEYS = ("run_id", "backend", "task")
 
 
 def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (run_id, backend, task), the first kept; rows without a run id are all kept."""
-    keys = ["run_id", "backend", "task"]
-    duplicated = frame.duplicated(subset=keys, keep="first") & (frame["run_id"].fillna("") != "")
+    from let_core.keys import duplicated as duplicated_rows
+
+    # Only rows whose run id repeats are compared in full: hashing three text columns of a
+    # million rows cost more than reading them.
+    duplicated = duplicated_rows(frame, _DEDUP_KEYS)
     return frame[~duplicated] if duplicated.any() else frame
 
 
