@@ -82,9 +82,12 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
             as_json: bool, limit: int, by: str | None, dataset: str | None) -> None:
     """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
+    from let_core.merge import AGGREGATE_COLUMNS
     from let_core.store import load_results
 
-    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    # Only the columns shown or summed: over a million runs that is a third of the memory.
+    columns = AGGREGATE_COLUMNS if by is not None else None if as_json else _TABLE_COLUMNS
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=columns)
     if by is not None:
         _print_groups(frame, by, as_json)
         return
@@ -181,10 +184,10 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
 def plot(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
          output: str, dataset: str | None) -> None:
     """Draw energy per run over time (and estimate vs metered when both exist) with matplotlib."""
-    from let_core.plot import plot_energy
+    from let_core.plot import PLOT_COLUMNS, plot_energy
     from let_core.store import load_results
 
-    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=PLOT_COLUMNS)
     if frame.empty:
         raise click.ClickException("no stored runs match; nothing to plot (check the filters with `let results`)")
     click.echo(plot_energy(frame, output))

@@ -164,6 +164,7 @@ class _Columns:
 
         self.frame = frame
         self.size = len(frame)
+        self._empty: dict[str, np.ndarray] = {}
         if "run_id" in frame:
             self.runs, self.run_count = row_codes(frame["run_id"])
         else:
@@ -174,13 +175,24 @@ class _Columns:
         self.energy = self.numbers("energy_consumed")
 
     def empty(self, name: str) -> np.ndarray:
-        """True where the text column is missing, null or ""."""
+        """True where the text column is missing, null or "" (computed once per column)."""
         import numpy as np
 
+        cached = self._empty.get(name)
+        if cached is not None:
+            return cached
         if name not in self.frame:
-            return np.ones(self.size, dtype=bool)
+            result = np.ones(self.size, dtype=bool)
+        else:
+            values = self.frame[name]
+            result = (values == "").to_numpy(dtype=bool, na_value=True) | values.isna().to_numpy(dtype=bool)
+        self._empty[name] = result
+        return result
+
+    def selected(self, name: str, mask: np.ndarray) -> pd.Series:
+        """The column's values where ``mask`` holds; no filtered copy when it holds everywhere."""
         values = self.frame[name]
-        return (values == "").to_numpy(dtype=bool, na_value=True) | values.isna().to_numpy(dtype=bool)
+        return values if mask.all() else values[mask]
 
     def equals(self, name: str, text: str) -> np.ndarray:
         import numpy as np
@@ -385,7 +397,7 @@ def frame_totals(frame: pd.DataFrame) -> Any:
         present[kind] = columns.per_run(mask) > 0
         result.runs = int(np.count_nonzero(present[kind]))
         for attribute, name in (("methodologies", "methodology"), ("hardware", "hardware")):
-            counts = frame[name][mask].value_counts() if name in frame else {}
+            counts = columns.selected(name, mask).value_counts() if name in frame else {}
             setattr(result, attribute, {str(k): int(v) for k, v in counts.items() if isinstance(k, str) and k})
         setattr(totals, kind, result)
         per_run[kind] = columns.per_run(mask, columns.energy)

@@ -179,3 +179,30 @@ def test_unreachable_s3_endpoint_loses_nothing(let_home: Path) -> None:
     assert "Nothing is lost" in messages[0] and str(let_home / "emissions.csv") in messages[0]
     assert "let-secret" not in messages[0] and "let-key" not in messages[0]  # credentials stay out of warnings
     assert [row["run_id"] for row in Store(let_home).rows()] == [tracker.run_id]
+
+
+def test_projected_dataset_read_filters_dedups_and_stays_arrow_backed(let_home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    monkeypatch.setenv("LET_DATASET", str(let_home / "runs"))
+    kept = _track(project="p", energy=0.25)
+    _track(project="q", energy=0.5)
+    # A run only in the dataset (another machine's), to see both sources are read.
+    _track(project="p", energy=0.75, reporters=("parquet",))
+    columns = ["run_id", "energy_consumed", "kind"]
+    frame = load_results(columns=columns)
+    assert list(frame.columns) == [c for c in frame.columns if c in columns] and set(frame.columns) == set(columns)
+    assert len(frame) == 3  # the CSV store and the dataset hold two runs each: counted once
+    assert sorted(frame["energy_consumed"]) == [0.25, 0.5, 0.75]
+    # Filters on columns that were not asked for still apply (the scanner evaluates them).
+    only_p = load_results(project_name="p", columns=["energy_consumed"])
+    assert sorted(only_p["energy_consumed"]) == [0.25, 0.75]
+    assert load_results(hostname="no-such-host", columns=["run_id"]).empty
+    # Text stays Arrow-backed: no million Python string objects.
+    dataset = read_frame(locate(let_home / "runs"), columns=columns)
+    assert isinstance(dataset["run_id"].dtype, pd.ArrowDtype) and dataset["energy_consumed"].dtype == "float64"
+    assert set(dataset.columns) == set(columns) and kept.run_id in set(dataset["run_id"])
+    full = load_results()
+    assert full.set_index("run_id")["energy_consumed"].sort_index().tolist() == \
+        frame.set_index("run_id")["energy_consumed"].sort_index().tolist()

@@ -133,3 +133,113 @@ def test_compact_and_export_parquet_commands(let_home: Path, tmp_path: Path) -> 
     assert len(load_results(tmp_path / "nowhere", dataset=str(dataset))) == 3
     result = runner.invoke(cli, ["export", "nosuch", str(dataset)])
     assert result.exit_code == 1 and "unknown reporter 'nosuch'" in result.output
+
+
+# ------------------------------------------------------------------ vectorised paths at scale
+def _arrow(values: list) -> "pd.Series":
+    import pandas as pd
+    import pyarrow as pa
+
+    return pd.Series(pd.arrays.ArrowExtensionArray(pa.array(values, pa.string())))
+
+
+def _same_partition(a, b) -> bool:
+    """Two code arrays group the rows the same way."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_text_codes_are_exact_on_the_fast_path_and_on_a_collision(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    import numpy as np
+    import pandas as pd
+
+    from let_core import keys
+
+    ids = [str(uuid.UUID(int=i * 7919)) for i in range(500)]
+    values = _arrow(ids + ids[:50])  # fixed width: the 64-bit word path
+    codes = keys.text_codes(values)
+    assert _same_partition(codes, pd.factorize(np.array(ids + ids[:50], dtype=object))[0])
+    assert keys.text_codes(values) is codes  # the same Arrow column is coded once
+    # Every hash equal: the byte check must notice and take the exact path.
+    monkeypatch.setattr(keys, "_MIX", 0)
+    monkeypatch.setattr(keys, "_last", None)
+    assert _same_partition(keys.text_codes(_arrow(ids + ids[:50])), codes)
+    # Mixed widths, empty and missing texts, object columns.
+    mixed = ["a", "bb", "", None, "a", "bb"]
+    assert keys.text_codes(_arrow(mixed)).tolist() == [0, 1, -1, -1, 0, 1]
+    assert keys.text_codes(pd.Series(mixed, dtype=object)).tolist() == [0, 1, -1, -1, 0, 1]
+    row_codes, count = keys.row_codes(_arrow(mixed))
+    assert count == 4 and len(set(row_codes.tolist())) == 4  # each run without an id is its own run
+
+
+def test_duplicated_keeps_the_first_of_each_run_backend_task() -> None:
+    import pandas as pd
+
+    from let_core.keys import duplicated
+
+    frame = pd.DataFrame({"run_id": _arrow(["r1", "r1", "r2", "", "", "r1", "r1"]),
+                          "backend": _arrow(["cc", "rapl", "cc", "cc", "cc", "cc", "rapl"]),
+                          "task": _arrow(["", "", "", "", "", "", "t"])})
+    assert duplicated(frame, ("run_id", "backend", "task")).tolist() == [False, False, False, False,
+                                                                          False, True, False]
+
+
+def test_primary_rows_match_primary_measurements_run_by_run() -> None:
+    """The grouped-by-scope-sequence selection equals records.primary_measurements on each run."""
+    import numpy as np
+    import pandas as pd
+
+    from let_core.merge import primary_rows
+    from let_core.records import primary_measurements
+
+    rng = np.random.default_rng(7)
+    scopes = ["", "system", "cpu", "gpu", "ram", "cpu+ram", "cpu+gpu+ram"]
+    rows = []
+    for run in range(400):
+        for _ in range(int(rng.integers(1, 6))):
+            rows.append({"run_id": f"run-{run:04d}", "kind": str(rng.choice(["estimate", "metered"])),
+                         "scope": str(rng.choice(scopes)), "task": "",
+                         "energy_consumed": float(rng.choice([np.nan, 1.0, 2.0, 3.0]))})
+    order = rng.permutation(len(rows))  # a run's rows need not be contiguous in a merged frame
+    frame = pd.DataFrame([rows[i] for i in order])
+    for kind in ("estimate", "metered"):
+        chosen = primary_rows(frame, kind)
+
+        class View:
+            def __init__(self, index: int) -> None:
+                row = frame.iloc[index]
+                self.index, self.kind, self.scope = index, row["kind"], row["scope"]
+                self.energy_kwh = row["energy_consumed"]
+
+        expected = np.zeros(len(frame), dtype=bool)
+        for _, indexes in frame.groupby("run_id", sort=False).indices.items():
+            for view in primary_measurements([View(i) for i in sorted(indexes)], kind):
+                expected[view.index] = True
+        assert chosen.tolist() == expected.tolist()
+
+
+def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from let_core import store
+    from let_core.merge import AGGREGATE_COLUMNS, TOTALS_COLUMNS
+
+    _run("a", 0.5)
+    _run("b", backend=ManualBackend(energy_kwh=1.0),
+         extra=[_Named(ManualBackend(energy_kwh=1.2, kind="metered", methodology="Tasmota smart socket"))])
+    projected = load_results(columns=TOTALS_COLUMNS)
+    assert set(projected.columns) == set(TOTALS_COLUMNS)
+    assert statement_from_totals(frame_totals(projected)) == statement_from_totals(frame_totals(load_results()))
+    seen: list = []
+    original = store.load_results
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("columns"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "load_results", spy)
+    result = CliRunner().invoke(cli, ["results", "--by", "project"])
+    assert result.exit_code == 0, result.output
+    assert seen == [AGGREGATE_COLUMNS]
+    assert [line.split()[:3] for line in result.output.splitlines()[2:4]] == [["a", "1", "0.500000"],
+                                                                              ["b", "1", "1.200000"]]
