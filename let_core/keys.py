@@ -71,8 +71,9 @@ def row_codes(values: pd.Series) -> tuple[np.ndarray, int]:
 
 def duplicated(frame: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
     """True for every row repeating an earlier row's ``keys`` (the first is kept), where the first
-    key is a non-empty text. Only rows whose first key repeats are hashed in full."""
+    key is a non-empty text. Only rows whose first key repeats are compared on all keys."""
     import numpy as np
+    import pandas as pd
 
     first = text_codes(frame[keys[0]])
     present = first >= 0
@@ -82,9 +83,21 @@ def duplicated(frame: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
     counts = np.bincount(first[present])
     repeated = present.copy()
     repeated[present] = counts[first[present]] > 1
-    if repeated.any():
-        subset = frame.loc[repeated, list(keys)].reset_index(drop=True)
-        result[repeated] = subset.duplicated(keep="first").to_numpy()
+    rows = np.flatnonzero(repeated)
+    if not len(rows):
+        return result
+    # Every run twice (the CSV store and the dataset both hold it) is the usual case: one
+    # integer per row, from each key's codes, instead of hashing the texts again together.
+    combined = first[rows].astype(np.int64)
+    for key in keys[1:]:
+        codes = text_codes(frame[key].iloc[rows]) + 1  # -1 (missing or "") becomes 0
+        width = int(codes.max()) + 1
+        if int(combined.max()) >= (1 << 62) // width:
+            subset = frame[list(keys)].iloc[rows].reset_index(drop=True)
+            result[rows] = subset.duplicated(keep="first").to_numpy()
+            return result
+        combined = combined * width + codes
+    result[rows] = pd.Series(combined).duplicated(keep="first").to_numpy()
     return result
 
 

@@ -579,6 +579,11 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         for key, value in filters.items():
             if value is not None:
                 frame = frame[frame[key] == value]
+        if columns is not None:
+            # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
+            # the dataset and its deduplication, where every column costs a copy.
+            keep = set(columns) | set(_DEDUP_KEYS)
+            frame = frame[[c for c in frame.columns if c in keep]]
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
         raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
