@@ -103,9 +103,21 @@ def main() -> None:
         folder = Path(tmp) / f"store{args.rows}"
         size_mb = (folder / "emissions.csv").stat().st_size / 1e6
         t0 = time.perf_counter()
-        frame = load_results(folder)
-        print(f"load_results over {len(frame):,} rows ({size_mb:.0f} MB): {time.perf_counter() - t0:6.2f} s")
-        del frame
+        load_results(Path(tmp) / "store1000")
+        print(f"first load_results in a process (imports pandas + pyarrow), 1,000 rows: "
+              f"{time.perf_counter() - t0:6.2f} s")
+        from let_core.merge import TOTALS_COLUMNS
+
+        for label, columns in (("all columns", None), ("the statement's columns", TOTALS_COLUMNS)):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                frame = load_results(folder, columns=columns)
+                times.append(time.perf_counter() - t0)
+                rows = len(frame)
+                del frame
+            print(f"load_results over {rows:,} rows ({size_mb:.0f} MB), {label}: "
+                  f"{statistics.median(times):6.2f} s (median of 3)")
         t0 = time.perf_counter()
         paper_statement(folder, project_name="project-1")
         print(f"first statement (builds the totals cache once): {time.perf_counter() - t0:6.2f} s")
