@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 import warnings
+import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
@@ -118,7 +119,11 @@ class EnergyTracker:
         self.user = self.settings.user
         self.hostname = self.settings.hostname
         self.output_dir = self.settings.output_dir
+        # Backends this tracker built from names hold resources (NVML, a jtop connection) that
+        # it releases in close(), or when it is garbage collected; objects passed in stay the caller's.
+        self._owned_backends: list[Backend] = []
         self.backends: list[Backend] = self._resolve_backends(backends)
+        self._finalizer = weakref.finalize(self, _close_backends, tuple(self._owned_backends))
         self.reporters: list[Reporter] = self._resolve_reporters(reporters)
         self._running = False
         self._started: dict[str, Backend] = {}
@@ -218,14 +223,17 @@ class EnergyTracker:
         for item in items:
             if item == AUTO:
                 taken = {_name_of(b) for b in backends}
-                backends.extend(f.from_settings(self.settings) for f in self._auto_factories("backend")
-                                if f.name not in taken)
+                created = [f.from_settings(self.settings) for f in self._auto_factories("backend")
+                           if f.name not in taken]
+                backends.extend(created)
+                self._owned_backends.extend(created)
                 if items == [AUTO] and not backends:
                     warnings.warn("no energy backend is usable here, so nothing is measured; "
                                   "`let plugins` says why each one is unavailable.",
                                   LetWarning, stacklevel=3)
             elif isinstance(item, str):
                 backends.append(self._named_factory("backend", item).from_settings(self.settings))
+                self._owned_backends.append(backends[-1])
             elif callable(getattr(item, "start", None)) and callable(getattr(item, "stop", None)):
                 backends.append(item)
             else:
@@ -370,6 +378,12 @@ class EnergyTracker:
                 warnings.warn(f"LET reporter {name!r} failed for run {run.run_id}: "
                               f"{type(exc).__name__}: {exc}", LetWarning, stacklevel=4)
 
+    def close(self) -> None:
+        """Stop a running run, then release what the backends hold. The tracker is done after this."""
+        if self._running:
+            self.stop()
+        self._finalizer()
+
     # ----------------------------------------------------------------------------- extras
     @contextlib.contextmanager
     def task(self, name: str) -> Iterator[None]:
@@ -443,6 +457,16 @@ class EnergyTracker:
         return self._last_result
 
 
+def _close_backends(backends: tuple[Backend, ...]) -> None:
+    for backend in backends:
+        close = getattr(backend, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:  # releasing must never raise into the user's program
+                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning)
+
+
 def _name_of(plugin: Any) -> str:
     return str(getattr(plugin, "name", type(plugin).__name__))
 
@@ -476,20 +500,28 @@ def track_energy(func: Callable[..., Any] | None = None, /, *,
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with EnergyTracker(**tracker_options) as tracker:
-                    result = await fn(*args, **kwargs)
-                    if metrics is not None:
-                        tracker.log_metrics(metrics(result))
+                tracker = EnergyTracker(**tracker_options)
+                try:
+                    with tracker:
+                        result = await fn(*args, **kwargs)
+                        if metrics is not None:
+                            tracker.log_metrics(metrics(result))
+                finally:
+                    tracker.close()
                 return result
 
             return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with EnergyTracker(**tracker_options) as tracker:
-                result = fn(*args, **kwargs)
-                if metrics is not None:
-                    tracker.log_metrics(metrics(result))
+            tracker = EnergyTracker(**tracker_options)
+            try:
+                with tracker:
+                    result = fn(*args, **kwargs)
+                    if metrics is not None:
+                        tracker.log_metrics(metrics(result))
+            finally:
+                tracker.close()
             return result
 
         return wrapper

@@ -292,3 +292,23 @@ def test_job_identifiers_are_recorded(let_home, monkeypatch):
         pass
     row = load_results().iloc[0]
     assert (row["job_id"], row["rank"]) == ("4242", "3")
+
+
+def test_close_releases_backends_the_tracker_built_and_spares_the_callers(let_home, monkeypatch):
+    closed = []
+
+    class Closing(ManualBackend):
+        def close(self) -> None:
+            closed.append(self.name)
+
+    # The registered "manual" plugin builds a Closing backend for this test.
+    monkeypatch.setattr(ManualBackend, "from_settings",
+                        classmethod(lambda cls, settings: Closing(energy_kwh=1.0, name="manual")))
+    mine = Closing(energy_kwh=1.0, name="mine")
+    tracker = EnergyTracker(backends=["manual", mine], options={"manual": {"energy_kwh": 1}}, reporters=[])
+    tracker.start()
+    tracker.close()
+    assert tracker.last_result is not None  # the running run was stopped and kept
+    assert closed == ["manual"]
+    tracker.close()
+    assert closed == ["manual"]  # once only
