@@ -746,27 +746,47 @@ def _to_frame(table: Any) -> pd.DataFrame:
 
 def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
     """LET's columns for LET 0.1.x / CodeCarbon rows, computed once per distinct combination
-    of the fields ``legacy_fields`` reads (a handful per file), then spread by group code."""
-    import numpy as np
+    of the fields ``legacy_fields`` reads (a handful per file), then spread by group code.
 
-    legacy = (frame["backend"].fillna("") == "").to_numpy(dtype=bool)
-    if not legacy.any():
+    Works on Arrow arrays (join, dictionary-encode, take), so a million legacy rows cost
+    about as much as parsing them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    legacy = pa.array((frame["backend"].fillna("") == "").to_numpy(dtype=bool))
+    if not pc.any(legacy).as_py():
         return frame
     keys = ["experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "status"]
-    rows = frame.loc[legacy, keys].astype(object).fillna("")
-    codes = rows.groupby(keys, sort=False).ngroup().to_numpy()
-    combos = rows.drop_duplicates().to_dict("records")  # first-appearance order, as ngroup
-    derived = [legacy_fields(combo) for combo in combos]
+    text = {k: _arrow_text(frame[k]) if k in frame else pa.nulls(len(frame), pa.string()).fill_null("")
+            for k in keys}
+    joined = pc.binary_join_element_wise(*(text[k] for k in keys), "\x1f")
+    encoded = pc.dictionary_encode(pc.if_else(legacy, joined, pa.scalar("", pa.string())))
+    combos = [dict(zip(keys, value.split("\x1f"))) if value else None
+              for value in encoded.dictionary.to_pylist()]
+    derived = [legacy_fields(combo) if combo is not None else {} for combo in combos]
     for column in sorted({name for fields in derived for name in fields}):
-        values = np.array([fields.get(column) for fields in derived], dtype=object)[codes]
-        current = frame.loc[legacy, column].astype(object).to_numpy() if column in frame else None
-        if current is not None:
-            values = np.where(values == None, current, values)  # noqa: E711 (a field legacy_fields left alone)
-        if column not in frame:
-            frame[column] = ""
-        frame[column] = frame[column].astype(object)
-        frame.loc[legacy, column] = values
+        current = _arrow_text(frame[column]) if column in frame else pa.array([""] * len(frame), pa.string())
+        # None in the dictionary: a field legacy_fields leaves alone for that combination.
+        dictionary = pa.array([fields.get(column) for fields in derived], pa.string())
+        new = pa.DictionaryArray.from_arrays(encoded.indices, dictionary).dictionary_decode()
+        merged = pc.if_else(pc.and_(legacy, pc.is_valid(new)), new, current)
+        frame[column] = pd.arrays.ArrowExtensionArray(merged)
     return frame
+
+
+def _arrow_text(series: pd.Series) -> Any:
+    """A text column as an Arrow string array, blanks for missing values."""
+    import pyarrow as pa
+
+    array = pa.array(series.array) if hasattr(series.array, "__arrow_array__") else pa.array(
+        series.astype(object).where(series.notna(), "").astype(str).tolist(), pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    return array.fill_null("")
 
 
 def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
