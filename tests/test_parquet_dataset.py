@@ -43,7 +43,7 @@ def test_dataset_run_files_and_load_results_dedup(let_home: Path, monkeypatch: p
     second = _track(project="other/project", energy=0.5)
     files = sorted(p.relative_to(let_home / "runs").as_posix() for p in (let_home / "runs").rglob("*.parquet"))
     assert len(files) == 2
-    assert any(f.startswith("project=paper/month=") and f.endswith(f"/{first.run_id}.parquet") for f in files)
+    assert any(f.startswith("project=paper/year=") and f.endswith(f"/{first.run_id}.parquet") for f in files)
     # '/' in a project name is URL-encoded in the folder name, not a nested folder.
     assert any(f.startswith("project=other%2Fproject/") for f in files)
     assert not list((let_home / "runs").rglob(".*"))  # no temporary files left
@@ -103,7 +103,7 @@ def test_compact_merges_files_and_keeps_every_run(let_home: Path, monkeypatch: p
     assert sorted(load_results()["run_id"]) == sorted(ids + [later])
     # A crash between writing the merged file and deleting the parts leaves copies: read once.
     (let_home / "runs" / "copy").mkdir()
-    for path in (let_home / "runs").glob("project=paper/month=*/compacted-*.parquet"):
+    for path in (let_home / "runs").glob("project=paper/year=*/compacted-*.parquet"):
         (path.parent / ("compacted-copy-" + path.name)).write_bytes(path.read_bytes())
     assert sorted(load_results()["run_id"]) == sorted(ids + [later])
 
