@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from attrs import frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import is_legacy, legacy_fields, primary_measurements
+from let_core.records import is_legacy, legacy_fields, primary_measurements, shared_by_ranks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -306,7 +306,13 @@ def _job_duplicates(columns: _Columns, counted: np.ndarray) -> np.ndarray:
     import pandas as pd
 
     duplicate = np.zeros(columns.size, dtype=bool)
-    candidates = np.flatnonzero(counted & ~columns.empty("job_id"))
+    if "scope" in columns.frame:
+        scopes = columns.frame["scope"].astype(object).fillna("").to_numpy()
+        shared = np.fromiter((shared_by_ranks(str(s)) for s in pd.unique(scopes)), dtype=bool)
+        shared = shared[pd.Index(pd.unique(scopes)).get_indexer(scopes)]
+    else:
+        shared = np.ones(columns.size, dtype=bool)
+    candidates = np.flatnonzero(counted & ~columns.empty("job_id") & shared)
     if not len(candidates):
         return duplicate
     keys = [k for k in ("job_id", "hostname", "backend", "hardware") if k in columns.frame]

@@ -60,6 +60,15 @@ class Measurement:
         return frozenset(self.scope.split("+")) if self.scope else frozenset({SYSTEM_SCOPE})
 
 
+def shared_by_ranks(scope: str) -> bool:
+    """Whether every rank of a job on one host measures the same thing at this scope.
+
+    The machine, its CPUs and RAM are shared; GPUs are per device (one rank, one GPU), so
+    GPU-only measurements of different ranks add up rather than repeat each other.
+    """
+    return (scope or SYSTEM_SCOPE) != "gpu"
+
+
 M = TypeVar("M")
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from let_core.errors import LetWarning, StoreError
 from let_core.records import (NUMERIC_COLUMNS, STORE_COLUMNS, as_float, is_legacy,
-                              legacy_fields, primary_measurements)
+                              legacy_fields, primary_measurements, shared_by_ranks)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -431,7 +431,7 @@ class Totals:
     def _counted(self, view: _RowView) -> float:
         """The part of a measurement not already counted for another rank of its job."""
         job = view.row.get("job_id", "")
-        if not job:
+        if not job or not shared_by_ranks(view.scope):
             return view.energy_kwh
         key = "\x1f".join((job, view.row.get("hostname", ""), view.row.get("backend", ""),
                             view.row.get("hardware", "")))

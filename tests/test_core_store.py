@@ -257,3 +257,18 @@ def test_ranks_of_one_job_measuring_one_machine_count_once_in_the_statement(let_
     totals = Store().totals(project_name="ddp")
     assert totals.estimate.energy_kwh == pytest.approx(0.5 + 0.2)
     assert "estimated to 0.700 kWh" in paper_statement(project_name="ddp")
+
+
+def test_ranks_measuring_their_own_gpus_add_up(let_home, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "778")
+    for rank in range(4):
+        monkeypatch.setenv("RANK", str(rank))
+        with EnergyTracker(project_name="ddp-gpu", reporters=["csv"], backends=[ManualBackend(
+                energy_kwh=0.25, kind="metered", methodology="NVML", scope="gpu",
+                hardware="NVIDIA A100-SXM4-40GB", name="nvml")]):
+            pass
+    assert Store().totals(project_name="ddp-gpu").metered.energy_kwh == pytest.approx(1.0)
+    from let_core.merge import aggregate
+
+    table = aggregate(load_results(project_name="ddp-gpu"), "job")
+    assert table["kwh"].sum() == pytest.approx(1.0)
