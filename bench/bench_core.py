@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ours = whole_process(sys.executable, LET_RUN, args.repeat)
-    print(f"tracking overhead, whole process (import + tracker + start + stop + store append + statement):")
+    print("tracking overhead, whole process (import + tracker + start + stop + store append + statement):")
     print(f"  LET 1.x manual backend        {ours * 1000:8.1f} ms")
     if Path(args.let014).exists():
         theirs = whole_process(args.let014, LET014_RUN, args.repeat)

@@ -96,7 +96,7 @@ def main() -> None:
         nvml = NvmlBackend.from_settings(settings(root))
         rapl_med, rapl_p95 = start_stop_us(rapl)
         nvml_med, nvml_p95 = start_stop_us(nvml)
-        print(f"start+stop, warm process (median / p95 of 300):")
+        print("start+stop, warm process (median / p95 of 300):")
         print(f"  RAPL (fake tree, 4 zones)        {rapl_med:8.0f} µs / {rapl_p95:6.0f} µs  (goal < 1000 µs)")
         print(f"  NVML (fake, 2 GPUs)              {nvml_med:8.0f} µs / {nvml_p95:6.0f} µs  (goal < 1000 µs)")
         if not args.skip_codecarbon:

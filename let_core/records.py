@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
-from typing import Any, Iterable, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Iterable, Literal, Mapping, TypeVar
 
 from attrs import field, frozen
 

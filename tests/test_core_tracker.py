@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import warnings
 from datetime import datetime, timezone
 
 import pytest

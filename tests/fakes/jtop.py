@@ -13,7 +13,7 @@ Tests install it with ``monkeypatch.setitem(sys.modules, "jtop", fake)`` after `
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any
 
 TIMEOUT_GAIN = 3
 
