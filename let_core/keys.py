@@ -120,6 +120,7 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
         data = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
     else:
         data = chunked
+    offset_type: type[np.signedinteger]
     if pa.types.is_string(data.type) or pa.types.is_binary(data.type):
         offset_type = np.int32
     elif pa.types.is_large_string(data.type) or pa.types.is_large_binary(data.type):
@@ -143,7 +144,7 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
     layout = np.dtype([(f"w{i}", "<u8") for i in range(width // 8)]
                       + [(f"b{i}", "u1") for i in range(width % 8)])
     records = np.frombuffer(buffers[2], dtype=layout, count=n, offset=int(offsets[0]))
-    fields = [records[name] for name in layout.names]
+    fields = [records[name] for name in layout.names or ()]
     mixed = np.zeros(n, dtype=np.uint64)
     for field in fields:
         mixed ^= field.astype(np.uint64, copy=False)

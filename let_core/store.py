@@ -315,7 +315,7 @@ def _iter_rows(fd: int, header: list[str], offset: int,
     with os.fdopen(os.dup(fd), "rb") as handle:
         handle.seek(start)
         remaining = stop - start
-        text = io.TextIOWrapper(_Limited(handle, remaining), encoding="utf-8",
+        text = io.TextIOWrapper(io.BufferedReader(_Limited(handle, remaining)), encoding="utf-8",
                                 errors="replace", newline="")
         for fields in csv.reader(text):
             if len(fields) != width:
