@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Literal, Mapping
+from typing import ClassVar, TYPE_CHECKING, Callable, Literal, Mapping
 
 from attrs import define, field, frozen
 
@@ -241,7 +241,7 @@ class SampledBackend:
     ``Measurement`` in ``_measurement``. Tasks cost one counter read at each end.
     """
 
-    name: str
+    name: ClassVar[str]
     meter: Meter
     sampler: Sampler
 
