@@ -94,8 +94,7 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     if limit > 0:
         frame = frame.tail(limit)
     if as_json:
-        for record in frame.to_dict(orient="records"):
-            click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
+        _echo_json_lines(frame)
         return
     if frame.empty:
         click.echo("no stored runs match")
@@ -108,13 +107,17 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     click.echo(format_table(list(shown.columns), shown.astype(str).values.tolist()))
 
 
+def _echo_json_lines(frame: Any) -> None:
+    for record in frame.to_dict(orient="records"):
+        click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
+
+
 def _print_groups(frame: Any, by: str, as_json: bool) -> None:
     from let_core.merge import aggregate
 
     groups = aggregate(frame, by)
     if as_json:
-        for record in groups.to_dict(orient="records"):
-            click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
+        _echo_json_lines(groups)
         return
     if groups.empty:
         click.echo("no stored runs match")
