@@ -43,6 +43,12 @@ class Measurement:
     hardware: str = ""
     extras: Mapping[str, Any] = field(factory=dict, converter=_frozen_mapping)
     error: str = ""
+    #: Metered backends only: the fraction of the run (0-1) for which readings were actually
+    #: taken, and the gaps in between that were interpolated. None for estimates, which have
+    #: no readings to miss.
+    coverage: float | None = None
+    gap_count: int = 0
+    gap_seconds: float = 0.0
 
     @classmethod
     def failed(cls, backend: str, error: str, *, methodology: str = "", kind: Kind = "estimate",
@@ -223,6 +229,9 @@ class Run:
             "metrics": _json_or_blank(self.metrics),
             "params": _json_or_blank(self.params),
             "extra": _json_or_blank(leftovers),
+            "coverage": _blank_none(m.coverage),
+            "gap_count": m.gap_count if m.coverage is not None else "",
+            "gap_seconds": m.gap_seconds if m.coverage is not None else "",
         })
         return row
 
@@ -250,7 +259,7 @@ CODECARBON_COLUMNS: tuple[str, ...] = (
 LET_COLUMNS: tuple[str, ...] = (
     "let_version", "user", "hostname", "backend", "methodology", "kind", "scope", "hardware",
     "status", "error", "start_time", "carbon_intensity", "task", "parent_run_id", "job_id",
-    "rank", "metrics", "params", "extra",
+    "rank", "metrics", "params", "extra", "coverage", "gap_count", "gap_seconds",
 )
 
 STORE_COLUMNS: tuple[str, ...] = CODECARBON_COLUMNS + LET_COLUMNS
@@ -262,7 +271,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
     "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "water_consumed", "cpu_count",
     "gpu_count", "longitude", "latitude", "ram_total_size", "cpu_utilization_percent",
     "gpu_utilization_percent", "ram_utilization_percent", "ram_used_gb", "pue", "wue",
-    "carbon_intensity",
+    "carbon_intensity", "coverage", "gap_count", "gap_seconds",
 )
 
 
