@@ -297,8 +297,13 @@ def statement_from_totals(totals: Any) -> str:
 
 # --------------------------------------------------------------------------- public API
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
-                    user: str | None = None, hostname: str | None = None) -> str:
-    """The statement for every stored run matching the filters."""
+                    user: str | None = None, hostname: str | None = None, *,
+                    carbon_intensity: float | None = None) -> str:
+    """The statement for every stored run matching the filters.
+
+    ``carbon_intensity`` (gCO2/kWh) restates the emissions at that intensity instead of the
+    one each run was recorded with.
+    """
     from let_core.store import Store
 
     totals = Store(output_dir).totals(project_name=project_name, user=user, hostname=hostname)
@@ -308,7 +313,16 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
         where = Store(output_dir).path
         raise ConfigurationError(f"no stored runs in {where}" + (f" match {filters}" if filters else "")
                                  + "; track a run first or check the filters (`let results`)")
+    if carbon_intensity is not None:
+        at_intensity(totals, carbon_intensity)
     return statement_from_totals(totals)
+
+
+def at_intensity(totals: Any, carbon_intensity: float) -> Any:
+    """Totals restated at one carbon intensity (gCO2/kWh), in place; returns them."""
+    for kind_totals in (totals.estimate, totals.metered):
+        kind_totals.emissions_kg = kind_totals.energy_kwh * carbon_intensity / 1000
+    return totals
 
 
 def print_paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,

@@ -22,6 +22,7 @@ from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import Measurement, Run
 
 if TYPE_CHECKING:
+    from let_core.live import LiveStatus
     from let_core.plugins import PluginKind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -428,6 +429,18 @@ class EnergyTracker:
             if measurements:
                 run = self._make_run(str(uuid.uuid4()), start, end, status, error, measurements, task=name)
                 self._report(run, skip_statement=True)
+
+    def live(self) -> LiveStatus:
+        """The run so far, per backend (current power, energy since start), without stopping it.
+
+        Backends without ``live()`` are left out; one whose reading fails appears with its
+        error. Reading changes nothing the run records.
+        """
+        from let_core.live import read_live
+
+        if not self._running:
+            raise LetError("tracker.live() needs a running tracker; call start() first")
+        return read_live(self._started, time.perf_counter() - self._t0)
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Attach quality metrics (accuracy, loss, ...) to the current run."""

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_hostname, server_location
 from let_core.errors import ConfigurationError, LetError
-from let_core.interfaces import Availability, Settings
+from let_core.interfaces import Availability, LiveReading, Settings
 from let_core.records import Measurement
 
 METHODOLOGY = "Tasmota smart socket"
@@ -89,6 +89,16 @@ class TasmotaBackend:
             raise LetError("tasmota backend: stop() before start()")
         session, self._session = self._session, None
         return self._measurement(self.client.stop(session))
+
+    def live(self) -> LiveReading:
+        """The server's running session: energy so far and the socket's latest power."""
+        if self._session is None:
+            raise LetError("tasmota backend: live() outside a run")
+        result = self.client.peek(self._session)
+        power = result.get("power_w")
+        return LiveReading(backend=self.name, kind="metered",
+                           energy_kwh=float(result.get("energy_consumed") or 0.0),
+                           power_w=None if power is None else float(power))
 
     def task_start(self, name: str) -> None:
         self._tasks[name] = self.client.start(self.hostname, f"{self.label}/{name}")["session_id"]
