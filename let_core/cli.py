@@ -403,6 +403,28 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
                        "(`let demo --keep` stores it).")
 
 
+@cli.command()
+@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder (default: $LET_HOME or ~/.let).")
+@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; only this machine can connect unless you change it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> None:
+    """Local web dashboard: runs, a project view, the paper statement (needs the `server` extra)."""
+    try:
+        from let_core.ui.app import serve
+        import fastapi, uvicorn  # noqa: F401,E401
+    except ImportError as exc:
+        raise click.ClickException(f"`let ui` needs FastAPI and uvicorn ({exc}); install the server "
+                                   "extra: pip install 'lamarr-energy-tracker[server]'") from exc
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: other machines can read your results", err=True)
+    click.echo(f"LET dashboard on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
+               "(Ctrl+C stops it)", err=True)
+    serve(output_dir, dataset, host=host, port=port)
+
+
 def _load_plugin_commands() -> None:
     from let_core.plugins import load_plugins, pm
 
