@@ -442,6 +442,18 @@ class EnergyTracker:
             raise LetError("tracker.live() needs a running tracker; call start() first")
         return read_live(self._started, time.perf_counter() - self._t0)
 
+    def set_job(self, job_id: str, rank: int | str | None = None) -> None:
+        """Record the running run as one rank of a multi-process job, so that `let results --by
+        job` and the statement count the job once. Launchers such as torchrun and SLURM are
+        recognised from the environment; this is for the others (Lightning's own DDP spawn)."""
+        if not self._running:
+            raise LetError("set_job() needs a running tracker; call it after start()")
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
+        self._environment = {**self._environment, "job_id": job_id}
+        if rank is not None:
+            self._environment["rank"] = str(rank)
+
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Attach quality metrics (accuracy, loss, ...) to the current run."""
         for key, value in dict(metrics).items():
