@@ -126,3 +126,19 @@ def test_an_unreadable_store_is_a_503_and_the_server_recovers(tmp_path: Path) ->
     assert client.get("/").status_code == 200  # the pages are still served, and show the error
     csv.write_bytes(good)
     assert client.get("/api/runs").json()["total"] == 36
+
+
+def test_totals_tables_are_bounded_with_the_rest_summed() -> None:
+    import pandas as pd
+
+    from let_core.ui.data import MAX_GROUPS, _largest_groups
+
+    groups = pd.DataFrame({"job": [f"run {i:04d}" for i in range(MAX_GROUPS + 30)],
+                           "runs": 1, "kwh": [float(i) for i in range(MAX_GROUPS + 30)], "kg": 0.5, "hours": 0.1})
+    rows = _largest_groups(groups, "job")
+    assert len(rows) == MAX_GROUPS + 1
+    kept = rows[:-1]
+    assert min(r["kwh"] for r in kept) == 30.0 and [r["job"] for r in kept] == sorted(r["job"] for r in kept)
+    assert rows[-1]["job"] == "(30 more)" and rows[-1]["runs"] == 30
+    assert rows[-1]["kwh"] == pytest.approx(sum(range(30)))
+    assert sum(r["kwh"] for r in rows) == pytest.approx(groups.kwh.sum())

@@ -100,10 +100,19 @@ def serve(output_dir: Optional[str] = None, dataset: Optional[str] = None, host:
     """Run the dashboard until interrupted. Loads the store first, so the first page is quick."""
     import uvicorn
 
+    import threading
+
+    from let_core.ui.data import Filters
+
     dashboard = Dashboard(output_dir, dataset)
     if preload:
         try:
             dashboard.prepared().order("start_time")
         except StoreUnreadable:
             pass  # the pages show the error
+        else:
+            # The unfiltered project view aggregates every run (seconds at a million): computed
+            # once in the background while the first pages are served.
+            threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
+                             daemon=True).start()
     uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")

@@ -39,6 +39,8 @@ TOTAL_GROUPS: tuple[str, ...] = ("host", "backend", "job")
 MAX_PER_PAGE = 500
 MAX_SCATTER_POINTS = 5000
 MAX_CHOICES = 1000
+#: Rows per totals table (host, backend, job); the rest is summed into one line.
+MAX_GROUPS = 50
 
 
 def ui_columns() -> tuple[str, ...]:
@@ -308,7 +310,7 @@ class Dashboard:
 
         data = self.prepared()
         mask = data.mask(filters)
-        if mask is None:
+        if mask is None or mask.all():
             return data.frame
         subset = data.frame.iloc[np.flatnonzero(mask)]
         subset.index = pd.RangeIndex(len(subset))  # iloc made a new frame: relabel it, no copy
@@ -358,9 +360,7 @@ class Dashboard:
             "points": [[float(e), float(m)] for e, m in zip(est[take], met[take])],
             "ratio": float(met.sum() / est.sum()) if both.any() and est.sum() > 0 else None,
         }
-        result["totals"] = {group: [{k: _jsonable(v) for k, v in row.items()}
-                                    for row in aggregate(frame, group).to_dict(orient="records")]
-                            for group in TOTAL_GROUPS}
+        result["totals"] = {group: _largest_groups(aggregate(frame, group), group) for group in TOTAL_GROUPS}
         return result
 
     def statement(self, filters: Filters) -> dict[str, Any]:
@@ -379,6 +379,20 @@ class Dashboard:
         keys = cited_keys(text)
         return {"filter": filters.describe(), "statement": text, "keys": keys, "bibtex": bibtex(keys),
                 "runs": {"estimate": totals.estimate.runs, "metered": totals.metered.runs}}
+
+
+def _largest_groups(groups: pd.DataFrame, by: str, limit: int = MAX_GROUPS) -> list[dict[str, Any]]:
+    """The ``limit`` groups that used most energy, in name order, and one line for the rest
+    (a million runs outside any job are a million "jobs": they never all go to the browser)."""
+    if len(groups) > limit:
+        largest = groups.nlargest(limit, "kwh", keep="first").sort_values(by, kind="stable")
+        rest = groups.drop(largest.index)
+        rows = largest.to_dict(orient="records")
+        rows.append({by: f"({len(rest):,} more)", "runs": int(rest["runs"].sum()), "kwh": float(rest["kwh"].sum()),
+                     "kg": float(rest["kg"].sum()), "hours": float(rest["hours"].sum()), "rest": True})
+    else:
+        rows = groups.to_dict(orient="records")
+    return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
 
 
 @functools.lru_cache(maxsize=1)
