@@ -15,7 +15,7 @@ import functools
 import math
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -76,6 +76,8 @@ class Filters:
             value = query.get(name)
             if value:
                 values[name] = parse_time(name, value)
+                if name == "until" and len(value.strip()) == 10:  # a date: until the end of that day
+                    values[name] += timedelta(days=1, microseconds=-1)
         if values.get("since") and values.get("until") and values["since"] > values["until"]:
             raise ConfigurationError(f"since ({query.get('since')}) is after until ({query.get('until')})")
         return cls(**values)
