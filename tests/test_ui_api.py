@@ -145,3 +145,24 @@ def test_totals_tables_are_bounded_with_the_rest_summed() -> None:
     assert rows[-1]["job"] == "(30 more)" and rows[-1]["runs"] == 30
     assert rows[-1]["kwh"] == pytest.approx(sum(range(30)))
     assert sum(r["kwh"] for r in rows) == pytest.approx(groups.kwh.sum())
+
+
+def test_an_empty_store_is_an_empty_dashboard_not_an_error(tmp_path: Path) -> None:
+    client = TestClient(create_app(Dashboard(tmp_path / "nothing-yet")))
+    assert client.get("/api/choices").json()["rows"] == 0
+    assert client.get("/api/runs").json()["total"] == 0
+    assert client.get("/api/summary").json()["scatter"]["runs"] == 0
+    missing = client.get("/api/statement")
+    assert missing.status_code == 404 and "nothing-yet" in missing.json()["detail"]
+
+
+def test_new_runs_appear_without_a_restart(tmp_path: Path) -> None:
+    from let_backends.manual import ManualBackend
+    from let_core.tracker import EnergyTracker
+
+    client = TestClient(create_app(Dashboard(tmp_path / "store")))
+    assert client.get("/api/runs").json()["total"] == 0
+    for project in ("first", "second"):
+        EnergyTracker(project_name=project, output_dir=tmp_path / "store",
+                      backends=[ManualBackend(power_watts=10)], reporters=["csv"]).start().stop()
+        assert client.get("/api/runs", params={"project": project}).json()["total"] == 1

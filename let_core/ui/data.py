@@ -226,16 +226,21 @@ class Dashboard:
         return str(self.store.path)
 
     def _current_signature(self) -> tuple[Any, ...]:
+        """What changes when runs are added: the CSV store's size and mtime, and the mtime of
+        every folder of a local Parquet dataset (a new run's file changes its partition's)."""
         parts: list[Any] = []
-        runs = self.store.directory / "runs"
-        for path in (self.store.path, runs, Path(self.dataset) if self.dataset and "://" not in self.dataset else None):
-            if path is None:
-                continue
-            try:
-                stat = path.stat()
-                parts.append((str(path), stat.st_mtime_ns, stat.st_size))
-            except OSError:
-                parts.append((str(path), None))
+        try:
+            stat = self.store.path.stat()
+            parts.append((stat.st_mtime_ns, stat.st_size))
+        except OSError as exc:
+            parts.append(type(exc).__name__)
+        dataset = self.dataset or os.environ.get("LET_DATASET") or str(self.store.directory / "runs")
+        if "://" not in dataset:
+            for folder, _, _ in os.walk(dataset):
+                try:
+                    parts.append((folder, os.stat(folder).st_mtime_ns))
+                except OSError:
+                    continue
         return tuple(parts)
 
     def prepared(self) -> Prepared:
