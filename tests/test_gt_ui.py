@@ -105,3 +105,23 @@ def test_ui_page_in_a_browser(server: tuple[str, dict[str, EmulatedSocket]], tmp
         print(f"screenshot: {path}")
     finally:
         driver.quit()
+
+
+def test_tracker_live_reads_the_wall_sockets_running_session(server: tuple[str, dict[str, EmulatedSocket]],
+                                                             ) -> None:
+    from let_backends.tasmota.backend import TasmotaBackend
+    from let_backends.tasmota.config import ServerLocation
+    from let_core.tracker import EnergyTracker
+
+    url, _ = server
+    host, port = url.rsplit(":", 1)
+    backend = TasmotaBackend(ServerLocation(host.split("//")[1], int(port), "test"), "beta")
+    tracker = EnergyTracker(backends=[backend], reporters=["csv"])
+    with tracker:
+        time.sleep(1.5)
+        reading = tracker.live().of("tasmota")
+        assert reading.kind == "metered" and not reading.error
+        assert reading.power_w == pytest.approx(800.0, rel=0.05)
+        assert reading.energy_kwh > 0
+    stored = tracker.last_result["measurements"]["tasmota"]["energy_consumed"]  # type: ignore[index]
+    assert stored >= reading.energy_kwh

@@ -92,9 +92,14 @@ class TasmotaBackend:
 
     def live(self) -> LiveReading:
         """The server's running session: energy so far and the socket's latest power."""
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise LetError("tasmota backend: live() outside a run")
-        result = self.client.peek(self._session)
+        # The session's id, whether the session is held as its id or as a session object.
+        session_id = session if isinstance(session, str) else getattr(session, "session_id", None)
+        if not session_id:
+            raise LetError("tasmota backend: this server (LET 0.1.x routes) has no running figures")
+        result = self.client.peek(session_id)
         power = result.get("power_w")
         return LiveReading(backend=self.name, kind="metered",
                            energy_kwh=float(result.get("energy_consumed") or 0.0),
