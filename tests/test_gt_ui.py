@@ -107,8 +107,8 @@ def test_ui_page_in_a_browser(server: tuple[str, dict[str, EmulatedSocket]], tmp
         driver.quit()
 
 
-def test_tracker_live_reads_the_wall_sockets_running_session(server: tuple[str, dict[str, EmulatedSocket]],
-                                                             ) -> None:
+def test_tracker_live_reads_the_wall_sockets_running_session(
+        server: tuple[str, dict[str, EmulatedSocket]]) -> None:
     from let_backends.tasmota.backend import TasmotaBackend
     from let_backends.tasmota.config import ServerLocation
     from let_core.tracker import EnergyTracker
