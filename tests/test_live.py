@@ -181,3 +181,29 @@ def test_let_run_shows_a_status_line_on_a_terminal_only() -> None:
                            capture_output=True, text=True, env=_env(), cwd=REPO)
     assert piped.returncode == 0 and "\rLET" not in piped.stderr
     assert set(load_results()["project_name"]) == {"tty", "q", "default"}
+
+
+def test_nvml_live_adds_counter_and_power_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from let_backends.nvml import NvmlBackend
+    from let_core.interfaces import Settings
+    from tests.fakes import pynvml as fake
+
+    gpus = [fake.FakeGpu("NVIDIA A100-SXM4-40GB", "GPU-1", power_mw=300_000, energy_mj=10**9),
+            fake.FakeGpu("Tesla P100-PCIE-16GB", "GPU-2", power_mw=100_000, has_energy_counter=False)]
+    fake.reset(gpus)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    settings = Settings(project_name="t", output_dir=Path("/nonexistent"), user="u", hostname="h",
+                        country_iso_code="DEU", country_name="Germany", carbon_intensity=380.0,
+                        options={"nvml": {"sample_secs": 3600}})
+    backend = NvmlBackend.from_settings(settings)
+    backend.start()
+    for _ in range(5):
+        gpus[0].advance(1.0)  # 300 J each on the counter GPU
+        backend.meter.poll()
+    reading = backend.live()
+    assert reading.kind == "metered" and reading.backend == "nvml"
+    joules = reading.energy_kwh * 3.6e6
+    assert joules >= 1500.0  # the counter's 1500 J, plus 100 W times the (short) real time
+    measurement = backend.stop()
+    assert measurement.energy_kwh * 3.6e6 == pytest.approx(joules, abs=100.0 * 5)
+    backend.close()
