@@ -314,12 +314,16 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
         raise ConfigurationError(f"no stored runs in {where}" + (f" match {filters}" if filters else "")
                                  + "; track a run first or check the filters (`let results`)")
     if carbon_intensity is not None:
-        at_intensity(totals, carbon_intensity)
+        totals = at_intensity(totals, carbon_intensity)
     return statement_from_totals(totals)
 
 
 def at_intensity(totals: Any, carbon_intensity: float) -> Any:
-    """Totals restated at one carbon intensity (gCO2/kWh), in place; returns them."""
+    """Totals restated at one carbon intensity (gCO2/kWh)."""
+    import attrs
+
+    if attrs.has(type(totals)):  # frozen totals (the read side moving to let_core.results)
+        return attrs.evolve(totals, emissions_kg=totals.energy_kwh * carbon_intensity / 1000)
     for kind_totals in (totals.estimate, totals.metered):
         kind_totals.emissions_kg = kind_totals.energy_kwh * carbon_intensity / 1000
     return totals

@@ -384,8 +384,7 @@ class Dashboard:
                               "there is nothing to state")
         text = statement_from_totals(totals)
         keys = cited_keys(text)
-        return {"filter": filters.describe(), "statement": text, "keys": keys, "bibtex": bibtex(keys),
-                "runs": {"estimate": totals.estimate.runs, "metered": totals.metered.runs}}
+        return {"filter": filters.describe(), "statement": text, "keys": keys, "bibtex": bibtex(keys)}
 
 
 def _largest_groups(groups: pd.DataFrame, by: str, limit: int = MAX_GROUPS) -> list[dict[str, Any]]:
