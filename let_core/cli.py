@@ -399,7 +399,7 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
         if keep:
             click.echo(f"Stored in {tracker.output_dir / 'emissions.csv'}; see `let results` and `let statement`.")
         else:
-            click.echo("Not stored: the demo stays out of your results and statement "
+            click.echo("Not stored: the demo stays out of `let results` and `let statement` "
                        "(`let demo --keep` stores it).")
 
 
