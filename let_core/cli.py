@@ -82,8 +82,7 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
             as_json: bool, limit: int, by: str | None, dataset: str | None) -> None:
     """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
-    from let_core.merge import AGGREGATE_COLUMNS
-    from let_core.store import load_results
+    from let_core.results import AGGREGATE_COLUMNS, load_results
 
     # Only the columns shown or summed: over a million runs that is a third of the memory.
     columns = AGGREGATE_COLUMNS if by is not None else None if as_json else _TABLE_COLUMNS
@@ -113,7 +112,7 @@ def _echo_json_lines(frame: Any) -> None:
 
 
 def _print_groups(frame: Any, by: str, as_json: bool) -> None:
-    from let_core.merge import aggregate
+    from let_core.results import aggregate
 
     groups = aggregate(frame, by)
     if as_json:
@@ -147,7 +146,7 @@ def merge(files: tuple[str, ...], into: str) -> None:
 def compact(output_dir: str | None, dataset: str | None) -> None:
     """Merge the Parquet dataset's small per-run files, one file per partition."""
     from let_core.dataset import compact as compact_dataset, default_root, is_uri, locate
-    from let_core.tracker import let_home
+    from let_core.config import let_home
 
     if dataset is None and is_uri(output_dir):
         dataset, output_dir = output_dir, None
@@ -165,9 +164,9 @@ def compact(output_dir: str | None, dataset: str | None) -> None:
 def export(format_name: str, destination: str, output_dir: str | None, project_name: str | None,
            user: str | None, hostname: str | None, dataset: str | None) -> None:
     """Export stored runs with a reporter: `let export strep --project NAME DIR`, `let export parquet URI`."""
+    from let_core.interfaces import Settings
     from let_core.plugins import get_factory
-    from let_core.store import load_results
-    from let_core.tracker import EnergyTracker
+    from let_core.results import load_results
 
     factory = get_factory("reporter", format_name).factory
     if not callable(getattr(factory, "export", None)):
@@ -175,7 +174,7 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
     if frame.empty:
         raise click.ClickException("no stored runs match; nothing exported (check the filters with `let results`)")
-    settings = EnergyTracker._settings(project_name or "default", None, "DEU", None, 1, None, None, None, None)
+    settings = Settings.resolve(project_name or "default")
     factory.from_settings(settings).export(frame, destination)
     click.echo(f"exported {len(frame)} row(s) as {format_name} to {destination}")
 
@@ -188,7 +187,7 @@ def plot(output_dir: str | None, project_name: str | None, user: str | None, hos
          output: str, dataset: str | None) -> None:
     """Draw energy per run over time (and estimate vs metered when both exist) with matplotlib."""
     from let_core.plot import PLOT_COLUMNS, plot_energy
-    from let_core.store import load_results
+    from let_core.results import load_results
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=PLOT_COLUMNS)
     if frame.empty:
@@ -269,11 +268,11 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(verbose: bool, as_json: bool) -> None:
     """List every backend and reporter: source, and whether it can run here (or why not)."""
+    from let_core.interfaces import Settings
     from let_core.plugins import registry
-    from let_core.tracker import EnergyTracker
 
     reg = registry()
-    settings = EnergyTracker._settings("default", None, "DEU", None, 1, None, None, None, None)
+    settings = Settings.resolve("default")
     entries = []
     for table in (reg.backends, reg.reporters):
         for item in table.values():

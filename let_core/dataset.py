@@ -62,7 +62,9 @@ def is_uri(value: Any) -> bool:
 
 def default_root(store_dir: str | os.PathLike[str]) -> str:
     """The dataset beside a store: ``LET_DATASET`` if set, else ``<store>/runs``."""
-    return os.environ.get(DATASET_ENV) or str(Path(store_dir).expanduser() / DATASET_DIR)
+    from let_core.config import dataset_env
+
+    return dataset_env() or str(Path(store_dir).expanduser() / DATASET_DIR)
 
 
 def locate(root: str | os.PathLike[str]) -> Location:
@@ -270,7 +272,7 @@ def read_frame(location: Location, project_name: str | None = None, user: str | 
                hostname: str | None = None, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """``read_table`` as a frame built without copies (text Arrow-backed, numbers numpy), as the
     CSV store's: ``Table.to_pandas`` would turn every text cell into a Python object."""
-    from let_core.store import _to_frame
+    from let_core.results.loading import _to_frame
 
     return _to_frame(read_table(location, project_name, user, hostname, columns))
 

@@ -24,7 +24,7 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from let_core.merge import _Columns, _primary
+    from let_core.results.counting import _Columns, _primary
 
     columns = _Columns(frame)
     stamps = frame["start_time"].where(~columns.empty("start_time"), frame["timestamp"])

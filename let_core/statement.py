@@ -299,9 +299,10 @@ def statement_from_totals(totals: Any) -> str:
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                     user: str | None = None, hostname: str | None = None) -> str:
     """The statement for every stored run matching the filters."""
+    from let_core.results.cache import cached_totals
     from let_core.store import Store
 
-    totals = Store(output_dir).totals(project_name=project_name, user=user, hostname=hostname)
+    totals = cached_totals(output_dir, project_name=project_name, user=user, hostname=hostname)
     if totals.empty:
         filters = {k: v for k, v in (("project_name", project_name), ("user", user),
                                      ("hostname", hostname)) if v is not None}

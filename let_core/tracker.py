@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import math
 import os
-import socket
 import time
 import uuid
 import warnings
 import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar, overload
 
-from let_core.carbon import checked_number, country_intensity, validate_intensity
+from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import Measurement, Run
@@ -30,61 +28,11 @@ AUTO = "auto"
 
 
 def let_home() -> Path:
-    """The central store's folder: ``$LET_HOME``, else ``~/.let``."""
-    home = os.environ.get("LET_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".let"
+    """The central store's folder (kept here for old imports; ``let_core.config`` owns it)."""
+    return config.let_home()
 
 
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # containers without a passwd entry for the uid
-        return os.environ.get("USER") or f"uid{os.getuid()}"
-
-
-def current_hostname() -> str:
-    return socket.gethostname()
-
-
-def _env_list(name: str) -> list[str] | None:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return None
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def _validate_cuda_devices(devices: Iterable[Any] | None) -> tuple[str, ...] | None:
-    if devices is None:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is None:
-            return None
-        devices = [d for d in visible.split(",") if d.strip()]
-    if isinstance(devices, (str, int)):
-        devices = [devices]
-    result = []
-    for device in devices:
-        text = str(device).strip()
-        if not (text.isdigit() or text.startswith(("GPU-", "MIG-"))):
-            raise ConfigurationError(
-                f"cuda_devices entry {device!r} is neither a GPU index (0, 1, ...) nor a GPU "
-                "UUID ('GPU-...' or 'MIG-...'); `nvidia-smi -L` lists both.")
-        result.append(text)
-    return tuple(result)
-
-
-def _job_environment() -> dict[str, str]:
-    """Identifiers of a multi-process job, so that its runs can be aggregated later."""
-    env = os.environ
-    job = {}
-    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "PBS_JOBID"):
-        if env.get(key):
-            job["job_id"] = env[key]
-            break
-    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
-        if env.get(key):
-            job["rank"] = env[key]
-            break
-    return job
+current_user = config.current_user
 
 
 def _now() -> datetime:
@@ -102,7 +50,7 @@ class EnergyTracker:
         self,
         project_name: str = "default",
         output_dir: str | os.PathLike[str] | None = None,
-        country_iso_code: str = "DEU",
+        country_iso_code: str | None = None,
         carbon_intensity: float | None = None,
         backends: Sequence[str | Backend] | str | None = None,
         reporters: Sequence[str | Reporter] | str | None = None,
@@ -112,9 +60,9 @@ class EnergyTracker:
         log_level: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = self._settings(project_name, output_dir, country_iso_code,
-                                       carbon_intensity, measure_power_secs, cuda_devices, pue,
-                                       log_level, options)
+        self.settings = Settings.resolve(project_name, output_dir, country_iso_code,
+                                         carbon_intensity, measure_power_secs, cuda_devices, pue,
+                                         log_level, options)
         self.project_name = self.settings.project_name
         self.user = self.settings.user
         self.hostname = self.settings.hostname
@@ -140,51 +88,14 @@ class EnergyTracker:
 
     # ----------------------------------------------------------------------------- settings
     @staticmethod
-    def _settings(project_name: str, output_dir: Any, country_iso_code: str,
-                  carbon_intensity: float | None, measure_power_secs: float,
-                  cuda_devices: Any, pue: float | None, log_level: str | None,
-                  options: Mapping[str, Any] | None) -> Settings:
-        if not isinstance(project_name, str) or not project_name.strip():
-            raise ConfigurationError(f"project_name must be a non-empty string, got {project_name!r}")
-        if "___" in project_name or "\n" in project_name:
-            raise ConfigurationError(
-                f"project_name {project_name!r} must not contain '___' or line breaks: LET stores "
-                "it in experiment_id as project___user___hostname.")
-        interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
-        if pue is not None:
-            pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
-        country = country_intensity(country_iso_code)
-        intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
-                     else country.carbon_intensity)
-        level = (log_level or os.environ.get("LET_LOG_LEVEL") or "error").lower()
-        if level not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigurationError(
-                f"log_level must be one of debug, info, warning, error, critical; got {log_level!r}")
-        output_uri = None
-        if isinstance(output_dir, str) and "://" in output_dir and not output_dir.startswith("file://"):
-            output_uri, output_dir = output_dir, None
-        elif isinstance(output_dir, str) and output_dir.startswith("file://"):
-            output_dir = output_dir[len("file://"):]
-        return Settings(
-            project_name=project_name,
-            output_dir=Path(output_dir).expanduser() if output_dir is not None else let_home(),
-            output_uri=output_uri,
-            user=current_user(),
-            hostname=os.environ.get("LET_HOSTNAME") or current_hostname(),
-            country_iso_code=country.iso_code,
-            country_name=country.country_name,
-            carbon_intensity=intensity,
-            measure_power_secs=interval,
-            cuda_devices=_validate_cuda_devices(cuda_devices),
-            pue=pue,
-            log_level=level,
-            options=options,
-        )
+    def _settings(*args: Any) -> Settings:
+        """Old private spelling of ``Settings.resolve`` (positional, as the 1.0 CLI called it)."""
+        return Settings.resolve(*args)
 
     @staticmethod
     def _spec_items(spec: Sequence[Any] | str | None, env_var: str) -> list[Any]:
         if spec is None:
-            return _env_list(env_var) or [AUTO]
+            return config.env_list(env_var) or [AUTO]
         if isinstance(spec, str):
             return [s.strip() for s in spec.split(",") if s.strip()]
         return list(spec)
@@ -296,7 +207,7 @@ class EnergyTracker:
         self._start_errors.clear()
         self._metrics = {}
         self._params = {}
-        self._environment = _job_environment()
+        self._environment = config.job_environment()
         for backend in self.backends:
             name = _name_of(backend)
             try:
@@ -448,7 +359,7 @@ class EnergyTracker:
     @property
     def results(self) -> Any:
         """Every stored run of this project, user and host (a DataFrame), as in LET 0.1.x."""
-        from let_core.store import load_results
+        from let_core.results import load_results
 
         return load_results(self.output_dir, self.project_name, self.user, self.hostname)
 

@@ -115,9 +115,9 @@ class MlflowReporter:
 
     def _statement(self, run: Run) -> str:
         from let_core.statement import statement_from_totals
-        from let_core.store import Store
+        from let_core.results.cache import cached_totals
 
-        totals = Store(self.settings.output_dir).totals(project_name=run.project_name, user=run.user,
+        totals = cached_totals(self.settings.output_dir, project_name=run.project_name, user=run.user,
                                                         hostname=run.hostname)
         return "" if totals.empty else statement_from_totals(totals) + "\n"
 

@@ -10,7 +10,7 @@ from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Run
 from let_core.statement import format_energy, statement_from_totals
-from let_core.store import Store
+from let_core.results.cache import cached_totals
 
 
 class StatementReporter:
@@ -41,8 +41,8 @@ class StatementReporter:
         else:
             print("\nTracker stopped - no backend measured this experiment (see the warnings above).\n",
                   file=out)
-        totals = Store(self.settings.output_dir).totals(
-            project_name=run.project_name, user=run.user, hostname=run.hostname)
+        totals = cached_totals(
+            self.settings.output_dir, project_name=run.project_name, user=run.user, hostname=run.hostname)
         if not totals.empty:
             print(statement_from_totals(totals) + "\n", file=out)
 

@@ -45,7 +45,7 @@ def strep_database(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[
     """The STREP rows and property meta data for a result set (``load_results``' frame)."""
     import pandas as pd
 
-    from let_core.merge import counted_rows
+    from let_core.results.counting import counted_rows
 
     data = results[results["task"].fillna("") == ""] if "task" in results else results
     if data.empty:
@@ -130,7 +130,7 @@ class StrepReporter:
         """Rewrite the project's STREP database with this run (after the central store has it)."""
         if run.task:
             return
-        from let_core.store import load_results
+        from let_core.results.loading import load_results
 
         options = self.settings.options.get("strep", {})
         directory = options.get("directory") or self.settings.output_dir / "strep" / run.project_name

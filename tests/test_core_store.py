@@ -18,7 +18,8 @@ from let_core import delete_results, load_results
 from let_core.errors import StoreError
 from let_core.records import STORE_COLUMNS
 from let_core.statement import paper_statement
-from let_core.store import STORE_FILE, TOTALS_FILE, Store
+from let_core.results.cache import cache_path, cached_totals
+from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
 from let_backends.manual import ManualBackend
 
@@ -219,17 +220,16 @@ def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
 def test_totals_cache_follows_appends_and_rewrites(let_home):
     for _ in range(3):
         record(kwh=0.1)
-    store = Store()
-    assert store.totals(project_name="p").estimate.energy_kwh == pytest.approx(0.3)
-    assert (let_home / TOTALS_FILE).exists()
+    assert cached_totals(project_name="p").estimate.energy_kwh == pytest.approx(0.3)
+    assert cache_path(Store()).exists()
     record(kwh=0.1)
-    assert store.totals(project_name="p").estimate.runs == 4
+    assert cached_totals(project_name="p").estimate.runs == 4
     delete_results(project_name="p")
     record(kwh=0.2)
-    totals = store.totals()
+    totals = cached_totals()
     assert totals.estimate.runs == 1 and totals.estimate.energy_kwh == pytest.approx(0.2)
-    (let_home / TOTALS_FILE).write_text("{not json")
-    assert store.totals().estimate.energy_kwh == pytest.approx(0.2)
+    cache_path(Store()).write_text("{not json")
+    assert cached_totals().estimate.energy_kwh == pytest.approx(0.2)
 
 
 def test_values_with_line_breaks_stay_on_one_line(let_home):
@@ -254,7 +254,7 @@ def test_ranks_of_one_job_measuring_one_machine_count_once_in_the_statement(let_
         record(project="ddp", kwh=kwh)  # each rank's estimate covers the whole (same) machine
     monkeypatch.delenv("SLURM_JOB_ID")
     record(project="ddp", kwh=0.2)      # an ordinary run counts fully
-    totals = Store().totals(project_name="ddp")
+    totals = cached_totals(project_name="ddp")
     assert totals.estimate.energy_kwh == pytest.approx(0.5 + 0.2)
     assert "estimated to 0.700 kWh" in paper_statement(project_name="ddp")
 
@@ -267,8 +267,8 @@ def test_ranks_measuring_their_own_gpus_add_up(let_home, monkeypatch):
                 energy_kwh=0.25, kind="metered", methodology="NVML", scope="gpu",
                 hardware="NVIDIA A100-SXM4-40GB", name="nvml")]):
             pass
-    assert Store().totals(project_name="ddp-gpu").metered.energy_kwh == pytest.approx(1.0)
-    from let_core.merge import aggregate
+    assert cached_totals(project_name="ddp-gpu").metered.energy_kwh == pytest.approx(1.0)
+    from let_core.results import aggregate
 
     table = aggregate(load_results(project_name="ddp-gpu"), "job")
     assert table["kwh"].sum() == pytest.approx(1.0)

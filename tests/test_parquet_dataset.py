@@ -12,7 +12,8 @@ import pytest
 from let_backends.manual import ManualBackend
 from let_core.dataset import compact, locate, read_frame
 from let_core.errors import LetWarning
-from let_core.store import Store, load_results
+from let_core.results import load_results
+from let_core.store import Store
 from let_core.tracker import EnergyTracker
 
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
-from let_core.merge import aggregate, frame_totals
+from let_core.results import aggregate, cached_totals, frame_totals
 from let_core.statement import statement_from_totals
-from let_core.store import Store, load_results
+from let_core.results import load_results
 from let_core.tracker import EnergyTracker
 
 
@@ -113,7 +113,7 @@ def test_frame_totals_match_the_store_totals_without_jobs(let_home: Path) -> Non
     _run("p", backend=ManualBackend(energy_kwh=1.0),
          extra=[_Named(ManualBackend(energy_kwh=1.2, kind="metered", methodology="Tasmota smart socket"))])
     ours = statement_from_totals(frame_totals(load_results()))
-    store = statement_from_totals(Store().totals())
+    store = statement_from_totals(cached_totals())
     assert ours == store
 
 
@@ -191,7 +191,7 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
     import numpy as np
     import pandas as pd
 
-    from let_core.merge import primary_rows
+    from let_core.results.counting import primary_rows
     from let_core.records import primary_measurements
 
     rng = np.random.default_rng(7)
@@ -221,8 +221,8 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
 
 
 def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from let_core import store
-    from let_core.merge import AGGREGATE_COLUMNS, TOTALS_COLUMNS
+    from let_core import results
+    from let_core.results import AGGREGATE_COLUMNS, TOTALS_COLUMNS
 
     _run("a", 0.5)
     _run("b", backend=ManualBackend(energy_kwh=1.0),
@@ -231,13 +231,13 @@ def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkey
     assert set(projected.columns) == set(TOTALS_COLUMNS)
     assert statement_from_totals(frame_totals(projected)) == statement_from_totals(frame_totals(load_results()))
     seen: list = []
-    original = store.load_results
+    original = results.load_results
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("columns"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(store, "load_results", spy)
+    monkeypatch.setattr(results, "load_results", spy)
     result = CliRunner().invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     assert seen == [AGGREGATE_COLUMNS]

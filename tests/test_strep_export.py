@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
 from let_core.errors import ConfigurationError
-from let_core.store import load_results
+from let_core.results import load_results
 from let_core.tracker import EnergyTracker, track_energy
 from let_reporters.strep import write_strep
 

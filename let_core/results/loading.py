@@ -1,0 +1,269 @@
+"""Stored runs as a DataFrame, from every source LET reads: the central CSV store, the
+Parquet dataset (a folder, ``LET_DATASET`` or a URI such as ``s3://bucket/let``), or both.
+
+Reads LET 1.x, LET 0.1.x and plain CodeCarbon files alike. pandas and pyarrow are imported
+here, never on the tracking path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from let_core.errors import LetWarning, StoreError
+from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS, legacy_fields
+from let_core.store import Store, _check_filters, _complete_length, _read_header
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                 user: str | None = None, hostname: str | None = None, *,
+                 dataset: str | os.PathLike[str] | None = None,
+                 columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
+
+    Reads the central CSV store and the Parquet dataset together (``dataset=``, else
+    ``LET_DATASET``, else ``<store>/runs``; an ``output_dir`` URI such as ``s3://bucket/let``
+    is the dataset, the CSV store then being ``$LET_HOME``'s), keeping one row per
+    (run_id, backend, task), the CSV store's first. Reads LET 1.x, LET 0.1.x and plain
+    CodeCarbon files alike: older rows get LET's columns (project, user and host from
+    ``experiment_id``; backend ``codecarbon``).
+
+    Logged metrics and params stay in their JSON columns ``metrics`` / ``params`` and are also
+    expanded into one column each, named as MLflow does: ``metrics.accuracy``, ``params.model``.
+    A filter that matches nothing gives an empty frame. ``columns=`` reads only those columns
+    (and the few that filtering and deduplication need): a table over millions of runs then
+    costs a fraction of the memory.
+    """
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    _check_filters(filters)
+    from let_core.dataset import default_root, is_uri
+
+    if is_uri(output_dir) and not str(output_dir).startswith("file://"):
+        dataset, output_dir = dataset or str(output_dir), None
+    elif isinstance(output_dir, str) and output_dir.startswith("file://"):
+        output_dir = output_dir[len("file://"):]
+    store = Store(output_dir)
+    if store.directory.is_file():
+        raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
+                         f"holding emissions.csv), e.g. {store.directory.parent}")
+    import pandas as pd
+
+    frames = []
+    if store.path.exists():
+        frame = _normalize_legacy(_read_frame(store, columns))
+        for key, value in filters.items():
+            if value is not None:
+                frame = frame[frame[key] == value]
+        if columns is not None:
+            # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
+            # the dataset and its deduplication, where every column costs a copy.
+            keep = set(columns) | set(_DEDUP_KEYS)
+            frame = frame[[c for c in frame.columns if c in keep]]
+        frames.append(frame)
+    elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
+        raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
+    parquet = _read_dataset(dataset or default_root(store.directory), filters,
+                            None if columns is None else set(columns) | set(_DEDUP_KEYS))
+    if parquet is not None:
+        frames.append(parquet)
+    if not frames:
+        return pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
+    if len(frames) == 1 and parquet is None:
+        frame = frames[0]
+    else:
+        frame = _deduplicate(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    # A fresh RangeIndex, not reset_index(): that copies and consolidates every column (1 s at 1M rows).
+    frame.index = pd.RangeIndex(len(frame))
+    for column in ("metrics", "params"):
+        if column in frame:
+            frame = _expand_json(frame, column)
+    if columns is not None:
+        frame = frame[[c for c in frame.columns if c in set(columns)]]
+    return frame
+
+
+def _read_dataset(root: str | os.PathLike[str], filters: Mapping[str, str | None],
+                  columns: Iterable[str] | None = None) -> pd.DataFrame | None:
+    """The Parquet dataset's matching rows (only ``columns``, when given), or None when there
+    is no dataset there. Legacy rows never reach the dataset, so BASE_COLUMNS are not needed:
+    the filters are evaluated by the scanner, and only the deduplication keys must be read."""
+    from let_core.dataset import exists, locate, read_frame
+
+    location = locate(root)
+    if not exists(location):
+        return None
+    return read_frame(location, **filters, columns=columns)
+
+
+_DEDUP_KEYS = ("run_id", "backend", "task")
+
+
+def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run_id, backend, task), the first kept; rows without a run id are all kept."""
+    from let_core.keys import duplicated as duplicated_rows
+
+    # Only rows whose run id repeats are compared in full: hashing three text columns of a
+    # million rows cost more than reading them.
+    duplicated = duplicated_rows(frame, _DEDUP_KEYS)
+    return frame[~duplicated] if duplicated.any() else frame
+
+
+def _expand_json(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``metrics`` JSON cells as ``metrics.<name>`` columns; rows without any get NaN."""
+    import pandas as pd
+
+    if column not in frame or frame.empty:
+        return frame
+    cells = frame[column].fillna("")
+    present = cells[cells != ""]
+    if present.empty:
+        return frame
+    parsed: dict[Any, dict[str, Any]] = {}
+    for index, text in present.items():
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue  # a hand-edited cell: the JSON text stays in the column
+        if isinstance(value, dict):
+            parsed[index] = value
+    if not parsed:
+        return frame
+    expanded = pd.DataFrame.from_dict(parsed, orient="index").reindex(frame.index)
+    expanded.columns = [f"{column}.{name}" for name in expanded.columns]
+    return pd.concat([frame, expanded], axis=1)
+
+
+def _pandas_dtype(column: str) -> str:
+    return "float64" if column in NUMERIC_COLUMNS else "object"
+
+
+#: Columns load_results always reads: filters, legacy normalization and deduplication need them.
+BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "task",
+                                 "experiment_id", "codecarbon_version", "cpu_model", "gpu_model",
+                                 "status", "methodology", "kind", "scope", "hardware")
+
+
+def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The CSV store as a frame; only ``columns`` (plus BASE_COLUMNS) when given, which is
+    what keeps memory at the data's size for tables over millions of rows."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with store._locked(exclusive=False, create=False) as fd:
+        if fd is None:
+            return pd.DataFrame(columns=list(STORE_COLUMNS))
+        header = _read_header(fd)
+        complete = _complete_length(fd, os.fstat(fd).st_size)
+        # Only the complete lines: a killed writer's partial last line is not a row.
+        with pa.memory_map(str(store.path)) as mapped:
+            data = mapped.read_buffer(complete)
+    if header is None:
+        return pd.DataFrame(columns=list(STORE_COLUMNS))
+    skipped: list[int] = []
+
+    def skip(row: Any) -> str:
+        skipped.append(row.number)
+        return "skip"
+
+    wanted = None if columns is None else set(columns) | set(BASE_COLUMNS)
+    included = [c for c in header if wanted is None or c in wanted]
+
+    def read(typed: bool) -> pa.Table:
+        types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
+        return pacsv.read_csv(
+            pa.BufferReader(data),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False,
+                                                 include_columns=included),
+        )
+
+    try:
+        frame = _to_frame(read(typed=True))
+    except pa.ArrowInvalid:
+        # A damaged cell in a number column: read everything as text, keep what parses.
+        skipped.clear()
+        frame = _to_frame(read(typed=False))
+        for column in NUMERIC_COLUMNS:
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    if skipped:
+        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
+    missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
+    if missing:
+        import numpy as np
+
+        filler = {c: (np.full(len(frame), np.nan) if c in NUMERIC_COLUMNS
+                      else pd.arrays.ArrowExtensionArray(pa.array([""] * len(frame), pa.string())))
+                  for c in missing}
+        frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
+    return frame
+
+
+def _to_frame(table: Any) -> pd.DataFrame:
+    """Arrow columns as pandas columns without copies: text stays Arrow-backed, numbers numpy.
+
+    ``Table.to_pandas`` converts a million text cells into Python objects and consolidates
+    blocks, which costs more than parsing the CSV.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_string(column.type):
+            columns[name] = pd.arrays.ArrowExtensionArray(column)
+        else:
+            columns[name] = column.to_numpy()
+    return pd.DataFrame(columns, copy=False)
+
+
+def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
+    """LET's columns for LET 0.1.x / CodeCarbon rows, computed once per distinct combination
+    of the fields ``legacy_fields`` reads (a handful per file), then spread by group code.
+
+    Works on Arrow arrays (join, dictionary-encode, take), so a million legacy rows cost
+    about as much as parsing them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    legacy = pa.array((frame["backend"].fillna("") == "").to_numpy(dtype=bool))
+    if not pc.any(legacy).as_py():
+        return frame
+    keys = ["experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "status"]
+    text = {k: _arrow_text(frame[k]) if k in frame else pa.nulls(len(frame), pa.string()).fill_null("")
+            for k in keys}
+    joined = pc.binary_join_element_wise(*(text[k] for k in keys), "\x1f")
+    encoded = pc.dictionary_encode(pc.if_else(legacy, joined, pa.scalar("", pa.string())))
+    combos = [dict(zip(keys, value.split("\x1f"))) if value else None
+              for value in encoded.dictionary.to_pylist()]
+    derived = [legacy_fields(combo) if combo is not None else {} for combo in combos]
+    for column in sorted({name for fields in derived for name in fields}):
+        current = _arrow_text(frame[column]) if column in frame else pa.array([""] * len(frame), pa.string())
+        # None in the dictionary: a field legacy_fields leaves alone for that combination.
+        dictionary = pa.array([fields.get(column) for fields in derived], pa.string())
+        new = pa.DictionaryArray.from_arrays(encoded.indices, dictionary).dictionary_decode()
+        merged = pc.if_else(pc.and_(legacy, pc.is_valid(new)), new, current)
+        frame[column] = pd.arrays.ArrowExtensionArray(merged)
+    return frame
+
+
+def _arrow_text(series: pd.Series) -> Any:
+    """A text column as an Arrow string array, blanks for missing values."""
+    import pyarrow as pa
+
+    array = pa.array(series.array) if hasattr(series.array, "__arrow_array__") else pa.array(
+        series.astype(object).where(series.notna(), "").astype(str).tolist(), pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    return array.fill_null("")
