@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from let_core._version import __version__
-from let_core.errors import StoreError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
-from let_core.records import STORE_COLUMNS, Run
+from let_core.records import Run
 from let_core.store import Store
 
 if TYPE_CHECKING:
@@ -36,30 +33,35 @@ class CsvReporter:
         return cls(settings.output_dir)
 
     def report(self, run: Run) -> None:
-        rows = run.rows(__version__)
-        try:
-            self.store.append(rows)
-        except (StoreError, OSError) as exc:
-            rescue = _rescue(rows)
-            raise StoreError(f"{exc} The run was saved to {rescue} instead; add it to a store later "
-                             f"with `let merge {rescue} --into DIR`.") from exc
+        # The store writes the run completely or keeps it in its rescue file, and its
+        # StoreError says where.
+        self.store.append(run.rows(__version__))
 
     def export(self, results: pd.DataFrame, destination: str) -> None:
-        """Write a result set as an emissions.csv-shaped file."""
-        results.to_csv(destination, index=False)
+        """Write a result set as an emissions.csv-shaped file.
+
+        Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+        ``-``, ``@``, tab or carriage return; OWASP's CSV injection advice) get a leading
+        apostrophe. Numbers stay numbers; the store itself keeps the raw value.
+        """
+        escape_formulas(results).to_csv(destination, index=False)
 
 
-def _rescue(rows: list[dict[str, Any]]) -> str:
-    """Keep a run whose store is unwritable: the user's measurement is never just dropped."""
-    import tempfile
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
-    handle, path = tempfile.mkstemp(prefix="let-unsaved-run-", suffix=".csv")
-    with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=list(STORE_COLUMNS), extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+
+def escape_formulas(results: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``results`` whose text cells cannot start a spreadsheet formula."""
+    frame = results.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind in "biufcmM":
+            continue
+        text = values.astype(object)
+        risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if risky.any():
+            frame[column] = text.where(~risky, "'" + text.astype(str))
+    return frame
 
 
 @hookimpl

@@ -121,18 +121,21 @@ def test_plain_codecarbon_file_with_another_column_order_is_migrated(let_home):
     assert old["project_name"] == "codecarbon"  # no project___user___host: nothing to derive
 
 
-def test_truncated_last_line_is_skipped_on_load_and_cut_on_next_append(let_home):
+def test_torn_last_line_is_skipped_on_load_and_quarantined_on_next_append(let_home):
     record()
     path = let_home / STORE_FILE
     complete = path.read_bytes()
+    torn = complete.splitlines(keepends=True)[1][:80]
     with open(path, "ab") as handle:
-        handle.write(complete.splitlines(keepends=True)[1][:80])  # half a row, no newline
+        handle.write(torn)  # half a row, no newline
     assert len(load_results()) == 1
-    with pytest.warns(Warning, match="incomplete last line"):
+    with pytest.warns(Warning, match="torn last line .* to .*quarantine"):
         record()
     frame = load_results()
     assert len(frame) == 2
     assert path.read_bytes().startswith(complete)
+    quarantined = list((let_home / "recovered").glob("quarantine-*"))
+    assert [q.read_bytes() for q in quarantined] == [torn + b"\n"]
 
 
 KILLED_WRITER = textwrap.dedent("""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from let_core.errors import LetWarning, StoreError
 from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS, legacy_fields
-from let_core.store import Store, _check_filters, _complete_length, _read_header
+from let_core.store import Store, _check_filters, _data_end, _read_header
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,10 +159,11 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         if fd is None:
             return pd.DataFrame(columns=list(STORE_COLUMNS))
         header = _read_header(fd)
-        complete = _complete_length(fd, os.fstat(fd).st_size)
-        # Only the complete lines: a killed writer's partial last line is not a row.
+        # Only the rows: a killed writer's torn last line is not one (a last line without its
+        # line break that parses is, as many tools write files that way).
+        end = 0 if header is None else _data_end(fd, len(header))
         with pa.memory_map(str(store.path)) as mapped:
-            data = mapped.read_buffer(complete)
+            data = mapped.read_buffer(end)
     if header is None:
         return pd.DataFrame(columns=list(STORE_COLUMNS))
     skipped: list[int] = []
@@ -174,27 +175,51 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     wanted = None if columns is None else set(columns) | set(BASE_COLUMNS)
     included = [c for c in header if wanted is None or c in wanted]
 
-    def read(typed: bool) -> pa.Table:
+    def read(typed: bool, block_size: int | None) -> pa.Table:
         types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
+        read_options = pacsv.ReadOptions() if block_size is None else pacsv.ReadOptions(block_size=block_size)
         return pacsv.read_csv(
-            pa.BufferReader(data),
+            pa.BufferReader(data), read_options=read_options,
             parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False,
                                                  include_columns=included),
         )
 
-    try:
-        frame = _to_frame(read(typed=True))
-    except pa.ArrowInvalid:
-        # A damaged cell in a number column: read everything as text, keep what parses.
+    # Arrow's fast path fails on three kinds of input, each retried with what fixes it: a field
+    # longer than a parse block (one block as large as the file), bytes that are not UTF-8
+    # (replaced, and reported), a damaged cell in a number column (all read as text, numbers
+    # kept where they parse). What still fails is a StoreError pointing to `let doctor`.
+    typed, block_size, replaced = True, None, False
+    while True:
         skipped.clear()
-        frame = _to_frame(read(typed=False))
+        try:
+            table = read(typed, block_size)
+            break
+        except pa.ArrowInvalid as exc:
+            message = str(exc).lower()
+            if "straddling" in message and block_size is None:
+                block_size = min(max(len(data) + 1, 1 << 20), (1 << 31) - 1)
+            elif "utf8" in message and not replaced:
+                data = pa.py_buffer(bytes(data).decode("utf-8", errors="replace").encode("utf-8"))
+                replaced = True
+            elif typed:
+                typed = False
+            else:
+                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `let doctor` "
+                                 "to see the damaged lines, `let doctor --repair` to set them aside.") from None
+    frame = _to_frame(table)
+    if not typed:
         for column in NUMERIC_COLUMNS:
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    if replaced:
+        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
+                      "shows the lines", LetWarning, stacklevel=3)
     if skipped:
-        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
+        lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
+                      "`let doctor` shows them", LetWarning, stacklevel=3)
     missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
     if missing:
         import numpy as np
