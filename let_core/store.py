@@ -51,7 +51,9 @@ FILTER_KEYS = ("project_name", "user", "hostname")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, raw: bool = False) -> str:
+    """A value as a store cell: one line always; new values (not ``raw``, i.e. not rows
+    carried over by a rewrite) also get control characters escaped and length capped."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -59,6 +61,8 @@ def _cell(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     if "\n" in text or "\r" in text:
         text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    if raw:
+        return text
     if _CONTROL.search(text):
         text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     if len(text) > MAX_FIELD_CHARS:
@@ -66,13 +70,13 @@ def _cell(value: Any) -> str:
     return text
 
 
-def _encode(rows: Iterable[Row], columns: Sequence[str], header: bool) -> bytes:
+def _encode(rows: Iterable[Row], columns: Sequence[str], header: bool, raw: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if header:
         writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(column)) for column in columns])
+        writer.writerow([_cell(row.get(column), raw) for column in columns])
     # Lone surrogates (undecodable bytes of a file name, say) become escapes, not an error.
     return buffer.getvalue().encode("utf-8", errors="backslashreplace")
 
@@ -325,12 +329,13 @@ class Store:
             with tmp:
                 tmp.write(_encode([], columns, header=True))
                 batch: list[Row] = []
+                # raw: rows already stored are carried over as they are (no cap, no escapes).
                 for row in rows:
                     batch.append(row)
                     if len(batch) >= 10_000:
-                        tmp.write(_encode(batch, columns, header=False))
+                        tmp.write(_encode(batch, columns, header=False, raw=True))
                         batch = []
-                tmp.write(_encode(batch, columns, header=False))
+                tmp.write(_encode(batch, columns, header=False, raw=True))
                 tmp.flush()
                 os.fsync(tmp.fileno())
             os.chmod(tmp.name, os.fstat(fd).st_mode & 0o777)
@@ -353,15 +358,18 @@ class Store:
 
     # --------------------------------------------------------------------- CodeCarbon .bak files
     def backups(self) -> list[Path]:
-        """CodeCarbon's ``emissions.csv_N.bak`` files beside the store: CodeCarbon (and LET
-        0.1.x) move a store whose header they do not know there and start a new file."""
+        """CodeCarbon's backups beside the store (``emissions.csv.bak``, then
+        ``emissions.csv_0.bak``, ``_1`` ...): CodeCarbon (and LET 0.1.x) move a store whose
+        header they do not know there and start a new file."""
         def number(path: Path) -> int:
+            if path.name == f"{STORE_FILE}.bak":
+                return -1
             digits = path.name[len(STORE_FILE) + 1:-len(".bak")]
-            return int(digits) if digits.isdigit() else -1
+            return int(digits) if digits.isdigit() else -2
 
         with contextlib.suppress(OSError):
-            return sorted((p for p in self.directory.glob(f"{STORE_FILE}_*.bak") if number(p) >= 0),
-                          key=number)
+            found = [p for p in self.directory.glob(f"{STORE_FILE}*.bak") if number(p) > -2 and p.is_file()]
+            return sorted(found, key=number)
         return []
 
     def _fold_backups(self) -> None:
