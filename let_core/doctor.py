@@ -84,9 +84,8 @@ def _store_findings(store: Store) -> list[Finding]:
                 return [Finding(path, "the store is empty", problem=False)]
             if _read_bom(fd):
                 found.append(Finding(path, "starts with a byte order mark (read fine)", 1, problem=False))
-            problem = header_problem(header)
+            problem, widths = _header_issue(fd, header)
             if problem is not None:
-                widths = _widths(fd, header)
                 hint = (" --repair can restore it: every row has LET's columns"
                         if widths == {len(STORE_COLUMNS)} else " restore it by hand (from a copy)")
                 found.append(Finding(path, f"header damaged: {problem}; rows have "
@@ -101,6 +100,8 @@ def _store_findings(store: Store) -> list[Finding]:
                 if not fields:
                     continue
                 if len(fields) != len(header):
+                    if problem is not None and len(widths) == 1:
+                        continue  # the header's fault, reported once above
                     found.append(Finding(path, f"malformed line: {len(fields)} fields where the "
                                                f"header names {len(header)}", number))
                 elif not valid:
@@ -123,6 +124,16 @@ def _store_findings(store: Store) -> list[Finding]:
 
 def _read_bom(fd: int) -> bool:
     return os.pread(fd, 3, 0) == b"\xef\xbb\xbf"
+
+
+def _header_issue(fd: int, header: list[str]) -> tuple[str | None, set[int]]:
+    """Why the header is damaged (None: it is not), and the field counts of the rows. A header
+    that names fewer or more columns than every single row has lost or gained a name."""
+    widths = _widths(fd, header)
+    problem = header_problem(header)
+    if problem is None and len(widths) == 1 and len(header) not in widths:
+        problem = f"it names {len(header)} columns where every row has {next(iter(widths))}"
+    return problem, widths
 
 
 def _widths(fd: int, header: list[str]) -> set[int]:
@@ -259,9 +270,9 @@ def _repair_store(store: Store) -> list[str]:
         if header is None:
             return actions
         columns = header
-        problem = header_problem(header)
+        problem, widths = _header_issue(fd, header)
         if problem is not None:
-            if _widths(fd, header) != {len(STORE_COLUMNS)}:
+            if widths != {len(STORE_COLUMNS)}:
                 return [f"left {store.path} as it is: its header is damaged ({problem}) and its rows "
                         "do not have LET's columns, so LET cannot tell which column is which"]
             columns = list(STORE_COLUMNS)
