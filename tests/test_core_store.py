@@ -139,35 +139,49 @@ def test_torn_last_line_is_skipped_on_load_and_quarantined_on_next_append(let_ho
 
 
 KILLED_WRITER = textwrap.dedent("""
-    import sys
+    import os, signal, sys
+    import let_core.store as store_module
     from let_core.store import Store
     from let_core.records import STORE_COLUMNS
+    real_write = os.write
+    appends = {"n": 0}
+
+    def torn_write(fd, data):
+        # The 7th append writes part of its bytes and the process dies: a real torn line.
+        appends["n"] += 1
+        if appends["n"] == 7:
+            real_write(fd, bytes(data)[: len(data) // 2 + 17])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(fd, data)
+
+    store_module.os.write = torn_write
     store = Store(sys.argv[1])
     row = {c: "x" * 200 for c in STORE_COLUMNS}
-    i = 0
-    print("ready", flush=True)
-    while True:
-        i += 1
+    for i in range(1, 100):
         store.append([{**row, "run_id": f"r{i}", "backend": "manual", "energy_consumed": "0.1"}] * 50)
 """)
 
 
 def test_writer_killed_mid_append_leaves_a_loadable_store(tmp_path):
     store = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(store)], stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    deadline = time.monotonic() + 60
-    while (not (store / STORE_FILE).exists() or (store / STORE_FILE).stat().st_size < 2_000_000) \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(store)])
+    assert done.returncode == -signal.SIGKILL
+    path = store / STORE_FILE
+    whole = path.read_bytes()
+    assert not whole.endswith(b"\n")  # the write really was torn
     frame = load_results(store)
-    assert len(frame) > 0
     counts = frame.groupby("run_id").size()
-    assert (counts[:-1] == 50).all() if len(counts) > 1 else True  # only the last append may be short
-    Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
+    order = sorted(counts.index, key=lambda run: int(run[1:]))
+    assert order == [f"r{i}" for i in range(1, 8)]  # run ids in numeric order, r7 the torn one
+    assert (counts[order[:-1]] == 50).all()
+    assert 0 < counts["r7"] < 50  # only the torn append is short: its complete lines are rows
+    torn = whole[whole.rindex(b"\n") + 1:]
+    with pytest.warns(Warning, match="torn last line"):
+        Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
     assert "after" in set(load_results(store)["run_id"])
+    assert len(load_results(store)) == 6 * 50 + counts["r7"] + 1
+    quarantine = list((tmp_path / "let_home" / "recovered").glob("quarantine-*"))
+    assert len(quarantine) == 1 and quarantine[0].read_bytes().endswith(torn + b"\n")
 
 
 def test_delete_removes_only_matching_rows_and_says_how_many(let_home):
