@@ -131,8 +131,9 @@ def _header_issue(fd: int, header: list[str]) -> tuple[str | None, set[int]]:
     that names fewer or more columns than every single row has lost or gained a name."""
     widths = _widths(fd, header)
     problem = header_problem(header)
-    if problem is None and len(widths) == 1 and len(header) not in widths:
-        problem = f"it names {len(header)} columns where every row has {next(iter(widths))}"
+    if (problem is None and widths == {len(STORE_COLUMNS)} and len(header) != len(STORE_COLUMNS)
+            and not set(STORE_COLUMNS) <= set(header)):
+        problem = f"it names {len(header)} columns where every row has LET's {len(STORE_COLUMNS)}"
     return problem, widths
 
 
@@ -162,9 +163,10 @@ def _cache_findings(store: Store, fd: int, header: list[str]) -> list[Finding]:
                               "(--repair removes it)")]
     groups, offset = cache._load(store, fd, header)
     if offset != recorded:
-        return [Finding(path, "totals cache does not belong to this store's current file (deleted "
-                              "and recreated, restored or edited); it is rebuilt on the next "
-                              "statement (--repair removes it)")]
+        # Never trusted (the cache proves it belongs to the file or is rebuilt), so a note.
+        return [Finding(path, "totals cache does not match this store's current file (deleted "
+                              "and recreated, restored, edited, or its last line lacks a line "
+                              "break); it is rebuilt, not trusted (--repair removes it)", problem=False)]
     return []
 
 

@@ -287,8 +287,8 @@ class Store:
         """Rewrite a foreign-header store with the union of columns, keeping every row."""
         columns = list(extra) + [c for c in header if c not in extra]
         columns = list(STORE_COLUMNS) + [c for c in columns if c not in STORE_COLUMNS]
+        _require_parsable(fd, header, self.path)  # first: a refusal changes nothing
         _fix_tail(fd, header, self.path)
-        _require_parsable(fd, header, self.path)
         self._rewrite(fd, columns, (_effective(row) for row in _iter_rows(fd, header, 0)))
 
     def delete(self, **filters: str | None) -> int:
@@ -305,8 +305,8 @@ class Store:
             if header is None:
                 return 0
             _check_header(header, self.path)
+            _require_parsable(fd, header, self.path)  # first: a refusal changes nothing
             _fix_tail(fd, header, self.path)
-            _require_parsable(fd, header, self.path)
             removed = sum(1 for row in _iter_rows(fd, header, 0) if _matches(_effective(row), filters))
             if removed:
                 self._rewrite(fd, header, (row for row in _iter_rows(fd, header, 0)

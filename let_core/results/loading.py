@@ -200,7 +200,9 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             message = str(exc).lower()
             if "straddling" in message and block_size is None:
                 block_size = min(max(len(data) + 1, 1 << 20), (1 << 31) - 1)
-            elif "utf8" in message and not replaced:
+            elif not replaced and ("utf8" in message or not _is_utf8(data)):
+                # (An invalid row that is not UTF-8 fails inside Arrow's row handler, which
+                # then reports a parse error: hence the check of the bytes themselves.)
                 data = pa.py_buffer(bytes(data).decode("utf-8", errors="replace").encode("utf-8"))
                 replaced = True
             elif typed:
@@ -229,6 +231,14 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
                   for c in missing}
         frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
     return frame
+
+
+def _is_utf8(data: Any) -> bool:
+    try:
+        bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _to_frame(table: Any) -> pd.DataFrame:
