@@ -46,7 +46,12 @@ def stores(draw: st.DrawFn) -> tuple[bytes, int, bool]:
         row[draw(st.sampled_from(["cpu_model", "country_name"]))] = text
         rows.append(row)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+    # csv quotes a bare carriage return only when asked to (QUOTE_MINIMAL looks for the line
+    # terminator): unquoted, it is a line break to every reader, i.e. a damaged file.
+    bare_cr = any("\r" in str(value) for row in rows for value in row.values())
+    quoting = csv.QUOTE_ALL if bare_cr else draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]))
+    writer = csv.DictWriter(buffer, fieldnames=columns, quoting=quoting,
+                            lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
     writer.writeheader()
     writer.writerows(rows)
     data = buffer.getvalue().encode("utf-8")

@@ -210,6 +210,13 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             else:
                 raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `let doctor` "
                                  "to see the damaged lines, `let doctor --repair` to set them aside.") from None
+    if skipped:
+        # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
+        # carriage return next to a long one, say). Before calling them malformed, read the
+        # file the slow, exact way; the store module's scanner also knows their line numbers.
+        slow, bad = _python_rows(store, header, included)
+        if slow is not None and slow.num_rows > table.num_rows:
+            table, typed, skipped = slow, False, bad
     frame = _to_frame(table)
     if not typed:
         for column in NUMERIC_COLUMNS:
@@ -231,6 +238,31 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
                   for c in missing}
         frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
     return frame
+
+
+def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[Any, list[int]]:
+    """The store read by Python's csv module: (text table of ``included`` columns, line
+    numbers of records that are not rows); (None, []) when the header changed meanwhile."""
+    import pyarrow as pa
+
+    from let_core.store import scan_lines
+
+    with store._locked(exclusive=False, create=False) as fd:
+        if fd is None or _read_header(fd) != header:
+            return None, []
+        indices = [header.index(c) for c in included]
+        columns: list[list[str]] = [[] for _ in indices]
+        bad: list[int] = []
+        for number, fields, valid in scan_lines(fd, header):
+            if len(fields) != len(header):
+                if fields:
+                    bad.append(number)
+                continue
+            if not valid:
+                fields = [f.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for f in fields]
+            for target, index in zip(columns, indices):
+                target.append(fields[index])
+    return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
 
 
 def _is_utf8(data: Any) -> bool:
