@@ -358,3 +358,34 @@ def test_rescued_run_in_the_message_is_a_real_path(tmp_path):
     path = re.search(r"saved to (\S+\.csv)", " ".join(str(w.message) for w in caught)).group(1)
     assert Path(path).parent == tmp_path / "let_home" / "recovered"
     assert [r["run_id"] for r in csv.DictReader(open(path))] == [run_id]
+
+
+# ----------------------------------------------------------------------------- 8. compaction
+COMPACTOR = textwrap.dedent("""
+    import sys
+    from let_core.dataset import compact, locate
+    report = compact(locate(sys.argv[1]))
+    print(report.files_before, report.files_after, report.rows)
+""")
+
+
+def test_two_compactions_serialise_and_readers_never_fail(let_home, monkeypatch):
+    from let_core.dataset import locate, write_run
+
+    location = locate(str(let_home / "runs"))
+    rows = [{"run_id": f"r{i}", "backend": "manual", "energy_consumed": 0.001, "project_name": "p",
+             "start_time": "2026-01-01T00:00:00+00:00"} for i in range(400)]
+    for row in rows:
+        write_run(location, [row])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    compactors = [subprocess.Popen([sys.executable, "-c", COMPACTOR, str(let_home / "runs")],
+                                   stdout=subprocess.PIPE, env=env) for _ in range(2)]
+    reads = []
+    while any(p.poll() is None for p in compactors):
+        reads.append(len(load_results(columns=["run_id"])))  # must never raise
+    outputs = [p.communicate()[0].split() for p in compactors]
+    assert [p.returncode for p in compactors] == [0, 0]
+    # One compaction merged 400 files; the other, after waiting for the lock, found one file.
+    assert sorted(o[:2] for o in outputs) == [[b"1", b"1"], [b"400", b"1"]]
+    assert set(reads) <= {400} and len(load_results()) == 400
+    assert len(list((let_home / "runs").rglob("*.parquet"))) == 1
