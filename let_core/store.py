@@ -308,3 +308,14 @@ def __getattr__(name: str) -> Any:
 
         return load_results
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def rescue_rows(rows: Sequence[Row]) -> str:
+    """Keep a run whose store is unwritable in a file of its own (the system temporary folder),
+    in the store's columns, so ``let merge FILE --into DIR`` adds it later. Returns the path."""
+    import tempfile
+
+    handle, path = tempfile.mkstemp(prefix="let-unsaved-run-", suffix=".csv")
+    with os.fdopen(handle, "wb") as out:
+        out.write(_encode(rows, STORE_COLUMNS, header=True))
+    return path
