@@ -221,7 +221,7 @@ class Store:
             return
         try:
             self._append(rows)
-        except LetError as exc:
+        except (LetError, OSError) as exc:
             raise StoreError(f"{exc} {self._rescue(rows)}") from exc
         self._fold_backups()
 
@@ -377,7 +377,7 @@ class Store:
         backups = self.backups()
         if not backups:
             return
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError, OSError):
             added = self.fold_backups(backups)
             if added:
                 warnings.warn(f"{self.path}: put back {added} row(s) from "
@@ -724,3 +724,4 @@ def __getattr__(name: str) -> Any:
 
         return load_results
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -225,12 +225,16 @@ class EnergyTracker:
         self._running = True
         return self
 
-    def stop(self, print_summary: bool | None = None) -> dict[str, Any]:
+    def stop(self, print_summary: bool | None = None, *, status: str = "ok", error: str = "") -> dict[str, Any]:
         """Stop the run, record it and return its result. Calling it again returns the same result.
 
         ``print_summary=False`` skips the printed statement for this run (LET 0.1.x's flag).
+        ``status="failed"`` with an ``error`` text records a run that did not succeed (``let run``
+        records a command's exit status this way).
         """
-        return self._stop(status="ok", error="", print_summary=print_summary)
+        if status not in ("ok", "failed"):
+            raise ConfigurationError(f"status must be 'ok' or 'failed', got {status!r}")
+        return self._stop(status=status, error=error, print_summary=print_summary)
 
     def _stop(self, status: str, error: str, print_summary: bool | None = None) -> dict[str, Any]:
         if not self._running:
@@ -242,7 +246,8 @@ class EnergyTracker:
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
         run = self._make_run(self._run_id, self._start_time, end_time, status, error, measurements)
         self.last_run = run
-        self._report(run, skip_statement=print_summary is False)
+        self._record(run)
+        self._report(run, print_summary=print_summary is not False)
         self._last_result = run.result()
         return self._last_result
 
@@ -255,14 +260,29 @@ class EnergyTracker:
                                                        duration_s=time.perf_counter() - t0))
                 continue
             try:
-                measurements.append(backend.stop())
+                measurement = backend.stop()
             except Exception as exc:
                 message = f"failed to stop: {type(exc).__name__}: {exc}"
                 warnings.warn(f"LET backend {name!r} {message}; the run is recorded without it.",
                               LetWarning, stacklevel=3)
-                measurements.append(Measurement.failed(name, message,
-                                                       duration_s=time.perf_counter() - t0))
+                measurement = Measurement.failed(name, message, duration_s=time.perf_counter() - t0)
+            measurements.append(validated(measurement, name, time.perf_counter() - t0))
         return measurements
+
+    def _record(self, run: Run) -> None:
+        """Append the run to the central store: the system of record, written by the core
+        itself before any reporter, whatever reporters are chosen. An unwritable store never
+        loses the run: it goes to a rescue file, and the warning says how to add it later."""
+        from let_core._version import __version__
+        from let_core.errors import StoreError
+        from let_core.store import Store
+
+        try:
+            Store(self.settings.output_dir).append(run.rows(__version__))
+        except StoreError as exc:
+            # The store has already kept the run in its rescue file; the message says where
+            # and how to put it back (`let doctor --repair`).
+            warnings.warn(str(exc), LetWarning, stacklevel=4)
 
     def _make_run(self, run_id: str, start: datetime, end: datetime, status: str, error: str,
                   measurements: list[Measurement], task: str = "") -> Run:
@@ -276,16 +296,23 @@ class EnergyTracker:
             params=self._params, environment=self._environment, error=error,
         )
 
-    def _report(self, run: Run, skip_statement: bool = False) -> None:
+    def _report(self, run: Run, print_summary: bool = True) -> None:
+        from let_core.results.loading import ResultsHandle
+
+        results = ResultsHandle(self.settings.output_dir, self.settings.output_uri)
         for reporter in self.reporters:
             name = _name_of(reporter)
-            if skip_statement and name == "statement":
+            # print_summary=False (LET 0.1.x's flag) silences reporters that print, whatever their name.
+            if not print_summary and getattr(reporter, "prints", False):
                 continue
             try:
-                reporter.report(run)
+                if _takes_results(reporter):
+                    reporter.report(run, results=results)  # type: ignore[call-arg]
+                else:
+                    reporter.report(run)
             except Exception as exc:
-                # A reporter never costs the user the run: the result is still returned and the
-                # other reporters (the central store first of all) still run.
+                # A reporter never costs the user the run: the result is still returned, the
+                # run is already in the central store, and the other reporters still run.
                 warnings.warn(f"LET reporter {name!r} failed for run {run.run_id}: "
                               f"{type(exc).__name__}: {exc}", LetWarning, stacklevel=4)
 
@@ -331,17 +358,27 @@ class EnergyTracker:
                     measurements.append(Measurement.failed(backend_name, failed[backend_name]))
                     continue
                 try:
-                    measurements.append(backend.task_stop(name))  # type: ignore[attr-defined]
+                    measurement = backend.task_stop(name)  # type: ignore[attr-defined]
                 except Exception as exc:
-                    measurements.append(Measurement.failed(
-                        backend_name, f"task failed to stop: {type(exc).__name__}: {exc}"))
+                    measurement = Measurement.failed(
+                        backend_name, f"task failed to stop: {type(exc).__name__}: {exc}")
+                measurements.append(validated(measurement, backend_name, time.perf_counter() - t0))
             end = start + timedelta(seconds=time.perf_counter() - t0)
             if measurements:
                 run = self._make_run(str(uuid.uuid4()), start, end, status, error, measurements, task=name)
-                self._report(run, skip_statement=True)
+                self._record(run)
+                self._report(run)
+
+    def _check_open(self, what: str) -> None:
+        if not self._running and self.last_run is not None:
+            # The run is recorded already; silently keeping the values would lose them.
+            raise LetError(f"{what}() after stop(): run {self.last_run.run_id} is already recorded, so "
+                           f"these values would be lost. Call {what}() before stop() (inside the "
+                           "`with` block), or pass metrics= to @track_energy.")
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Attach quality metrics (accuracy, loss, ...) to the current run."""
+        """Attach quality metrics (accuracy, loss, ...) to the current run (before ``stop()``)."""
+        self._check_open("log_metrics")
         for key, value in dict(metrics).items():
             if not isinstance(key, str) or not key:
                 raise ConfigurationError(f"metric names are non-empty strings, got {key!r}")
@@ -351,6 +388,7 @@ class EnergyTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Attach descriptive parameters (model, dataset, task, environment, n_samples, ...)."""
+        self._check_open("log_params")
         for key, value in dict(params).items():
             if not isinstance(key, str) or not key:
                 raise ConfigurationError(f"parameter names are non-empty strings, got {key!r}")
@@ -366,6 +404,58 @@ class EnergyTracker:
     @property
     def last_result(self) -> dict[str, Any] | None:
         return self._last_result
+
+
+#: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
+MAX_ENERGY_KWH = 1e6
+
+
+def validated(measurement: Any, name: str, duration_s: float) -> Measurement:
+    """A backend's result as the core accepts it, whatever plugin produced it: energies finite,
+    non-negative and below ``MAX_ENERGY_KWH``, coverage within 0..1. Anything else is recorded
+    as a failed measurement with the reason (a warning says so), never counted."""
+    if not isinstance(measurement, Measurement):
+        problem = f"returned {type(measurement).__name__}, not a Measurement"
+        warnings.warn(f"LET backend {name!r} {problem}; the run is recorded without it.", LetWarning, stacklevel=4)
+        return Measurement.failed(name, problem, duration_s=duration_s)
+    if measurement.error:
+        return measurement
+    problems = []
+    for field_name in ("energy_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh"):
+        value = getattr(measurement, field_name)
+        if value is None and field_name != "energy_kwh":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{field_name} is {value!r}, not a number")
+        elif not math.isfinite(value) or value < 0:
+            problems.append(f"{field_name} is {value!r}; energy must be finite and non-negative")
+        elif value > MAX_ENERGY_KWH:
+            problems.append(f"{field_name} is {value!r} kWh, above the sanity bound of {MAX_ENERGY_KWH:g} kWh")
+    coverage = measurement.coverage
+    if coverage is not None and (isinstance(coverage, bool) or not isinstance(coverage, (int, float))
+                                 or not 0 <= coverage <= 1):
+        problems.append(f"coverage is {coverage!r}, not a fraction between 0 and 1")
+    if problems:
+        reason = "invalid measurement: " + "; ".join(problems)
+        warnings.warn(f"LET backend {name!r} gave an {reason}; it is recorded as failed and not counted.",
+                      LetWarning, stacklevel=4)
+        return Measurement.failed(measurement.backend or name, reason, methodology=measurement.methodology,
+                                  kind=measurement.kind, duration_s=duration_s, hardware=measurement.hardware)
+    if coverage is not None and coverage < 1:
+        from let_core.results.counting import MIN_COVERAGE
+
+        note = (" Below half of the run, it is not presented as metered; the estimate is counted instead."
+                if coverage < MIN_COVERAGE else " The statement says so.")
+        warnings.warn(f"LET backend {name!r} metered only {math.floor(coverage * 100)}% of the run "
+                      f"({measurement.gap_count} gap(s), {measurement.gap_seconds:.1f} s interpolated).{note}",
+                      LetWarning, stacklevel=4)
+    return measurement
+
+
+def _takes_results(reporter: Any) -> bool:
+    """Whether ``reporter.report`` accepts the read handle (``report(run, results=...)``)."""
+    code = getattr(getattr(reporter.report, "__func__", reporter.report), "__code__", None)
+    return code is not None and "results" in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
 
 
 def _close_backends(backends: tuple[Backend, ...]) -> None:

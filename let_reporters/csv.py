@@ -1,15 +1,16 @@
-"""The central store reporter: every run's rows appended to ``emissions.csv`` (the system of record)."""
+"""``csv``: exports stored runs as an emissions.csv-shaped file (``let export csv FILE``).
+
+Recording runs is not this reporter's job: the core appends every run to the central store
+itself, before any reporter runs, whatever reporters are chosen.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from let_core._version import __version__
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Run
-from let_core.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,12 +18,10 @@ if TYPE_CHECKING:
 
 class CsvReporter:
     name: ClassVar[str] = "csv"
-    auto: ClassVar[bool] = True
+    auto: ClassVar[bool] = False
     order: ClassVar[int] = 0
-    description: ClassVar[str] = "the central store, emissions.csv in LET_HOME or output_dir"
-
-    def __init__(self, directory: Path) -> None:
-        self.store = Store(directory)
+    description: ClassVar[str] = ("exports stored runs as an emissions.csv-shaped file; every run is "
+                                  "recorded in the central store by the core anyway")
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
@@ -30,12 +29,10 @@ class CsvReporter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CsvReporter:
-        return cls(settings.output_dir)
+        return cls()
 
     def report(self, run: Run) -> None:
-        # The store writes the run completely or keeps it in its rescue file, and its
-        # StoreError says where.
-        self.store.append(run.rows(__version__))
+        """Nothing to do per run: the core has already appended it to the central store."""
 
     def export(self, results: pd.DataFrame, destination: str) -> None:
         """Write a result set as an emissions.csv-shaped file.

@@ -48,14 +48,14 @@ def test_results_by_project_and_backend(let_home: Path) -> None:
     result = runner.invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours"]
+    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours", "metered"]
     assert lines[2].split()[:4] == ["a", "2", "2.000000", "0.800000"]
     assert lines[3].split()[:4] == ["b", "1", "2.000000", "0.800000"]
     assert lines[4].split()[:4] == ["total", "3", "4.000000", "1.600000"]
     assert len({len(line) for line in lines[:2]}) == 1  # aligned columns
     rows = _json_lines(runner.invoke(cli, ["results", "--by", "backend", "--json"]).output)
     assert rows == [{"backend": "manual", "runs": 3, "kwh": pytest.approx(4.0), "kg": pytest.approx(1.6),
-                     "hours": pytest.approx(rows[0]["hours"])}]
+                     "hours": pytest.approx(rows[0]["hours"]), "coverage": None}]
 
 
 def test_estimate_and_metered_of_one_run_are_not_added(let_home: Path) -> None:
@@ -199,7 +199,8 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
     rows = []
     for run in range(400):
         for _ in range(int(rng.integers(1, 6))):
-            rows.append({"run_id": f"run-{run:04d}", "kind": str(rng.choice(["estimate", "metered"])),
+            rows.append({"run_id": f"run-{run:04d}", "backend": f"b{len(rows)}",
+                         "kind": str(rng.choice(["estimate", "metered"])),
                          "scope": str(rng.choice(scopes)), "task": "",
                          "energy_consumed": float(rng.choice([np.nan, 1.0, 2.0, 3.0]))})
     order = rng.permutation(len(rows))  # a run's rows need not be contiguous in a merged frame

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from let_core.results.cache import cached_totals
     from let_core.results.counting import (AGGREGATE_COLUMNS, TOTALS_COLUMNS, KindTotals, Totals,
                                            aggregate, counted_rows, frame_totals)
-    from let_core.results.loading import load_results
+    from let_core.results.loading import ResultsHandle, counted_totals, load_results
 
 _EXPORTS = {
     "load_results": "let_core.results.loading",
+    "counted_totals": "let_core.results.loading",
+    "ResultsHandle": "let_core.results.loading",
     "cached_totals": "let_core.results.cache",
     "Totals": "let_core.results.counting",
     "KindTotals": "let_core.results.counting",

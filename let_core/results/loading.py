@@ -12,6 +12,8 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from attrs import frozen
+
 from let_core.errors import LetWarning, StoreError
 from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS, legacy_fields
 from let_core.store import Store, _check_filters, _data_end, _read_header
@@ -19,19 +21,27 @@ from let_core.store import Store, _check_filters, _data_end, _read_header
 if TYPE_CHECKING:
     import pandas as pd
 
+    from let_core.results.counting import Totals
+
 
 def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                  user: str | None = None, hostname: str | None = None, *,
                  dataset: str | os.PathLike[str] | None = None,
-                 columns: Sequence[str] | None = None) -> pd.DataFrame:
+                 columns: Sequence[str] | None = None, latest_only: bool = True) -> pd.DataFrame:
     """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
 
     Reads the central CSV store and the Parquet dataset together (``dataset=``, else
     ``LET_DATASET``, else ``<store>/runs``; an ``output_dir`` URI such as ``s3://bucket/let``
-    is the dataset, the CSV store then being ``$LET_HOME``'s), keeping one row per
-    (run_id, backend, task), the CSV store's first. Reads LET 1.x, LET 0.1.x and plain
-    CodeCarbon files alike: older rows get LET's columns (project, user and host from
+    is the dataset, the CSV store then being ``$LET_HOME``'s). Reads LET 1.x, LET 0.1.x and
+    plain CodeCarbon files alike: older rows get LET's columns (project, user and host from
     ``experiment_id``; backend ``codecarbon``).
+
+    ``latest_only=True`` (the default, what statements and totals count) keeps one row per
+    (run_id, backend, task): CodeCarbon writes cumulative checkpoint rows while a run goes on,
+    so the row of the largest duration (the last among equals) holds the whole run; the same
+    run in the CSV store and the dataset is kept once. ``latest_only=False`` gives every row.
+    ``timestamp`` and ``start_time`` are timezone-aware datetimes (UTC; CodeCarbon's naive
+    times are taken as UTC).
 
     Logged metrics and params stay in their JSON columns ``metrics`` / ``params`` and are also
     expanded into one column each, named as MLflow does: ``metrics.accuracy``, ``params.model``.
@@ -41,16 +51,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     """
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     _check_filters(filters)
-    from let_core.dataset import default_root, is_uri
-
-    if is_uri(output_dir) and not str(output_dir).startswith("file://"):
-        dataset, output_dir = dataset or str(output_dir), None
-    elif isinstance(output_dir, str) and output_dir.startswith("file://"):
-        output_dir = output_dir[len("file://"):]
-    store = Store(output_dir)
-    if store.directory.is_file():
-        raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
-                         f"holding emissions.csv), e.g. {store.directory.parent}")
+    store, root = sources(output_dir, dataset)
     import pandas as pd
 
     frames = []
@@ -62,21 +63,24 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if columns is not None:
             # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
             # the dataset and its deduplication, where every column costs a copy.
-            keep = set(columns) | set(_DEDUP_KEYS)
+            keep = set(columns) | set(_DEDUP_KEYS) | {"duration"}
             frame = frame[[c for c in frame.columns if c in keep]]
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
         raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
-    parquet = _read_dataset(dataset or default_root(store.directory), filters,
-                            None if columns is None else set(columns) | set(_DEDUP_KEYS))
+    parquet = _read_dataset(root, filters,
+                            None if columns is None else set(columns) | set(_DEDUP_KEYS) | {"duration"})
     if parquet is not None:
         frames.append(parquet)
     if not frames:
-        return pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
-    if len(frames) == 1 and parquet is None:
-        frame = frames[0]
-    else:
-        frame = _deduplicate(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+        empty = pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
+        return empty if columns is None else empty[[c for c in empty.columns if c in set(columns)]]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if latest_only:
+        frame = _deduplicate(frame)
+    for column in _TIME_COLUMNS:
+        if column in frame:
+            frame[column] = _datetimes(frame[column])
     # A fresh RangeIndex, not reset_index(): that copies and consolidates every column (1 s at 1M rows).
     frame.index = pd.RangeIndex(len(frame))
     for column in ("metrics", "params"):
@@ -85,6 +89,57 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     if columns is not None:
         frame = frame[[c for c in frame.columns if c in set(columns)]]
     return frame
+
+
+def sources(output_dir: str | os.PathLike[str] | None = None,
+            dataset: str | os.PathLike[str] | None = None) -> tuple[Store, str]:
+    """The CSV store and the dataset root that ``load_results`` (and so every statement and
+    table) reads for these arguments: an ``output_dir`` URI (``s3://bucket/let``) is the
+    dataset, the CSV store then being ``$LET_HOME``'s; ``file://`` is a local folder."""
+    from let_core.dataset import default_root, is_uri
+
+    if is_uri(output_dir) and not str(output_dir).startswith("file://"):
+        dataset, output_dir = dataset or str(output_dir), None
+    elif isinstance(output_dir, str) and output_dir.startswith("file://"):
+        output_dir = output_dir[len("file://"):]
+    store = Store(output_dir)
+    if store.directory.is_file():
+        raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
+                         f"holding emissions.csv), e.g. {store.directory.parent}")
+    return store, os.fspath(dataset) if dataset is not None else default_root(store.directory)
+
+
+def _dataset_present(root: str) -> bool:
+    from let_core.dataset import is_uri
+
+    if not is_uri(root):
+        return os.path.isdir(os.path.expanduser(root))  # no pyarrow needed to see a local folder
+    from let_core.dataset import exists, locate
+
+    return exists(locate(root))
+
+
+def where(output_dir: str | os.PathLike[str] | None = None,
+          dataset: str | os.PathLike[str] | None = None) -> str:
+    """Where ``load_results`` looks, in words (for "no stored runs match" messages)."""
+    store, root = sources(output_dir, dataset)
+    return f"{store.path} and the dataset {root}" if _dataset_present(root) else (
+        f"{store.path} (no Parquet dataset at {root})")
+
+
+def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                   user: str | None = None, hostname: str | None = None, *,
+                   dataset: str | os.PathLike[str] | None = None) -> Totals:
+    """What the runs ``load_results`` would return count for (``counting``): from the totals
+    cache when the CSV store is the only source, else vectorised over the projected columns."""
+    from let_core.results.cache import cached_totals
+    from let_core.results.counting import TOTALS_COLUMNS, frame_totals
+
+    store, root = sources(output_dir, dataset)
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    if not _dataset_present(root):
+        return cached_totals(store.directory, **filters)
+    return frame_totals(load_results(output_dir, **filters, dataset=dataset, columns=TOTALS_COLUMNS))
 
 
 def _read_dataset(root: str | os.PathLike[str], filters: Mapping[str, str | None],
@@ -104,13 +159,41 @@ _DEDUP_KEYS = ("run_id", "backend", "task")
 
 
 def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run_id, backend, task), the first kept; rows without a run id are all kept."""
+    """One row per (run_id, backend, task): the largest duration, the last among equals
+    (``counting.keep_latest``); rows without a run id are all kept."""
+    import numpy as np
+    import pandas as pd
+
     from let_core.keys import duplicated as duplicated_rows
+    from let_core.results.counting import keep_latest
 
     # Only rows whose run id repeats are compared in full: hashing three text columns of a
     # million rows cost more than reading them.
-    duplicated = duplicated_rows(frame, _DEDUP_KEYS)
-    return frame[~duplicated] if duplicated.any() else frame
+    repeated = duplicated_rows(frame, _DEDUP_KEYS)
+    if not repeated.any():
+        return frame
+    keys = frame[list(_DEDUP_KEYS)].astype(object).fillna("")
+    involved = np.flatnonzero((keys["run_id"] != "").to_numpy()
+                              & keys.duplicated(keep=False).to_numpy())
+    groups = np.asarray(pd.MultiIndex.from_frame(keys.iloc[involved]).factorize()[0], dtype=np.int64)
+    duration = (pd.to_numeric(frame["duration"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                if "duration" in frame else np.full(len(frame), np.nan))
+    drop = np.zeros(len(frame), dtype=bool)
+    drop[involved] = ~keep_latest(groups, duration[involved])
+    return frame[~drop]
+
+
+_TIME_COLUMNS = ("timestamp", "start_time")
+
+
+def _datetimes(values: pd.Series) -> pd.Series:
+    """ISO 8601 texts as timezone-aware UTC datetimes; blank or unparsable cells are NaT."""
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values
+    return pd.to_datetime(values.astype(object).where(values.notna() & (values != ""), None),
+                          errors="coerce", utc=True, format="ISO8601")
 
 
 def _expand_json(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -139,6 +222,8 @@ def _expand_json(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _pandas_dtype(column: str) -> str:
+    if column in _TIME_COLUMNS:
+        return "datetime64[ns, UTC]"
     return "float64" if column in NUMERIC_COLUMNS else "object"
 
 
@@ -334,3 +419,22 @@ def _arrow_text(series: pd.Series) -> Any:
     if array.type != pa.string():
         array = array.cast(pa.string())
     return array.fill_null("")
+
+
+@frozen
+class ResultsHandle:
+    """A read handle on stored results, handed to reporters beside each finished run: the same
+    sources and counting as ``load_results`` and ``paper_statement``. The core has appended the
+    run to the central store before any reporter runs, so no reporter depends on another."""
+
+    output_dir: str | os.PathLike[str] | None = None
+    dataset: str | None = None
+
+    def totals(self, project_name: str | None = None, user: str | None = None,
+               hostname: str | None = None) -> Totals:
+        return counted_totals(self.output_dir, project_name, user, hostname, dataset=self.dataset)
+
+    def frame(self, project_name: str | None = None, user: str | None = None, hostname: str | None = None,
+              columns: Sequence[str] | None = None) -> pd.DataFrame:
+        return load_results(self.output_dir, project_name, user, hostname, dataset=self.dataset,
+                            columns=columns)
