@@ -228,17 +228,22 @@ class Store:
     def _append(self, rows: Sequence[Row]) -> None:
         with self._locked(exclusive=True, create=True) as fd:
             assert fd is not None
-            header = _read_header(fd)
-            if header is None:
-                self._write_rows(fd, 0, _encode(rows, _columns_for(rows, STORE_COLUMNS), header=True))
-                return
-            _check_header(header, self.path)
-            wanted = _columns_for(rows, STORE_COLUMNS)
-            if not set(wanted) <= set(header):
-                self._migrate(fd, header, extra=wanted)
-                return self._append(rows)
-            start = _fix_tail(fd, header, self.path)
-            self._write_rows(fd, start, _encode(rows, header, header=False))
+            self._append_locked(fd, rows)
+
+    def _append_locked(self, fd: int, rows: Sequence[Row]) -> None:
+        header = _read_header(fd)
+        if header is None:
+            self._write_rows(fd, 0, _encode(rows, _columns_for(rows, STORE_COLUMNS), header=True))
+            return
+        _check_header(header, self.path)
+        wanted = _columns_for(rows, STORE_COLUMNS)
+        if not set(wanted) <= set(header):
+            self._migrate(fd, header, extra=wanted)
+            # The file was replaced: append to the new one, under its own lock (ours is on
+            # the old inode, which nobody else can lock any more).
+            return self._append(rows)
+        start = _fix_tail(fd, header, self.path)
+        self._write_rows(fd, start, _encode(rows, header, header=False))
 
     def _write_rows(self, fd: int, start: int, data: bytes) -> None:
         """Write ``data`` at the end (``start``) and fsync; on failure cut the file back to
@@ -410,16 +415,22 @@ class Store:
                 pending.append((path, state))
         if not pending:
             return 0
-        present = {_identity(row) for row in self.rows()}
-        new: list[dict[str, str]] = []
-        for path, _ in pending:
-            for row in read_rows_file(path):
-                key = _identity(row)
-                if key not in present:
-                    present.add(key)
-                    new.append(row)
-        if new:
-            self._append(new)
+        # Compare and append under one exclusive lock: two processes folding the same .bak at
+        # once must not both add its rows.
+        with self._locked(exclusive=True, create=True) as fd:
+            assert fd is not None
+            header = _read_header(fd)
+            present = ({_identity(_effective(row)) for row in _iter_rows(fd, header, 0)}
+                       if header is not None else set())
+            new: list[dict[str, str]] = []
+            for path, _ in pending:
+                for row in read_rows_file(path):
+                    key = _identity(row)
+                    if key not in present:
+                        present.add(key)
+                        new.append(row)
+            if new:
+                self._append_locked(fd, new)
         with contextlib.suppress(OSError):
             seen.update({str(path): state for path, state in pending})
             seen_file.parent.mkdir(parents=True, exist_ok=True)

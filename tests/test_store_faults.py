@@ -216,7 +216,7 @@ def test_oversized_fields_are_capped_when_written_and_load_when_foreign(let_home
     with open(path, "a", newline="", encoding="utf-8") as handle:
         csv.DictWriter(handle, fieldnames=STORE_COLUMNS, lineterminator="\n").writerow(row)
     assert len(load_results()) == 2
-    assert cached_totals(project_name="p").estimate.energy_kwh == pytest.approx(0.003)
+    assert cached_totals(project_name="p").energy_kwh == pytest.approx(0.003)
     for command in (["statement", "--project", "other"], ["statement", "--project", "p"],
                     ["cite"], ["delete", "--project", "q", "--yes"]):
         result = CliRunner().invoke(cli, command)
@@ -308,7 +308,7 @@ def test_last_line_without_newline_is_a_row_and_the_next_append_keeps_it(let_hom
     path = let_home / STORE_FILE
     path.write_bytes(path.read_bytes().rstrip(b"\n"))  # as CodeCarbon's examples/emissions.csv
     assert load_results()["run_id"].tolist() == ids
-    assert cached_totals(project_name="p").estimate.runs == 3
+    assert cached_totals(project_name="p").runs == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing torn: no warning
         ids.append(track()["run_id"])
@@ -389,3 +389,24 @@ def test_two_compactions_serialise_and_readers_never_fail(let_home, monkeypatch)
     assert sorted(o[:2] for o in outputs) == [[b"1", b"1"], [b"400", b"1"]]
     assert set(reads) <= {400} and len(load_results()) == 400
     assert len(list((let_home / "runs").rglob("*.parquet"))) == 1
+
+
+def test_io_error_mid_write_cuts_the_file_back_and_rescues_the_run(let_home, monkeypatch):
+    ids = [track()["run_id"] for _ in range(3)]
+    before = (let_home / STORE_FILE).read_bytes()
+    real_write = os.write
+
+    def failing_write(fd: int, data) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") != str(let_home / STORE_FILE):
+            return real_write(fd, data)  # the rescue file is on a healthy disk
+        real_write(fd, bytes(data)[:40])  # part of the line reaches the store, then EIO
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("let_core.store.os.write", failing_write)
+    with pytest.warns(LetWarning, match="Input/output error.*left as it was.*saved to"):
+        late = track()["run_id"]
+    monkeypatch.undo()
+    assert (let_home / STORE_FILE).read_bytes() == before  # no partial line left
+    assert stored_ids(let_home) == ids and rescued_ids(let_home) == [late]
+    doctor.repair()
+    assert stored_ids(let_home) == ids + [late]
