@@ -114,7 +114,7 @@ class Store:
         A migration or delete replaces the file; a writer that waited for the lock on the old
         inode would append to a file nobody reads, so it re-opens until both inodes match.
         Waiting is bounded (``LET_LOCK_TIMEOUT``): a stopped holder gives a StoreError naming
-        its PID, not a hang.
+        its PID (from the kernel's lock table), not a hang.
         """
         from let_core.config import lock_timeout
 
@@ -151,7 +151,6 @@ class Store:
                     current = None
                 if current is not None and current.st_ino == os.fstat(fd).st_ino:
                     if exclusive:
-                        self._note_holder()
                         self._clean_orphans()
                     yield fd
                     return
@@ -171,32 +170,35 @@ class Store:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 
-    def _holder_file(self) -> Path:
-        from let_core.config import cache_file
-
-        return cache_file("lock", self.path, ".pid")
-
-    def _note_holder(self) -> None:
-        # Best effort, under the exclusive lock: whoever times out waiting can name us.
-        with contextlib.suppress(OSError):
-            target = self._holder_file()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(str(os.getpid()))
+    def _lock_holders(self) -> list[int]:
+        """PIDs holding a lock on the store file, from the kernel's own table (/proc/locks on
+        Linux): the actual holder, not a note it might have failed to write. Empty elsewhere."""
+        try:
+            stat = os.stat(self.path)
+            key = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+            with open("/proc/locks", encoding="ascii", errors="replace") as table:
+                lines = table.readlines()
+        except OSError:
+            return []
+        holders = []
+        for line in lines:
+            parts = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 4554 fe:00:2197359 0 EOF"; waiters carry a "->".
+            if len(parts) >= 6 and parts[1] == "FLOCK" and "->" not in parts and parts[5] == key:
+                with contextlib.suppress(ValueError):
+                    holders.append(int(parts[4]))
+        return sorted(set(holders))
 
     def _lock_message(self) -> str:
         from let_core.config import lock_timeout
 
-        holder = ""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self._holder_file().read_text().strip())
-            try:
-                os.kill(pid, 0)
-                state = "running, or stopped: check it with `ps -o pid,stat,cmd -p " f"{pid}`"
-            except ProcessLookupError:
-                state = "no longer running; another process holds the lock now"
-            except PermissionError:
-                state = "running as another user"
-            holder = f" The last writer to hold it was PID {pid} ({state})."
+        holders = [pid for pid in self._lock_holders() if pid != os.getpid()]
+        if holders:
+            who = ", ".join(str(pid) for pid in holders)
+            holder = (f" It is held by PID {who}; `ps -o pid,stat,cmd -p {holders[0]}` shows it "
+                      "(state T: stopped).")
+        else:
+            holder = f" `fuser {self.path}` shows who holds it."
         return (f"gave up waiting {lock_timeout():g} s for the lock of the LET store {self.path}."
                 f"{holder} Resume (kill -CONT) or end the process holding it, or set "
                 "LET_LOCK_TIMEOUT to wait longer.")

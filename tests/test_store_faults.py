@@ -110,7 +110,7 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
     monkeypatch.setattr("let_core.store.os.write", short_write)
     ids = [track(tmp_path)["run_id"] for _ in range(5)]
     assert len(calls) > 5 * 2  # every append needed several writes
-    monkeypatch.undo()
+    monkeypatch.setattr("let_core.store.os.write", real_write)  # (undo() would drop LET_HOME too)
     assert stored_ids(tmp_path) == ids
 
 
@@ -403,10 +403,11 @@ def test_io_error_mid_write_cuts_the_file_back_and_rescues_the_run(let_home, mon
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr("let_core.store.os.write", failing_write)
-    with pytest.warns(LetWarning, match="Input/output error.*left as it was.*saved to"):
+    with pytest.warns(LetWarning, match="Input/output error.*left as it was.*saved to") as caught:
         late = track()["run_id"]
-    monkeypatch.undo()
+    monkeypatch.setattr("let_core.store.os.write", real_write)  # (undo() would drop LET_HOME too)
     assert (let_home / STORE_FILE).read_bytes() == before  # no partial line left
-    assert stored_ids(let_home) == ids and rescued_ids(let_home) == [late]
+    assert stored_ids(let_home) == ids, caught
+    assert rescued_ids(let_home) == [late], [str(w.message) for w in caught]
     doctor.repair()
     assert stored_ids(let_home) == ids + [late]
