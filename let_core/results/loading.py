@@ -300,8 +300,10 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         # carriage return next to a long one, say). Before calling them malformed, read the
         # file the slow, exact way; the store module's scanner also knows their line numbers.
         slow, bad = _python_rows(store, header, included)
-        if slow is not None and slow.num_rows > table.num_rows:
-            table, typed, skipped = slow, False, bad
+        if slow is not None:
+            if slow.num_rows > table.num_rows:
+                table, typed = slow, False
+            skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
     frame = _to_frame(table)
     if not typed:
         for column in NUMERIC_COLUMNS:
@@ -310,6 +312,12 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     if replaced:
         warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
+    from let_core.store import header_problem
+
+    damaged = header_problem(header)
+    if damaged is not None:
+        warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
+                      "misread. Run `let doctor`.", LetWarning, stacklevel=3)
     if skipped:
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
