@@ -17,10 +17,12 @@ import contextlib
 import csv
 import errno
 import fcntl
+import functools
 import io
 import math
 import os
 import re
+import stat
 import sys
 import time
 import warnings
@@ -59,6 +61,8 @@ def _cell(value: Any, raw: bool = False) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else ""
     text = value if isinstance(value, str) else str(value)
+    if not text or (text.isprintable() and len(text) <= MAX_FIELD_CHARS):
+        return text  # the common case: nothing to replace, escape or cut
     if "\n" in text or "\r" in text:
         text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     if raw:
@@ -124,9 +128,6 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the LET store folder {self.directory}: {exc}. "
                                  "Set LET_HOME or output_dir= to a writable folder.") from exc
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder, not the store file; move it aside "
-                             "(LET creates emissions.csv itself)")
         flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
         if not exclusive and not create:
             flags = os.O_RDONLY
@@ -140,10 +141,16 @@ class Store:
                                      "retry") from None
                 yield None
                 return
+            except IsADirectoryError:
+                raise StoreError(f"{self.path} is a folder, not the store file; move it aside "
+                                 "(LET creates emissions.csv itself)") from None
             except OSError as exc:
                 raise StoreError(f"cannot open the LET store {self.path}: {exc}. Check its "
                                  "permissions, or set LET_HOME / output_dir= elsewhere.") from exc
             try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):  # O_RDONLY opens a folder without error
+                    raise StoreError(f"{self.path} is a folder, not the store file; move it aside "
+                                     "(LET creates emissions.csv itself)")
                 self._flock(fd, exclusive, deadline)
                 try:
                     current = os.stat(self.path)
@@ -174,8 +181,8 @@ class Store:
         """PIDs holding a lock on the store file, from the kernel's own table (/proc/locks on
         Linux): the actual holder, not a note it might have failed to write. Empty elsewhere."""
         try:
-            stat = os.stat(self.path)
-            key = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+            info = os.stat(self.path)
+            key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
             with open("/proc/locks", encoding="ascii", errors="replace") as table:
                 lines = table.readlines()
         except OSError:
@@ -409,10 +416,10 @@ class Store:
         pending = []
         for path in backups:
             try:
-                stat = path.stat()
+                info = path.stat()
             except OSError:
                 continue
-            state = [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+            state = [info.st_ino, info.st_size, info.st_mtime_ns]
             if seen.get(str(path)) != state:
                 pending.append((path, state))
         if not pending:
@@ -558,10 +565,13 @@ def header_problem(header: Sequence[str]) -> str | None:
     """Why a header cannot be mapped to LET's columns, or None."""
     if any(not name.strip() for name in header):
         return "it has an empty column name"
-    damaged = [name for name in header if _CONTROL.search(name) or "\ufffd" in name]
+    joined = "".join(header)
+    damaged = ([name for name in header if _CONTROL.search(name) or "\ufffd" in name]
+               if _CONTROL.search(joined) or "\ufffd" in joined else [])
     if damaged:
         return f"column name(s) {damaged[:3]!r} hold control characters or invalid bytes"
-    duplicates = sorted({name for name in header if list(header).count(name) > 1})
+    duplicates = (sorted({name for name in header if list(header).count(name) > 1})
+                  if len(set(header)) < len(header) else [])
     if duplicates:
         return f"column(s) {duplicates[:3]} appear twice"
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -570,8 +580,13 @@ def header_problem(header: Sequence[str]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_header_problem(header: tuple[str, ...]) -> str | None:
+    return header_problem(header)
+
+
 def _check_header(header: Sequence[str], path: Path) -> None:
-    problem = header_problem(header)
+    problem = _cached_header_problem(tuple(header))
     if problem is not None:
         raise StoreError(f"the header of {path} is damaged or not an emissions file's ({problem}); "
                          "LET does not write to a file it does not understand. Run `let doctor` to "

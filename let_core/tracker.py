@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Ty
 from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Backend, Reporter, Settings
-from let_core.records import Measurement, Run
+from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
     from let_core.plugins import PluginKind
@@ -406,8 +406,6 @@ class EnergyTracker:
         return self._last_result
 
 
-#: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
-MAX_ENERGY_KWH = 1e6
 
 
 def validated(measurement: Any, name: str, duration_s: float) -> Measurement:
