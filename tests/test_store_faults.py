@@ -411,3 +411,19 @@ def test_io_error_mid_write_cuts_the_file_back_and_rescues_the_run(let_home, mon
     assert rescued_ids(let_home) == [late], [str(w.message) for w in caught]
     doctor.repair()
     assert stored_ids(let_home) == ids + [late]
+
+
+def test_compaction_removes_a_killed_writers_old_temporary_files_only(let_home):
+    from let_core.dataset import compact, locate, write_run
+
+    location = locate(str(let_home / "runs"))
+    write_run(location, [{"run_id": "r", "backend": "manual", "energy_consumed": 0.1, "project_name": "p",
+                          "start_time": "2026-01-01T00:00:00+00:00"}])
+    partition = next((let_home / "runs").glob("project=p/year=*"))
+    old, fresh = partition / ".r1.parquet.abc.tmp", partition / ".r2.parquet.def.tmp"
+    old.write_bytes(b"half a file")
+    fresh.write_bytes(b"a writer at work")
+    os.utime(old, (os.path.getatime(old) - 7200, os.path.getmtime(old) - 7200))
+    compact(location)
+    assert not old.exists() and fresh.exists()
+    assert len(load_results()) == 1
