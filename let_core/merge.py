@@ -28,7 +28,8 @@ class FileReport:
     path: str
     rows: int
     added: int
-    duplicates: int
+    duplicates: int  # rows the store (or an earlier file) already holds
+    checkpoints: int = 0  # earlier cumulative rows of a CodeCarbon run, folded into its last row
 
 
 @frozen
@@ -44,11 +45,21 @@ class MergeReport:
     def duplicates(self) -> int:
         return sum(f.duplicates for f in self.files)
 
+    @property
+    def checkpoints(self) -> int:
+        return sum(f.checkpoints for f in self.files)
+
     def summary(self) -> str:
-        lines = [f"{f.path}: {f.rows} row(s), {f.added} added, {f.duplicates} already there"
-                 for f in self.files]
+        lines = []
+        for f in self.files:
+            line = f"{f.path}: {f.rows} row(s), {f.added} added, {f.duplicates} already in the store"
+            if f.checkpoints:
+                line += (f", {f.checkpoints} earlier checkpoint row(s) of the same run(s) not added "
+                         "(CodeCarbon's rows of one run are cumulative: its last row holds the run)")
+            lines.append(line)
         lines.append(f"merged {self.added} new row(s) from {len(self.files)} file(s) into {self.into}"
-                     f" ({self.duplicates} duplicate(s) skipped)")
+                     f" ({self.duplicates} duplicate(s) of stored rows skipped"
+                     + (f", {self.checkpoints} checkpoint row(s) folded" if self.checkpoints else "") + ")")
         return "\n".join(lines)
 
 
@@ -92,6 +103,25 @@ def _rows(path: Path, header: list[str]) -> Iterable[dict[str, str]]:
             yield {**row, **legacy_fields(row)} if is_legacy(row) else row
 
 
+def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per (run_id, backend, task): CodeCarbon writes cumulative checkpoint rows while
+    a run goes on, so the row of the largest duration (the last among equals) is the run, as
+    ``load_results`` and the statement count it."""
+    from let_core.results.counting import _known_duration
+
+    best: dict[tuple[str, ...], int] = {}
+    for index, row in enumerate(rows):
+        key = _key(row)
+        if key[0] != "id":
+            best[key + (str(index),)] = index
+            continue
+        previous = best.get(key)
+        if previous is None or _known_duration(row) >= _known_duration(rows[previous]):
+            best[key] = index
+    keep = set(best.values())
+    return [row for index, row in enumerate(rows) if index in keep]
+
+
 def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str]) -> MergeReport:
     """Append every row of ``files`` that ``into``'s store lacks; returns what was merged.
 
@@ -109,17 +139,18 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
     seen = {_key(row) for row in store.rows()}
     reports = []
     for path, header in zip(paths, headers):
+        rows = list(_rows(path, header))
+        latest = _latest_checkpoints(rows)
         new: list[dict[str, str]] = []
-        total = 0
-        for row in _rows(path, header):
-            total += 1
+        for row in latest:
             key = _key(row)
             if key in seen:
                 continue
             seen.add(key)
             new.append(row)
         store.append(new)
-        reports.append(FileReport(str(path), total, len(new), total - len(new)))
+        reports.append(FileReport(str(path), len(rows), len(new), len(latest) - len(new),
+                                  len(rows) - len(latest)))
     return MergeReport(str(store.path), tuple(reports))
 
 

@@ -78,9 +78,9 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if latest_only:
         frame = _deduplicate(frame)
-    for column in _TIME_COLUMNS:
-        if column in frame:
-            frame[column] = _datetimes(frame[column])
+    times = {column: _datetimes(frame[column]) for column in _TIME_COLUMNS if column in frame}
+    if times:
+        frame = frame.assign(**times)
     # A fresh RangeIndex, not reset_index(): that copies and consolidates every column (1 s at 1M rows).
     frame.index = pd.RangeIndex(len(frame))
     for column in ("metrics", "params"):
