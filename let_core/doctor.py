@@ -19,15 +19,14 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from attrs import define, frozen
 
 from let_core.config import recovery_file
 from let_core.errors import StoreError
 from let_core.records import STORE_COLUMNS
-from let_core.store import (REWRITE_PREFIX, REWRITE_SUFFIX, Store, _data_end, _effective,
-                            _header_length, _identity, _quarantine, _read_header, _tail,
+from let_core.store import (REWRITE_PREFIX, REWRITE_SUFFIX, Store, _data_end,
+                            _identity, _quarantine, _read_header, _tail,
                             header_problem, read_rows_file, scan_lines)
 
 
@@ -330,23 +329,9 @@ def _repair_siblings(store: Store) -> list[str]:
     rescue = recovery_file("rescue", store.path)
     sources = list(store.backups()) + ([rescue] if rescue.exists() else [])
     if sources:
-        # A rescue file is read again in full each time (it is small); a .bak once per state.
-        present = {_identity(row) for row in store.rows()}
-        new: list[dict[str, Any]] = []
-        for source in sources:
-            try:
-                rows = read_rows_file(source)
-            except StoreError as exc:
-                actions.append(f"could not read {source}: {exc}")
-                continue
-            for row in rows:
-                key = _identity(row)
-                if key not in present:
-                    present.add(key)
-                    new.append(_effective(row))
-        if new:
-            store._append(new)
-            actions.append(f"put {len(new)} row(s) from {', '.join(str(s) for s in sources)} into "
+        added = store.fold_backups(sources)  # the same fold as the next append's, by run id
+        if added:
+            actions.append(f"put {added} row(s) from {', '.join(str(s) for s in sources)} into "
                            f"{store.path} (those files are kept)")
     from let_core.results import cache
 

@@ -400,8 +400,10 @@ class Store:
                               LetWarning, stacklevel=3)
 
     def fold_backups(self, backups: Sequence[Path] | None = None) -> int:
-        """Append the rows of ``backups`` that the store lacks (by run id, backend and task;
-        rows without a run id by their whole content); returns how many. Deletes nothing."""
+        """Append the rows of ``backups`` (CodeCarbon .bak files, the rescue file) that the
+        store lacks (by run id, backend and task; rows without a run id by their whole
+        content); returns how many. Each file is read again only when it changed. Deletes
+        nothing."""
         import json
 
         from let_core.config import cache_file
