@@ -669,10 +669,13 @@ def _iter_rows(fd: int, header: list[str], offset: int,
 
 def _columns_for(rows: Sequence[Row], base: Sequence[str]) -> list[str]:
     """``base`` and any further keys the rows carry (rows from another tool's file)."""
+    known = set(base)
+    if all(known.issuperset(row) for row in rows):
+        return list(base)  # the common case: a run's own rows
     extra: dict[str, None] = {}
     for row in rows:
         for key in row:
-            if key not in base:
+            if key not in known:
                 extra[key] = None
     return list(base) + list(extra)
 
