@@ -247,6 +247,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         # Only the rows: a killed writer's torn last line is not one (a last line without its
         # line break that parses is, as many tools write files that way).
         end = 0 if header is None else _data_end(fd, len(header))
+        torn = 0 if header is None else os.fstat(fd).st_size - end
         with pa.memory_map(str(store.path)) as mapped:
             data = mapped.read_buffer(end)
     if header is None:
@@ -313,6 +314,11 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
     from let_core.store import header_problem
+
+    if torn:
+        warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
+                      "writer) and is not a row; the next append or `let doctor --repair` moves it "
+                      "to the quarantine file", LetWarning, stacklevel=3)
 
     damaged = header_problem(header)
     if damaged is not None:
