@@ -277,9 +277,9 @@ def doctor(output_dir: str | None, dataset: str | None, repair: bool) -> None:
     problems remain."""
     from let_core import doctor as checks
 
-    report = checks.repair(output_dir, dataset) if repair else checks.diagnose(output_dir, dataset)
+    report = checks.repair(output_dir, dataset) if repair else checks.check(output_dir, dataset)
     for action in report.actions:
-        click.echo(f"repaired: {action}")
+        click.echo(f"{'repaired' if repair else 'done'}: {action}")
     for finding in report.findings:
         click.echo(str(finding))
     if report.problems:

@@ -247,6 +247,27 @@ def _dataset_findings(store: Store, dataset: str | os.PathLike[str] | None) -> l
     return found
 
 
+def check(output_dir: str | os.PathLike[str] | None = None,
+          dataset: str | os.PathLike[str] | None = None) -> Report:
+    """``let doctor``: diagnose, after folding CodeCarbon ``.bak`` rows back in as the next
+    append would (only adds rows the store lacks; deletes nothing)."""
+    store = Store(output_dir)
+    actions = []
+    backups = store.backups() if store.path.is_file() else []
+    if backups:
+        try:
+            added = store.fold_backups(backups)
+        except StoreError as exc:
+            added = 0
+            actions.append(f"could not put back the rows of {', '.join(p.name for p in backups)}: {exc}")
+        if added:
+            actions.append(f"put back {added} row(s) from {', '.join(p.name for p in backups)} "
+                           "(moved aside by CodeCarbon or LET 0.1.x on a header change; kept)")
+    report = diagnose(output_dir, dataset)
+    report.actions = actions
+    return report
+
+
 # ----------------------------------------------------------------------------- repair
 def repair(output_dir: str | os.PathLike[str] | None = None,
            dataset: str | os.PathLike[str] | None = None) -> Report:

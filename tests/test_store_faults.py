@@ -336,6 +336,19 @@ def test_codecarbon_backup_of_a_let_store_is_folded_back_once(let_home):
     assert not [f for f in doctor.diagnose().problems if ".bak" in str(f.path)]
 
 
+def test_let_doctor_folds_a_codecarbon_backup_too(let_home):
+    ids = [track()["run_id"] for _ in range(2)]
+    os.rename(let_home / STORE_FILE, let_home / f"{STORE_FILE}.bak")
+    ids.append(track()["run_id"])
+    os.utime(let_home / f"{STORE_FILE}.bak")  # (the append above folded it; make it look new)
+    Store().delete()  # an explicit delete: the store is empty, the .bak still holds 2 rows
+    assert stored_ids(let_home) == []
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0 and "put back 2 row(s) from emissions.csv.bak" in result.output
+    assert sorted(stored_ids(let_home)) == sorted(ids[:2])
+    assert "put back" not in CliRunner().invoke(cli, ["doctor"]).output  # said once
+
+
 def test_numbered_backups_are_found_like_codecarbon_names_them(let_home, tmp_path):
     ids = [track()["run_id"]]
     for name in (f"{STORE_FILE}.bak", f"{STORE_FILE}_0.bak", f"{STORE_FILE}_1.bak"):
