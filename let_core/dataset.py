@@ -208,19 +208,6 @@ def _write_table(location: Location, partition: str, name: str, table: pa.Table)
     return final
 
 
-def write_rows(location: Location, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write many stored rows (an export of the CSV store): one file per partition, per call."""
-    by_partition: dict[str, list[Mapping[str, Any]]] = {}
-    count = 0
-    for row in rows:
-        by_partition.setdefault(partition_of(row), []).append(row)
-        count += 1
-    for partition, part_rows in by_partition.items():
-        _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
-                     table_from_rows(part_rows))
-    return count
-
-
 # ----------------------------------------------------------------------------- reading
 def _dataset(location: Location) -> Any:
     import pyarrow as pa
