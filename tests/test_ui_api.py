@@ -10,9 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from let_core.merge import aggregate, frame_totals
+from let_core.results import aggregate, frame_totals, load_results
 from let_core.statement import statement_from_totals
-from let_core.store import load_results
 from let_core.ui.app import create_app
 from let_core.ui.data import Dashboard, SORT_COLUMNS
 from tests.ui_store import build_store

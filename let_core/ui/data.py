@@ -44,7 +44,7 @@ MAX_GROUPS = 50
 
 
 def ui_columns() -> tuple[str, ...]:
-    from let_core.merge import AGGREGATE_COLUMNS
+    from let_core.results import AGGREGATE_COLUMNS
 
     return tuple(dict.fromkeys(AGGREGATE_COLUMNS + TABLE_COLUMNS + ("status", "user")))
 
@@ -262,7 +262,7 @@ class Dashboard:
     def _load(self) -> pd.DataFrame:
         if self._loader is not None:
             return self._loader()
-        from let_core.store import load_results
+        from let_core.results import load_results
 
         return load_results(self.store.directory, dataset=self.dataset, columns=ui_columns())
 
@@ -332,7 +332,8 @@ class Dashboard:
         import pandas as pd
 
         from let_core.keys import row_codes
-        from let_core.merge import aggregate, counted_rows, primary_rows
+        from let_core.results import aggregate, counted_rows
+        from let_core.results.counting import primary_rows
 
         frame = self._subset(filters)
         result: dict[str, Any] = {"filter": filters.describe(), "rows": len(frame)}
@@ -375,7 +376,7 @@ class Dashboard:
         return self._cached(("statement", id(data), filters.key()), lambda: self._statement(filters))
 
     def _statement(self, filters: Filters) -> dict[str, Any]:
-        from let_core.merge import frame_totals
+        from let_core.results import frame_totals
         from let_core.statement import bibtex, cited_keys, statement_from_totals
 
         totals = frame_totals(self._subset(filters))
