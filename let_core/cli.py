@@ -266,6 +266,35 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
 
 
 @cli.command()
+@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder to check (default: LET_HOME).")
+@click.option("--dataset", default=None, help="Dataset folder to check too (default: LET_DATASET or STORE/runs).")
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed without losing a row (the store is backed up first).")
+def doctor(output_dir: str | None, dataset: str | None, repair: bool) -> None:
+    """Check the store line by line: header, torn or malformed lines, encoding, totals cache,
+    CodeCarbon .bak files, rescued runs, temporary files, dataset files. Exit status 1 while
+    problems remain."""
+    from let_core import doctor as checks
+
+    report = checks.repair(output_dir, dataset) if repair else checks.check(output_dir, dataset)
+    for action in report.actions:
+        click.echo(f"{'repaired' if repair else 'done'}: {action}")
+    for finding in report.findings:
+        click.echo(str(finding))
+    if report.problems:
+        hint = "" if repair else "; `let doctor --repair` fixes what it can without losing a row"
+        raise click.ClickException(f"{len(report.problems)} problem(s){hint}")
+    click.echo(f"{_store_path(output_dir)}: no problems found")
+
+
+def _store_path(output_dir: str | None) -> str:
+    from let_core.store import Store
+
+    return str(Store(output_dir).path)
+
+
+@cli.command()
 @filter_options
 @click.option("--all", "all_keys", is_flag=True, help="Every BibTeX entry LET knows.")
 def cite(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,

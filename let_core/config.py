@@ -16,6 +16,7 @@ and the CLI cannot disagree about it.
 | ``LET_COUNTRY``         | ISO country code when ``country_iso_code=`` is not given        |
 | ``LET_CARBON_INTENSITY``| gCO2/kWh when ``carbon_intensity=`` is not given                |
 | ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
+| ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
 """
 
 from __future__ import annotations
@@ -47,11 +48,46 @@ def cache_dir() -> Path:
     return Path(value).expanduser() if value else let_home() / "cache"
 
 
+def _store_key(store_path: str | os.PathLike[str]) -> str:
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(store_path)))
+    return hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
 def cache_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".json") -> Path:
     """A cache file for one store, keyed by the store's absolute path (a digest, so any path fits)."""
-    absolute = os.path.abspath(os.path.expanduser(os.fspath(store_path)))
-    digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    return cache_dir() / f"{kind}-{digest}{suffix}"
+    return cache_dir() / f"{kind}-{_store_key(store_path)}{suffix}"
+
+
+def recovery_dir() -> Path:
+    """Where LET keeps what it could not put in a store: ``$LET_HOME/recovered``.
+
+    Data, not a cache (never cleaned by LET), and never a user's ``output_dir``.
+    """
+    return let_home() / "recovered"
+
+
+def recovery_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".csv") -> Path:
+    """A recovery file for one store (``rescue``: runs that could not be appended;
+    ``quarantine``: lines that could not be parsed; ``backup``), keyed like the caches but
+    named after the store's folder so a person can tell them apart."""
+    folder = Path(os.path.abspath(os.path.expanduser(os.fspath(store_path)))).parent.name or "root"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in folder)[:40]
+    return recovery_dir() / f"{kind}-{safe}-{_store_key(store_path)}{suffix}"
+
+
+def lock_timeout() -> float:
+    """``LET_LOCK_TIMEOUT``: seconds a store operation waits for the lock (default 30)."""
+    value = os.environ.get("LET_LOCK_TIMEOUT", "").strip()
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigurationError(f"LET_LOCK_TIMEOUT={value!r} is not a number of seconds; "
+                                 "set it to e.g. 30, or unset it")
+    return seconds
 
 
 def env_list(name: str) -> list[str] | None:

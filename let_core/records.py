@@ -319,6 +319,12 @@ def is_legacy(row: Mapping[str, Any]) -> bool:
     return not row.get("backend")
 
 
+#: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
+#: New measurements above it are recorded as failed (tracker.validated); stored rows above it
+#: (another tool's file) are not counted, so sums stay finite.
+MAX_ENERGY_KWH = 1e6
+
+
 def as_float(value: Any) -> float:
     """A stored cell as a float; blank or unparsable cells are NaN."""
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Ty
 from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Backend, Reporter, Settings
-from let_core.records import Measurement, Run
+from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
     from let_core.plugins import PluginKind
@@ -275,19 +275,14 @@ class EnergyTracker:
         loses the run: it goes to a rescue file, and the warning says how to add it later."""
         from let_core._version import __version__
         from let_core.errors import StoreError
-        from let_core.store import Store, rescue_rows
+        from let_core.store import Store
 
-        rows = run.rows(__version__)
         try:
-            Store(self.settings.output_dir).append(rows)
-        except (StoreError, OSError) as exc:
-            try:
-                rescue = rescue_rows(rows)
-            except OSError as again:
-                raise StoreError(f"{exc} The run could not be saved to a rescue file either "
-                                 f"({again}); its result is still returned by stop().") from exc
-            warnings.warn(f"{exc} The run was saved to {rescue} instead; add it to a store later "
-                          f"with `let merge {rescue} --into DIR`.", LetWarning, stacklevel=4)
+            Store(self.settings.output_dir).append(run.rows(__version__))
+        except StoreError as exc:
+            # The store has already kept the run in its rescue file; the message says where
+            # and how to put it back (`let doctor --repair`).
+            warnings.warn(str(exc), LetWarning, stacklevel=4)
 
     def _make_run(self, run_id: str, start: datetime, end: datetime, status: str, error: str,
                   measurements: list[Measurement], task: str = "") -> Run:
@@ -411,8 +406,6 @@ class EnergyTracker:
         return self._last_result
 
 
-#: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
-MAX_ENERGY_KWH = 1e6
 
 
 def validated(measurement: Any, name: str, duration_s: float) -> Measurement:

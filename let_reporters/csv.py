@@ -35,8 +35,30 @@ class CsvReporter:
         """Nothing to do per run: the core has already appended it to the central store."""
 
     def export(self, results: pd.DataFrame, destination: str) -> None:
-        """Write a result set as an emissions.csv-shaped file."""
-        results.to_csv(destination, index=False)
+        """Write a result set as an emissions.csv-shaped file.
+
+        Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+        ``-``, ``@``, tab or carriage return; OWASP's CSV injection advice) get a leading
+        apostrophe. Numbers stay numbers; the store itself keeps the raw value.
+        """
+        escape_formulas(results).to_csv(destination, index=False)
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formulas(results: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``results`` whose text cells cannot start a spreadsheet formula."""
+    frame = results.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind in "biufcmM":
+            continue
+        text = values.astype(object)
+        risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if risky.any():
+            frame[column] = text.where(~risky, "'" + text.astype(str))
+    return frame
 
 
 @hookimpl

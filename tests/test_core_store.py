@@ -121,18 +121,22 @@ def test_plain_codecarbon_file_with_another_column_order_is_migrated(let_home):
     assert old["project_name"] == "codecarbon"  # no project___user___host: nothing to derive
 
 
-def test_truncated_last_line_is_skipped_on_load_and_cut_on_next_append(let_home):
+def test_torn_last_line_is_skipped_on_load_and_quarantined_on_next_append(let_home):
     record()
     path = let_home / STORE_FILE
     complete = path.read_bytes()
+    torn = complete.splitlines(keepends=True)[1][:80]
     with open(path, "ab") as handle:
-        handle.write(complete.splitlines(keepends=True)[1][:80])  # half a row, no newline
-    assert len(load_results()) == 1
-    with pytest.warns(Warning, match="incomplete last line"):
+        handle.write(torn)  # half a row, no newline
+    with pytest.warns(Warning, match="last line is torn .*not a row"):  # reported, not silent
+        assert len(load_results()) == 1
+    with pytest.warns(Warning, match="torn last line .* to .*quarantine"):
         record()
     frame = load_results()
     assert len(frame) == 2
     assert path.read_bytes().startswith(complete)
+    quarantined = list((let_home / "recovered").glob("quarantine-*"))
+    assert [q.read_bytes() for q in quarantined] == [torn + b"\n"]
 
 
 # A writer killed in the middle of its write: os.write puts half of the bytes on disk, then
@@ -164,11 +168,17 @@ def test_writer_killed_mid_append_leaves_a_loadable_store(tmp_path):
     frame = load_results(store, latest_only=False)
     counts = frame.groupby("run_id").size().to_dict()
     assert {k: v for k, v in counts.items() if k != "torn"} == {"r0": 50, "r1": 50, "r2": 50}
+    assert sorted(counts, key=lambda run: (run[0] != "r", int(run[1:]) if run[0] == "r" else 0)) \
+        == ["r0", "r1", "r2"] + (["torn"] if "torn" in counts else [])  # run ids in numeric order
     assert counts.get("torn", 0) < 50  # never a whole run from half a write
-    Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
+    torn_line = raw[raw.rindex(b"\n") + 1:]
+    with pytest.warns(Warning, match="torn last line"):
+        Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
     frame = load_results(store, latest_only=False)
-    counts = frame.groupby("run_id").size().to_dict()
-    assert counts["r0"] == counts["r1"] == counts["r2"] == 50 and counts["after"] == 1
+    counts_after = frame.groupby("run_id").size().to_dict()
+    assert counts_after == {**counts, "after": 1}  # the complete lines of the torn run stay rows
+    quarantine = list((tmp_path / "let_home" / "recovered").glob("quarantine-*"))
+    assert [q.read_bytes() for q in quarantine] == [torn_line + b"\n"]  # the torn line, kept aside
 
 
 def test_delete_removes_only_matching_rows_and_says_how_many(let_home):

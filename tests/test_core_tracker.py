@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import re
+
 import asyncio
 import inspect
 import math
@@ -130,10 +133,12 @@ def test_failing_reporter_never_stops_the_store_or_the_result(let_home):
 def test_unwritable_store_saves_a_rescue_file(tmp_path):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("x")
-    with pytest.warns(LetWarning, match="let-unsaved-run-"):
+    with pytest.warns(LetWarning, match="saved to .*rescue-.*let doctor --repair") as caught:
         with EnergyTracker(output_dir=blocked / "store", backends=[manual()], reporters=["csv"]) as tracker:
             pass
     assert tracker.stop()["energy_consumed"] > 0
+    rescue = re.search(r"saved to (\S+\.csv)", str(caught[0].message)).group(1)
+    assert [row["run_id"] for row in csv.DictReader(open(rescue))] == [tracker.stop()["run_id"]]
 
 
 def test_names_and_objects_mix_and_unknown_names_fail_early(let_home):

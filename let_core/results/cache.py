@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping
 
 from let_core.config import cache_file
 from let_core.results.counting import Accumulator, Totals
-from let_core.store import (FILTER_KEYS, Store, _check_filters, _complete_length, _effective,
+from let_core.store import (FILTER_KEYS, Store, _check_filters, _data_end, _effective,
                             _header_length, _iter_rows, _matches, _read_header)
 
 _VERSION = 3
@@ -51,7 +51,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         if header is None:
             return Totals()
         groups, offset = _load(store, fd, header)
-        end = _complete_length(fd, os.fstat(fd).st_size)
+        end = _data_end(fd, len(header))
         if offset < end:
             if not groups and end - offset > VECTORISED_ABOVE:
                 # No usable cache over a large store: count it vectorised (pandas, pyarrow) in

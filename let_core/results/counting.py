@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from attrs import define, field, frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import SYSTEM_SCOPE, as_float, primary_measurements, shared_by_ranks
+from let_core.records import MAX_ENERGY_KWH, SYSTEM_SCOPE, as_float, primary_measurements, shared_by_ranks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,7 +100,7 @@ def _as_estimate(view: Any) -> _AsEstimate:
 
 
 def usable_energy(value: Any) -> bool:
-    return math.isfinite(value) and value >= 0 if isinstance(value, float) else False
+    return 0 <= value <= MAX_ENERGY_KWH if isinstance(value, float) else False  # NaN fails too
 
 
 def counted_measurements(measurements: Sequence[Any]) -> list[Any]:
@@ -538,7 +538,8 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     demoted = is_metered & (coverage < MIN_COVERAGE)
     metered = is_metered & ~demoted
     with np.errstate(invalid="ignore"):
-        usable = columns.top_level & np.isfinite(columns.energy) & (columns.energy >= 0) & (is_estimate | is_metered)
+        usable = (columns.top_level & np.isfinite(columns.energy) & (columns.energy >= 0)
+                  & (columns.energy <= MAX_ENERGY_KWH) & (is_estimate | is_metered))
     rows = _latest(columns, np.flatnonzero(usable))
     considered = np.zeros(columns.size, dtype=bool)
     considered[rows] = True
@@ -801,7 +802,7 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
         ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
     if by == "backend":
         with np.errstate(invalid="ignore"):
-            counted = columns.top_level & np.isfinite(energy) & (energy >= 0)
+            counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
         values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions(), 0.0)
     else:
         counted = (roles & COUNTED) > 0

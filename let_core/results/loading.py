@@ -16,7 +16,7 @@ from attrs import frozen
 
 from let_core.errors import LetWarning, StoreError
 from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS, legacy_fields
-from let_core.store import Store, _check_filters, _complete_length, _read_header
+from let_core.store import Store, _check_filters, _data_end, _read_header
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -244,10 +244,12 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         if fd is None:
             return pd.DataFrame(columns=list(STORE_COLUMNS))
         header = _read_header(fd)
-        complete = _complete_length(fd, os.fstat(fd).st_size)
-        # Only the complete lines: a killed writer's partial last line is not a row.
+        # Only the rows: a killed writer's torn last line is not one (a last line without its
+        # line break that parses is, as many tools write files that way).
+        end = 0 if header is None else _data_end(fd, len(header))
+        torn = 0 if header is None else os.fstat(fd).st_size - end
         with pa.memory_map(str(store.path)) as mapped:
-            data = mapped.read_buffer(complete)
+            data = mapped.read_buffer(end)
     if header is None:
         return pd.DataFrame(columns=list(STORE_COLUMNS))
     skipped: list[int] = []
@@ -259,27 +261,73 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     wanted = None if columns is None else set(columns) | set(BASE_COLUMNS)
     included = [c for c in header if wanted is None or c in wanted]
 
-    def read(typed: bool) -> pa.Table:
+    def read(typed: bool, block_size: int | None) -> pa.Table:
         types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
+        read_options = pacsv.ReadOptions() if block_size is None else pacsv.ReadOptions(block_size=block_size)
         return pacsv.read_csv(
-            pa.BufferReader(data),
+            pa.BufferReader(data), read_options=read_options,
             parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False,
                                                  include_columns=included),
         )
 
-    try:
-        frame = _to_frame(read(typed=True))
-    except pa.ArrowInvalid:
-        # A damaged cell in a number column: read everything as text, keep what parses.
+    # Arrow's fast path fails on three kinds of input, each retried with what fixes it: a field
+    # longer than a parse block (one block as large as the file), bytes that are not UTF-8
+    # (replaced, and reported), a damaged cell in a number column (all read as text, numbers
+    # kept where they parse). What still fails is a StoreError pointing to `let doctor`.
+    typed, block_size, replaced = True, None, False
+    while True:
         skipped.clear()
-        frame = _to_frame(read(typed=False))
+        try:
+            table = read(typed, block_size)
+            break
+        except pa.ArrowInvalid as exc:
+            message = str(exc).lower()
+            if "straddling" in message and block_size is None:
+                block_size = min(max(len(data) + 1, 1 << 20), (1 << 31) - 1)
+            elif not replaced and ("utf8" in message or not _is_utf8(data)):
+                # (An invalid row that is not UTF-8 fails inside Arrow's row handler, which
+                # then reports a parse error: hence the check of the bytes themselves.)
+                data = pa.py_buffer(bytes(data).decode("utf-8", errors="replace").encode("utf-8"))
+                replaced = True
+            elif typed:
+                typed = False
+            else:
+                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `let doctor` "
+                                 "to see the damaged lines, `let doctor --repair` to set them aside.") from None
+    if skipped:
+        # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
+        # carriage return next to a long one, say). Before calling them malformed, read the
+        # file the slow, exact way; the store module's scanner also knows their line numbers.
+        slow, bad = _python_rows(store, header, included)
+        if slow is not None:
+            if slow.num_rows > table.num_rows:
+                table, typed = slow, False
+            skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
+    frame = _to_frame(table)
+    if not typed:
         for column in NUMERIC_COLUMNS:
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    if replaced:
+        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
+                      "shows the lines", LetWarning, stacklevel=3)
+    from let_core.store import header_problem
+
+    if torn:
+        warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
+                      "writer) and is not a row; the next append or `let doctor --repair` moves it "
+                      "to the quarantine file", LetWarning, stacklevel=3)
+
+    damaged = header_problem(header)
+    if damaged is not None:
+        warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
+                      "misread. Run `let doctor`.", LetWarning, stacklevel=3)
     if skipped:
-        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
+        lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
+                      "`let doctor` shows them", LetWarning, stacklevel=3)
     missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
     if missing:
         import numpy as np
@@ -289,6 +337,39 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
                   for c in missing}
         frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
     return frame
+
+
+def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[Any, list[int]]:
+    """The store read by Python's csv module: (text table of ``included`` columns, line
+    numbers of records that are not rows); (None, []) when the header changed meanwhile."""
+    import pyarrow as pa
+
+    from let_core.store import scan_lines
+
+    with store._locked(exclusive=False, create=False) as fd:
+        if fd is None or _read_header(fd) != header:
+            return None, []
+        indices = [header.index(c) for c in included]
+        columns: list[list[str]] = [[] for _ in indices]
+        bad: list[int] = []
+        for number, fields, valid in scan_lines(fd, header):
+            if len(fields) != len(header):
+                if fields:
+                    bad.append(number)
+                continue
+            if not valid:
+                fields = [f.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for f in fields]
+            for target, index in zip(columns, indices):
+                target.append(fields[index])
+    return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
+
+
+def _is_utf8(data: Any) -> bool:
+    try:
+        bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _to_frame(table: Any) -> pd.DataFrame:
