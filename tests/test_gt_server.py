@@ -17,6 +17,7 @@ import requests
 from let_backends.tasmota.emulator import EmulatedSocket
 
 TOKEN = "test-token-123"
+ADMIN = "admin-token-456"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WAIT_S = 60.0  # generous: the machine may be loaded
 
@@ -75,7 +76,8 @@ def gt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     lines = ",\n".join(f'  "{name}": "{s.address}"' for name, s in sockets.items())
     config.write_text("{\n" + lines + ",\n  // more hosts here\n}\n")  # the README's comment style
     port = free_port()
-    env = {**os.environ, "LET_HOME": str(tmp / "let"), "LET_GT_TOKEN": TOKEN, "LET_LOAD_PLUGINS": ""}
+    env = {**os.environ, "LET_HOME": str(tmp / "let"), "LET_GT_TOKEN": TOKEN, "LET_GT_ADMIN_TOKEN": ADMIN,
+           "LET_LOAD_PLUGINS": ""}
     proc = subprocess.Popen([sys.executable, "-m", "lamarr_energy_tracker.ground_truth_tracking",
                              "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                              "--poll-interval", "0.25"],
@@ -196,10 +198,15 @@ def test_auth_401_without_token(gt: Env) -> None:
     for path in ("/list", "/hosts", "/alpha/start"):
         r = requests.get(gt.url + path, timeout=30)
         assert r.status_code == 401 and "LET_GT_TOKEN" in r.json()["error"]
+        assert r.json()["token"] == "missing"
     wrong = requests.get(gt.url + "/list", headers={"Authorization": "Bearer nope"}, timeout=30)
-    assert wrong.status_code == 401
-    assert requests.get(gt.url + "/docs", timeout=30).status_code == 200
-    assert "/hosts/{host}/sessions" in requests.get(gt.url + "/openapi.json", timeout=30).json()["paths"]
+    assert wrong.status_code == 401 and wrong.json()["token"] == "wrong"
+    # the docs and the schema tell what the server offers: behind the token too
+    assert requests.get(gt.url + "/docs", timeout=30).status_code == 401
+    assert requests.get(gt.url + "/openapi.json", timeout=30).status_code == 401
+    assert gt.get("/docs").status_code == 200
+    assert "/hosts/{host}/sessions" in gt.get("/openapi.json").json()["paths"]
+    assert requests.get(gt.url + "/health", timeout=30).status_code == 200
 
 
 def test_unknown_host_and_session_404_json(gt: Env) -> None:
@@ -232,7 +239,11 @@ def test_status_power_peek_and_concurrency(gt: Env) -> None:
     assert gt.get("/hosts/beta/power").json()["power_w"] in (1000.0, 2000.0)
     session = gt.start("alpha", "peek")
     assert gt.get(f"/sessions/{session['session_id']}").json()["running"] is True
-    assert any(s["session_id"] == session["session_id"] for s in gt.get("/sessions?host=alpha").json())
+    # an id is the capability to stop a session: listed for the admin only
+    listed = gt.get("/sessions?host=alpha").json()
+    assert listed and all("session_id" not in s for s in listed)
+    admin = gt.get("/sessions?host=alpha", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert any(s["session_id"] == session["session_id"] for s in admin)
     assert gt.post(f"/sessions/{session['session_id']}/stop").status_code == 200
 
     errors: list[str] = []
@@ -242,12 +253,13 @@ def test_status_power_peek_and_concurrency(gt: Env) -> None:
             try:
                 s = gt.start("alpha")
                 gt.stop(s["session_id"])
-            except AssertionError as exc:
-                errors.append(str(exc))
+            except BaseException as exc:  # anything a thread raises fails the test, not just asserts
+                errors.append(f"{type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=client) for _ in range(10)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=WAIT_S * 2)
+    assert not any(t.is_alive() for t in threads), "a client thread hung"
     assert errors == []

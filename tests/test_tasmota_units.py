@@ -107,15 +107,19 @@ def test_meter_adds_increases_and_survives_reset_and_reboot() -> None:
     start = m.snapshot()
     step(m, s, 1.0, reading(10.001))  # 3600 W for 1 s = 0.001 kWh
     step(m, s, 2.0, reading(0.0004, start="2025-01-02T00:00:01"))  # EnergyTotal 0 by someone
-    step(m, s, 3.0, reading(0.0054, start="2025-01-02T00:00:01"))
-    step(m, s, 4.0, reading(0.0030, start="2025-01-02T00:00:01"))  # reboot: back to the last save
-    step(m, s, 5.0, reading(0.0040, start="2025-01-02T00:00:01"))
+    step(m, s, 3.0, reading(0.0014, start="2025-01-02T00:00:01"))
+    step(m, s, 4.0, reading(0.0024, start="2025-01-02T00:00:01"))
+    step(m, s, 5.0, reading(0.0015, start="2025-01-02T00:00:01"))  # reboot: back to the last save
+    step(m, s, 6.0, reading(0.0025, start="2025-01-02T00:00:01"))
     stop = m.snapshot()
-    # exact increases 0.001 + 0.005 + 0.001, plus 0.001 estimated for each of the two drops
-    assert stop.energy_kwh - start.energy_kwh == pytest.approx(0.009, rel=1e-9)
+    # exact increases 0.001 x 4, plus 0.001 estimated for each of the two drops
+    assert stop.energy_kwh - start.energy_kwh == pytest.approx(0.006, rel=1e-9)
     q = quality(start, stop)
     assert (q["resets"], q["reboots"], q["gaps"], q["complete"]) == (1, 1, 0, False)
     assert q["estimated_kwh"] == pytest.approx(0.002)
+    # the two drop intervals (1 s each) are interpolated: 2 of 6 s not metered
+    assert (q["interpolated_gaps"], q["interpolated_seconds"]) == (2, 2.0)
+    assert q["coverage"] == pytest.approx(4 / 6)
 
 
 def test_meter_gap_bridged_exactly_and_open_gap_estimated() -> None:
