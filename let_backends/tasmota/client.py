@@ -73,8 +73,9 @@ class GroundTruthClient:
 
         def work() -> None:
             try:
+                # verify per request: a session's own is overridden by REQUESTS_CA_BUNDLE
                 with http.request(method, url, timeout=(min(deadline, 5.0), deadline), stream=True,
-                                  **kwargs) as response:
+                                  verify=self._verify, **kwargs) as response:
                     body = bytearray()
                     for chunk in response.iter_content(65536):
                         body += chunk

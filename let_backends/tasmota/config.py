@@ -137,6 +137,11 @@ def let_home() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".let"
 
 
+def default_state_dir() -> Path:
+    """Where ``let gt serve`` keeps its SQLite state unless ``--state-dir`` says otherwise."""
+    return let_home() / "gt-server"
+
+
 def remote_config_file() -> Path:
     """``$LET_HOME/GT_REMOTE_CONFIG``: "host:port" of the ground-truth server (LET 0.1.x's file)."""
     return let_home() / REMOTE_CONFIG_NAME
