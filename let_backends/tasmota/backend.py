@@ -59,12 +59,21 @@ class TasmotaBackend:
             return Availability.no(str(exc))
         if location is None:
             return Availability.no(NOT_CONFIGURED)
-        from let_backends.tasmota.client import GroundTruthClient, GroundTruthError
+        from let_backends.tasmota.client import GroundTruthClient, GroundTruthError, _is_legacy_server
 
         hostname = _hostname(settings)
         where = f"server {location.url} (from {location.source})"
         try:
-            status = GroundTruthClient(location, timeout=AVAILABILITY_TIMEOUT_S).host(hostname)
+            client = GroundTruthClient(location, timeout=AVAILABILITY_TIMEOUT_S)
+            try:
+                status = client.host(hostname)
+            except GroundTruthError as exc:
+                if not _is_legacy_server(exc):
+                    raise
+                # A LET 0.1.x server has no /hosts/...: its /list says whether it meters us.
+                if hostname not in client.hosts():
+                    raise GroundTruthError("unknown host", 404, "refused", {"hosts": []}) from None
+                status = {"online": True}
         except (GroundTruthError, ConfigurationError) as exc:
             cause = getattr(exc, "cause", "config")
             if cause == "refused" and getattr(exc, "status", None) == 404:
