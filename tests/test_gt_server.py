@@ -246,20 +246,33 @@ def test_status_power_peek_and_concurrency(gt: Env) -> None:
     assert any(s["session_id"] == session["session_id"] for s in admin)
     assert gt.post(f"/sessions/{session['session_id']}/stop").status_code == 200
 
+    errors, hung = run_clients(gt, 10, 5)
+    assert hung == 0, "a client thread hung"
+    assert errors == []
+
+
+def run_clients(env: Env, threads: int, rounds: int) -> tuple[list[str], int]:
+    """Start/stop sessions from many threads: (what any thread raised, how many never ended)."""
     errors: list[str] = []
 
     def client() -> None:
-        for _ in range(5):
+        for _ in range(rounds):
             try:
-                s = gt.start("alpha")
-                gt.stop(s["session_id"])
+                s = env.start("alpha")
+                env.stop(s["session_id"])
             except BaseException as exc:  # anything a thread raises fails the test, not just asserts
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=client) for _ in range(10)]
-    for t in threads:
+    started = [threading.Thread(target=client) for _ in range(threads)]
+    for t in started:
         t.start()
-    for t in threads:
+    for t in started:
         t.join(timeout=WAIT_S * 2)
-    assert not any(t.is_alive() for t in threads), "a client thread hung"
-    assert errors == []
+    return errors, sum(t.is_alive() for t in started)
+
+
+def test_client_thread_errors_are_seen() -> None:
+    """The harness above must fail on a ConnectionError in a thread (it once stayed green)."""
+    dead = Env(f"http://127.0.0.1:{free_port()}", {})
+    errors, hung = run_clients(dead, 3, 1)
+    assert hung == 0 and len(errors) == 3 and all(e.startswith("ConnectionError") for e in errors)
