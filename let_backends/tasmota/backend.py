@@ -55,7 +55,7 @@ class TasmotaBackend:
         try:
             location = server_location()  # env and a small file: no network when unconfigured
         except ConfigurationError as exc:
-            _warn_once(f"LET ground truth: the configured server cannot be used: {exc}")
+            _warn_once(f"ground truth: the configured server cannot be used: {exc}")
             return Availability.no(str(exc))
         if location is None:
             return Availability.no(NOT_CONFIGURED)
@@ -81,10 +81,10 @@ class TasmotaBackend:
                           "LET_GT_HOSTNAME to this computer's name there")
             else:
                 reason = str(exc)
-            _warn_once(f"LET ground truth unavailable, the run goes on without wall-socket energy: {reason}")
+            _warn_once(f"ground truth unavailable, the run goes on without wall-socket energy: {reason}")
             return Availability.no(reason)
         if not status.get("online", True):
-            _warn_once(f"LET ground truth: {where} cannot read the socket of {hostname!r} right now "
+            _warn_once(f"ground truth: {where} cannot read the socket of {hostname!r} right now "
                        f"({status.get('last_error') or 'no answer'}); the run is metered only while it "
                        "answers, and coverage will say how much. Check the socket's power and Wi-Fi.")
         return Availability.yes(f"host {hostname!r} at {location.url}")
@@ -139,7 +139,7 @@ class TasmotaBackend:
         result = session.stop()
         q = result.get("quality") or {}
         if q.get("partial"):
-            _warn_once(f"LET ground truth: {self.location.url} was lost at stop ({q['partial']}); recorded the "
+            _warn_once(f"ground truth: {self.location.url} was lost at stop ({q['partial']}); recorded the "
                        f"last figures seen, metered for {float(q.get('coverage') or 0):.0%} of the run.")
         return self._measurement(result)
 
