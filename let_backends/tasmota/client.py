@@ -245,14 +245,18 @@ class MeteredSession:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 assert self.session_id is not None
-                self.last_seen = self.client.peek(self.session_id, timeout=min(self.client.timeout, 5.0))
+                seen = self.client.peek(self.session_id, timeout=min(self.client.timeout, 5.0))
+                if not self._stop.is_set():
+                    self.last_seen = seen
             except GroundTruthError:
                 continue  # the server may come back; the last figures seen stay
 
     def _end_heartbeat(self) -> None:
+        # No long join: a peek in flight to a stuck server must not add to stop()'s deadline.
+        # The thread is a daemon, ends after its current peek and then writes nothing.
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.client.timeout + 1.0)
+            self._thread.join(timeout=0.2)
             self._thread = None
 
     def stop(self, partial_ok: bool = True) -> dict[str, Any]:
