@@ -265,3 +265,14 @@ def test_meter_restore_bridges_downtime_exactly_or_as_gap() -> None:
     step(reset, s, 10.0, reading(0.002, start="2025-01-03T00:00:00"))  # reset while no one watched
     q = quality(start, reset.snapshot())
     assert (q["resets"], q["interpolated_gaps"], q["interpolated_seconds"], q["coverage"]) == (1, 1, 10.0, 0.0)
+
+
+def test_state_dir_is_one_servers(tmp_path: Path) -> None:
+    from let_backends.tasmota.state import StateStore
+    from let_core.errors import ConfigurationError
+
+    first = StateStore(tmp_path / "st")
+    with pytest.raises(ConfigurationError, match="already uses the state directory"):
+        StateStore(tmp_path / "st")
+    first.close()
+    StateStore(tmp_path / "st").close()  # free again once the first is gone

@@ -12,7 +12,9 @@ last poll, which the counter difference then covers exactly).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -35,6 +37,15 @@ class StateStore:
         self.directory = Path(directory).expanduser()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            # One server per state directory: two would each count the same sockets' energy
+            # into one table. The lock goes with the process, also when it is killed.
+            self._lock_fd = os.open(self.directory / "gt-state.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                raise ConfigurationError(f"another ground-truth server already uses the state directory "
+                                         f"{str(self.directory)!r}; stop it or pass another --state-dir") from None
             self.path = self.directory / STATE_FILE
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -84,3 +95,4 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        os.close(self._lock_fd)
