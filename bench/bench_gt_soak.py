@@ -110,6 +110,7 @@ def main() -> None:
     rel_errors: list[float] = []
     spanning: list[float] = []  # sessions open across the restart: their relative error
     crashed: list[str] = []
+    outliers: list[dict[str, Any]] = []
 
     def call(kind: str, method: str, path: str, **kw: Any) -> dict[str, Any] | None:
         t0 = time.monotonic()
@@ -123,8 +124,8 @@ def main() -> None:
         with lock:
             if ok:
                 latencies[kind].append(time.monotonic() - t0)
-            else:
-                errors.append((t0, f"{kind}: {detail}"))
+            else:  # classified by when it failed: a request in flight at the kill fails in the window
+                errors.append((time.monotonic(), f"{kind}: {detail}"))
         return body
 
     def client(i: int) -> None:
@@ -149,6 +150,9 @@ def main() -> None:
                 err = abs(result["energy_consumed"] - truth) / truth
                 with lock:
                     rel_errors.append(err)
+                    if err > 0.005:
+                        outliers.append({"rel_error": round(err, 5), "duration": round(result["duration"], 3),
+                                         "kwh": result["energy_consumed"], "quality": result["quality"]})
                     if window and opened < window[0]:
                         if not (len(window) > 1 and opened > window[1]):
                             spanning.append(err)
@@ -193,6 +197,7 @@ def main() -> None:
         "energy_rel_error": {"max": max(rel_errors, default=float("nan")),
                              "p99": pct(rel_errors, 99), "median": pct(rel_errors, 50),
                              "within_0.5pct": sum(e <= 0.005 for e in rel_errors)},
+        "outlier_samples": outliers[:5],
         "spanning_restart": {"n": len(spanning), "max_rel_error": max(spanning, default=float("nan"))},
         "server_rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "client_threads_crashed": crashed[:5], "client_threads_hung": hung,

@@ -234,9 +234,14 @@ class HostMeter:
             self.last, self.last_ok = reading, t
 
     # ------------------------------------------------------------------------------ reading
-    def snapshot(self, now: float | None = None) -> Snapshot:
+    def snapshot(self, now: float | None = None, at_reading: bool = False) -> Snapshot:
+        """Counters now. ``at_reading``: stamped with the time of the last good reading when the
+        socket is answering, so that a session's duration spans exactly the readings its energy
+        comes from (under load the gap between reading and snapshot was up to 0.2 s: 7% of 3 s)."""
         now = self.clock() if now is None else now
         with self._lock:
+            if at_reading and self.failing_since is None and self.last_ok is not None:
+                now = self.last_ok
             energy, estimated, gap_s = self.energy_kwh, self.estimated_kwh, self.gap_s_closed
             interp_n, interp_s = self.interp_n, self.interp_s
             if self.failing_since is not None:

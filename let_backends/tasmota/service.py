@@ -222,7 +222,7 @@ class GroundTruthService:
     def _fresh_snapshot(self, meter: HostMeter) -> Snapshot:
         arrival = meter.clock()
         meter.refresh(arrival, wait_s=self._wait_s)
-        return meter.snapshot()
+        return meter.snapshot(at_reading=True)
 
     def _add(self, session: Session, persist: bool = True) -> None:
         """Register a session (caller holds no lock); raises TooManySessions at a cap."""
