@@ -86,6 +86,9 @@ class Snapshot:
     interp_n: int = 0
     interp_s: float = 0.0
     implausible: int = 0
+    #: half the request time of the reading this snapshot stands on: when, within the request,
+    #: the socket took it is unknown (a session's boundary is that uncertain in time)
+    timing_s: float = 0.0
 
 
 @define
@@ -116,6 +119,7 @@ class HostMeter:
     last_attempt_start: float = -1.0
     last_attempt_end: float = -1.0
     last_attempt_ok: bool = False
+    last_read_s: float = 0.0  # how long the last good reading's request took
     started: float = 0.0
     #: bumped on every change, so the state store writes only what moved
     version: int = 0
@@ -166,6 +170,7 @@ class HostMeter:
             return False
         # The reading was taken somewhere during the request; its middle is the best guess.
         t = (t0 + self.last_attempt_end) / 2.0
+        self.last_read_s = self.last_attempt_end - t0
         rebooted = False
         if self.failing_since is not None and self.last_ok is not None and self.uptime is not None:
             try:
@@ -259,7 +264,8 @@ class HostMeter:
                             self.failing_since is not None,
                             self.last.power_w if self.last is not None else None,
                             interp_n_closed=self.interp_n, interp_n=interp_n, interp_s=interp_s,
-                            implausible=self.implausible)
+                            implausible=self.implausible,
+                            timing_s=self.last_read_s / 2.0 if self.failing_since is None else 0.0)
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -345,4 +351,7 @@ def quality(start: Snapshot, stop: Snapshot) -> dict[str, Any]:
         "implausible": stop.implausible - start.implausible,
         "estimated_kwh": estimated,
         "socket_online": not stop.in_gap,
+        # the duration is uncertain by this much: each boundary reading was taken somewhere
+        # within its request (an energy error up to power x this, for a short session)
+        "timing_uncertainty_s": round(start.timing_s + stop.timing_s, 4),
     }
