@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_hostname, server_location
 from let_core.errors import ConfigurationError, LetError, LetWarning
@@ -11,6 +11,14 @@ from let_core.interfaces import Availability, Settings
 from let_core.records import Measurement
 
 METHODOLOGY = "Tasmota smart socket"
+# The validation study of CodeCarbon against wall measurements: what ground truth is cited with.
+AI_ENERGY_VALIDATION = """@misc{ai_energy_validation,
+  title  = {Ground-Truthing {AI} Energy Consumption: {Validating} {CodeCarbon} Against External Measurements},
+  author = {Raphael Fischer},
+  year   = {2025},
+  doi    = {10.48550/arXiv.2509.22092},
+  url    = {https://arxiv.org/abs/2509.22092},
+}"""
 #: The availability check runs whenever a tracker picks "auto" backends: keep it short.
 AVAILABILITY_TIMEOUT_S = 1.5
 
@@ -33,6 +41,9 @@ class TasmotaBackend:
     rebooted, counter reset, implausible readings, a server lost before stop)."""
 
     name: ClassVar[str] = "tasmota"
+    #: How its figures read in the statement, and what the statement cites for them.
+    statement_phrases: ClassVar[Mapping[str, str]] = {METHODOLOGY: "Tasmota smart sockets at the wall"}
+    citations: ClassVar[Mapping[str, str]] = {"ai_energy_validation": AI_ENERGY_VALIDATION}
     auto: ClassVar[bool] = True
     description: ClassVar[str] = "metered energy at the wall socket (Tasmota smart socket via `let gt serve`)"
 
