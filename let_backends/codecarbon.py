@@ -220,6 +220,10 @@ class CodeCarbonBackend:
         self.options = options
         self.methodology = methodology()
         self._tracker: Any = None
+        self._idle: Any = None  # a stopped CodeCarbon tracker that the next start() reuses
+        #: Where the hardware plan of the last new CodeCarbon tracker came from
+        #: (codecarbon_plan.PROCESS, FILE or PROBE).
+        self.plan_source = ""
         self._t0 = 0.0
         self._latest: Any = None  # the last total EmissionsData CodeCarbon handed to LET
         self._tasks: dict[str, tuple[float, Any]] = {}
@@ -265,27 +269,27 @@ class CodeCarbonBackend:
         return kwargs
 
     def _new_tracker(self) -> Any:
+        from let_backends import codecarbon_plan
+
         codecarbon = _import_codecarbon()
         _quiet(self.log_level)
-        probe = _warm_hardware_probe()
         cls = codecarbon.OfflineEmissionsTracker
         tracker = cls.__new__(cls)
         try:
+            # CodeCarbon 3.3 constructs without touching the hardware; the probe (or the
+            # cached plan) comes at start(), so the plan can be seeded in between.
             _unsuppressed(cls.__init__)(tracker, **self._tracker_kwargs())
         except Exception as exc:
             raise CodeCarbonError(explain("setting up its tracker", exc)) from exc
-        finally:
+        self.plan_source = codecarbon_plan.seed(tracker)
+        if self.plan_source == codecarbon_plan.PROBE:
+            probe = _warm_hardware_probe()
             if probe is not None:
                 _preload()
                 probe.join()
         return tracker
 
-    def start(self) -> None:
-        if self._tracker is not None:
-            raise CodeCarbonError("the CodeCarbon backend is already running; stop() it first")
-        self._latest = None
-        self._tasks.clear()
-        tracker = self._new_tracker()
+    def _start_tracker(self, tracker: Any) -> None:
         try:
             _unsuppressed(type(tracker).start)(tracker)
         except Exception as exc:
@@ -294,6 +298,32 @@ class CodeCarbonBackend:
         if getattr(tracker, "_start_time", 0.0) is None:  # a suppressed failure in the fallback path
             raise CodeCarbonError(f"{self.methodology} did not start; rerun with log_level='debug' "
                                   "to see why in CodeCarbon's log.")
+
+    def start(self) -> None:
+        from let_backends import codecarbon_plan
+
+        if self._tracker is not None:
+            raise CodeCarbonError("the CodeCarbon backend is already running; stop() it first")
+        self._latest = None
+        self._tasks.clear()
+        tracker = self._idle if self._idle is not None and _rearm(self._idle) else None
+        self._idle = None
+        if tracker is not None:
+            self._start_tracker(tracker)
+        else:
+            tracker = self._new_tracker()
+            try:
+                self._start_tracker(tracker)
+            except CodeCarbonError:
+                if self.plan_source != codecarbon_plan.FILE:
+                    raise
+                # A stored plan that CodeCarbon cannot rebuild hardware from (new drivers, a
+                # hand-edited file) is dropped and the hardware probed, never trusted.
+                codecarbon_plan.forget(tracker)
+                tracker = self._new_tracker()
+                self._start_tracker(tracker)
+            if self.plan_source == codecarbon_plan.PROBE:
+                codecarbon_plan.save(tracker)
         self._tracker = tracker
         self._t0 = time.perf_counter()
 
@@ -310,7 +340,11 @@ class CodeCarbonBackend:
         if data is None:
             raise CodeCarbonError(f"{self.methodology} stopped without any data; rerun with "
                                   "log_level='debug' to see why in CodeCarbon's log.")
+        self._idle = tracker  # kept for the next start() of this backend (see _rearm)
         return self._measurement(data)
+
+    def close(self) -> None:
+        self._idle = None
 
     def _measurement(self, data: Any) -> Measurement:
         extras = _extras(data)
@@ -364,6 +398,34 @@ class CodeCarbonBackend:
             cpu_kwh=parts["cpu_energy"], gpu_kwh=parts["gpu_energy"], ram_kwh=parts["ram_energy"],
             hardware=hardware_from_codecarbon(str(after.cpu_model or ""), str(after.gpu_model or "")),
             extras=extras)
+
+
+def _rearm(tracker: Any) -> bool:
+    """Make a stopped CodeCarbon tracker ready for a new, independent run; False if it cannot be.
+
+    CodeCarbon's own restart (``start()`` after ``stop()``) keeps adding to the previous run's
+    totals and runs no sampler, since ``stop()`` drops its schedulers (3.3.2). A new tracker is
+    correct but re-reads the config files and counts the physical CPUs with ``lscpu`` (about
+    3 ms). This runs CodeCarbon's own initialisers of run state and schedulers, the ones its
+    ``__init__`` runs, and keeps the hardware objects (``start()`` resets their readings), so the
+    next run is measured exactly as by a new tracker on the same plan.
+    """
+    runtime = getattr(tracker, "_initialize_runtime_state", None)
+    schedulers = getattr(tracker, "_initialize_scheduler_state", None)
+    if not (callable(runtime) and callable(schedulers)) or getattr(tracker, "_start_time", 0) is not None:
+        return False
+    if not getattr(tracker, "_hardware_initialized", False):
+        return False
+    hardware = tracker._hardware
+    try:
+        runtime()
+        schedulers()
+    except Exception:
+        return False
+    tracker._hardware = hardware
+    tracker._hardware_initialized = True
+    tracker.final_emissions_data = None  # a run that fails to stop must not return the last one's
+    return True
 
 
 def _silently_stop(tracker: Any) -> None:
