@@ -190,7 +190,8 @@ class CodeCarbonBackend:
     def __init__(self, country_iso_code: str = "DEU", measure_power_secs: float = 1.0,
                  cuda_devices: tuple[str, ...] | None = None, pue: float | None = None,
                  log_level: str = "error", carbon_intensity: float | None = None,
-                 codecarbon_options: Mapping[str, Any] | None = None) -> None:
+                 codecarbon_options: Mapping[str, Any] | None = None,
+                 country_name: str | None = None) -> None:
         options = dict(codecarbon_options or {})
         unknown = sorted(set(options) - USER_OPTIONS)
         if unknown:
@@ -212,6 +213,7 @@ class CodeCarbonBackend:
             raise ConfigurationError(
                 f"measure_power_secs must be a positive number of seconds, got {measure_power_secs!r}")
         self.country_iso_code = country_iso_code
+        self.country_name = country_name
         self.measure_power_secs = float(measure_power_secs)
         self.cuda_devices = cuda_devices
         self.pue = pue
@@ -240,7 +242,8 @@ class CodeCarbonBackend:
                    measure_power_secs=settings.measure_power_secs,
                    cuda_devices=settings.cuda_devices, pue=settings.pue,
                    log_level=settings.log_level, carbon_intensity=settings.carbon_intensity,
-                   codecarbon_options=settings.options.get(NAME))
+                   codecarbon_options=settings.options.get(NAME),
+                   country_name=settings.country_name)
 
     # -------------------------------------------------------------------------- CodeCarbon
     def _tracker_kwargs(self) -> dict[str, Any]:
@@ -281,6 +284,11 @@ class CodeCarbonBackend:
             _unsuppressed(cls.__init__)(tracker, **self._tracker_kwargs())
         except Exception as exc:
             raise CodeCarbonError(explain("setting up its tracker", exc)) from exc
+        if self.country_name and getattr(tracker, "_country_name", "") is None:
+            # CodeCarbon looks the country's name up in its energy-mix data, and that first
+            # lookup loads all its data files, two CSVs through pandas (+pyarrow, ~40 MiB, ~0.3 s).
+            # LET read the same name from the same file already.
+            tracker._country_name = self.country_name
         self.plan_source = codecarbon_plan.seed(tracker)
         if self.plan_source == codecarbon_plan.PROBE:
             probe = _warm_hardware_probe()

@@ -28,17 +28,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from let_core.caches import cache_dir
+
 FORMAT = "let-codecarbon-plan/1"
 _PLAN_FIELDS = ("ram_tracker", "cpu_tracker", "gpu_tracker", "conf", "hardware_specs")
-
-
-def cache_dir() -> Path:
-    """``$LET_HOME/cache``, else ``$XDG_CACHE_HOME/let`` (``~/.cache/let``)."""
-    home = os.environ.get("LET_HOME")
-    if home:
-        return Path(home).expanduser() / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "let"
 
 
 def boot_id() -> str:

@@ -191,12 +191,10 @@ class EnergyTracker:
 
     def _auto_factories(self, kind: PluginKind) -> list[Any]:
         """Registered plugins of a kind that are on by default and available here."""
-        from let_core.plugins import registry
+        from let_core.plugins import auto_factories
 
         factories = []
-        for registered in registry().of_kind(kind).values():
-            if not registered.factory.auto:
-                continue
+        for registered in auto_factories(kind):
             try:
                 available = registered.factory.availability(self.settings).available
             except Exception as exc:  # a plugin's broken check must not stop tracking
