@@ -464,8 +464,16 @@ class _Capture:
 
 
 # ----------------------------------------------------------------------------- detection
-def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error") -> dict[str, Any]:
-    """What CodeCarbon would measure here, without starting a measurement."""
+def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error",
+           refresh: bool = False) -> dict[str, Any]:
+    """What CodeCarbon would measure here, without starting a measurement.
+
+    ``plan_source`` says whether the hardware plan came from LET's cache file ("file") or from a
+    probe ("probe"); ``refresh=True`` drops the stored plan first, so the hardware is probed again
+    (and the new plan stored).
+    """
+    from let_backends import codecarbon_plan
+
     codecarbon = _import_codecarbon()
     _quiet(log_level)
     from codecarbon.core import cpu as cc_cpu
@@ -477,7 +485,12 @@ def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error"
     cls = codecarbon.OfflineEmissionsTracker
     tracker = cls.__new__(cls)
     _unsuppressed(cls.__init__)(tracker, **kwargs)
+    if refresh:
+        codecarbon_plan.forget(tracker)
+    source = codecarbon_plan.seed(tracker)
     info = dict(tracker.get_detected_hardware())
+    if source == codecarbon_plan.PROBE:
+        codecarbon_plan.save(tracker)
     cpu_mode = ""
     cpu_watts = None
     for device in getattr(tracker, "_hardware", []):
@@ -494,6 +507,8 @@ def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error"
     }
     info.update(
         methodology=methodology(),
+        plan_source=source,
+        plan_file=str(codecarbon_plan.plan_path(key)) if (key := codecarbon_plan.plan_key(tracker)) else "",
         cpu_method=methods.get(cpu_mode, cpu_mode or "unknown"),
         cpu_mode=cpu_mode,
         cpu_tdp_watts=cpu_watts,
@@ -539,7 +554,9 @@ def let_register_commands(cli: click.Group) -> None:
 
     @cli.command("detect")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def detect_command(as_json: bool) -> None:
+    @click.option("--refresh", is_flag=True,
+                  help="Probe the hardware again instead of using the stored plan (and store the new one).")
+    def detect_command(as_json: bool, refresh: bool) -> None:
         """What CodeCarbon would measure on this machine (no run is started)."""
         import json
         import os
@@ -549,7 +566,8 @@ def let_register_commands(cli: click.Group) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = None if visible is None else tuple(d.strip() for d in visible.split(",") if d.strip())
         try:
-            info = detect(devices, log_level=os.environ.get("LET_LOG_LEVEL", "error").lower())
+            info = detect(devices, log_level=os.environ.get("LET_LOG_LEVEL", "error").lower(),
+                          refresh=refresh)
         except Exception as exc:
             raise click.ClickException(explain("detecting the hardware", exc)) from exc
         if as_json:
@@ -566,3 +584,8 @@ def let_register_commands(cli: click.Group) -> None:
                    + (f" ({info.get('gpu_count')})" if info.get("gpu_count") else ""))
         ram = info.get("ram_total_size")
         click.echo(f"RAM:         {ram:.1f} GB (CodeCarbon's RAM power model)" if ram else "RAM: unknown")
+        plan = {"file": f"cached, from {info['plan_file']} (`let detect --refresh` probes again)",
+                "process": "reused from an earlier tracker in this process",
+                "probe": "probed now" + (f", stored in {info['plan_file']}" if info["plan_file"] else
+                                         " (this CodeCarbon has no plan cache; every process probes)")}
+        click.echo(f"Plan:        {plan.get(info['plan_source'], info['plan_source'])}")

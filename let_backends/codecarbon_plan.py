@@ -154,17 +154,22 @@ def save(tracker: Any) -> None:
             return
         body = json.dumps({"key": key, "plan": {n: getattr(plan, n) for n in _PLAN_FIELDS}},
                           sort_keys=True, indent=1)
-        path = plan_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A private temporary file in the same folder, then an atomic rename: a reader sees the
-        # old file or the new one, and the last of several concurrent writers wins whole.
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(body)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(plan_path(key), body)
     except (OSError, TypeError, ValueError):  # unwritable cache dir or a plan JSON cannot hold
         pass
+
+
+def write_atomic(path: Path, body: str) -> None:
+    """Write a whole file or nothing: a private temporary file in the same folder, then a rename.
+
+    A reader sees the old file or the new one, and the last of several concurrent writers wins
+    whole; a torn or interleaved file cannot appear.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(body)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,262 @@
+"""CodeCarbon's hardware plan kept across processes, and the stopped tracker reused across runs.
+
+Real CodeCarbon throughout. A "new process" is simulated in-process by clearing CodeCarbon's
+own per-process plan cache (``hardware_cache.clear_cache``), except where a real second process
+is the point (identical numbers, concurrent writers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from let_backends import codecarbon_plan
+from let_backends.codecarbon import CodeCarbonBackend
+from let_core.tracker import EnergyTracker
+
+hardware_cache = pytest.importorskip("codecarbon.core.hardware_cache")
+
+
+@pytest.fixture
+def new_process():
+    """CodeCarbon as in a fresh process: no plan held in memory."""
+    hardware_cache.clear_cache()
+    yield
+    hardware_cache.clear_cache()
+
+
+def _run(backend: CodeCarbonBackend, seconds: float = 0.0) -> Any:
+    backend.start()
+    time.sleep(seconds)
+    return backend.stop()
+
+
+def _plan_files() -> list[Path]:
+    return sorted(codecarbon_plan.cache_dir().glob("codecarbon-plan-*.json"))
+
+
+def test_plan_is_stored_under_let_home_and_used_by_the_next_process(new_process, let_home, tmp_path):
+    out = tmp_path / "out"
+    first = CodeCarbonBackend()
+    _run(first)
+    assert first.plan_source == codecarbon_plan.PROBE
+    [stored] = _plan_files()
+    assert stored.parent == let_home / "cache"
+    assert not out.exists()  # nothing beside a user's output_dir
+    hardware_cache.clear_cache()
+    second = CodeCarbonBackend()
+    _run(second)
+    assert second.plan_source == codecarbon_plan.FILE
+    third = CodeCarbonBackend()
+    _run(third)
+    assert third.plan_source == codecarbon_plan.PROCESS  # CodeCarbon's own in-process reuse
+
+
+@pytest.mark.parametrize("change", [
+    {"force_cpu_power": 42.0}, {"force_ram_power": 3.0}, {"tracking_mode": "process"},
+    {"rapl_include_dram": True}, {"force_mode_cpu_load": True},
+])
+def test_a_changed_codecarbon_key_is_probed_not_served(new_process, change):
+    _run(CodeCarbonBackend())
+    hardware_cache.clear_cache()
+    changed = CodeCarbonBackend(codecarbon_options=change)
+    _run(changed)
+    assert changed.plan_source == codecarbon_plan.PROBE
+    assert len(_plan_files()) == 2  # one plan per key
+
+
+def test_another_boot_host_or_codecarbon_is_probed(new_process, monkeypatch):
+    _run(CodeCarbonBackend())
+    for target, value in [("boot_id", lambda: "another-boot")]:
+        hardware_cache.clear_cache()
+        monkeypatch.setattr(codecarbon_plan, target, value)
+        backend = CodeCarbonBackend()
+        _run(backend)
+        assert backend.plan_source == codecarbon_plan.PROBE
+    monkeypatch.undo()
+    hardware_cache.clear_cache()
+    monkeypatch.setattr(codecarbon_plan.socket, "gethostname", lambda: "elsewhere")
+    backend = CodeCarbonBackend()
+    _run(backend)
+    assert backend.plan_source == codecarbon_plan.PROBE
+    monkeypatch.undo()
+    hardware_cache.clear_cache()
+    import codecarbon
+
+    monkeypatch.setattr(codecarbon, "__version__", "9.9.9")
+    backend = CodeCarbonBackend()
+    _run(backend)
+    assert backend.plan_source == codecarbon_plan.PROBE
+
+
+def test_corrupt_or_foreign_file_means_a_probe(new_process):
+    first = CodeCarbonBackend()
+    _run(first)
+    [stored] = _plan_files()
+    good = json.loads(stored.read_text())
+    foreign_key = json.loads(json.dumps(good))
+    foreign_key["key"]["codecarbon_version"] = "2.0.0"
+    unknown_kind = json.loads(json.dumps(good))
+    unknown_kind["plan"]["hardware_specs"].append({"kind": "quantum"})
+    for body in ["{torn", "[]", json.dumps({"key": good["key"]}), json.dumps(foreign_key),
+                 json.dumps(unknown_kind), json.dumps({"key": good["key"], "plan": {"cpu_tracker": 1}})]:
+        stored.write_text(body)
+        hardware_cache.clear_cache()
+        backend = CodeCarbonBackend()
+        measurement = _run(backend)
+        assert backend.plan_source == codecarbon_plan.PROBE, body
+        assert measurement.energy_kwh >= 0 and measurement.hardware
+        assert json.loads(stored.read_text()) == good  # the probe stored a good plan again
+
+
+def test_a_plan_codecarbon_cannot_rebuild_is_dropped_and_probed(new_process):
+    _run(CodeCarbonBackend())
+    [stored] = _plan_files()
+    good = json.loads(stored.read_text())
+    broken = json.loads(json.dumps(good))
+    for spec in broken["plan"]["hardware_specs"]:
+        if spec["kind"] == "cpu":
+            del spec["model"]  # passes LET's shape check, fails in CodeCarbon's rebuild
+    stored.write_text(json.dumps(broken))
+    hardware_cache.clear_cache()
+    backend = CodeCarbonBackend()
+    measurement = _run(backend)
+    assert backend.plan_source == codecarbon_plan.PROBE and measurement.hardware
+    assert json.loads(stored.read_text()) == good
+
+
+def test_codecarbon_without_the_cache_api_probes_every_time(new_process, monkeypatch):
+    monkeypatch.setattr(codecarbon_plan, "_hardware_cache", lambda: None)
+    backend = CodeCarbonBackend()
+    assert _run(backend).energy_kwh >= 0
+    assert backend.plan_source == codecarbon_plan.PROBE and _plan_files() == []
+
+
+_DESCRIBE = textwrap.dedent("""
+    import json
+    from let_backends.codecarbon import CodeCarbonBackend
+    backend = CodeCarbonBackend()
+    backend.start()
+    tracker = backend._tracker
+    described = {
+        "source": backend.plan_source,
+        "detected": tracker.get_detected_hardware(),
+        "hardware": [item.description() for item in tracker._hardware],
+        "trackers": [type(item).__name__ for item in tracker._hardware],
+        "cpu": [[getattr(item, a, None) for a in ("_mode", "_model", "_tdp", "_tracking_mode")]
+                for item in tracker._hardware if type(item).__name__ == "CPU"],
+        "ram": [[getattr(item, a, None) for a in ("_tracking_mode", "_force_ram_power")]
+                + [item.machine_memory_GB] for item in tracker._hardware if type(item).__name__ == "RAM"],
+        "cpu_power_at_full_load": [item._tdp for item in tracker._hardware if type(item).__name__ == "CPU"],
+    }
+    m = backend.stop()
+    described["hardware_label"] = m.hardware
+    print(json.dumps(described, default=str))
+""")
+
+
+def test_cached_and_probed_trackers_describe_and_model_the_same_hardware(let_home):
+    def describe() -> dict[str, Any]:
+        out = subprocess.run([sys.executable, "-c", _DESCRIBE], capture_output=True, text=True,
+                             check=True, env=os.environ.copy()).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    probed, cached = describe(), describe()
+    assert (probed.pop("source"), cached.pop("source")) == ("probe", "file")
+    assert probed == cached
+
+
+def test_concurrent_writers_leave_a_whole_file(tmp_path):
+    target = tmp_path / "cache" / "codecarbon-plan-x.json"
+    writer = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        from let_backends.codecarbon_plan import write_atomic
+        body = json.dumps({{"writer": sys.argv[1], "pad": "x" * 200_000}})
+        for _ in range(60):
+            write_atomic(Path({str(target)!r}), body)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(i)]) for i in range(4)]
+    seen = set()
+    while any(p.poll() is None for p in procs):
+        try:
+            seen.add(json.loads(target.read_text())["writer"])  # never torn, never interleaved
+        except FileNotFoundError:
+            pass
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    assert json.loads(target.read_text())["writer"] in {"0", "1", "2", "3"} and seen
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary files left
+
+
+def test_let_detect_says_where_the_plan_came_from_and_refresh_probes(new_process):
+    from let_core.cli import _load_plugin_commands, cli
+
+    _load_plugin_commands()
+    runner = CliRunner()
+    first = json.loads(runner.invoke(cli, ["detect", "--json"]).output)
+    hardware_cache.clear_cache()
+    second = json.loads(runner.invoke(cli, ["detect", "--json"]).output)
+    hardware_cache.clear_cache()
+    refreshed = runner.invoke(cli, ["detect", "--refresh"]).output
+    assert (first["plan_source"], second["plan_source"]) == ("probe", "file")
+    assert "Plan:        probed now" in refreshed
+    assert {k: v for k, v in first.items() if k != "plan_source"} == \
+        {k: v for k, v in second.items() if k != "plan_source"}
+
+
+# ----------------------------------------------------------------------------- reuse (issue 15)
+def _burn(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        sum(i * i for i in range(1000))
+
+
+def _two_runs(tracker: EnergyTracker | None) -> list[dict[str, Any]]:
+    results = []
+    for work, seconds in ((_burn, 1.2), (time.sleep, 2.0)):
+        current = tracker or EnergyTracker(project_name="reuse", backends=["codecarbon"], reporters=[],
+                                           measure_power_secs=0.5)
+        with current:
+            work(seconds)
+        results.append(current.last_run.measurements[0])
+    return results
+
+
+def test_runs_of_one_tracker_equal_runs_of_fresh_trackers():
+    reused = EnergyTracker(project_name="reuse", backends=["codecarbon"], reporters=[],
+                           measure_power_secs=0.5)
+    backend = reused.backends[0]
+    one = _two_runs(reused)
+    assert backend._idle is not None  # the stopped CodeCarbon tracker is kept for the next run
+    fresh = _two_runs(None)
+    for a, b in zip(one, fresh):
+        assert a.error == "" and b.error == ""
+        assert a.duration_s == pytest.approx(b.duration_s, abs=0.15)
+        # RAM power is a model of installed memory: per second it must agree exactly, which it
+        # would not if the second run went on counting from the first (CodeCarbon's own restart).
+        assert a.ram_kwh / a.duration_s == pytest.approx(b.ram_kwh / b.duration_s, rel=0.01)
+        # CPU: TDP x measured load; the same workload gives the same figure within load noise.
+        assert a.cpu_kwh == pytest.approx(b.cpu_kwh, rel=0.35)
+    assert one[1].energy_kwh < one[0].energy_kwh + fresh[1].energy_kwh * 0.9  # no carry-over
+
+
+def test_a_reused_tracker_samples_during_the_run():
+    tracker = EnergyTracker(project_name="reuse", backends=["codecarbon"], reporters=[],
+                            measure_power_secs=0.3)
+    with tracker:
+        pass
+    tracker.start()
+    cc = tracker.backends[0]._tracker
+    time.sleep(1.0)
+    occurrences = cc._measure_occurrence
+    tracker.stop()
+    assert occurrences >= 2  # the periodic scheduler runs again (CodeCarbon's restart has none)
