@@ -260,3 +260,35 @@ def test_a_reused_tracker_samples_during_the_run():
     occurrences = cc._measure_occurrence
     tracker.stop()
     assert occurrences >= 2  # the periodic scheduler runs again (CodeCarbon's restart has none)
+
+
+def test_decorated_calls_reuse_one_codecarbon_tracker(monkeypatch, let_home):
+    import threading
+
+    from let_core import load_results, track_energy
+
+    built = []
+    original = CodeCarbonBackend._new_tracker
+
+    def counting(self: CodeCarbonBackend) -> Any:
+        built.append(self)
+        return original(self)
+
+    monkeypatch.setattr(CodeCarbonBackend, "_new_tracker", counting)
+
+    @track_energy(project_name="decorated", backends=["codecarbon"], reporters=["csv"])
+    def step(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    assert [step(0.05) for _ in range(3)] == [0.05] * 3
+    assert len(built) == 1
+    threads = [threading.Thread(target=step, args=(0.5,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 2  # overlapping calls each get their own tracker
+    rows = load_results(project_name="decorated")
+    assert len(rows) == 5 and rows["run_id"].nunique() == 5
+    assert (rows["status"] == "ok").all()
