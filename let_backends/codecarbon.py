@@ -257,6 +257,10 @@ class CodeCarbonBackend:
             "emissions_endpoint": None,
             "output_dir": ".",
             "output_handlers": [_Capture(self)],
+            # With any output handler CodeCarbon computes a full emissions record in its sampler
+            # thread every api_call_interval samples, for live_out(), which LET does not use:
+            # -1 turns that off (the figures at flush/stop are the same).
+            "api_call_interval": -1,
             # No /tmp/.codecarbon.lock (unwritable /tmp, a stale lock of a killed process, and
             # its SIGINT/SIGTERM handlers would all get in the way); LET's store is process-safe.
             "allow_multiple_runs": True,
