@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -140,12 +141,16 @@ IN_PROCESS = textwrap.dedent("""
 """)
 
 
+SCRATCH_HOME = tempfile.mkdtemp(prefix="let-bench-home-")
+
+
 def _env(let_home: str | None = None, tree: bool = True) -> dict[str, str]:
     """The default environment (bytecode caching on, no LET_* overrides), with the LET tree under
     test first on the path (``tree=False`` for LET 0.1.4, which must import its own package)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONDONTWRITEBYTECODE", "LET_LOAD_PLUGINS", "LET_BACKENDS", "LET_REPORTERS",
                         "PYTHONPATH")}
+    env["HOME"] = SCRATCH_HOME  # LET 0.1.4 writes ~/.let/emissions.csv: never the user's
     if tree:
         env["PYTHONPATH"] = str(ROOT)
     if let_home is not None:
@@ -308,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         floor = statistics.median(run_process(python, "pass", env=_env(warm_home), cwd=cwd)[0] for _ in range(5))
         notes.append(f"the interpreter alone (python -c pass) takes {fmt_ms(floor)} here.")
 
+    shutil.rmtree(SCRATCH_HOME, ignore_errors=True)
     print(f"LET speed figures, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}; medians of interleaved runs; took "

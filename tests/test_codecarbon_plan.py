@@ -75,27 +75,20 @@ def test_a_changed_codecarbon_key_is_probed_not_served(new_process, change):
 
 
 def test_another_boot_host_or_codecarbon_is_probed(new_process, monkeypatch):
-    _run(CodeCarbonBackend())
-    for target, value in [("boot_id", lambda: "another-boot")]:
-        hardware_cache.clear_cache()
-        monkeypatch.setattr(codecarbon_plan, target, value)
-        backend = CodeCarbonBackend()
-        _run(backend)
-        assert backend.plan_source == codecarbon_plan.PROBE
-    monkeypatch.undo()
-    hardware_cache.clear_cache()
-    monkeypatch.setattr(codecarbon_plan.socket, "gethostname", lambda: "elsewhere")
-    backend = CodeCarbonBackend()
-    _run(backend)
-    assert backend.plan_source == codecarbon_plan.PROBE
-    monkeypatch.undo()
-    hardware_cache.clear_cache()
     import codecarbon
 
-    monkeypatch.setattr(codecarbon, "__version__", "9.9.9")
-    backend = CodeCarbonBackend()
-    _run(backend)
-    assert backend.plan_source == codecarbon_plan.PROBE
+    _run(CodeCarbonBackend())
+    changes = [(codecarbon_plan, "boot_id", lambda: "another-boot"),
+               (codecarbon_plan.socket, "gethostname", lambda: "elsewhere"),
+               (codecarbon, "__version__", "9.9.9")]
+    for target, attribute, value in changes:
+        hardware_cache.clear_cache()
+        with monkeypatch.context() as patch:  # only this change; the hermetic LET_HOME stays
+            patch.setattr(target, attribute, value)
+            backend = CodeCarbonBackend()
+            _run(backend)
+        assert backend.plan_source == codecarbon_plan.PROBE, attribute
+    assert len(_plan_files()) == 4
 
 
 def test_corrupt_or_foreign_file_means_a_probe(new_process):
@@ -241,9 +234,11 @@ def test_runs_of_one_tracker_equal_runs_of_fresh_trackers():
     for a, b in zip(one, fresh):
         assert a.error == "" and b.error == ""
         assert a.duration_s == pytest.approx(b.duration_s, abs=0.15)
-        # RAM power is a model of installed memory: per second it must agree exactly, which it
-        # would not if the second run went on counting from the first (CodeCarbon's own restart).
-        assert a.ram_kwh / a.duration_s == pytest.approx(b.ram_kwh / b.duration_s, rel=0.01)
+        # RAM power is a constant model of installed memory, so RAM energy per second differs
+        # only by where the last sample falls (CodeCarbon skips one under 50 ms old; a loaded
+        # machine delays its sampler thread): some %. A run that went on counting from the
+        # previous one (CodeCarbon's own restart) is 60 % above.
+        assert a.ram_kwh / a.duration_s == pytest.approx(b.ram_kwh / b.duration_s, rel=0.15)
         # CPU: TDP x measured load; the same workload gives the same figure within load noise.
         assert a.cpu_kwh == pytest.approx(b.cpu_kwh, rel=0.35)
     assert one[1].energy_kwh < one[0].energy_kwh + fresh[1].energy_kwh * 0.9  # no carry-over
