@@ -1,5 +1,5 @@
 """``python -m bench``: every speed figure in one Markdown table (see bench/run_all.py)."""
 
-from bench.run_all import main
+from .run_all import main
 
 main()

@@ -532,30 +532,6 @@ def let_register_backends(register: Callable[[Any], None]) -> None:
 def let_register_commands(cli: click.Group) -> None:
     import click
 
-    @cli.command()
-    @click.option("--search", "-s", default=None, help="Only countries whose code or name contains this.")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def countries(search: str | None, as_json: bool) -> None:
-        """Country codes and their carbon intensity (CodeCarbon's energy-mix data)."""
-        import json
-
-        from let_core.carbon import known_countries
-
-        rows = known_countries()
-        if search:
-            needle = search.strip().lower()
-            rows = [c for c in rows if needle in c.iso_code.lower() or needle in c.country_name.lower()]
-        if as_json:
-            click.echo(json.dumps([{"iso_code": c.iso_code, "country_name": c.country_name,
-                                    "carbon_intensity": c.carbon_intensity, "year": c.year}
-                                   for c in rows], indent=2))
-            return
-        if not rows:
-            raise click.ClickException(f"no country matches {search!r}; run `let countries` for all")
-        click.echo(f"{'code':<5} {'gCO2/kWh':>9}  {'year':<4}  country")
-        for c in rows:
-            click.echo(f"{c.iso_code:<5} {c.carbon_intensity:>9.2f}  {c.year or '':<4}  {c.country_name}")
-
     @cli.command("detect")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.option("--refresh", is_flag=True,

@@ -322,3 +322,28 @@ def test_misspelled_hook_implementation_is_reported(tmp_path, monkeypatch, fresh
     assert problem.plugin == "typo" and "unknown hook 'let_register_backend'" in problem.message
     assert "let_register_backends" in problem.message  # the names that do exist
     sys.modules.pop("let_typo", None)
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_let_plugins_fits_80_columns_and_says_why(monkeypatch, verbose):
+    from click.testing import CliRunner
+
+    from let_core.cli import cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(cli, ["plugins", *verbose])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert any(line.startswith("manual ") and line.rstrip().endswith("no") for line in lines)
+    assert "why not: needs a figure" in result.output
+    assert ("CodeCarbon's estimate" in result.output) == bool(verbose)
+
+
+def test_countries_is_a_core_command():
+    from click.testing import CliRunner
+
+    from let_core.cli import cli
+
+    result = CliRunner().invoke(cli, ["countries", "--search", "germ"])  # no plugin commands loaded
+    assert result.exit_code == 0 and "DEU" in result.output
