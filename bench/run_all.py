@@ -144,6 +144,37 @@ IN_PROCESS = textwrap.dedent("""
 SCRATCH_HOME = tempfile.mkdtemp(prefix="let-bench-home-")
 
 
+# The counter backends on a fake powercap tree and the fake pynvml (LET's own overhead; see
+# bench/bench_native.py): start+stop in a warm process, and the sampler's CPU at 1 s.
+NATIVE = textwrap.dedent("""
+    import json, sys, tempfile, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from bench.bench_native import settings, start_stop_us
+    from tests.fakes import pynvml as fake_pynvml
+    from tests.fakes.powercap import server_tree
+    seconds = float(sys.argv[2])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        server_tree(root / "powercap")
+        fake_pynvml.reset([fake_pynvml.FakeGpu(), fake_pynvml.FakeGpu(uuid="GPU-1", has_energy_counter=False)])
+        sys.modules["pynvml"] = fake_pynvml
+        from let_backends.nvml import NvmlBackend
+        from let_backends.rapl import RaplBackend
+        rapl, nvml = RaplBackend.from_settings(settings(root)), NvmlBackend.from_settings(settings(root))
+        rapl_us, _ = start_stop_us(rapl)
+        nvml_us, _ = start_stop_us(nvml)
+        cpu0 = rapl.sampler.cpu_s + nvml.sampler.cpu_s
+        rapl.start(); nvml.start()
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        rapl.stop(); nvml.stop()
+        wall = time.monotonic() - t0
+        cpu = rapl.sampler.cpu_s + nvml.sampler.cpu_s - cpu0
+    print("RESULT", json.dumps({"rapl_us": rapl_us, "nvml_us": nvml_us, "sampler_share": cpu / wall}))
+""")
+
+
 def _env(let_home: str | None = None, tree: bool = True) -> dict[str, str]:
     """The default environment (bytecode caching on, no LET_* overrides), with the LET tree under
     test first on the path (``tree=False`` for LET 0.1.4, which must import its own package)."""
@@ -304,6 +335,19 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cpu['codecarbon'] / cpu['let']:.2f}x" if cpu["let"] > 0 else "-", n))
         rows.append(("energy of one workload, LET's CodeCarbon backend / CodeCarbon alone, same run",
                      f"{ratio:.4f}", "1", f"{(ratio - 1) * 100:+.2f} %", n))
+
+        # --- counter backends (metered), LET's own overhead -----------------------------------
+        native = [result_of(run_process(python, NATIVE, str(ROOT), "10", env=_env(warm_home), cwd=cwd)[1])
+                  for _ in range(3)]
+        for key, label in (("rapl_us", "RAPL (fake powercap tree, 4 zones)"),
+                           ("nvml_us", "NVML (fake pynvml, 2 GPUs)")):
+            us = statistics.median(n[key] for n in native)
+            rows.append((f"start+stop of the {label} backend, warm process, median of 300 "
+                         "vs a new CodeCarbon tracker", f"{us:.0f} µs", f"{cn:.2f} ms",
+                         f"{cn * 1000 / us:.0f}x", 3))
+        share = statistics.median(n["sampler_share"] for n in native)
+        rows.append(("sampler CPU of RAPL + NVML together, 1 s interval, 10 s run, share of one core",
+                     f"{share * 100:.3f} %", "-", "-", 3))
 
         # --- the framework alone ------------------------------------------------------------
         m = statistics.median(manual)
