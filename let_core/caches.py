@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -56,6 +55,8 @@ def cached(group: str, scan: Callable[[], EntryPoints]) -> EntryPoints:
     except (OSError, ValueError, TypeError, AttributeError):
         pass
     found = scan()
+    import tempfile  # 3 ms at import; only a cache miss writes
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
