@@ -287,3 +287,18 @@ def test_decorated_calls_reuse_one_codecarbon_tracker(monkeypatch, let_home):
     rows = load_results(project_name="decorated")
     assert len(rows) == 5 and rows["run_id"].nunique() == 5
     assert (rows["status"] == "ok").all()
+
+
+def test_codecarbon_tracking_path_imports_neither_pandas_nor_pyarrow_once_the_plan_is_kept(let_home):
+    code = textwrap.dedent("""
+        import sys
+        from let_core.tracker import EnergyTracker
+        with EnergyTracker(project_name="light", backends=["codecarbon"], reporters=["csv"]) as t:
+            pass
+        print(t.backends[0].plan_source, [m for m in ("pandas", "pyarrow") if m in sys.modules])
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=os.environ.copy()).stdout.split()[-2:] for _ in range(2)]
+    # The first process probes the hardware: CodeCarbon reads its CPU power table with pandas.
+    # Every later one rebuilds from the kept plan and never needs it.
+    assert runs[1] == ["file", "[]"], runs
