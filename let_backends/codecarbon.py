@@ -222,7 +222,7 @@ class CodeCarbonBackend:
         self.options = options
         self.methodology = methodology()
         self._tracker: Any = None
-        self._idle: Any = None  # a stopped CodeCarbon tracker that the next start() reuses
+        self._capture = _Capture(self)  # hands CodeCarbon's totals to this backend
         #: Where the hardware plan of the last new CodeCarbon tracker came from
         #: (codecarbon_plan.PROCESS, FILE or PROBE).
         self.plan_source = ""
@@ -256,7 +256,7 @@ class CodeCarbonBackend:
             "output_methods": [],
             "emissions_endpoint": None,
             "output_dir": ".",
-            "output_handlers": [_Capture(self)],
+            "output_handlers": [self._capture],
             # With any output handler CodeCarbon computes a full emissions record in its sampler
             # thread every api_call_interval samples, for live_out(), which LET does not use:
             # -1 turns that off (the figures at flush/stop are the same).
@@ -318,9 +318,9 @@ class CodeCarbonBackend:
             raise CodeCarbonError("the CodeCarbon backend is already running; stop() it first")
         self._latest = None
         self._tasks.clear()
-        tracker = self._idle if self._idle is not None and _rearm(self._idle) else None
-        self._idle = None
+        tracker = _take_idle(self._pool_key(), self)
         if tracker is not None:
+            self.plan_source = codecarbon_plan.PROCESS
             self._start_tracker(tracker)
         else:
             tracker = self._new_tracker()
@@ -352,11 +352,14 @@ class CodeCarbonBackend:
         if data is None:
             raise CodeCarbonError(f"{self.methodology} stopped without any data; rerun with "
                                   "log_level='debug' to see why in CodeCarbon's log.")
-        self._idle = tracker  # kept for the next start() of this backend (see _rearm)
+        _give_idle(self._pool_key(), tracker, self._capture)
+        self._capture = _Capture(self)  # the old one now belongs to the idle tracker
         return self._measurement(data)
 
-    def close(self) -> None:
-        self._idle = None
+    def _pool_key(self) -> str:
+        """Backends with equal settings can run each other's stopped CodeCarbon trackers."""
+        kwargs = {k: v for k, v in self._tracker_kwargs().items() if k != "output_handlers"}
+        return repr(sorted(kwargs.items())) + repr(self.country_name)
 
     def _measurement(self, data: Any) -> Measurement:
         extras = _extras(data)
@@ -410,6 +413,35 @@ class CodeCarbonBackend:
             cpu_kwh=parts["cpu_energy"], gpu_kwh=parts["gpu_energy"], ram_kwh=parts["ram_energy"],
             hardware=hardware_from_codecarbon(str(after.cpu_model or ""), str(after.gpu_model or "")),
             extras=extras)
+
+
+# Stopped CodeCarbon trackers of this process, by settings, for the next run that wants one: a
+# tracker started again, the next call of a decorated function, or a new EnergyTracker with the
+# same settings. Each waits with its output handler, which is pointed at the backend that takes it.
+_idle_lock = threading.Lock()
+_idle: dict[str, list[tuple[Any, _Capture]]] = {}
+_MAX_IDLE_PER_KEY = 4
+
+
+def _give_idle(key: str, tracker: Any, capture: _Capture) -> None:
+    with _idle_lock:
+        waiting = _idle.setdefault(key, [])
+        if len(waiting) < _MAX_IDLE_PER_KEY:
+            waiting.append((tracker, capture))
+
+
+def _take_idle(key: str, backend: CodeCarbonBackend) -> Any:
+    """A stopped tracker with these settings, rearmed for a new run and bound to ``backend``."""
+    with _idle_lock:
+        waiting = _idle.get(key)
+        if not waiting:
+            return None
+        tracker, capture = waiting.pop()
+    if not _rearm(tracker):
+        return None
+    capture._backend = backend
+    backend._capture = capture
+    return tracker
 
 
 def _rearm(tracker: Any) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from let_backends import codecarbon as codecarbon_backend
 from let_backends import codecarbon_plan
 from let_backends.codecarbon import CodeCarbonBackend
 from let_core.tracker import EnergyTracker
@@ -26,12 +27,18 @@ from let_core.tracker import EnergyTracker
 hardware_cache = pytest.importorskip("codecarbon.core.hardware_cache")
 
 
+def _forget_process_state() -> None:
+    hardware_cache.clear_cache()
+    with codecarbon_backend._idle_lock:
+        codecarbon_backend._idle.clear()
+
+
 @pytest.fixture
 def new_process():
-    """CodeCarbon as in a fresh process: no plan held in memory."""
-    hardware_cache.clear_cache()
+    """CodeCarbon as in a fresh process: no plan held in memory, no stopped tracker kept."""
+    _forget_process_state()
     yield
-    hardware_cache.clear_cache()
+    _forget_process_state()
 
 
 def _run(backend: CodeCarbonBackend, seconds: float = 0.0) -> Any:
@@ -52,7 +59,7 @@ def test_plan_is_stored_under_let_home_and_used_by_the_next_process(new_process,
     [stored] = _plan_files()
     assert stored.parent == let_home / "cache"
     assert not out.exists()  # nothing beside a user's output_dir
-    hardware_cache.clear_cache()
+    _forget_process_state()
     second = CodeCarbonBackend()
     _run(second)
     assert second.plan_source == codecarbon_plan.FILE
@@ -67,7 +74,7 @@ def test_plan_is_stored_under_let_home_and_used_by_the_next_process(new_process,
 ])
 def test_a_changed_codecarbon_key_is_probed_not_served(new_process, change):
     _run(CodeCarbonBackend())
-    hardware_cache.clear_cache()
+    _forget_process_state()
     changed = CodeCarbonBackend(codecarbon_options=change)
     _run(changed)
     assert changed.plan_source == codecarbon_plan.PROBE
@@ -82,7 +89,7 @@ def test_another_boot_host_or_codecarbon_is_probed(new_process, monkeypatch):
                (codecarbon_plan.socket, "gethostname", lambda: "elsewhere"),
                (codecarbon, "__version__", "9.9.9")]
     for target, attribute, value in changes:
-        hardware_cache.clear_cache()
+        _forget_process_state()
         with monkeypatch.context() as patch:  # only this change; the hermetic LET_HOME stays
             patch.setattr(target, attribute, value)
             backend = CodeCarbonBackend()
@@ -103,7 +110,7 @@ def test_corrupt_or_foreign_file_means_a_probe(new_process):
     for body in ["{torn", "[]", json.dumps({"key": good["key"]}), json.dumps(foreign_key),
                  json.dumps(unknown_kind), json.dumps({"key": good["key"], "plan": {"cpu_tracker": 1}})]:
         stored.write_text(body)
-        hardware_cache.clear_cache()
+        _forget_process_state()
         backend = CodeCarbonBackend()
         measurement = _run(backend)
         assert backend.plan_source == codecarbon_plan.PROBE, body
@@ -120,7 +127,7 @@ def test_a_plan_codecarbon_cannot_rebuild_is_dropped_and_probed(new_process):
         if spec["kind"] == "cpu":
             del spec["model"]  # passes LET's shape check, fails in CodeCarbon's rebuild
     stored.write_text(json.dumps(broken))
-    hardware_cache.clear_cache()
+    _forget_process_state()
     backend = CodeCarbonBackend()
     measurement = _run(backend)
     assert backend.plan_source == codecarbon_plan.PROBE and measurement.hardware
@@ -196,9 +203,9 @@ def test_let_detect_says_where_the_plan_came_from_and_refresh_probes(new_process
     _load_plugin_commands()
     runner = CliRunner()
     first = json.loads(runner.invoke(cli, ["detect", "--json"]).output)
-    hardware_cache.clear_cache()
+    _forget_process_state()
     second = json.loads(runner.invoke(cli, ["detect", "--json"]).output)
-    hardware_cache.clear_cache()
+    _forget_process_state()
     refreshed = runner.invoke(cli, ["detect", "--refresh"]).output
     assert (first["plan_source"], second["plan_source"]) == ("probe", "file")
     assert "Plan:        probed now" in refreshed
@@ -215,7 +222,10 @@ def _burn(seconds: float) -> None:
 
 def _two_runs(tracker: EnergyTracker | None) -> list[dict[str, Any]]:
     results = []
-    for work, seconds in ((_burn, 1.2), (time.sleep, 2.0)):
+    for work, seconds in ((_burn, 2.0), (time.sleep, 1.0)):
+        if tracker is None:
+            with codecarbon_backend._idle_lock:  # a fresh tracker: no stopped one to take over
+                codecarbon_backend._idle.clear()
         current = tracker or EnergyTracker(project_name="reuse", backends=["codecarbon"], reporters=[],
                                            measure_power_secs=0.5)
         with current:
@@ -224,24 +234,26 @@ def _two_runs(tracker: EnergyTracker | None) -> list[dict[str, Any]]:
     return results
 
 
-def test_runs_of_one_tracker_equal_runs_of_fresh_trackers():
+def test_runs_of_one_tracker_equal_runs_of_fresh_trackers(new_process):
     reused = EnergyTracker(project_name="reuse", backends=["codecarbon"], reporters=[],
                            measure_power_secs=0.5)
     backend = reused.backends[0]
     one = _two_runs(reused)
-    assert backend._idle is not None  # the stopped CodeCarbon tracker is kept for the next run
+    assert any(codecarbon_backend._idle.values())  # the stopped CodeCarbon tracker waits for the next run
     fresh = _two_runs(None)
     for a, b in zip(one, fresh):
         assert a.error == "" and b.error == ""
-        assert a.duration_s == pytest.approx(b.duration_s, abs=0.15)
+        assert a.duration_s == pytest.approx(b.duration_s, abs=0.3)
         # RAM power is a constant model of installed memory, so RAM energy per second differs
         # only by where the last sample falls (CodeCarbon skips one under 50 ms old; a loaded
-        # machine delays its sampler thread): some %. A run that went on counting from the
-        # previous one (CodeCarbon's own restart) is 60 % above.
+        # machine delays its sampler thread): some %.
         assert a.ram_kwh / a.duration_s == pytest.approx(b.ram_kwh / b.duration_s, rel=0.15)
-        # CPU: TDP x measured load; the same workload gives the same figure within load noise.
-        assert a.cpu_kwh == pytest.approx(b.cpu_kwh, rel=0.35)
-    assert one[1].energy_kwh < one[0].energy_kwh + fresh[1].energy_kwh * 0.9  # no carry-over
+        # CPU: TDP x machine-wide load, which other processes on a shared machine move too.
+        assert a.energy_kwh == pytest.approx(b.energy_kwh, rel=0.5)
+    # A run that went on counting from the previous one (CodeCarbon's own restart) would hold
+    # the 2 s burn: the idle 1 s run would be above it, and its RAM energy 3x the fresh one's.
+    assert one[1].energy_kwh < 0.8 * one[0].energy_kwh
+    assert one[1].ram_kwh < 1.2 * fresh[1].ram_kwh
 
 
 def test_a_reused_tracker_samples_during_the_run():
@@ -257,7 +269,7 @@ def test_a_reused_tracker_samples_during_the_run():
     assert occurrences >= 2  # the periodic scheduler runs again (CodeCarbon's restart has none)
 
 
-def test_decorated_calls_reuse_one_codecarbon_tracker(monkeypatch, let_home):
+def test_decorated_calls_reuse_one_codecarbon_tracker(monkeypatch, let_home, new_process):
     import threading
 
     from let_core import load_results, track_energy
