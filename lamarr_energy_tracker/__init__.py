@@ -14,7 +14,7 @@ from let_core._version import __version__
 _EXPORTS = {
     "EnergyTracker": "let_core.tracker",
     "track_energy": "let_core.tracker",
-    "load_results": "let_core.store",
+    "load_results": "let_core.results.loading",
     "delete_results": "let_core.store",
     "paper_statement": "let_core.statement",
     "print_paper_statement": "let_core.statement",

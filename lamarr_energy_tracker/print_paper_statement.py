@@ -10,7 +10,7 @@ import click
 
 from let_core.errors import LetError
 from let_core.statement import print_custom_paper_statement, print_paper_statement
-from let_core.store import load_results
+from let_core.results import load_results
 
 __all__ = ["load_results", "print_custom_paper_statement", "print_paper_statement", "main"]
 

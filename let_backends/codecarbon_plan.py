@@ -13,8 +13,8 @@ CodeCarbon's own cache key (tracking mode, GPU ids, forced powers, RAPL options)
 from the constructed tracker with CodeCarbon's own ``make_key``. A changed key, a file that does
 not parse or belongs to something else, or a CodeCarbon without this API means a normal probe.
 
-Files live in ``$LET_HOME/cache`` (or the user's cache directory when ``LET_HOME`` is unset),
-never in a user's ``output_dir``; each is written to a temporary file and moved into place with
+Files live in LET's cache folder (``$LET_CACHE_DIR``, else ``$LET_HOME/cache``), never in a
+user's ``output_dir``; each is written to a temporary file and moved into place with
 ``os.replace``, so concurrent writers cannot leave a torn file.
 """
 
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from let_core.caches import cache_dir
+from let_core.caches import write_atomic
+from let_core.config import cache_dir
 
 FORMAT = "let-codecarbon-plan/1"
 _PLAN_FIELDS = ("ram_tracker", "cpu_tracker", "gpu_tracker", "conf", "hardware_specs")
@@ -158,18 +157,3 @@ def save(tracker: Any) -> None:
     except (OSError, TypeError, ValueError):  # unwritable cache dir or a plan JSON cannot hold
         pass
 
-
-def write_atomic(path: Path, body: str) -> None:
-    """Write a whole file or nothing: a private temporary file in the same folder, then a rename.
-
-    A reader sees the old file or the new one, and the last of several concurrent writers wins
-    whole; a torn or interleaved file cannot appear.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

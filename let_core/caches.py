@@ -1,4 +1,4 @@
-"""LET's cache folder, and in it a cache of the entry points of one group, valid while sys.path is unchanged.
+"""A cache of the entry points of one group, valid while sys.path is unchanged.
 
 Listing entry points imports importlib.metadata and reads the metadata of every installed
 distribution: about 25 ms per process, paid by every tracker that resolves "auto". Installing,
@@ -16,19 +16,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from let_core.config import cache_dir
+
 EntryPoints = list[tuple[str, str, str]]
-
-
-def cache_dir() -> Path:
-    """Where LET keeps caches: ``$LET_HOME/cache``, else ``$XDG_CACHE_HOME/let`` (``~/.cache/let``).
-
-    Never a user's ``output_dir``: that folder holds ``emissions.csv`` and nothing else of LET's.
-    """
-    home = os.environ.get("LET_HOME")
-    if home:
-        return Path(home).expanduser() / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "let"
 
 
 def fingerprint() -> list[list[object]]:
@@ -55,17 +45,26 @@ def cached(group: str, scan: Callable[[], EntryPoints]) -> EntryPoints:
     except (OSError, ValueError, TypeError, AttributeError):
         pass
     found = scan()
-    import tempfile  # 3 ms at import; only a cache miss writes
-
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump({"key": key, "entry_points": found}, handle)
-            os.replace(tmp, path)  # atomic: concurrent writers each leave a whole file
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, json.dumps({"key": key, "entry_points": found}))
     except OSError:
         pass  # an unwritable cache folder costs a scan next time, nothing else
     return found
+
+
+def write_atomic(path: Path, body: str) -> None:
+    """Write a whole file or nothing: a private temporary file in the same folder, then a rename.
+
+    A reader sees the old file or the new one, and the last of several concurrent writers wins
+    whole; a torn or interleaved file cannot appear.
+    """
+    import tempfile  # 3 ms at import; only a cache miss writes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(body)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

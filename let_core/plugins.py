@@ -10,7 +10,6 @@ by ``let plugins``; it never stops the built-ins from working.
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import re
 import threading
@@ -34,7 +33,7 @@ BUILTINS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "let_backends.nvml": (("backend", "nvml", True),),
     "let_backends.jetson": (("backend", "jetson", True),),
     "let_backends.tasmota": (("backend", "tasmota", True),),
-    "let_reporters.csv": (("reporter", "csv", True),),
+    "let_reporters.csv": (("reporter", "csv", False),),
     "let_reporters.parquet": (("reporter", "parquet", True),),
     "let_reporters.strep": (("reporter", "strep", False),),
     "let_reporters.mlflow": (("reporter", "mlflow", True),),
@@ -101,10 +100,9 @@ def _problem(registry: Registry, plugin: str, message: str) -> None:
 
 def _wanted_entry_points() -> set[str] | None:
     """Names allowed by LET_LOAD_PLUGINS; None means all."""
-    value = os.environ.get("LET_LOAD_PLUGINS")
-    if value is None:
-        return None
-    return {name.strip() for name in value.split(",") if name.strip()}
+    from let_core.config import load_plugins_env
+
+    return load_plugins_env()
 
 
 def _load_builtin(module_name: str) -> None:

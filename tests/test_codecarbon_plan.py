@@ -180,7 +180,7 @@ def test_concurrent_writers_leave_a_whole_file(tmp_path):
     writer = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
-        from let_backends.codecarbon_plan import write_atomic
+        from let_core.caches import write_atomic
         body = json.dumps({{"writer": sys.argv[1], "pad": "x" * 200_000}})
         for _ in range(60):
             write_atomic(Path({str(target)!r}), body)
@@ -244,12 +244,13 @@ def test_runs_of_one_tracker_equal_runs_of_fresh_trackers(new_process):
     for a, b in zip(one, fresh):
         assert a.error == "" and b.error == ""
         assert a.duration_s == pytest.approx(b.duration_s, abs=0.3)
-        # RAM power is a constant model of installed memory, so RAM energy per second differs
-        # only by where the last sample falls (CodeCarbon skips one under 50 ms old; a loaded
-        # machine delays its sampler thread): some %.
-        assert a.ram_kwh / a.duration_s == pytest.approx(b.ram_kwh / b.duration_s, rel=0.15)
+        # RAM power is a constant model of installed memory: a run's RAM energy is that power
+        # times its own duration, not the previous run's as well (3x here). CodeCarbon itself
+        # strays from it on a loaded machine: up to 1.5x seen, in fresh trackers and reused
+        # ones alike (a sampler interval counted twice when its thread and stop() race).
+        assert a.ram_kwh == pytest.approx(float(a.extras["ram_power"]) * a.duration_s / 3.6e6, rel=0.6)
         # CPU: TDP x machine-wide load, which other processes on a shared machine move too.
-        assert a.energy_kwh == pytest.approx(b.energy_kwh, rel=0.5)
+        assert a.energy_kwh == pytest.approx(b.energy_kwh, rel=0.6)
     # A run that went on counting from the previous one (CodeCarbon's own restart) would hold
     # the 2 s burn: the idle 1 s run would be above it, and its RAM energy 3x the fresh one's.
     assert one[1].energy_kwh < 0.8 * one[0].energy_kwh
