@@ -80,6 +80,22 @@ def test_cache_frame_results_and_statement_agree(runs: list[dict], tmp_path_fact
     streamed, vectorised = cached_totals(folder), frame_totals(frame)
     _same(streamed, vectorised)
     _same(cached_totals(folder), streamed)  # from the cache file this time
+    # A missing cache over a large store is rebuilt vectorised: the same totals, and a cache
+    # that later appends continue row by row.
+    from let_core.results import cache as cache_module
+
+    cache_path(store).unlink()
+    threshold, cache_module.VECTORISED_ABOVE = cache_module.VECTORISED_ABOVE, 0
+    try:
+        _same(cached_totals(folder), streamed)
+    finally:
+        cache_module.VECTORISED_ABOVE = threshold
+    store.append(_rows(runs[0], len(runs)))
+    _same(cached_totals(folder), frame_totals(load_results(folder, dataset=str(folder / "none"))))
+    store.append(_rows(runs[-1], len(runs) + 1))
+    frame = load_results(folder, dataset=str(folder / "none"))
+    streamed, vectorised = cached_totals(folder), frame_totals(frame)
+    _same(streamed, vectorised)
     for project in ("p", "q", "r\x1fs"):  # filters, with a separator character in a name
         _same(cached_totals(folder, project_name=project), frame_totals(frame[frame["project_name"] == project]))
     by_project = aggregate(frame, "project")

@@ -391,6 +391,7 @@ class _Columns:
         self.frame = frame
         self.size = len(frame)
         self._empty: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
         if "run_id" in frame:
             self.runs, self.run_count = row_codes(frame["run_id"])
         else:
@@ -451,6 +452,38 @@ class _Columns:
         return np.bincount(self.runs[mask], weights=None if weights is None else weights[mask],
                            minlength=self.run_count)
 
+    def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """The text column as integer codes and their labels ("" for missing values), computed
+        once per column; Arrow columns are dictionary-encoded without a Python object per row."""
+        import numpy as np
+        import pandas as pd
+
+        cached = self._codes.get(name)
+        if cached is not None:
+            return cached
+        if name not in self.frame:
+            result: tuple[np.ndarray, list[str]] = (np.zeros(self.size, dtype=np.int64), [""])
+        else:
+            values = self.frame[name]
+            source = getattr(values.array, "_pa_array", None)
+            if source is not None:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                if source.type != pa.string() and source.type != pa.large_string():
+                    source = pc.cast(source, pa.string())
+                encoded = pc.dictionary_encode(source.fill_null("")).combine_chunks()
+                codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+                labels = [str(v) for v in encoded.dictionary.to_pylist()]
+            else:
+                raw, uniques = pd.factorize(values.astype(object).where(values.notna(), ""))
+                codes, labels = np.asarray(raw, dtype=np.int64), [str(v) for v in uniques]
+            if not labels:
+                labels = [""]
+            result = (codes, labels)
+        self._codes[name] = result
+        return result
+
     def text(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
         """The text column as an object array, "" for missing values (rows of ``mask`` only)."""
         import numpy as np
@@ -486,7 +519,7 @@ def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
     runs = columns.runs[rows]
     if not len(rows) or np.bincount(runs).max() < 2:
         return rows
-    backend_codes, _ = pd.factorize(columns.text("backend")[rows])
+    backend_codes = columns.codes("backend")[0][rows]
     groups = pd.factorize(runs.astype(np.int64) * (int(backend_codes.max()) + 1) + backend_codes)[0]
     return rows[keep_latest(np.asarray(groups, dtype=np.int64), columns.numbers("duration")[rows])]
 
@@ -513,20 +546,30 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     if not len(rows):
         return roles, demoted, metered, considered
     # Each usable row's state: (kind, set aside, scope), coded as a small integer.
-    scopes = columns.text("scope")[rows]
-    state = np.where(is_estimate[rows], 0, np.where(demoted[rows], 2, 1))
-    keys = pd.Series(state.astype(str)) + "|" + pd.Series(scopes).replace("", SYSTEM_SCOPE)
-    codes, names = pd.factorize(keys)
-    codes = codes.astype(np.int64)
+    scope_codes, scope_labels = columns.codes("scope")
+    state = np.where(is_estimate[rows], 0, np.where(demoted[rows], 2, 1)).astype(np.int64)
+    combined = state * len(scope_labels) + scope_codes[rows]
+    codes, uniques = pd.factorize(combined)
+    codes = np.asarray(codes, dtype=np.int64)
+    names = [(int(u) // len(scope_labels), scope_labels[int(u) % len(scope_labels)] or SYSTEM_SCOPE)
+             for u in uniques]
 
     def views_of(code_list: Sequence[int]) -> list[_View]:
         views = []
         for place, code in enumerate(code_list):
-            kind_state, scope = str(names[code]).split("|", 1)
-            views.append(_View(place, "estimate" if kind_state == "0" else "metered", scope, kind_state == "2"))
+            kind_state, scope = names[code]
+            views.append(_View(place, "estimate" if kind_state == 0 else "metered", scope, kind_state == 2))
         return views
 
     run_of = columns.runs[rows]
+    # Most runs have one usable row: its role depends on its state alone (a handful of them).
+    alone = np.bincount(run_of, minlength=columns.run_count)[run_of] == 1
+    if alone.any():
+        single = np.array([decide(views_of([code]))[0] for code in range(len(names))], dtype=np.int8)
+        roles[rows[alone]] = single[codes[alone]]
+        rows, run_of, codes = rows[~alone], run_of[~alone], codes[~alone]
+        if not len(rows):
+            return roles, demoted, metered, considered
     order = np.argsort(run_of, kind="stable")  # run by run, stored order inside each run
     sorted_rows, sorted_runs, sorted_codes = rows[order], run_of[order], codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_runs[1:] != sorted_runs[:-1]])
@@ -564,12 +607,12 @@ def _job_parts(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     candidates &= ~columns.empty("job_id")
     if not candidates.any():
         return parts
-    scopes = columns.text("scope", candidates)
-    shared = np.fromiter((shared_by_ranks(str(s)) for s in scopes), dtype=bool, count=len(scopes))
-    rows = np.flatnonzero(candidates)[shared]
+    scope_codes, scope_labels = columns.codes("scope")
+    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
+    rows = np.flatnonzero(candidates & shared_label[scope_codes])
     if not len(rows):
         return parts
-    keys = pd.DataFrame({k: columns.text(k)[rows] for k in _JOB_KEYS})
+    keys = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
     energy = pd.Series(columns.energy[rows])
     running = energy.groupby([keys[k] for k in _JOB_KEYS], sort=False).cummax()
     before = running.groupby([keys[k] for k in _JOB_KEYS], sort=False).shift(1).fillna(0.0)
@@ -606,10 +649,18 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
 
     columns, roles, parts, demoted, metered = _frame_counting(frame)
     if by_group:
-        keys = [columns.text(k) for k in ("project_name", "user", "hostname")]
-        combined = pd.Series(keys[0]) + "\x00" + pd.Series(keys[1]) + "\x00" + pd.Series(keys[2])
-        group, names = pd.factorize(combined)
-        labels = [tuple(str(n).split("\x00")) for n in names]
+        key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
+        combined = np.zeros(columns.size, dtype=np.int64)
+        for codes_k, labels_k in key_codes:
+            combined = combined * len(labels_k) + codes_k
+        group, uniques = pd.factorize(combined)
+        labels = []
+        for value in uniques.tolist():
+            names_g = []
+            for codes_k, labels_k in reversed(key_codes):
+                value, code = divmod(value, len(labels_k))
+                names_g.append(labels_k[code])
+            labels.append(tuple(reversed(names_g)))
     else:
         group, labels = np.zeros(columns.size, dtype=np.int64), [("", "", "")]
     count = len(labels)
@@ -647,11 +698,12 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         result: list[dict[str, int]] = [{} for _ in range(count)]
         if name not in columns.frame or not mask.any():
             return result
-        values = columns.text(name, mask)
-        table = pd.DataFrame({"g": group[mask], "v": values})
-        table = table[table["v"] != ""]
-        for (g, v), n in table.groupby(["g", "v"], sort=True).size().items():
-            result[int(g)][str(v)] = int(n)
+        codes_n, labels_n = columns.codes(name)
+        tally = np.bincount(group[mask] * len(labels_n) + codes_n[mask], minlength=count * len(labels_n))
+        for index in np.flatnonzero(tally).tolist():
+            g, code = divmod(index, len(labels_n))
+            if labels_n[code]:
+                result[g][labels_n[code]] = int(tally[index])
         return result
 
     numbers = {
@@ -690,16 +742,18 @@ def _job_maxima(columns: _Columns, roles: np.ndarray, group: np.ndarray, count: 
     candidates = (roles > 0) & ~columns.empty("job_id")
     if not candidates.any():
         return result
-    scopes = columns.text("scope", candidates)
-    shared = np.fromiter((shared_by_ranks(str(s)) for s in scopes), dtype=bool, count=len(scopes))
-    rows = np.flatnonzero(candidates)[shared]
+    scope_codes, scope_labels = columns.codes("scope")
+    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
+    rows = np.flatnonzero(candidates & shared_label[scope_codes])
     if not len(rows):
         return result
-    table = pd.DataFrame({k: columns.text(k)[rows] for k in _JOB_KEYS})
+    table = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
     table["g"] = group[rows]
     table["e"] = columns.energy[rows]
+    labels = [columns.codes(k)[1] for k in _JOB_KEYS]
     for key, value in table.groupby(["g", *_JOB_KEYS], sort=False)["e"].max().items():
-        result[int(key[0])][json.dumps([str(k) for k in key[1:]])] = float(value)
+        text = [labels[i][int(code)] for i, code in enumerate(key[1:])]
+        result[int(key[0])][json.dumps(text)] = float(value)
     return result
 
 
