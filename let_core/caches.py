@@ -21,14 +21,29 @@ from let_core.config import cache_dir
 EntryPoints = list[tuple[str, str, str]]
 
 
+_INSTALL_FOLDERS = ("site-packages", "dist-packages")
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
+
+
 def fingerprint() -> list[list[object]]:
-    """Every sys.path entry with its folder's mtime (None where it is not a folder)."""
+    """Every sys.path entry with what changes when a distribution is added or removed there.
+
+    For an installer's folder (site-packages) that is the folder's mtime. Other entries (the
+    script's folder, the working directory, a checkout on PYTHONPATH) see files come and go on
+    every run, e.g. a training script writing its outputs: there only the distribution metadata
+    folders in them count, with their mtimes, so those writes do not cost a scan each run.
+    """
     result: list[list[object]] = []
     for entry in sys.path:
         path = entry or os.getcwd()
         try:
-            result.append([path, os.stat(path).st_mtime_ns])
-        except OSError:
+            if os.path.basename(path.rstrip(os.sep)) in _INSTALL_FOLDERS:
+                result.append([path, os.stat(path).st_mtime_ns])
+            else:
+                with os.scandir(path) as found:
+                    result.append([path, sorted([e.name, e.stat().st_mtime_ns] for e in found
+                                                if e.name.endswith(_METADATA_SUFFIXES))])
+        except OSError:  # not a folder (a zip, a missing entry)
             result.append([path, None])
     return result
 

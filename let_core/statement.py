@@ -66,12 +66,24 @@ def known_bibtex() -> dict[str, str]:
     return entries
 
 
+def _backend_factory(name: str) -> Any:
+    """One backend's factory, loading only its own module when it is a built-in (every
+    plugin only for a name no built-in has); None when no plugin registers it."""
+    try:
+        from let_core.plugins import get_factory
+
+        return get_factory("backend", name).factory
+    except Exception:  # unknown or broken: the statement still prints, without its citation
+        return None
+
+
 def citation_keys(backends: Sequence[str], methodologies: Sequence[str] = ()) -> list[str]:
     """LET's own key, then what each backend (in order) declares for these methodologies."""
     keys = ["lamarr_energy_tracker"]
-    factories = _backend_factories()
     for name in backends:
-        factory = factories.get(name)
+        # Per name, not the whole registry: a tracker's statement at stop must not import
+        # every backend module (tasmota, nvml, ...) to cite the one it used.
+        factory = _backend_factory(name)
         if factory is None:
             continue
         chooser = getattr(factory, "citation_keys", None)
@@ -222,10 +234,9 @@ def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = (
     """How the methods read inside "Using ..., the energy ...": the phrase a backend declares
     for its methodology label (``statement_phrases`` on its factory), else the label itself.
     Counter readings share one suffix: "RAPL and NVML energy counters"."""
-    factories = _backend_factories() if backends else {}
     phrases: dict[str, str] = {}
     for backend in backends:
-        declared = getattr(factories.get(backend), "statement_phrases", None)
+        declared = getattr(_backend_factory(backend), "statement_phrases", None)
         if isinstance(declared, Mapping):
             phrases.update({k: v for k, v in declared.items() if isinstance(k, str) and isinstance(v, str)})
     labels = list(dict.fromkeys(phrases.get(m, m) for m in methodologies if m))

@@ -239,6 +239,30 @@ def test_entry_point_list_is_cached_until_sys_path_changes(tmp_path, monkeypatch
     assert len(scans) == 3
 
 
+def test_entry_point_cache_survives_outputs_written_beside_the_script(tmp_path, monkeypatch, let_home):
+    """The script's folder or the working directory is on sys.path and gets new files on every
+    run (outputs, logs): that must not cost a scan; a distribution added there still does."""
+    from let_core import caches
+
+    scans = []
+
+    def scan():
+        scans.append(1)
+        return []
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.syspath_prepend(str(work))
+    caches.cached("let", scan)
+    (work / "emissions.csv").write_text("x\n")  # an output: the folder's mtime moves
+    os.utime(work, ns=(0, 10**18))
+    caches.cached("let", scan)
+    assert len(scans) == 1
+    (work / "demo-1.0.dist-info").mkdir()
+    caches.cached("let", scan)
+    assert len(scans) == 2
+
+
 def test_an_entry_point_plugin_installed_later_is_found(tmp_path, monkeypatch, fresh_plugins):
     monkeypatch.delenv("LET_LOAD_PLUGINS")
     site = tmp_path / "site"
