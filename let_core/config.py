@@ -24,7 +24,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-import socket
 from pathlib import Path
 
 from let_core.errors import ConfigurationError
@@ -111,7 +110,16 @@ def log_level_env() -> str | None:
 
 
 def hostname() -> str:
-    return os.environ.get("LET_HOSTNAME") or socket.gethostname()
+    explicit = os.environ.get("LET_HOSTNAME")
+    if explicit:
+        return explicit
+    if hasattr(os, "uname"):
+        # The same kernel value as socket.gethostname() (gethostname(2) reads uname's nodename)
+        # without importing socket (~2 ms) on every tracked run.
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 def current_user() -> str:

@@ -160,8 +160,8 @@ def _cache_findings(store: Store, fd: int, header: list[str]) -> list[Finding]:
     except (OSError, ValueError, AttributeError):
         return [Finding(path, "totals cache does not parse; it is rebuilt on the next statement "
                               "(--repair removes it)")]
-    groups, offset = cache._load(store, fd, header)
-    if offset != recorded:
+    _groups, _offset, trusted = cache._load(store, fd, header)
+    if not trusted:
         # Never trusted (the cache proves it belongs to the file or is rebuilt), so a note.
         return [Finding(path, "totals cache does not match this store's current file (deleted "
                               "and recreated, restored, edited, or its last line lacks a line "

@@ -31,6 +31,11 @@ _VERSION = 3
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
 VECTORISED_ABOVE = 4 << 20
 _TAIL = 4096  # bytes before the offset whose digest must match
+#: A valid cache is rewritten only once this many bytes were appended after what it covers.
+#: Below that the new rows are folded in memory: a tracked run's statement at stop is one
+#: cache read plus its own few lines, not a read, a rewrite and a rename each time. The
+#: totals are the same either way (the same rows go through the same Accumulator).
+SAVE_ABOVE = 8 << 10
 
 GroupKey = tuple[str, str, str]
 
@@ -50,7 +55,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         header = _read_header(fd)
         if header is None:
             return Totals()
-        groups, offset = _load(store, fd, header)
+        groups, offset, trusted = _load(store, fd, header)
         end = _data_end(fd, len(header))
         if offset < end:
             if not groups and end - offset > VECTORISED_ABOVE:
@@ -60,7 +65,8 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
                 groups = _vectorised(store)
             else:
                 _add_rows(_iter_rows(fd, header, offset, end=end), groups)
-            _save(store, fd, header, end, groups)
+            if not trusted or end - offset > SAVE_ABOVE:
+                _save(store, fd, header, end, groups)
     result = Totals()
     for key, value in groups.items():
         if _matches(dict(zip(FILTER_KEYS, key)), filters):
@@ -111,10 +117,10 @@ def _identity(fd: int, offset: int) -> dict[str, Any]:
             "tail": _digest(fd, max(header_end, offset - _TAIL), offset)}
 
 
-def _load(store: Store, fd: int, header: list[str]) -> tuple[dict[GroupKey, Accumulator], int]:
-    """The cached groups and the offset they cover; empty groups from the header on when the
-    cache is missing, damaged or not provably this file's."""
-    fresh: tuple[dict[GroupKey, Accumulator], int] = ({}, _header_length(fd))
+def _load(store: Store, fd: int, header: list[str]) -> tuple[dict[GroupKey, Accumulator], int, bool]:
+    """The cached groups, the offset they cover and True; empty groups from the header on and
+    False when the cache is missing, damaged or not provably this file's."""
+    fresh: tuple[dict[GroupKey, Accumulator], int, bool] = ({}, _header_length(fd), False)
     try:
         with open(cache_path(store), encoding="utf-8") as handle:
             cache = json.load(handle)
@@ -133,7 +139,7 @@ def _load(store: Store, fd: int, header: list[str]) -> tuple[dict[GroupKey, Accu
                     or not all(isinstance(part, str) for part in key)):
                 return fresh
             groups[(key[0], key[1], key[2])] = Accumulator.from_json(value)
-        return groups, offset
+        return groups, offset, True
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return fresh
 
