@@ -81,6 +81,22 @@ def test_let014_store_loads_with_project_user_and_host(let_home):
     assert len(load_results(user="alice")) == 1
 
 
+def test_projected_read_of_a_store_with_legacy_rows_derives_their_columns(let_home):
+    """`columns=` reads the legacy keys only when a row has no backend: over a 0.1.4 store the
+    projected frame derives project, methodology and hardware like a full read, and its totals
+    are those of the full read and of the cache."""
+    from let_core.results import cached_totals, frame_totals
+    from let_core.results.counting import TOTALS_COLUMNS
+
+    let_home.mkdir(parents=True)
+    shutil.copy(LEGACY, let_home / STORE_FILE)
+    projected, full = load_results(columns=TOTALS_COLUMNS), load_results()
+    assert list(projected["project_name"]) == ["vision", "vision", "nlp"]
+    assert set(projected["methodology"]) == {"CodeCarbon 3.2.3"}
+    assert list(projected["hardware"]) == ["Intel(R) Xeon(R) Processor"] * 3
+    assert frame_totals(projected) == frame_totals(full) == cached_totals()
+
+
 def test_appending_to_a_let014_store_keeps_every_old_row_and_column(let_home):
     let_home.mkdir(parents=True)
     shutil.copy(LEGACY, let_home / STORE_FILE)
