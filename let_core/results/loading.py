@@ -239,12 +239,17 @@ BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "
 def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The CSV store as a frame; only ``columns`` (plus BASE_COLUMNS) when given, which is
     what keeps memory at the data's size for tables over millions of rows."""
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    # A cold process (`let statement`) needs pandas only after the parse, and importing it
+    # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
+    # the import runs meanwhile on another core.
+    _import_in_background("pandas")
     with store._locked(exclusive=False, create=False) as fd:
         if fd is None:
+            import pandas as pd
+
             return pd.DataFrame(columns=list(STORE_COLUMNS))
         header = _read_header(fd)
         # Only the rows: a killed writer's torn last line is not one (a last line without its
@@ -254,6 +259,8 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         with pa.memory_map(str(store.path)) as mapped:
             data = mapped.read_buffer(end)
     if header is None:
+        import pandas as pd
+
         return pd.DataFrame(columns=list(STORE_COLUMNS))
     skipped: list[int] = []
 
@@ -314,6 +321,8 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             if slow.num_rows > table.num_rows:
                 table, typed = slow, False
             skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
+    import pandas as pd  # (waits for the background import when it is still running)
+
     frame = _to_frame(table)
     if not typed:
         for column in NUMERIC_COLUMNS:
@@ -379,6 +388,28 @@ def _is_utf8(data: Any) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` in a daemon thread unless it is imported already; a later
+    ``import`` of it waits for that thread (the import lock), or imports it itself when the
+    thread failed, with the usual error."""
+    import sys
+    import threading
+
+    if module in sys.modules:
+        return
+    threading.Thread(target=_import_quietly, args=(module,), name=f"let-import-{module}",
+                     daemon=True).start()
+
+
+def _import_quietly(module: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception:  # reported by the caller's own import of it
+        pass
 
 
 def _any_blank(column: Any) -> bool:
