@@ -12,13 +12,15 @@ from let_core._lazy import lazy_exports
 from let_core._version import __version__
 
 _EXPORTS = {
-    "EnergyTracker": "let_core.tracker",
+    # 0.1.x's tracker: CodeCarbon's estimate is stop()'s energy_consumed (see its docstring)
+    "EnergyTracker": "lamarr_energy_tracker.tracker",
     "track_energy": "let_core.tracker",
-    "load_results": "let_core.store",
-    "delete_results": "let_core.store",
+    "load_results": "let_core",
+    "delete_results": "let_core",
     "paper_statement": "let_core.statement",
     "print_paper_statement": "let_core.statement",
-    "print_custom_paper_statement": "let_core.statement",
+    # 0.1.x's wording ("1.216 kgCO2-equivalents"), as its README imports it from here
+    "print_custom_paper_statement": "lamarr_energy_tracker.print_paper_statement",
     "GroundTruthTracker": "lamarr_energy_tracker.ground_truth_tracking",
     "GroundTruthTrackingServer": "lamarr_energy_tracker.ground_truth_tracking",
 }

@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from attrs import frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import is_legacy, legacy_fields, primary_measurements, shared_by_ranks
+from let_core.records import (REQUIRED_COLUMNS, is_legacy, legacy_fields, primary_measurements,
+                              shared_by_ranks)
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-#: What makes a CSV an emissions file: CodeCarbon's core columns (LET 0.1.x and 1.x have them too).
-REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "run_id", "duration", "emissions", "energy_consumed")
 
 
 @frozen
@@ -68,7 +67,13 @@ def _key(row: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
     candidate = Path(path).expanduser()
-    return candidate / "emissions.csv" if candidate.is_dir() else candidate
+    if candidate.is_dir():
+        inside = candidate / "emissions.csv"
+        if not inside.is_file():
+            raise ConfigurationError(f"{candidate} is a folder without an emissions.csv file; give "
+                                     "emissions.csv files or the folders holding them. Nothing was merged.")
+        return inside
+    return candidate
 
 
 def check_file(path: Path) -> list[str]:
@@ -78,8 +83,12 @@ def check_file(path: Path) -> list[str]:
             header = next(csv.reader(handle), [])
     except FileNotFoundError:
         raise ConfigurationError(f"{path}: no such file; give emissions.csv files or their folders") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path}: cannot be read as an emissions file ({exc})") from exc
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path} is not a text (UTF-8) CSV file, so not an emissions file "
+                                 "(LET or CodeCarbon). Nothing was merged.") from None
+    except (OSError, csv.Error) as exc:
+        raise ConfigurationError(f"{path}: cannot be read as an emissions file ({exc}). "
+                                 "Nothing was merged.") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ConfigurationError(
@@ -88,15 +97,23 @@ def check_file(path: Path) -> list[str]:
     return header
 
 
-def _rows(path: Path, header: list[str]) -> Iterable[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for fields in reader:
-            if len(fields) != len(header):
-                continue  # a truncated last line of a killed writer
-            row = dict(zip(header, fields))
-            yield {**row, **legacy_fields(row)} if is_legacy(row) else row
+def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
+    """Every row of the file; read whole before anything is merged, so that a file damaged
+    half-way (binary bytes, a stray NUL) merges nothing rather than part of itself."""
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            for fields in reader:
+                if len(fields) != len(header):
+                    continue  # a truncated last line of a killed writer
+                row = dict(zip(header, fields))
+                rows.append({**row, **legacy_fields(row)} if is_legacy(row) else row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigurationError(f"{path}: cannot be read as an emissions file past its header "
+                                 f"({exc}); is it damaged? Nothing was merged.") from exc
+    return rows
 
 
 def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str]) -> MergeReport:
@@ -110,15 +127,16 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
         raise ConfigurationError("give at least one emissions.csv to merge")
     paths = [_resolve(f) for f in files]
     headers = [check_file(p) for p in paths]
+    contents = [_rows(p, h) for p, h in zip(paths, headers)]
     store = Store(into)
     if any(p.resolve() == store.path.resolve() for p in paths if p.exists()):
         raise ConfigurationError(f"{store.path} is the target store itself; merge other files into it")
     seen = {_key(row) for row in store.rows()}
     reports = []
-    for path, header in zip(paths, headers):
+    for path, rows in zip(paths, contents):
         new: list[dict[str, str]] = []
         total = 0
-        for row in _rows(path, header):
+        for row in rows:
             total += 1
             key = _key(row)
             if key in seen:

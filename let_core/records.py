@@ -263,6 +263,11 @@ LET_COLUMNS: tuple[str, ...] = (
 )
 
 STORE_COLUMNS: tuple[str, ...] = CODECARBON_COLUMNS + LET_COLUMNS
+
+#: What makes a CSV an emissions file: the columns every CodeCarbon version wrote (from the
+#: pre-1.0 ``experiment_id`` files on), LET 0.1.x and 1.x included. Not ``run_id``: CodeCarbon
+#: 1.x files have none, and their rows are still runs.
+REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "duration", "emissions", "energy_consumed")
 STORE_COLUMN_SET = frozenset(STORE_COLUMNS)
 
 #: Columns read back as floats; every other column is text.

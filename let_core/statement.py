@@ -151,8 +151,13 @@ def comparison(emissions_g: float) -> str | None:
     if not math.isfinite(emissions_g) or emissions_g < REFERENCES[0].grams:
         return None
     reference = max((r for r in REFERENCES if r.grams <= emissions_g), key=lambda r: r.grams)
+    return comparison_phrase(emissions_g, reference)
+
+
+def comparison_phrase(emissions_g: float, reference: Reference) -> str:
+    """"equivalent to N things" for the emissions in units of one reference (N may be below 1)."""
     factor = emissions_g / reference.grams
-    if factor < 1.05:
+    if 0.95 < factor < 1.05:
         return f"equivalent to 1 {reference.singular}"
     return f"equivalent to {factor:.1f} {reference.plural}"
 
@@ -320,8 +325,13 @@ def print_paper_statement(output_dir: str | os.PathLike[str] | None = None, proj
 
 
 def custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
-                           energy_unit: str = "kWh", carbon_intensity: float = 380) -> str:
-    """A statement for energy measured elsewhere (e.g. the CO2 Impact Calculator)."""
+                           energy_unit: str = "kWh", carbon_intensity: float = 380, *,
+                           joined_units: bool = False) -> str:
+    """A statement for energy measured elsewhere (e.g. the CO2 Impact Calculator).
+
+    ``joined_units=True`` writes the emissions as LET 0.1.x's custom statement did and its
+    PyPI page shows, "1.216 kgCO2-equivalents", for texts that quote that wording.
+    """
     energy = checked_number(consumed_energy, "consumed_energy")
     intensity = checked_number(carbon_intensity, "carbon_intensity", unit="gCO2/kWh")
     if energy_unit not in ("kWh", "Wh"):
@@ -334,10 +344,12 @@ def custom_paper_statement(methodology: str, hardware: str, consumed_energy: flo
     grams = kwh * intensity
     shown_intensity = int(intensity) if float(intensity).is_integer() else intensity
     keys = citation_keys([methodology])
+    emissions = (format_emissions(grams) + "CO2-equivalents" if joined_units
+                 else f"{format_emissions(grams)} of CO2-equivalents")
     text = (f"Using {methodology}, the energy consumption of running all experiments on "
             f"{hardware_phrase([hardware])} is estimated to {energy:.3f} {energy_unit}. "
-            f"This corresponds to estimated carbon emissions of {format_emissions(grams)} of "
-            f"CO2-equivalents, assuming a carbon intensity of {shown_intensity} gCO2/kWh{_cite(keys)}. "
+            f"This corresponds to estimated carbon emissions of {emissions}, "
+            f"assuming a carbon intensity of {shown_intensity} gCO2/kWh{_cite(keys)}. "
             f"{_ESTIMATE_NOTE}")
     compared = comparison(grams)
     if compared:

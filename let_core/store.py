@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from let_core.errors import LetWarning, StoreError
-from let_core.records import (NUMERIC_COLUMNS, STORE_COLUMNS, as_float, is_legacy,
-                              legacy_fields, primary_measurements, shared_by_ranks)
+from let_core.records import (NUMERIC_COLUMNS, REQUIRED_COLUMNS, STORE_COLUMNS, as_float,
+                              is_legacy, legacy_fields, primary_measurements, shared_by_ranks)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,6 +112,7 @@ class Store:
                 except FileNotFoundError:
                     current = None
                 if current is not None and current.st_ino == os.fstat(fd).st_ino:
+                    _check_store_file(fd, self.path)
                     yield fd
                     return
             finally:
@@ -263,6 +264,32 @@ class Store:
 
 
 # ------------------------------------------------------------------------- file helpers
+def _check_store_file(fd: int, path: Path) -> None:
+    """Refuse, before anything is read or written, a store path that is no emissions file:
+    a folder, binary data, or a CSV without CodeCarbon's core columns."""
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise StoreError(f"{path} is not a regular file (a folder?); the LET store is a CSV file. "
+                         "Move it aside, or set LET_HOME / output_dir= to another folder.")
+    head = os.pread(fd, _HEADER_PROBE, 0)
+    if not head:
+        return
+    end = head.find(b"\n")
+    try:
+        line = (head if end < 0 else head[:end]).decode("utf-8").lstrip("\ufeff")
+        header = _parse_line(line.rstrip("\r"))
+    except (UnicodeDecodeError, csv.Error):
+        raise StoreError(f"{path} is not a text CSV file, so not an emissions file (LET or "
+                         "CodeCarbon). Nothing was read or written; move it aside, or set LET_HOME / "
+                         "output_dir= to the folder of your emissions.csv.") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise StoreError(f"{path} is not an emissions file (LET or CodeCarbon): it lacks the "
+                         f"column(s) {', '.join(missing)}. Nothing was read or written; move it aside, "
+                         "or set LET_HOME / output_dir= to the folder of your emissions.csv.")
+
+
 def _read_header(fd: int) -> list[str] | None:
     head = os.pread(fd, _HEADER_PROBE, 0)
     if not head:
@@ -709,7 +736,11 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     except pa.ArrowInvalid:
         # A damaged cell in a number column: read everything as text, keep what parses.
         skipped.clear()
-        frame = _to_frame(read(typed=False))
+        try:
+            frame = _to_frame(read(typed=False))
+        except pa.ArrowInvalid as exc:
+            raise StoreError(f"{store.path} cannot be read as CSV past its header ({exc}); is it "
+                             "damaged? Move it aside, or check it with a text editor.") from exc
         for column in NUMERIC_COLUMNS:
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")

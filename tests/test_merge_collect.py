@@ -85,4 +85,4 @@ def test_let_merge_command(tmp_path: Path) -> None:
     bad.write_text("hello\n")
     result = runner.invoke(cli, ["merge", str(bad), "--into", str(tmp_path / "all")])
     assert result.exit_code == 1
-    assert "notes.csv is not an emissions file" in result.output and "run_id" in result.output
+    assert "notes.csv is not an emissions file" in result.output and "energy_consumed" in result.output
