@@ -69,7 +69,7 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
 
 
 _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
-                  "emissions", "duration", "status", "run_id")
+                  "emissions", "duration", "run_status", "run_id")
 
 
 @cli.command()

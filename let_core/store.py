@@ -138,8 +138,10 @@ class Store:
 
     def _migrate(self, fd: int, header: list[str]) -> None:
         """Rewrite a foreign-header store with the union of columns, keeping every row."""
-        columns = list(STORE_COLUMNS) + [c for c in header if c not in STORE_COLUMNS]
-        self._rewrite(fd, columns, (_effective(row) for row in _iter_rows(fd, header, 0)))
+        renames = _renamed_columns(header)
+        columns = list(STORE_COLUMNS) + [c for c in header if c not in STORE_COLUMNS and c not in renames]
+        rows = ({renames.get(k, k): v for k, v in row.items()} for row in _iter_rows(fd, header, 0))
+        self._rewrite(fd, columns, (_effective(row) for row in rows))
 
     def delete(self, **filters: str | None) -> int:
         """Remove the rows matching every given filter, atomically; returns how many."""
@@ -264,6 +266,15 @@ class Store:
 
 
 # ------------------------------------------------------------------------- file helpers
+def _renamed_columns(header: Sequence[str]) -> dict[str, str]:
+    """Columns LET 1.0's development stores named otherwise: ``status`` is now ``run_status``
+    (STREP reads a CSV with a ``status`` column as an MLflow summary). Only LET's own stores
+    (they have ``backend``) are renamed; a foreign ``status`` column stays as it is."""
+    if "backend" in header and "status" in header and "run_status" not in header:
+        return {"status": "run_status"}
+    return {}
+
+
 def _check_store_file(fd: int, path: Path) -> None:
     """Refuse, before anything is read or written, a store path that is no emissions file:
     a folder, binary data, or a CSV without CodeCarbon's core columns."""
@@ -692,7 +703,7 @@ def _pandas_dtype(column: str) -> str:
 #: Columns load_results always reads: filters, legacy normalization and deduplication need them.
 BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "task",
                                  "experiment_id", "codecarbon_version", "cpu_model", "gpu_model",
-                                 "status", "methodology", "kind", "scope", "hardware")
+                                 "run_status", "methodology", "kind", "scope", "hardware")
 
 
 def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -746,6 +757,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if skipped:
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
+    frame = frame.rename(columns=_renamed_columns(header))
     missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
     if missing:
         import numpy as np
@@ -789,7 +801,7 @@ def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
     legacy = pa.array((frame["backend"].fillna("") == "").to_numpy(dtype=bool))
     if not pc.any(legacy).as_py():
         return frame
-    keys = ["experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "status"]
+    keys = ["experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "run_status"]
     text = {k: _arrow_text(frame[k]) if k in frame else pa.nulls(len(frame), pa.string()).fill_null("")
             for k in keys}
     joined = pc.binary_join_element_wise(*(text[k] for k in keys), "\x1f")

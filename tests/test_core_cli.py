@@ -88,7 +88,7 @@ def test_run_tracks_a_command_and_passes_its_exit_code(let_home):
                              capture_output=True, text=True)
     assert failing.returncode == 3
     frame = load_results(project_name="cmd")
-    assert set(frame["status"]) == {"failed"} and "exit status 3" in frame.iloc[0]["error"]
+    assert set(frame["run_status"]) == {"failed"} and "exit status 3" in frame.iloc[0]["error"]
 
 
 def test_main_registers_plugin_commands(let_home):

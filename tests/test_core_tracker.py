@@ -60,7 +60,7 @@ def test_context_manager_records_one_row_and_returns_the_result(let_home):
     assert len(frame) == 1
     row = frame.iloc[0]
     assert row["run_id"] == result["run_id"]
-    assert row["backend"] == "manual" and row["kind"] == "estimate" and row["status"] == "ok"
+    assert row["backend"] == "manual" and row["kind"] == "estimate" and row["run_status"] == "ok"
     assert row["experiment_id"] == f"paper___{tracker.user}___{tracker.hostname}"
     assert row["energy_consumed"] == pytest.approx(result["energy_consumed"])
 
@@ -91,7 +91,7 @@ def test_exception_in_block_is_recorded_as_failed_and_reraised(let_home):
         with EnergyTracker(project_name="p", backends=[manual()], reporters=["csv"]):
             1 / 0
     row = load_results().iloc[0]
-    assert row["status"] == "failed"
+    assert row["run_status"] == "failed"
     assert "ZeroDivisionError" in row["error"]
     assert row["energy_consumed"] > 0  # energy spent on a failed run still counts
 
@@ -235,7 +235,7 @@ def test_decorator_records_a_raising_call_as_failed(let_home):
 
     with pytest.raises(ValueError, match="bad batch"):
         explode()
-    assert load_results(project_name="boom").iloc[0]["status"] == "failed"
+    assert load_results(project_name="boom").iloc[0]["run_status"] == "failed"
 
 
 def test_decorator_on_async_functions(let_home):
