@@ -62,7 +62,13 @@ def _key(row: Mapping[str, Any]) -> tuple[str, ...]:
     run_id = str(row.get("run_id") or "")
     if run_id:
         return ("id", run_id, str(row.get("backend") or ""), str(row.get("task") or ""))
-    return ("row",) + tuple(f"{k}={v}" for k, v in sorted(row.items()))
+    # No run id (CodeCarbon 1.x): the row is identified by what CodeCarbon wrote for it. Not by
+    # every column: a stored row also has LET's columns, and the file's does not.
+    return ("row",) + tuple(str(row.get(column) or "") for column in _ROW_IDENTITY)
+
+
+_ROW_IDENTITY = ("timestamp", "project_name", "experiment_id", "duration", "emissions",
+                 "energy_consumed")
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -128,6 +134,12 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
     paths = [_resolve(f) for f in files]
     headers = [check_file(p) for p in paths]
     contents = [_rows(p, h) for p, h in zip(paths, headers)]
+    from let_core.store import _blank_energy, warn_blank_energy
+
+    for path, rows in zip(paths, contents):
+        blank = [row for row in rows if _blank_energy(row.get("energy_consumed"), row.get("error"))]
+        if blank:
+            warn_blank_energy(path, blank)
     store = Store(into)
     if any(p.resolve() == store.path.resolve() for p in paths if p.exists()):
         raise ConfigurationError(f"{store.path} is the target store itself; merge other files into it")

@@ -311,6 +311,13 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
         filters = {k: v for k, v in (("project_name", project_name), ("user", user),
                                      ("hostname", hostname)) if v is not None}
         where = Store(output_dir).path
+        stored = sum(1 for row in Store(output_dir).rows()
+                     if all(row.get(k) == v for k, v in filters.items()))
+        if stored:
+            raise ConfigurationError(
+                f"none of the {stored} stored row(s) in {where}" + (f" matching {filters}" if filters else "")
+                + " has an energy value (empty energy_consumed cells, or backends that failed); "
+                "see `let results` and fill in or delete those rows")
         raise ConfigurationError(f"no stored runs in {where}" + (f" match {filters}" if filters else "")
                                  + "; track a run first or check the filters (`let results`)")
     return statement_from_totals(totals)

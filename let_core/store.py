@@ -226,7 +226,7 @@ class Store:
             size = os.fstat(fd).st_size
             if cache["offset"] < size:
                 groups = {key: Totals.from_json(value) for key, value in cache["groups"].items()}
-                offset = _accumulate(fd, header, cache["offset"], groups)
+                offset = _accumulate(fd, header, cache["offset"], groups, self.path)
                 cache = {**cache, "offset": offset,
                          "groups": {key: value.to_json() for key, value in groups.items()}}
                 self._save_cache(cache)
@@ -567,14 +567,36 @@ class _RunGrouper:
             self.rows = []
 
 
-def _accumulate(fd: int, header: list[str], offset: int, groups: dict[str, Totals]) -> int:
+def _accumulate(fd: int, header: list[str], offset: int, groups: dict[str, Totals],
+                path: Path | None = None) -> int:
     """Add the runs stored after ``offset`` to ``groups``; returns the offset now covered."""
     end = _complete_length(fd, os.fstat(fd).st_size)
     grouper = _RunGrouper(groups)
+    blank: list[Mapping[str, str]] = []
     for row in _iter_rows(fd, header, offset, end=end):
+        if _blank_energy(row.get("energy_consumed"), row.get("error")):
+            blank.append(row)
         grouper.add(_effective(row))
     grouper.finish()
+    if blank and path is not None:
+        warn_blank_energy(path, blank)
     return end
+
+
+def _blank_energy(energy: Any, error: Any) -> bool:
+    """A row without an energy figure that does not say why (a failed backend's row does)."""
+    return not math.isfinite(as_float(energy)) and not (isinstance(error, str) and error.strip())
+
+
+def warn_blank_energy(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """One warning naming the rows (run id, timestamp) whose energy cell is empty: they count
+    as nothing, and a statement over only such rows would otherwise read as "no stored runs"."""
+    names = [f"run {row.get('run_id') or '(no run id)'} at {row.get('timestamp') or '?'}"
+             for row in rows[:5]]
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    warnings.warn(f"{path}: {len(rows)} row(s) have no energy_consumed value and are not counted: "
+                  f"{'; '.join(names)}{more}. Fill in the energy or delete those rows.",
+                  LetWarning, stacklevel=4)
 
 
 # ------------------------------------------------------------------------- public API
@@ -758,6 +780,13 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     if skipped:
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s)", LetWarning, stacklevel=3)
     frame = frame.rename(columns=_renamed_columns(header))
+    if "energy_consumed" in frame:
+        errors = frame["error"].fillna("").astype(str).str.strip() if "error" in frame else ""
+        blank = frame["energy_consumed"].isna() & (errors == "")
+        if blank.any():
+            shown = [c for c in ("run_id", "timestamp") if c in frame]
+            warn_blank_energy(store.path, frame.loc[blank, shown].astype(object).fillna("")
+                              .to_dict("records"))
     missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
     if missing:
         import numpy as np
