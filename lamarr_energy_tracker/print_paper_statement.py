@@ -13,6 +13,9 @@ unit conversion and deterministic, every hardware model named, a space after "kW
 from __future__ import annotations
 
 import math
+import os
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -124,6 +127,19 @@ def main(output_dir: str | None, project_name: str | None, user: str | None, hos
     except LetError as exc:
         raise click.ClickException(str(exc)) from exc
 
+
+class _CallableModule(types.ModuleType):
+    """``lamarr_energy_tracker.print_paper_statement`` is this module in 0.1.x (code reads
+    ``.emission_comparisons`` from it), and the function in LET's README
+    (``from lamarr_energy_tracker import print_paper_statement; print_paper_statement()``).
+    Python binds the name to the module once it is imported, so the module calls the function."""
+
+    def __call__(self, output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                 user: str | None = None, hostname: str | None = None) -> str:
+        return print_paper_statement(output_dir, project_name, user, hostname)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()
