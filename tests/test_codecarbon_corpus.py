@@ -44,6 +44,7 @@ EXPECTED: dict[str, Expected] = {
     "cc2_checkpoints.csv": Expected(rows=5, runs=2, kwh=0.004 + 0.01),
     "cc2_empty_energy.csv": Expected(rows=3, runs=3, kwh=0.06, blank=1),
     "cc2_no_final_newline.csv": Expected(rows=2, runs=2, kwh=0.13),
+    "cc2_windows_crlf.csv": Expected(rows=2, runs=2, kwh=0.1),
     "cc3.csv": Expected(rows=2, runs=2, kwh=1.0),
     "cc3_bom.csv": Expected(rows=2, runs=2, kwh=1.0),
     "cc3_reordered.csv": Expected(rows=2, runs=2, kwh=1.0),
@@ -71,6 +72,11 @@ def _last_durations(path: Path) -> list[float]:
     return list(runs.values())
 
 
+def _all_durations(path: Path) -> list[float]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return [float(row["duration"]) for row in csv.DictReader(handle)]
+
+
 def _as_store(name: str, tmp_path: Path) -> Path:
     folder = tmp_path / "direct"
     folder.mkdir()
@@ -84,30 +90,40 @@ def test_corpus_is_what_the_table_says() -> None:
         assert _data_lines(CORPUS / name) == expected.rows, name
     assert (CORPUS / "cc3_bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
     assert not (CORPUS / "cc2_no_final_newline.csv").read_bytes().endswith(b"\n")
+    assert (CORPUS / "cc2_windows_crlf.csv").read_bytes().count(b"\r\n") == 3
     assert "run_id" not in (CORPUS / "cc1_no_run_id.csv").read_text().splitlines()[0].split(",")
     header = (CORPUS / "cc3_reordered.csv").read_text().splitlines()[0].split(",")
     assert header != sorted(header) and header[0] != "timestamp" and "cpu_utilization_percent" in header
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_load_results_keeps_every_row(name: str, tmp_path: Path) -> None:
+def test_load_results_reads_every_run(name: str, tmp_path: Path) -> None:
     expected = EXPECTED[name]
     folder = _as_store(name, tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        every = load_results(folder, latest_only=False)
         latest = load_results(folder)
-    assert len(every) == expected.rows
+    # one row per run (the last checkpoint), the columns CodeCarbon's whatever order or BOM
     assert len(latest) == expected.runs
-    # the columns are CodeCarbon's, whatever order or BOM the file had
-    assert {"timestamp", "energy_consumed", "duration", "project_name", "backend"} <= set(every.columns)
+    assert {"timestamp", "energy_consumed", "duration", "project_name", "backend"} <= set(latest.columns)
     assert set(latest["backend"]) == {"codecarbon"} and set(latest["kind"]) == {"estimate"}
     assert latest["energy_consumed"].sum() == pytest.approx(expected.kwh)
+    assert sorted(latest["duration"]) == pytest.approx(sorted(_last_durations(CORPUS / name)))
     blank_warnings = [w for w in caught if issubclass(w.category, LetWarning)
                       and "no energy_consumed value" in str(w.message)]
     assert bool(blank_warnings) == bool(expected.blank)
     if expected.blank:
         assert "e0000000-0000-4000-8000-000000000002" in str(blank_warnings[0].message)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_load_results_all_rows_keeps_every_row(name: str, tmp_path: Path) -> None:
+    folder = _as_store(name, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LetWarning)
+        every = load_results(folder, latest_only=False)
+    assert len(every) == EXPECTED[name].rows
+    assert sorted(every["duration"]) == pytest.approx(sorted(_all_durations(CORPUS / name)))
 
 
 @pytest.mark.parametrize("name", FILES)

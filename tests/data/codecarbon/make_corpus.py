@@ -63,14 +63,15 @@ def _row(header: str, **values: object) -> dict[str, object]:
 
 
 def _write(name: str, header: str, rows: list[dict[str, object]], *, bom: bool = False,
-           final_newline: bool = True, columns: list[str] | None = None) -> None:
+           final_newline: bool = True, columns: list[str] | None = None, crlf: bool = False) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns or header.split(","), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns or header.split(","),
+                            lineterminator="\r\n" if crlf else "\n")
     writer.writeheader()
     writer.writerows(rows)
     text = out.getvalue()
     if not final_newline:
-        text = text.rstrip("\n")
+        text = text.rstrip("\r\n")
     (HERE / name).write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
 
 
@@ -125,6 +126,15 @@ def main() -> None:
         _row(CC2, timestamp="2022-08-01T11:00:00", run_id="f0000000-0000-4000-8000-000000000002",
              duration=70.0, energy_consumed=0.07, codecarbon_version="2.3.4"),
     ], final_newline=False)
+    # CodeCarbon on Windows: Python's csv module ends lines with \r\n
+    _write("cc2_windows_crlf.csv", CC2, [
+        _row(CC2, timestamp="2023-01-10T09:00:00", run_id="a0000000-0000-4000-8000-000000000001",
+             duration=400.0, energy_consumed=0.08, codecarbon_version="2.2.3",
+             os="Windows-10-10.0.19045-SP0", cpu_model="AMD Ryzen 7 5800X 8-Core Processor"),
+        _row(CC2, timestamp="2023-01-10T10:00:00", run_id="a0000000-0000-4000-8000-000000000002",
+             duration=100.0, energy_consumed=0.02, codecarbon_version="2.2.3",
+             os="Windows-10-10.0.19045-SP0", cpu_model="AMD Ryzen 7 5800X 8-Core Processor"),
+    ], crlf=True)
     cc3 = [
         _row(CC3, timestamp="2025-10-01T10:00:00", run_id="30000000-0000-4000-8000-000000000001",
              experiment_id="5b0fa12a-3dd7-45bb-9766-cc326314d9f1", duration=1000.0,
