@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from let_core import delete_results, load_results
@@ -47,8 +48,9 @@ class EnergyTracker(_LetTracker):
 
     def stop(self, print_summary: bool = True) -> dict[str, Any]:
         """Stop tracking and return 0.1.x's result: ``energy_consumed`` (kWh) and
-        ``tracking_mode`` ("CodeCarbon") of CodeCarbon's estimate, plus ``timestamp``,
-        ``start_time``, ``duration`` and LET 1.x's keys (``measurements`` holds every backend's)."""
+        ``tracking_mode`` ("CodeCarbon") of CodeCarbon's estimate, ``timestamp`` and
+        ``start_time`` as 0.1.x gave them (local time without a time zone), ``duration``, and
+        LET 1.x's keys (``measurements`` holds every backend's figure)."""
         return _codecarbon_view(super().stop(print_summary=print_summary))
 
     @property
@@ -64,6 +66,12 @@ def _codecarbon_view(result: dict[str, Any], warn: bool = True) -> dict[str, Any
                  and not m.get("error") and math.isfinite(m.get("energy_consumed", math.nan))}
     view = dict(result)
     view["tracking_mode"] = CODECARBON_MODE
+    # 0.1.x parsed CodeCarbon's timestamp: local time, whole seconds, no time zone, and set
+    # start_time = timestamp - duration. Code that subtracts datetime.now() from it keeps working.
+    end = result.get("timestamp")
+    if isinstance(end, datetime) and end.tzinfo is not None:
+        view["timestamp"] = end.astimezone().replace(tzinfo=None, microsecond=0)
+        view["start_time"] = view["timestamp"] - timedelta(seconds=float(result["duration"]))
     if estimates:
         measurement = next(iter(estimates.values()))
         view["energy_consumed"] = measurement["energy_consumed"]
