@@ -315,3 +315,19 @@ def test_module_print_paper_statement_names(capsys: pytest.CaptureFixture[str], 
     assert "estimated to 1.000 kWh" in text and "kg of CO2-equivalents" in text
     assert text in capsys.readouterr().out
     assert len(pps_module.load_results(str(store))) == 2
+
+
+@needs_014
+def test_load_results_matches_014_on_its_own_store(tmp_path: Path) -> None:
+    """The rows, filters and derived project/user/host of a store LET 0.1.4 wrote."""
+    store = _store_with(tmp_path / "s", DATA / "let014_emissions.csv")
+    theirs = json.loads(run_014(
+        "import json\nfrom lamarr_energy_tracker.print_paper_statement import load_results\n"
+        f"all = load_results({str(store)!r})\nsome = load_results({str(store)!r}, project_name='vision')\n"
+        "cols = ['run_id', 'project_name', 'user', 'hostname', 'energy_consumed']\n"
+        "print(json.dumps([all[cols].values.tolist(), some['run_id'].tolist()]))"))
+    ours_all = pps_module.load_results(str(store))
+    ours_some = pps_module.load_results(str(store), project_name="vision")
+    cols = ["run_id", "project_name", "user", "hostname", "energy_consumed"]
+    assert ours_all[cols].values.tolist() == theirs[0]
+    assert ours_some["run_id"].tolist() == theirs[1]
