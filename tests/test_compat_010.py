@@ -331,3 +331,12 @@ def test_load_results_matches_014_on_its_own_store(tmp_path: Path) -> None:
     cols = ["run_id", "project_name", "user", "hostname", "energy_consumed"]
     assert ours_all[cols].values.tolist() == theirs[0]
     assert ours_some["run_id"].tolist() == theirs[1]
+
+
+def test_module_cli_custom_statement_in_010_wording() -> None:
+    done = subprocess.run([sys.executable, "-m", "lamarr_energy_tracker.print_paper_statement",
+                           "--methodology", "the CO2 Impact Calculator", "--hardware", "NVIDIA GTX 1080 GPU",
+                           "--consumed_energy", "3.2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "estimated to 3.200 kWh. This corresponds to estimated carbon emissions of 1.216 kgCO2-equivalents" \
+        in done.stdout
