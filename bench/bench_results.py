@@ -112,9 +112,9 @@ def main() -> None:
     args = parser.parse_args()
     from let_core.dataset import compact, locate, write_frame, write_run
     from let_core import keys
-    from let_core.merge import TOTALS_COLUMNS, frame_totals
+    from let_core.results import TOTALS_COLUMNS, frame_totals
     from let_core.statement import paper_statement, statement_from_totals
-    from let_core.store import load_results
+    from let_core.results import load_results
 
     work = Path(tempfile.mkdtemp(prefix="let-bench-results-"))
     os.environ.pop("LET_DATASET", None)

@@ -17,8 +17,8 @@ _EXPORTS = {
     # 0.1.x's tracker: CodeCarbon's estimate is stop()'s energy_consumed (see its docstring)
     "EnergyTracker": "lamarr_energy_tracker.tracker",
     "track_energy": "let_core.tracker",
-    "load_results": "let_core",
-    "delete_results": "let_core",
+    "load_results": "let_core.results.loading",
+    "delete_results": "let_core.store",
     "paper_statement": "let_core.statement",
     # 0.1.x's wording ("1.216 kgCO2-equivalents"), as its README imports it from here
     "print_custom_paper_statement": "lamarr_energy_tracker.print_paper_statement",

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from let_core import load_results
 from let_core.errors import ConfigurationError, LetError
+from let_core.results import load_results
 from let_core.statement import (REFERENCES, comparison_phrase, custom_paper_statement,
                                 format_energy, print_paper_statement)
 
@@ -75,8 +75,8 @@ def format_summary(results: pd.DataFrame) -> tuple[str, str, str, int]:
     Counted as the statement counts (each run once, its headline measurements); where runs
     used several methods or hardware models, all are named instead of 0.1.x's assertion.
     """
-    from let_core.merge import frame_totals
-    from let_core.statement import _join, methodology_phrase
+    from let_core.results.counting import frame_totals
+    from let_core.statement import _join, _ordered, methodology_phrase
 
     if "kind" not in results.columns:
         # a frame read by hand (pd.read_csv of a 0.1.x or CodeCarbon file): LET's columns first
@@ -85,16 +85,15 @@ def format_summary(results: pd.DataFrame) -> tuple[str, str, str, int]:
         results = results.assign(**{
             column: values for column, values in _legacy_columns(results, legacy_fields).items()})
     totals = frame_totals(results)
-    kind = totals.estimate if totals.estimate.runs else totals.metered
-    if not kind.runs:
+    if totals.empty:
         raise ConfigurationError("format_summary needs at least one run with a stored energy; "
                                  "the given results have none")
-    ordered = lambda counts: sorted(counts, key=lambda k: (-counts[k], k))  # noqa: E731
-    methodology = methodology_phrase(ordered(kind.methodologies))
-    hardware = _join(ordered(kind.hardware)) or "unspecified hardware"
-    rate = (math.floor(kind.emissions_kg * 1000 / kind.energy_kwh + 1e-6)
-            if kind.energy_kwh > 0 else 0)
-    return methodology, hardware, format_energy(kind.energy_kwh), rate
+    methodology = methodology_phrase(_ordered(totals.methodologies), _ordered(totals.backends))
+    hardware = _join(_ordered(totals.hardware)) or "unspecified hardware"
+    # 0.1.x truncated the rate to whole grams (380.95 -> 380); the epsilon keeps 380.0 at 380
+    rate = (math.floor(totals.emissions_kg * 1000 / totals.energy_kwh + 1e-6)
+            if totals.energy_kwh > 0 else 0)
+    return methodology, hardware, format_energy(totals.energy_kwh), rate
 
 
 def _legacy_columns(results: pd.DataFrame, legacy_fields: Any) -> dict[str, list[str]]:

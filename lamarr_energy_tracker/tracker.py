@@ -18,9 +18,10 @@ import warnings
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
-from let_core import delete_results, load_results
 from let_core.errors import LetWarning
+from let_core.results import load_results
 from let_core.statement import print_paper_statement
+from let_core.store import delete_results
 from let_core.tracker import EnergyTracker as _LetTracker
 from lamarr_energy_tracker.print_paper_statement import format_summary
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 from let_core.errors import ConfigurationError, LetError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
-from let_core.records import CODECARBON_COLUMNS, Measurement, hardware_from_codecarbon
+from let_core.records import CODECARBON_COLUMNS, Measurement, codecarbon_scope, hardware_from_codecarbon
 
 if TYPE_CHECKING:
     import click
@@ -186,6 +186,19 @@ class CodeCarbonBackend:
     scope: ClassVar[str] = SCOPE
     description: ClassVar[str] = ("CodeCarbon's estimate: RAPL or TDP x load (CPU), NVML (NVIDIA "
                                   "GPUs), a RAM model; offline, no files")
+    #: What the paper statement cites for CodeCarbon's figures.
+    citations: ClassVar[Mapping[str, str]] = {"codecarbon": """@software{codecarbon,
+  author    = {Courty, Benoît and
+               Schmidt, Victor and
+               Kamal, Goyal and
+               others},
+  title     = {mlco2/codecarbon: v3.2.3},
+  year      = 2025,
+  publisher = {Zenodo},
+  version   = {v3.2.3},
+  doi       = {10.5281/zenodo.18731928},
+  url       = {https://doi.org/10.5281/zenodo.18731928},
+}"""}
 
     def __init__(self, country_iso_code: str = "DEU", measure_power_secs: float = 1.0,
                  cuda_devices: tuple[str, ...] | None = None, pue: float | None = None,
@@ -316,7 +329,8 @@ class CodeCarbonBackend:
         extras = _extras(data)
         return Measurement(
             backend=NAME, methodology=self.methodology, kind="estimate",
-            energy_kwh=float(data.energy_consumed), duration_s=float(data.duration), scope=SCOPE,
+            energy_kwh=float(data.energy_consumed), duration_s=float(data.duration),
+            scope=codecarbon_scope(str(data.gpu_model or "")),
             cpu_kwh=float(data.cpu_energy), gpu_kwh=float(data.gpu_energy),
             ram_kwh=float(data.ram_energy),
             hardware=hardware_from_codecarbon(str(data.cpu_model or ""), str(data.gpu_model or "")),
@@ -360,7 +374,8 @@ class CodeCarbonBackend:
                                             if elapsed > 0 else 0.0)
         return Measurement(
             backend=NAME, methodology=self.methodology, kind="estimate",
-            energy_kwh=parts["energy_consumed"], duration_s=elapsed, scope=SCOPE,
+            energy_kwh=parts["energy_consumed"], duration_s=elapsed,
+            scope=codecarbon_scope(str(after.gpu_model or "")),
             cpu_kwh=parts["cpu_energy"], gpu_kwh=parts["gpu_energy"], ram_kwh=parts["ram_energy"],
             hardware=hardware_from_codecarbon(str(after.cpu_model or ""), str(after.gpu_model or "")),
             extras=extras)

@@ -8,7 +8,7 @@ whole board ("system" scope, at the module's input, not at the wall socket), rai
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from let_backends._sampler import (Channel, Interval, Meter, SampledBackend, Sampler,
                                    interval_extras)
@@ -53,6 +53,13 @@ class JetsonBackend(SampledBackend):
     auto: ClassVar[bool] = True
     description: ClassVar[str] = "NVIDIA Jetson board power through jetson-stats (jtop)"
     methodology: ClassVar[str] = "jetson-stats"
+    #: How its figures read in the statement, and what the statement cites for them.
+    statement_phrases: ClassVar[Mapping[str, str]] = {"jetson-stats": "jetson-stats board power readings"}
+    citations: ClassVar[Mapping[str, str]] = {"jetson_stats": """@software{jetson_stats,
+  author = {Bonghi, Raffaello},
+  title  = {jetson-stats},
+  url    = {https://github.com/rbonghi/jetson_stats},
+}"""}
 
     def __init__(self, client: Any, jtop_module: Any, sample_secs: float = 1.0) -> None:
         self._client: Any = client

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from let_core.carbon import checked_number
 from let_core.errors import ConfigurationError
@@ -11,7 +12,11 @@ from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Kind, Measurement
 
+#: Power x time is the ML CO2 Impact Calculator's method, and cited as such.
 DEFAULT_METHODOLOGY = "the Machine Learning CO2 Impact Calculator"
+#: A given energy is just a figure someone knew; nothing to cite for it.
+KNOWN_FIGURE_METHODOLOGY = "a known energy figure"
+_GPU_WORDS = re.compile(r"\b(gpus?|nvidia|geforce|radeon|tesla|quadro|a100|h100|v100)\b", re.IGNORECASE)
 
 
 class ManualBackend:
@@ -24,10 +29,22 @@ class ManualBackend:
     name: str = "manual"
     auto: ClassVar[bool] = False
     description: ClassVar[str] = "a given energy (kWh) or power (W) times the run's duration"
+    citations: ClassVar[Mapping[str, str]] = {"ml_co2_impact": """@article{ml_co2_impact,
+  title   = {Quantifying the Carbon Emissions of Machine Learning},
+  author  = {Lacoste, Alexandre and Luccioni, Alexandra and Schmidt, Victor and Dandres, Thomas},
+  journal = {arXiv preprint arXiv:1910.09700},
+  year    = {2019},
+}"""}
+
+    @classmethod
+    def citation_keys(cls, methodologies: Sequence[str]) -> list[str]:
+        """The impact calculator's paper, only for figures that used its method."""
+        impact = any("co2 impact calculator" in m.lower() for m in methodologies)
+        return ["ml_co2_impact"] if impact else []
 
     def __init__(self, energy_kwh: float | None = None, power_watts: float | None = None,
-                 hardware: str = "", methodology: str = DEFAULT_METHODOLOGY,
-                 kind: Kind = "estimate", scope: str = "system", name: str = "manual",
+                 hardware: str = "", methodology: str | None = None,
+                 kind: Kind = "estimate", scope: str | None = None, name: str = "manual",
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.energy_kwh = None if energy_kwh is None else checked_number(energy_kwh, "energy_kwh")
         self.power_watts = None if power_watts is None else checked_number(power_watts, "power_watts")
@@ -37,9 +54,13 @@ class ManualBackend:
             raise ConfigurationError(f"kind must be 'estimate' or 'metered', got {kind!r}")
         self.name = name  # several manual figures in one run need names of their own
         self.hardware = hardware
+        if methodology is None:
+            methodology = DEFAULT_METHODOLOGY if self.power_watts is not None else KNOWN_FIGURE_METHODOLOGY
         self.methodology = methodology
         self.kind: Kind = kind
-        self.scope = scope
+        # A figure for a GPU covers the GPU, so it adds to a CPU+RAM estimate of the same run
+        # instead of competing with it; anything else is taken to cover the whole machine.
+        self.scope = scope if scope is not None else ("gpu" if _GPU_WORDS.search(hardware or "") else "system")
         self._clock = clock
         self._t0: float | None = None
         self._tasks: dict[str, float] = {}

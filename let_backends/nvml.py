@@ -11,7 +11,7 @@ measured and is named in the measurement's error.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from attrs import frozen
 
@@ -59,6 +59,13 @@ class NvmlBackend(SampledBackend):
     auto: ClassVar[bool] = True
     description: ClassVar[str] = "NVIDIA GPU energy counters through NVML (nvidia-ml-py)"
     methodology: ClassVar[str] = "NVML"
+    #: How its figures read in the statement, and what the statement cites for them.
+    statement_phrases: ClassVar[Mapping[str, str]] = {"NVML": "NVML energy counters"}
+    citations: ClassVar[Mapping[str, str]] = {"nvml": """@manual{nvml,
+  title        = {{NVIDIA} Management Library ({NVML}) {API} Reference},
+  organization = {NVIDIA Corporation},
+  url          = {https://docs.nvidia.com/deploy/nvml-api/},
+}"""}
 
     def __init__(self, pynvml: Any, gpus: list[Gpu], sample_secs: float = 1.0) -> None:
         if not gpus:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from attrs import frozen
 
@@ -179,6 +179,16 @@ class RaplBackend(SampledBackend):
     auto: ClassVar[bool] = True
     description: ClassVar[str] = "CPU package and DRAM energy from Linux powercap RAPL counters"
     methodology: ClassVar[str] = "RAPL"
+    #: How its figures read in the statement, and what the statement cites for them.
+    statement_phrases: ClassVar[Mapping[str, str]] = {"RAPL": "RAPL energy counters"}
+    citations: ClassVar[Mapping[str, str]] = {"rapl": """@inproceedings{rapl,
+  author    = {David, Howard and Gorbatov, Eugene and Hanebutte, Ulf R. and Khanna, Rahul and Le, Christian},
+  title     = {{RAPL}: Memory Power Estimation and Capping},
+  booktitle = {Proceedings of the 16th ACM/IEEE International Symposium on Low Power Electronics and Design},
+  year      = {2010},
+  pages     = {189--194},
+  doi       = {10.1145/1840845.1840883},
+}"""}
 
     def __init__(self, selection: Selection, sample_secs: float = 1.0,
                  max_power_w: float = DEFAULT_MAX_POWER_W, hardware: str | None = None,

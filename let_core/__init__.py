@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from let_core.records import Measurement, Run
     from let_core.statement import (custom_paper_statement, paper_statement,
                                     print_custom_paper_statement, print_paper_statement)
-    from let_core.store import Store, delete_results, load_results
+    from let_core.results import load_results
+    from let_core.store import Store, delete_results
     from let_core.tracker import EnergyTracker, track_energy
 
 _EXPORTS = {
@@ -30,7 +31,7 @@ _EXPORTS = {
     "Run": "let_core.records",
     "Availability": "let_core.interfaces",
     "Settings": "let_core.interfaces",
-    "load_results": "let_core.store",
+    "load_results": "let_core.results.loading",
     "delete_results": "let_core.store",
     "Store": "let_core.store",
     "paper_statement": "let_core.statement",

@@ -117,7 +117,9 @@ def checked_number(value: Any, what: str, *, minimum: float = 0.0, strict: bool 
     NaN, infinite, text, a bool) gets the same clear error naming the setting.
     """
     number = math.nan
-    if not isinstance(value, bool):
+    # Numbers only: text such as "3.2" is refused, not coerced (a figure from a file or a
+    # form should be parsed where its unit is known), and so is a bool.
+    if not isinstance(value, (bool, str, bytes)):
         try:
             number = float(value)
         except (TypeError, ValueError):

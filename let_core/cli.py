@@ -47,14 +47,18 @@ def cli() -> None:
 
 @cli.command()
 @filter_options
+@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
 @click.option("--methodology", default=None, help="Custom statement: how the energy was obtained.")
 @click.option("--hardware", default=None, help="Custom statement: the hardware used.")
 @click.option("--energy", "consumed_energy", type=float, default=None, help="Custom statement: energy in kWh.")
+@click.option("--kind", type=click.Choice(["metered", "estimate"]), default=None,
+              help="Custom statement: whether the energy was measured or estimated "
+                   "(default: by what the methodology names).")
 @click.option("--carbon-intensity", type=float, default=380, show_default=True,
               help="Custom statement: gCO2/kWh.")
 def statement(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
-              methodology: str | None, hardware: str | None, consumed_energy: float | None,
-              carbon_intensity: float) -> None:
+              dataset: str | None, methodology: str | None, hardware: str | None,
+              consumed_energy: float | None, kind: str | None, carbon_intensity: float) -> None:
     """Print the paper statement for the stored runs (or a custom one)."""
     from let_core.statement import paper_statement, custom_paper_statement
 
@@ -63,13 +67,13 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
         if any(v is None for v in custom):
             raise click.UsageError("a custom statement needs --methodology, --hardware and --energy")
         click.echo(custom_paper_statement(methodology, hardware, consumed_energy,  # type: ignore[arg-type]
-                                          carbon_intensity=carbon_intensity))
+                                          carbon_intensity=carbon_intensity, kind=kind))
         return
-    click.echo(paper_statement(output_dir, project_name, user, hostname))
+    click.echo(paper_statement(output_dir, project_name, user, hostname, dataset=dataset))
 
 
 _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
-                  "emissions", "duration", "run_status", "run_id")
+                  "emissions", "duration", "coverage", "run_status", "run_id")
 
 
 @cli.command()
@@ -82,14 +86,14 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
             as_json: bool, limit: int, by: str | None, dataset: str | None) -> None:
     """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
-    from let_core.merge import AGGREGATE_COLUMNS
-    from let_core.store import load_results
+    from let_core.results import AGGREGATE_COLUMNS, load_results
+    from let_core.results.loading import where
 
     # Only the columns shown or summed: over a million runs that is a third of the memory.
     columns = AGGREGATE_COLUMNS if by is not None else None if as_json else _TABLE_COLUMNS
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=columns)
     if by is not None:
-        _print_groups(frame, by, as_json)
+        _print_groups(frame, by, as_json, lambda: where(output_dir, dataset))
         return
     if limit > 0:
         frame = frame.tail(limit)
@@ -97,9 +101,10 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
         _echo_json_lines(frame)
         return
     if frame.empty:
-        click.echo("no stored runs match")
+        click.echo(f"no stored runs match in {where(output_dir, dataset)}")
         return
     shown = frame[list(_TABLE_COLUMNS)].copy()
+    shown["coverage"] = shown["coverage"].map(_coverage)
     shown["energy_consumed"] = shown["energy_consumed"].map(lambda v: _fmt(v * 1000, "Wh"))
     shown["emissions"] = shown["emissions"].map(lambda v: _fmt(v * 1000, "g"))
     shown["duration"] = shown["duration"].map(lambda v: _fmt(v, "s"))
@@ -112,21 +117,37 @@ def _echo_json_lines(frame: Any) -> None:
         click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
 
 
-def _print_groups(frame: Any, by: str, as_json: bool) -> None:
-    from let_core.merge import aggregate
+def _print_groups(frame: Any, by: str, as_json: bool, looked: Any) -> None:
+    from let_core.results import aggregate, frame_totals
+    from let_core.results.counting import run_hours
 
     groups = aggregate(frame, by)
     if as_json:
         _echo_json_lines(groups)
         return
     if groups.empty:
-        click.echo("no stored runs match")
+        click.echo(f"no stored runs match in {looked()}")
         return
-    rows = [[str(r[by]) or "(none)", str(int(r["runs"])), f"{r['kwh']:.6f}", f"{r['kg']:.6f}", f"{r['hours']:.3f}"]
-            for r in groups.to_dict(orient="records")]
-    rows.append(["total", str(int(groups["runs"].sum())), f"{groups['kwh'].sum():.6f}",
-                 f"{groups['kg'].sum():.6f}", f"{groups['hours'].sum():.3f}"])
-    click.echo(format_table([by, "runs", "kWh", "kg CO2e", "hours"], rows))
+    rows = [[str(r[by]) or "(none)", str(int(r["runs"])), f"{r['kwh']:.6f}", f"{r['kg']:.6f}", f"{r['hours']:.3f}",
+             _coverage(r["coverage"])] for r in groups.to_dict(orient="records")]
+    # The total is what the runs count for (the statement's figure), each run once. Per
+    # project, host or job that is the groups' sum; backends that measured the same run
+    # overlap, so per backend it is not, and the label says so.
+    totals = frame_totals(frame)
+    label = "total" if by != "backend" else "total (each run once)"
+    rows.append([label, str(totals.runs), f"{totals.energy_kwh:.6f}", f"{totals.emissions_kg:.6f}",
+                 f"{run_hours(frame):.3f}", _coverage(totals.coverage)])
+    click.echo(format_table([by, "runs", "kWh", "kg CO2e", "hours", "metered"], rows))
+    if by == "backend":
+        click.echo("\nBackends that measured the same run overlap: the total counts each run once, "
+                   "as the statement does, not the column's sum.")
+
+
+def _coverage(value: Any) -> str:
+    """The metered share of a figure's time: "-" for none (estimates), else a percentage."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{math.floor(value * 100)}%"
 
 
 @cli.command()
@@ -147,7 +168,7 @@ def merge(files: tuple[str, ...], into: str) -> None:
 def compact(output_dir: str | None, dataset: str | None) -> None:
     """Merge the Parquet dataset's small per-run files, one file per partition."""
     from let_core.dataset import compact as compact_dataset, default_root, is_uri, locate
-    from let_core.tracker import let_home
+    from let_core.config import let_home
 
     if dataset is None and is_uri(output_dir):
         dataset, output_dir = output_dir, None
@@ -165,9 +186,9 @@ def compact(output_dir: str | None, dataset: str | None) -> None:
 def export(format_name: str, destination: str, output_dir: str | None, project_name: str | None,
            user: str | None, hostname: str | None, dataset: str | None) -> None:
     """Export stored runs with a reporter: `let export strep --project NAME DIR`, `let export parquet URI`."""
+    from let_core.interfaces import Settings
     from let_core.plugins import get_factory
-    from let_core.store import load_results
-    from let_core.tracker import EnergyTracker
+    from let_core.results import load_results
 
     factory = get_factory("reporter", format_name).factory
     if not callable(getattr(factory, "export", None)):
@@ -175,7 +196,7 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
     if frame.empty:
         raise click.ClickException("no stored runs match; nothing exported (check the filters with `let results`)")
-    settings = EnergyTracker._settings(project_name or "default", None, "DEU", None, 1, None, None, None, None)
+    settings = Settings.resolve(project_name or "default")
     factory.from_settings(settings).export(frame, destination)
     click.echo(f"exported {len(frame)} row(s) as {format_name} to {destination}")
 
@@ -188,7 +209,7 @@ def plot(output_dir: str | None, project_name: str | None, user: str | None, hos
          output: str, dataset: str | None) -> None:
     """Draw energy per run over time (and estimate vs metered when both exist) with matplotlib."""
     from let_core.plot import PLOT_COLUMNS, plot_energy
-    from let_core.store import load_results
+    from let_core.results import load_results
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=PLOT_COLUMNS)
     if frame.empty:
@@ -245,6 +266,35 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
 
 
 @cli.command()
+@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder to check (default: LET_HOME).")
+@click.option("--dataset", default=None, help="Dataset folder to check too (default: LET_DATASET or STORE/runs).")
+@click.option("--repair", is_flag=True,
+              help="Fix what can be fixed without losing a row (the store is backed up first).")
+def doctor(output_dir: str | None, dataset: str | None, repair: bool) -> None:
+    """Check the store line by line: header, torn or malformed lines, encoding, totals cache,
+    CodeCarbon .bak files, rescued runs, temporary files, dataset files. Exit status 1 while
+    problems remain."""
+    from let_core import doctor as checks
+
+    report = checks.repair(output_dir, dataset) if repair else checks.check(output_dir, dataset)
+    for action in report.actions:
+        click.echo(f"{'repaired' if repair else 'done'}: {action}")
+    for finding in report.findings:
+        click.echo(str(finding))
+    if report.problems:
+        hint = "" if repair else "; `let doctor --repair` fixes what it can without losing a row"
+        raise click.ClickException(f"{len(report.problems)} problem(s){hint}")
+    click.echo(f"{_store_path(output_dir)}: no problems found")
+
+
+def _store_path(output_dir: str | None) -> str:
+    from let_core.store import Store
+
+    return str(Store(output_dir).path)
+
+
+@cli.command()
 @filter_options
 @click.option("--all", "all_keys", is_flag=True, help="Every BibTeX entry LET knows.")
 def cite(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
@@ -269,11 +319,11 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(verbose: bool, as_json: bool) -> None:
     """List every backend and reporter: source, and whether it can run here (or why not)."""
+    from let_core.interfaces import Settings
     from let_core.plugins import registry
-    from let_core.tracker import EnergyTracker
 
     reg = registry()
-    settings = EnergyTracker._settings("default", None, "DEU", None, 1, None, None, None, None)
+    settings = Settings.resolve("default")
     entries = []
     for table in (reg.backends, reg.reporters):
         for item in table.values():
@@ -313,15 +363,15 @@ def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, co
     try:
         code = subprocess.call(list(command))
     except OSError as exc:
-        tracker._stop(status="failed", error=f"{type(exc).__name__}: {exc}")
+        tracker.stop(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise click.ClickException(f"cannot run {command[0]!r}: {exc}") from exc
     except KeyboardInterrupt:
-        tracker._stop(status="failed", error="interrupted")
+        tracker.stop(status="failed", error="interrupted")
         raise
     if code == 0:
         tracker.stop()
     else:
-        tracker._stop(status="failed", error=f"exit status {code}")
+        tracker.stop(status="failed", error=f"exit status {code}")
     sys.exit(code)
 
 

@@ -9,7 +9,10 @@ object stores a single PUT is already atomic.
 
 ``compact`` merges the small files of each partition into one. It writes the merged file
 before it deletes the parts, so a reader (or a crash) in between sees some runs twice; readers
-deduplicate by (run_id, backend, task), which makes that harmless.
+deduplicate by (run_id, backend, task), which makes that harmless. A reader whose file was
+merged away under it reads the dataset again. Two compactions of a local dataset serialise on
+``ROOT/.compact.lock``; on object stores a part another compaction already took is skipped.
+Temporary files older than an hour (a killed writer's) are removed by the next compaction.
 
 Everything here imports pyarrow lazily: the tracking path only pays for it when the dataset
 reporter is on.
@@ -17,11 +20,12 @@ reporter is on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qs, quote, urlsplit
 
 from attrs import frozen
@@ -62,7 +66,9 @@ def is_uri(value: Any) -> bool:
 
 def default_root(store_dir: str | os.PathLike[str]) -> str:
     """The dataset beside a store: ``LET_DATASET`` if set, else ``<store>/runs``."""
-    return os.environ.get(DATASET_ENV) or str(Path(store_dir).expanduser() / DATASET_DIR)
+    from let_core.config import dataset_env
+
+    return dataset_env() or str(Path(store_dir).expanduser() / DATASET_DIR)
 
 
 def locate(root: str | os.PathLike[str]) -> Location:
@@ -202,19 +208,6 @@ def _write_table(location: Location, partition: str, name: str, table: pa.Table)
     return final
 
 
-def write_rows(location: Location, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write many stored rows (an export of the CSV store): one file per partition, per call."""
-    by_partition: dict[str, list[Mapping[str, Any]]] = {}
-    count = 0
-    for row in rows:
-        by_partition.setdefault(partition_of(row), []).append(row)
-        count += 1
-    for partition, part_rows in by_partition.items():
-        _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet",
-                     table_from_rows(part_rows))
-    return count
-
-
 # ----------------------------------------------------------------------------- reading
 def _dataset(location: Location) -> Any:
     import pyarrow as pa
@@ -260,17 +253,28 @@ def read_table(location: Location, project_name: str | None = None, user: str | 
     # pre_buffer coalesces reads for object stores' latency; on a local disk it only adds
     # work per file (a compacted year of 20 projects is 240 files): 10-20% of a full read.
     options = ds.ParquetFragmentScanOptions(pre_buffer=not location.local)
-    try:
-        return _dataset(location).to_table(columns=names, filter=condition, fragment_scan_options=options)
-    except OSError as exc:
-        raise StoreError(f"cannot read the LET dataset {location.display}: {exc}") from exc
+    import pyarrow as pa
+
+    for attempt in range(5):
+        try:
+            return _dataset(location).to_table(columns=names, filter=condition, fragment_scan_options=options)
+        except FileNotFoundError:
+            # A compaction merged files away between listing and reading: its merged file is
+            # already written, so listing again finds every row.
+            if attempt == 4:
+                raise StoreError(f"cannot read the LET dataset {location.display}: its files keep "
+                                 "changing under the reader; retry") from None
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise StoreError(f"cannot read the LET dataset {location.display}: {exc}. `let doctor "
+                             "--dataset ...` names files that do not open; --repair moves them aside.") from exc
+    raise AssertionError("unreachable")
 
 
 def read_frame(location: Location, project_name: str | None = None, user: str | None = None,
                hostname: str | None = None, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """``read_table`` as a frame built without copies (text Arrow-backed, numbers numpy), as the
     CSV store's: ``Table.to_pandas`` would turn every text cell into a Python object."""
-    from let_core.store import _to_frame
+    from let_core.results.loading import _to_frame
 
     return _to_frame(read_table(location, project_name, user, hostname, columns))
 
@@ -292,13 +296,45 @@ def compact(location: Location, min_files: int = 2) -> CompactReport:
 
     if not exists(location):
         return CompactReport(0, 0, 0, 0)
+    with _compaction_lock(location):
+        return _compact(location, min_files)
+
+
+@contextlib.contextmanager
+def _compaction_lock(location: Location) -> Iterator[None]:
+    """Serialise compactions of a local dataset (object stores have no locks: see _compact)."""
+    if not location.local:
+        yield
+        return
+    import fcntl
+
+    fd = os.open(os.path.join(location.path, ".compact.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _compact(location: Location, min_files: int) -> CompactReport:
+    import time
+
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
     fs = location.filesystem
     selector = pafs.FileSelector(location.path, recursive=True)
     by_partition: dict[str, list[str]] = {}
     for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+        if info.type != pafs.FileType.File:
             continue
-        if info.base_name.startswith((".", "_")):
+        if (location.local and info.base_name.startswith(".") and info.base_name.endswith(".tmp")
+                and info.mtime is not None and time.time() - info.mtime.timestamp() > 3600):
+            with contextlib.suppress(OSError):
+                fs.delete_file(info.path)  # a writer killed an hour ago or more
+            continue
+        if not info.base_name.endswith(".parquet") or info.base_name.startswith((".", "_")):
             continue
         partition = info.path[len(location.path) + 1:].rsplit("/", 1)[0]
         by_partition.setdefault(partition, []).append(info.path)
@@ -310,14 +346,25 @@ def compact(location: Location, min_files: int = 2) -> CompactReport:
         if len(paths) < min_files:
             continue
         tables = []
+        taken = []
         for path in sorted(paths):
-            with fs.open_input_file(path) as handle:
-                tables.append(_conform(pq.read_table(handle)))
+            try:
+                with fs.open_input_file(path) as handle:
+                    tables.append(_conform(pq.read_table(handle)))
+                taken.append(path)
+            except FileNotFoundError:
+                continue  # another compaction (object store) merged it already
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise StoreError(f"cannot compact {path}: {exc}; nothing was changed in its partition. "
+                                 "`let doctor` names files that do not open, --repair moves them aside.") from exc
+        if len(taken) < min_files:
+            continue
         table = pa.concat_tables(tables)
         _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet", table)
-        for path in paths:
-            fs.delete_file(path)
-        after -= len(paths) - 1
+        for path in taken:
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_file(path)
+        after -= len(taken) - 1
         rows += table.num_rows
         merged_partitions += 1
     return CompactReport(merged_partitions, before, after, rows)

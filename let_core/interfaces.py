@@ -33,6 +33,78 @@ class Settings:
     #: then stays local in ``output_dir`` ($LET_HOME) so a run is recorded even when it is offline.
     output_uri: str | None = None
 
+    @classmethod
+    def resolve(cls, project_name: str = "default", output_dir: Any = None,
+                country_iso_code: str | None = None, carbon_intensity: float | None = None,
+                measure_power_secs: float = 1, cuda_devices: Any = None, pue: float | None = None,
+                log_level: str | None = None, options: Mapping[str, Any] | None = None) -> Settings:
+        """Validated settings from what a user gave, the environment (``let_core.config``) filling
+        the rest: ``LET_HOME``, ``LET_COUNTRY``, ``LET_CARBON_INTENSITY``, ``LET_LOG_LEVEL``,
+        ``LET_HOSTNAME``. Every bad value is a ``ConfigurationError`` naming it."""
+        from let_core import config
+        from let_core.carbon import checked_number, country_intensity, validate_intensity
+        from let_core.errors import ConfigurationError
+
+        if not isinstance(project_name, str) or not project_name.strip():
+            raise ConfigurationError(f"project_name must be a non-empty string, got {project_name!r}")
+        if "___" in project_name or "\n" in project_name:
+            raise ConfigurationError(
+                f"project_name {project_name!r} must not contain '___' or line breaks: LET stores "
+                "it in experiment_id as project___user___hostname.")
+        interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
+        if pue is not None:
+            pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
+        country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
+        if carbon_intensity is None:
+            carbon_intensity = config.carbon_intensity_env()
+        intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
+                     else country.carbon_intensity)
+        level = (log_level or config.log_level_env() or "error").lower()
+        if level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigurationError(
+                f"log_level must be one of debug, info, warning, error, critical; got {log_level!r}")
+        output_uri = None
+        if isinstance(output_dir, str) and "://" in output_dir and not output_dir.startswith("file://"):
+            output_uri, output_dir = output_dir, None
+        elif isinstance(output_dir, str) and output_dir.startswith("file://"):
+            output_dir = output_dir[len("file://"):]
+        return cls(
+            project_name=project_name,
+            output_dir=Path(output_dir).expanduser() if output_dir is not None else config.let_home(),
+            output_uri=output_uri,
+            user=config.current_user(),
+            hostname=config.hostname(),
+            country_iso_code=country.iso_code,
+            country_name=country.country_name,
+            carbon_intensity=intensity,
+            measure_power_secs=interval,
+            cuda_devices=_validate_cuda_devices(cuda_devices),
+            pue=pue,
+            log_level=level,
+            options=options,
+        )
+
+
+def _validate_cuda_devices(devices: Any) -> tuple[str, ...] | None:
+    from let_core import config
+    from let_core.errors import ConfigurationError
+
+    if devices is None:
+        devices = config.cuda_visible_devices()
+        if devices is None:
+            return None
+    if isinstance(devices, (str, int)):
+        devices = [devices]
+    result = []
+    for device in devices:
+        text = str(device).strip()
+        if not (text.isdigit() or text.startswith(("GPU-", "MIG-"))):
+            raise ConfigurationError(
+                f"cuda_devices entry {device!r} is neither a GPU index (0, 1, ...) nor a GPU "
+                "UUID ('GPU-...' or 'MIG-...'); `nvidia-smi -L` lists both.")
+        result.append(text)
+    return tuple(result)
+
 
 @frozen
 class Availability:

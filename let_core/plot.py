@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 #: What ``plot_energy`` reads: ``load_results(columns=PLOT_COLUMNS)``.
-PLOT_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "start_time", "timestamp")
+PLOT_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "start_time", "timestamp",
+                                 "backend", "duration", "coverage")
 
 
 def plot_energy(frame: pd.DataFrame, output: str) -> str:
@@ -24,7 +25,7 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from let_core.merge import _Columns, _primary
+    from let_core.results.counting import EST_PRIMARY, MET_PRIMARY, _Columns, _roles
 
     columns = _Columns(frame)
     stamps = frame["start_time"].where(~columns.empty("start_time"), frame["timestamp"])
@@ -32,8 +33,9 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     start = (pd.to_datetime(stamps, errors="coerce", utc=True, format="ISO8601")
              .dt.tz_localize(None).to_numpy())  # naive UTC: datetime64, not a million Timestamp objects
     per_kind: dict[str, pd.DataFrame] = {}
-    for kind in ("estimate", "metered"):
-        mask = _primary(columns, kind)
+    roles = _roles(columns)[0]
+    for kind, bit in (("estimate", EST_PRIMARY), ("metered", MET_PRIMARY)):
+        mask = (roles & bit) > 0
         if mask.any():
             per_run = pd.DataFrame({"run": columns.runs[mask], "start": start[mask], "kwh": columns.energy[mask]})
             per_kind[kind] = per_run.groupby("run").agg(start=("start", "min"), kwh=("kwh", "sum"))

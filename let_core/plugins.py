@@ -10,7 +10,6 @@ by ``let plugins``; it never stops the built-ins from working.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import threading
 import warnings
@@ -89,10 +88,9 @@ def _problem(registry: Registry, plugin: str, message: str) -> None:
 
 def _wanted_entry_points() -> set[str] | None:
     """Names allowed by LET_LOAD_PLUGINS; None means all."""
-    value = os.environ.get("LET_LOAD_PLUGINS")
-    if value is None:
-        return None
-    return {name.strip() for name in value.split(",") if name.strip()}
+    from let_core.config import load_plugins_env
+
+    return load_plugins_env()
 
 
 def load_plugins() -> None:

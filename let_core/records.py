@@ -134,9 +134,11 @@ class Run:
 
     @property
     def primary(self) -> list[Measurement]:
-        """What the run's headline energy is made of: metered where anything metered, else estimates."""
-        metered = primary_measurements(self.measurements, "metered")
-        return metered or primary_measurements(self.measurements, "estimate")
+        """What the run's headline energy is made of (``let_core.results.counting`` decides):
+        metered figures, plus estimates of whatever they do not cover."""
+        from let_core.results.counting import counted_measurements
+
+        return counted_measurements(self.measurements)
 
     @property
     def energy_kwh(self) -> float:
@@ -291,6 +293,12 @@ def hardware_from_codecarbon(cpu_model: str, gpu_model: str) -> str:
     return f"{cpu} and {gpu}" if cpu else gpu
 
 
+def codecarbon_scope(gpu_model: str) -> str:
+    """What a CodeCarbon figure covers: the GPUs only when it found any. A machine without a
+    GPU is measured as CPU+RAM, so a separate GPU figure of the same run adds to it."""
+    return "cpu+gpu+ram" if (gpu_model or "").strip().lower() not in ("", "nan", "none") else "cpu+ram"
+
+
 def legacy_fields(row: Mapping[str, Any]) -> dict[str, str]:
     """LET's columns for a row written by LET 0.1.x or plain CodeCarbon (empty ``backend``).
 
@@ -303,7 +311,7 @@ def legacy_fields(row: Mapping[str, Any]) -> dict[str, str]:
         "backend": "codecarbon",
         "methodology": f"CodeCarbon {row.get('codecarbon_version') or ''}".strip(),
         "kind": "estimate",
-        "scope": "cpu+gpu+ram",
+        "scope": codecarbon_scope(str(row.get("gpu_model") or "")),
         "hardware": hardware_from_codecarbon(str(row.get("cpu_model") or ""),
                                              str(row.get("gpu_model") or "")),
     }
@@ -316,6 +324,12 @@ def legacy_fields(row: Mapping[str, Any]) -> dict[str, str]:
 
 def is_legacy(row: Mapping[str, Any]) -> bool:
     return not row.get("backend")
+
+
+#: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
+#: New measurements above it are recorded as failed (tracker.validated); stored rows above it
+#: (another tool's file) are not counted, so sums stay finite.
+MAX_ENERGY_KWH = 1e6
 
 
 def as_float(value: Any) -> float:

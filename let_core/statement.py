@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+import re
+from typing import Any, Mapping, Sequence
 
 from attrs import frozen
 
@@ -24,48 +25,12 @@ BIBTEX: dict[str, str] = {
   year   = {2025},
   url    = {https://github.com/lamarr-institute/lamarr-energy-tracker},
 }""",
-    "codecarbon": """@software{codecarbon,
-  author    = {Courty, Benoît and
-               Schmidt, Victor and
-               Kamal, Goyal and
-               others},
-  title     = {mlco2/codecarbon: v3.2.3},
-  year      = 2025,
-  publisher = {Zenodo},
-  version   = {v3.2.3},
-  doi       = {10.5281/zenodo.18731928},
-  url       = {https://doi.org/10.5281/zenodo.18731928},
-}""",
     "ai_energy_validation": """@misc{ai_energy_validation,
   title  = {Ground-Truthing {AI} Energy Consumption: {Validating} {CodeCarbon} Against External Measurements},
   author = {Raphael Fischer},
   year   = {2025},
   doi    = {10.48550/arXiv.2509.22092},
   url    = {https://arxiv.org/abs/2509.22092},
-}""",
-    "rapl": """@inproceedings{rapl,
-  author    = {David, Howard and Gorbatov, Eugene and Hanebutte, Ulf R. and Khanna, Rahul and Le, Christian},
-  title     = {{RAPL}: Memory Power Estimation and Capping},
-  booktitle = {Proceedings of the 16th ACM/IEEE International Symposium on Low Power Electronics and Design},
-  year      = {2010},
-  pages     = {189--194},
-  doi       = {10.1145/1840845.1840883},
-}""",
-    "nvml": """@manual{nvml,
-  title        = {{NVIDIA} Management Library ({NVML}) {API} Reference},
-  organization = {NVIDIA Corporation},
-  url          = {https://docs.nvidia.com/deploy/nvml-api/},
-}""",
-    "jetson_stats": """@software{jetson_stats,
-  author = {Bonghi, Raffaello},
-  title  = {jetson-stats},
-  url    = {https://github.com/rbonghi/jetson_stats},
-}""",
-    "ml_co2_impact": """@article{ml_co2_impact,
-  title   = {Quantifying the Carbon Emissions of Machine Learning},
-  author  = {Lacoste, Alexandre and Luccioni, Alexandra and Schmidt, Victor and Dandres, Thomas},
-  journal = {arXiv preprint arXiv:1910.09700},
-  year    = {2019},
 }""",
     "bananas": """@book{bananas,
   author    = {Berners-Lee, Mike},
@@ -75,38 +40,55 @@ BIBTEX: dict[str, str] = {
 }""",
 }
 
-# Methodology label prefix -> citation keys of what produced the numbers.
-_METHOD_CITATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("codecarbon", ("codecarbon",)),
-    ("rapl", ("rapl",)),
-    ("nvml", ("nvml",)),
-    ("jetson", ("jetson_stats",)),
-    ("tasmota", ("ai_energy_validation",)),
-    ("the machine learning co2 impact calculator", ("ml_co2_impact",)),
-    ("the co2 impact calculator", ("ml_co2_impact",)),
-)
+def _backend_factories() -> dict[str, Any]:
+    """Registered backend factories by name: each may declare ``citations`` (BibTeX entries by
+    key), ``citation_keys(methodologies)`` and ``statement_phrase`` (how it reads in a sentence)."""
+    try:
+        from let_core.plugins import registry
 
-#: Methods that read hardware energy counters; the statement says "... energy counters".
-_COUNTERS = ("RAPL", "NVML")
+        return {name: item.factory for name, item in registry().backends.items()}
+    except Exception:  # a broken plugin set must not cost the user their statement
+        return {}
 
 
-def citation_keys(methodologies: Sequence[str]) -> list[str]:
+def _factory_citations(factory: Any) -> Mapping[str, str]:
+    entries = getattr(factory, "citations", None)
+    return entries if isinstance(entries, Mapping) else {}
+
+
+def known_bibtex() -> dict[str, str]:
+    """Every BibTeX entry LET can cite: its own and those its backends declare."""
+    entries = dict(BIBTEX)
+    for factory in _backend_factories().values():
+        for key, entry in _factory_citations(factory).items():
+            if isinstance(key, str) and isinstance(entry, str):
+                entries.setdefault(key, entry)
+    return entries
+
+
+def citation_keys(backends: Sequence[str], methodologies: Sequence[str] = ()) -> list[str]:
+    """LET's own key, then what each backend (in order) declares for these methodologies."""
     keys = ["lamarr_energy_tracker"]
-    for methodology in methodologies:
-        lowered = methodology.lower()
-        for prefix, cited in _METHOD_CITATIONS:
-            if lowered.startswith(prefix):
-                keys.extend(k for k in cited if k not in keys)
+    factories = _backend_factories()
+    for name in backends:
+        factory = factories.get(name)
+        if factory is None:
+            continue
+        chooser = getattr(factory, "citation_keys", None)
+        cited = (chooser(list(methodologies)) if callable(chooser)
+                 else list(_factory_citations(factory)))
+        keys.extend(k for k in cited if k not in keys)
     return keys
 
 
 def bibtex(keys: Sequence[str] | None = None) -> str:
     """BibTeX entries for the given citation keys (all known keys when None)."""
-    chosen = list(BIBTEX) if keys is None else list(keys)
-    unknown = [key for key in chosen if key not in BIBTEX]
+    entries = known_bibtex()
+    chosen = list(entries) if keys is None else list(keys)
+    unknown = [key for key in chosen if key not in entries]
     if unknown:
-        raise ConfigurationError(f"unknown citation key(s) {unknown}; known: {', '.join(BIBTEX)}")
-    return "\n\n".join(BIBTEX[key] for key in chosen) + "\n"
+        raise ConfigurationError(f"unknown citation key(s) {unknown}; known: {', '.join(entries)}")
+    return "\n\n".join(entries[key] for key in chosen) + "\n"
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -163,29 +145,65 @@ def comparison_phrase(emissions_g: float, reference: Reference) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
-def _small(value: float) -> str:
-    # Three decimals as LET 0.1.x, but a short test run reads "0.0123 Wh", not "0.000 Wh".
-    return f"{value:.3f}" if value >= 1 or value == 0 else f"{value:.3g}"
+# Three decimals as LET 0.1.x ("3.200 kWh"), in the largest unit that still shows the value as
+# at least 0.1, so that three significant digits always show; never scientific notation.
+_ENERGY_UNITS: tuple[tuple[str, float], ...] = (("GWh", 1e6), ("MWh", 1e3), ("kWh", 1.0),
+                                                ("Wh", 1e-3), ("mWh", 1e-6))
+_MASS_UNITS: tuple[tuple[str, float], ...] = (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3))
+
+
+def _scaled(value: float, units: Sequence[tuple[str, float]], zero_unit: str) -> str:
+    if not math.isfinite(value) or value == 0:
+        return f"{0:.3f} {zero_unit}"
+    for unit, factor in units:
+        if abs(value) / factor >= 0.1:
+            return f"{value / factor:.3f} {unit}"
+    unit, factor = units[-1]
+    return f"{value / factor:.3f} {unit}"
 
 
 def format_energy(kwh: float) -> str:
-    """kWh above 0.1 kWh, Wh below (as LET 0.1.x)."""
-    return f"{kwh:.3f} kWh" if kwh > 0.1 else f"{_small(kwh * 1000)} Wh"
+    """``0.135 kWh``, ``0.100 Wh``, ``1.220 mWh``: three decimals, at least three significant digits."""
+    return _scaled(kwh, _ENERGY_UNITS, "kWh")
 
 
 def format_emissions(grams: float) -> str:
-    return f"{grams / 1000:.3f} kg" if grams >= 10 else f"{_small(grams)} g"
+    """``1.216 kg``, ``45.714 g``, ``0.381 t``: the same rule as energies."""
+    return _scaled(grams, _MASS_UNITS, "g")
+
+
+def format_intensity(g_per_kwh: float) -> str:
+    """The intensity as the figures are rounded: three significant digits, whole grams from
+    100 up (380.95 -> "381"), so the printed numbers recompute from each other."""
+    if not math.isfinite(g_per_kwh) or g_per_kwh <= 0:
+        return "0"
+    if g_per_kwh >= 100:
+        return str(int(round(g_per_kwh)))
+    return f"{g_per_kwh:.3g}"
+
+
+_POSSESSIVES = frozenset({"my", "our", "your", "his", "her", "their", "its", "the", "a", "an"})
+# Words spelled with a vowel but spoken with a consonant sound.
+_CONSONANT_SOUND = ("eu", "uni", "use", "usu", "one", "once")
 
 
 def _article(phrase: str) -> str:
-    """'a' or 'an' by how the phrase is spoken: 'an Intel', 'an NVIDIA', 'a Raspberry Pi'."""
+    """'a' or 'an' by how the phrase is spoken ('an Intel', 'an NVIDIA', 'a Raspberry Pi'), and
+    none before a possessive or a number of devices ('my workstation', '8x A100')."""
     word = phrase.split(" ", 1)[0]
-    if not word:
-        return "a"
+    if not word or word.lower() in _POSSESSIVES or word[0].isdigit():
+        return ""
     acronym = len(word) > 1 and (word[:2].isupper() or word[1].isdigit())
     if acronym:
         return "an" if word[0].upper() in "AEFHILMNORSX" else "a"
+    if word.lower().startswith(_CONSONANT_SOUND):
+        return "a"
     return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def _with_article(phrase: str) -> str:
+    article = _article(phrase)
+    return f"{article} {phrase}" if article else phrase
 
 
 def _join(items: Sequence[str]) -> str:
@@ -196,129 +214,132 @@ def _join(items: Sequence[str]) -> str:
 
 
 def hardware_phrase(hardware: Sequence[str]) -> str:
-    named = [h for h in hardware if h]
+    named = list(dict.fromkeys(h for h in hardware if h))
     if not named:
         return "unspecified hardware"
-    return _join([f"{_article(h)} {h}" for h in named])
+    return _join([_with_article(h) for h in named])
 
 
-# How a backend's methodology label reads inside "Using ..., the energy ...".
-_PHRASES = {
-    "Tasmota smart socket": "Tasmota smart sockets at the wall",
-    "jetson-stats": "jetson-stats board power readings",
-}
+_COUNTERS_SUFFIX = " energy counters"
 
 
-def methodology_phrase(methodologies: Sequence[str]) -> str:
-    labels = list(dict.fromkeys(_PHRASES.get(m, m) for m in methodologies if m))
-    counters = [m for m in labels if m in _COUNTERS]
-    others = [m for m in labels if m not in _COUNTERS]
+def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = ()) -> str:
+    """How the methods read inside "Using ..., the energy ...": the phrase a backend declares
+    for its methodology label (``statement_phrases`` on its factory), else the label itself.
+    Counter readings share one suffix: "RAPL and NVML energy counters"."""
+    factories = _backend_factories() if backends else {}
+    phrases: dict[str, str] = {}
+    for backend in backends:
+        declared = getattr(factories.get(backend), "statement_phrases", None)
+        if isinstance(declared, Mapping):
+            phrases.update({k: v for k, v in declared.items() if isinstance(k, str) and isinstance(v, str)})
+    labels = list(dict.fromkeys(phrases.get(m, m) for m in methodologies if m))
+    counters = [m[: -len(_COUNTERS_SUFFIX)] for m in labels if m.endswith(_COUNTERS_SUFFIX)]
+    others = [m for m in labels if not m.endswith(_COUNTERS_SUFFIX)]
     if counters:
-        others.append(_join(counters) + " energy counters")
+        others.append(_join(counters) + _COUNTERS_SUFFIX)
     return _join(others) if others else "unspecified methods"
 
 
 def _cite(keys: Sequence[str]) -> str:
-    return "~\\cite{" + ",".join(keys) + "}"
+    return "~\\cite{" + ",".join(keys) + "}" if keys else ""
 
 
-@frozen
-class KindFigures:
-    methodologies: tuple[str, ...]
-    hardware: tuple[str, ...]
-    energy_kwh: float
-    emissions_kg: float
-    runs: int
-
-
-def _sentence(kind: str, figures: KindFigures, intensity: int) -> str:
-    estimated = kind == "estimate"
-    verb = "is estimated to" if estimated else "was measured as"
-    emissions_word = "estimated carbon emissions" if estimated else "carbon emissions"
-    keys = citation_keys(figures.methodologies)
-    if not estimated:
-        keys = [k for k in keys if k != "ai_energy_validation"] + (
-            ["ai_energy_validation"] if any(m.lower().startswith("tasmota") for m in figures.methodologies) else [])
-    return (f"Using {methodology_phrase(figures.methodologies)}, the energy consumption of running all "
-            f"experiments on {hardware_phrase(figures.hardware)} {verb} {format_energy(figures.energy_kwh)}. "
-            f"This corresponds to {emissions_word} of {format_emissions(figures.emissions_kg * 1000)} of "
-            f"CO2-equivalents, assuming a carbon intensity of {intensity} gCO2/kWh{_cite(keys)}.")
+def _ordered(counts: Mapping[str, int]) -> list[str]:
+    return sorted(counts, key=lambda k: (-counts[k], k))
 
 
 _ESTIMATE_NOTE = ("Note that these numbers are underestimations of actual resource consumption and "
                   "do not account for overhead factors or embodied impacts~\\cite{ai_energy_validation}.")
-_METERED_NOTE = ("Note that these numbers do not account for embodied impacts of the hardware.")
+_METERED_NOTE = "Note that these numbers do not account for embodied impacts of the hardware."
 _COMPARISON_SOURCE = ("Comparisons are based on ``How Bad Are Bananas? The Carbon Footprint of "
                       "Everything'' by Mike Berners-Lee, Greystone Books, 2011.")
 
 
-def compose(estimate: KindFigures | None, metered: KindFigures | None, *, paired_runs: int = 0,
-            paired_estimate_kwh: float = 0.0, paired_metered_kwh: float = 0.0) -> str:
-    """The statement text from per-kind figures. Estimates lead when present; metered values
-    of the same runs follow with their ratio to the estimate."""
-    if estimate is None and metered is None:
+# Mirrors let_core.results.counting.FULL_COVERAGE (not imported: the statement stays light).
+FULL_COVERAGE = 0.99
+
+
+def _percent(fraction: float) -> str:
+    # Rounded down: a figure with gaps never reads as "100%".
+    return f"{math.floor(fraction * 100)}%"
+
+
+def statement_from_totals(totals: Any) -> str:
+    """The statement for counted ``Totals`` (``let_core.results.counting``): every number in it
+    is one of the totals' fields, formatted by one rule."""
+    if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
                                  "(`let demo` runs one) or check the project/user/host filters")
-    headline = estimate if estimate is not None else metered
-    assert headline is not None
-    # Truncated like LET 0.1.x (380.95 -> 380); the epsilon keeps 380.0 from becoming 379.
-    intensity = (math.floor(headline.emissions_kg * 1000 / headline.energy_kwh + 1e-6)
-                 if headline.energy_kwh > 0 else 0)
-    parts = [_sentence("estimate" if estimate is not None else "metered", headline, intensity)]
-    if estimate is not None and metered is not None:
-        keys = [k for k in citation_keys(metered.methodologies) if k != "lamarr_energy_tracker"]
-        cite = _cite(keys) if keys else ""
-        method = methodology_phrase(metered.methodologies)
-        if paired_runs and paired_estimate_kwh > 0:
-            ratio = paired_metered_kwh / paired_estimate_kwh
-            runs = "the same run" if paired_runs == 1 else f"the {paired_runs} runs measured both ways"
-            parts.append(
-                f"Metered with {method}, {runs} consumed {format_energy(paired_metered_kwh)}, "
-                f"{ratio:.2f}x the estimate of {format_energy(paired_estimate_kwh)}{cite}.")
-        else:
-            parts.append(f"Other runs, metered with {method}, consumed "
-                         f"{format_energy(metered.energy_kwh)}{cite}.")
-    parts.append(_ESTIMATE_NOTE if estimate is not None else _METERED_NOTE)
+    methodologies = _ordered(totals.methodologies)
+    backends = _ordered(totals.backends)
+    measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
+    energy = format_energy(totals.energy_kwh)
+    intensity = totals.emissions_kg * 1000 / totals.energy_kwh if totals.energy_kwh > 0 else 0.0
+    coverage = totals.coverage
+    covered = ""
+    if measured and coverage is not None and coverage < FULL_COVERAGE:
+        of = "the run" if totals.metered_runs == 1 else "the metered runs' time"
+        covered = f" (metered for {_percent(coverage)} of {of}, the rest interpolated)"
+    if measured and estimated:
+        amount = (f"amounts to {energy}, of which {format_energy(totals.metered_kwh)} measured{covered} "
+                  f"and {format_energy(totals.estimate_kwh)} estimated")
+    elif measured:
+        amount = f"was measured as {energy}{covered}"
+    else:
+        amount = f"is estimated to {energy}"
+    emissions_word = "estimated carbon emissions" if estimated and not measured else "carbon emissions"
+    keys = citation_keys(backends, methodologies)
+    parts = [f"Using {methodology_phrase(methodologies, backends)}, the energy consumption of running all "
+             f"experiments on {hardware_phrase(_ordered(totals.hardware))} {amount}. This corresponds to "
+             f"{emissions_word} of {format_emissions(totals.emissions_kg * 1000)} of CO2-equivalents, "
+             f"assuming a carbon intensity of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}."]
+    if totals.low_coverage_runs:
+        n = totals.low_coverage_runs
+        runs = "1 run" if n == 1 else f"{n} runs"
+        parts.append(f"The metered figures of {runs} covered less than half of the run, so they are "
+                     "not presented as measured; the estimate is counted instead.")
+    if totals.paired_runs and totals.paired_estimate_kwh > 0:
+        paired_methods = _ordered(totals.paired_methodologies)
+        paired_backends = _ordered(totals.paired_backends)
+        cite = [k for k in citation_keys(paired_backends, paired_methods) if k not in keys]
+        runs = "the same run" if totals.paired_runs == 1 else f"the {totals.paired_runs} runs measured both ways"
+        ratio = totals.paired_metered_kwh / totals.paired_estimate_kwh
+        parts.append(f"For {runs}, {methodology_phrase(paired_methods, paired_backends)} estimated "
+                     f"{format_energy(totals.paired_estimate_kwh)}{_cite(cite)}; the measured "
+                     f"{format_energy(totals.paired_metered_kwh)} is {ratio:.2f}x the estimate.")
+    parts.append(_ESTIMATE_NOTE if estimated else _METERED_NOTE)
     text = " ".join(parts)
-    compared = comparison(headline.emissions_kg * 1000)
+    compared = comparison(totals.emissions_kg * 1000)
     if compared:
         text += f"\n\nFor comparison, this is {compared}. {_COMPARISON_SOURCE}"
     return text
 
 
-def _figures(kind_totals: Any) -> KindFigures | None:
-    if kind_totals.runs == 0:
-        return None
-    ordered = lambda counts: tuple(sorted(counts, key=lambda k: (-counts[k], k)))  # noqa: E731
-    return KindFigures(ordered(kind_totals.methodologies), ordered(kind_totals.hardware),
-                       kind_totals.energy_kwh, kind_totals.emissions_kg, kind_totals.runs)
-
-
-def statement_from_totals(totals: Any) -> str:
-    return compose(_figures(totals.estimate), _figures(totals.metered),
-                   paired_runs=totals.paired_runs, paired_estimate_kwh=totals.paired_estimate_kwh,
-                   paired_metered_kwh=totals.paired_metered_kwh)
-
-
 # --------------------------------------------------------------------------- public API
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
-                    user: str | None = None, hostname: str | None = None) -> str:
-    """The statement for every stored run matching the filters."""
-    from let_core.store import Store
+                    user: str | None = None, hostname: str | None = None, *,
+                    dataset: str | os.PathLike[str] | None = None) -> str:
+    """The statement for every stored run matching the filters, from every source
+    ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``)."""
+    from let_core.results.loading import counted_totals, where
 
-    totals = Store(output_dir).totals(project_name=project_name, user=user, hostname=hostname)
+    totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
     if totals.empty:
         filters = {k: v for k, v in (("project_name", project_name), ("user", user),
                                      ("hostname", hostname)) if v is not None}
-        where = Store(output_dir).path
+        from let_core.store import Store
+
         stored = sum(1 for row in Store(output_dir).rows()
                      if all(row.get(k) == v for k, v in filters.items()))
         if stored:
             raise ConfigurationError(
-                f"none of the {stored} stored row(s) in {where}" + (f" matching {filters}" if filters else "")
+                f"none of the {stored} stored row(s) in {Store(output_dir).path}"
+                + (f" matching {filters}" if filters else "")
                 + " has an energy value (empty energy_consumed cells, or backends that failed); "
                 "see `let results` and fill in or delete those rows")
-        raise ConfigurationError(f"no stored runs in {where}" + (f" match {filters}" if filters else "")
+        raise ConfigurationError(f"no stored runs in {where(output_dir, dataset)}"
+                                 + (f" match {filters}" if filters else "")
                                  + "; track a run first or check the filters (`let results`)")
     return statement_from_totals(totals)
 
@@ -331,11 +352,18 @@ def print_paper_statement(output_dir: str | os.PathLike[str] | None = None, proj
     return text
 
 
-def custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
-                           energy_unit: str = "kWh", carbon_intensity: float = 380, *,
-                           joined_units: bool = False) -> str:
-    """A statement for energy measured elsewhere (e.g. the CO2 Impact Calculator).
+_METERED_WORDS = re.compile(r"meter|measured|smart socket|smart plug|tasmota|rapl|nvml|ipmi|\\bpdu\\b|wall",
+                            re.IGNORECASE)
 
+
+def custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
+                           energy_unit: str = "kWh", carbon_intensity: float = 380,
+                           kind: str | None = None, *, joined_units: bool = False) -> str:
+    """A statement for energy obtained elsewhere (the CO2 Impact Calculator, a wattmeter).
+
+    ``kind`` says whether the figure was ``"metered"`` or an ``"estimate"``; by default it
+    follows what the methodology names (a meter, a smart socket, RAPL, ... read as metered).
+    The wording, the note and the citations follow the kind; the intensity used is printed.
     ``joined_units=True`` writes the emissions as LET 0.1.x's custom statement did and its
     PyPI page shows, "1.216 kgCO2-equivalents", for texts that quote that wording.
     """
@@ -347,27 +375,50 @@ def custom_paper_statement(methodology: str, hardware: str, consumed_energy: flo
         raise ConfigurationError("methodology must name how the energy was obtained, e.g. 'the CO2 Impact Calculator'")
     if not isinstance(hardware, str) or not hardware.strip():
         raise ConfigurationError("hardware must name the hardware, e.g. 'NVIDIA GTX 1080 GPU'")
+    if kind is None:
+        kind = "metered" if _METERED_WORDS.search(methodology) else "estimate"
+    if kind not in ("metered", "estimate"):
+        raise ConfigurationError(f"kind must be 'metered' or 'estimate', got {kind!r}")
     kwh = energy / 1000 if energy_unit == "Wh" else energy
     grams = kwh * intensity
-    shown_intensity = int(intensity) if float(intensity).is_integer() else intensity
-    keys = citation_keys([methodology])
+    estimated = kind == "estimate"
+    verb = "is estimated to" if estimated else "was measured as"
+    emissions_word = "estimated carbon emissions" if estimated else "carbon emissions"
+    keys = _custom_citations(methodology)
     emissions = (format_emissions(grams) + "CO2-equivalents" if joined_units
                  else f"{format_emissions(grams)} of CO2-equivalents")
     text = (f"Using {methodology}, the energy consumption of running all experiments on "
-            f"{hardware_phrase([hardware])} is estimated to {energy:.3f} {energy_unit}. "
-            f"This corresponds to estimated carbon emissions of {emissions}, "
-            f"assuming a carbon intensity of {shown_intensity} gCO2/kWh{_cite(keys)}. "
-            f"{_ESTIMATE_NOTE}")
+            f"{hardware_phrase([hardware])} {verb} {format_energy(kwh)}. "
+            f"This corresponds to {emissions_word} of {emissions}, assuming a carbon intensity "
+            f"of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}. "
+            f"{_ESTIMATE_NOTE if estimated else _METERED_NOTE}")
     compared = comparison(grams)
     if compared:
         text += f"\n\nFor comparison, this is {compared}. {_COMPARISON_SOURCE}"
     return text
 
 
+def _custom_citations(methodology: str) -> list[str]:
+    """What a custom statement cites: LET, and a backend's entries when the methodology is
+    that backend's (its ``citation_keys`` says so, or the label starts with its name)."""
+    keys = ["lamarr_energy_tracker"]
+    lowered = methodology.lower()
+    for name, factory in _backend_factories().items():
+        chooser = getattr(factory, "citation_keys", None)
+        if callable(chooser):
+            cited = list(chooser([methodology]))
+        else:
+            labels = [name, *getattr(factory, "statement_phrases", {}).keys()]
+            cited = list(_factory_citations(factory)) if any(lowered.startswith(str(l).lower()) for l in labels) else []
+        keys.extend(k for k in cited if k not in keys)
+    return keys
+
+
 def print_custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
-                                 energy_unit: str = "kWh", carbon_intensity: float = 380) -> str:
+                                 energy_unit: str = "kWh", carbon_intensity: float = 380,
+                                 kind: str | None = None) -> str:
     """Print a statement for energy measured elsewhere, and return it (LET 0.1.x's API)."""
-    text = custom_paper_statement(methodology, hardware, consumed_energy, energy_unit, carbon_intensity)
+    text = custom_paper_statement(methodology, hardware, consumed_energy, energy_unit, carbon_intensity, kind)
     print("\n" + text + "\n")
     return text
 

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import math
 import os
-import socket
 import time
 import uuid
 import warnings
 import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar, overload
 
-from let_core.carbon import checked_number, country_intensity, validate_intensity
+from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Backend, Reporter, Settings
-from let_core.records import Measurement, Run
+from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
     from let_core.plugins import PluginKind
@@ -30,61 +28,11 @@ AUTO = "auto"
 
 
 def let_home() -> Path:
-    """The central store's folder: ``$LET_HOME``, else ``~/.let``."""
-    home = os.environ.get("LET_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".let"
+    """The central store's folder (kept here for old imports; ``let_core.config`` owns it)."""
+    return config.let_home()
 
 
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # containers without a passwd entry for the uid
-        return os.environ.get("USER") or f"uid{os.getuid()}"
-
-
-def current_hostname() -> str:
-    return socket.gethostname()
-
-
-def _env_list(name: str) -> list[str] | None:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return None
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def _validate_cuda_devices(devices: Iterable[Any] | None) -> tuple[str, ...] | None:
-    if devices is None:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is None:
-            return None
-        devices = [d for d in visible.split(",") if d.strip()]
-    if isinstance(devices, (str, int)):
-        devices = [devices]
-    result = []
-    for device in devices:
-        text = str(device).strip()
-        if not (text.isdigit() or text.startswith(("GPU-", "MIG-"))):
-            raise ConfigurationError(
-                f"cuda_devices entry {device!r} is neither a GPU index (0, 1, ...) nor a GPU "
-                "UUID ('GPU-...' or 'MIG-...'); `nvidia-smi -L` lists both.")
-        result.append(text)
-    return tuple(result)
-
-
-def _job_environment() -> dict[str, str]:
-    """Identifiers of a multi-process job, so that its runs can be aggregated later."""
-    env = os.environ
-    job = {}
-    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "PBS_JOBID"):
-        if env.get(key):
-            job["job_id"] = env[key]
-            break
-    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
-        if env.get(key):
-            job["rank"] = env[key]
-            break
-    return job
+current_user = config.current_user
 
 
 def _now() -> datetime:
@@ -108,7 +56,7 @@ class EnergyTracker:
         self,
         project_name: str = "default",
         output_dir: str | os.PathLike[str] | None = None,
-        country_iso_code: str = "DEU",
+        country_iso_code: str | None = None,
         carbon_intensity: float | None = None,
         backends: Sequence[str | Backend] | str | None = None,
         reporters: Sequence[str | Reporter] | str | None = None,
@@ -118,9 +66,9 @@ class EnergyTracker:
         log_level: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = self._settings(project_name, output_dir, country_iso_code,
-                                       carbon_intensity, measure_power_secs, cuda_devices, pue,
-                                       log_level, options)
+        self.settings = Settings.resolve(project_name, output_dir, country_iso_code,
+                                         carbon_intensity, measure_power_secs, cuda_devices, pue,
+                                         log_level, options)
         self.project_name = self.settings.project_name
         self.user = self.settings.user
         self.hostname = self.settings.hostname
@@ -146,51 +94,14 @@ class EnergyTracker:
 
     # ----------------------------------------------------------------------------- settings
     @staticmethod
-    def _settings(project_name: str, output_dir: Any, country_iso_code: str,
-                  carbon_intensity: float | None, measure_power_secs: float,
-                  cuda_devices: Any, pue: float | None, log_level: str | None,
-                  options: Mapping[str, Any] | None) -> Settings:
-        if not isinstance(project_name, str) or not project_name.strip():
-            raise ConfigurationError(f"project_name must be a non-empty string, got {project_name!r}")
-        if "___" in project_name or "\n" in project_name:
-            raise ConfigurationError(
-                f"project_name {project_name!r} must not contain '___' or line breaks: LET stores "
-                "it in experiment_id as project___user___hostname.")
-        interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
-        if pue is not None:
-            pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
-        country = country_intensity(country_iso_code)
-        intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
-                     else country.carbon_intensity)
-        level = (log_level or os.environ.get("LET_LOG_LEVEL") or "error").lower()
-        if level not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigurationError(
-                f"log_level must be one of debug, info, warning, error, critical; got {log_level!r}")
-        output_uri = None
-        if isinstance(output_dir, str) and "://" in output_dir and not output_dir.startswith("file://"):
-            output_uri, output_dir = output_dir, None
-        elif isinstance(output_dir, str) and output_dir.startswith("file://"):
-            output_dir = output_dir[len("file://"):]
-        return Settings(
-            project_name=project_name,
-            output_dir=Path(output_dir).expanduser() if output_dir is not None else let_home(),
-            output_uri=output_uri,
-            user=current_user(),
-            hostname=os.environ.get("LET_HOSTNAME") or current_hostname(),
-            country_iso_code=country.iso_code,
-            country_name=country.country_name,
-            carbon_intensity=intensity,
-            measure_power_secs=interval,
-            cuda_devices=_validate_cuda_devices(cuda_devices),
-            pue=pue,
-            log_level=level,
-            options=options,
-        )
+    def _settings(*args: Any) -> Settings:
+        """Old private spelling of ``Settings.resolve`` (positional, as the 1.0 CLI called it)."""
+        return Settings.resolve(*args)
 
     @staticmethod
     def _spec_items(spec: Sequence[Any] | str | None, env_var: str) -> list[Any]:
         if spec is None:
-            return _env_list(env_var) or [AUTO]
+            return config.env_list(env_var) or [AUTO]
         if isinstance(spec, str):
             return [s.strip() for s in spec.split(",") if s.strip()]
         return list(spec)
@@ -302,7 +213,7 @@ class EnergyTracker:
         self._start_errors.clear()
         self._metrics = {}
         self._params = {}
-        self._environment = _job_environment()
+        self._environment = config.job_environment()
         for backend in self.backends:
             name = _name_of(backend)
             try:
@@ -320,12 +231,16 @@ class EnergyTracker:
         self._running = True
         return self
 
-    def stop(self, print_summary: bool | None = None) -> dict[str, Any]:
+    def stop(self, print_summary: bool | None = None, *, status: str = "ok", error: str = "") -> dict[str, Any]:
         """Stop the run, record it and return its result. Calling it again returns the same result.
 
         ``print_summary=False`` skips the printed statement for this run (LET 0.1.x's flag).
+        ``status="failed"`` with an ``error`` text records a run that did not succeed (``let run``
+        records a command's exit status this way).
         """
-        return self._stop(status="ok", error="", print_summary=print_summary)
+        if status not in ("ok", "failed"):
+            raise ConfigurationError(f"status must be 'ok' or 'failed', got {status!r}")
+        return self._stop(status=status, error=error, print_summary=print_summary)
 
     def _stop(self, status: str, error: str, print_summary: bool | None = None) -> dict[str, Any]:
         if not self._running:
@@ -337,7 +252,8 @@ class EnergyTracker:
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
         run = self._make_run(self._run_id, self._start_time, end_time, status, error, measurements)
         self.last_run = run
-        self._report(run, skip_statement=print_summary is False)
+        self._record(run)
+        self._report(run, print_summary=print_summary is not False)
         self._last_result = run.result()
         return self._last_result
 
@@ -350,14 +266,29 @@ class EnergyTracker:
                                                        duration_s=time.perf_counter() - t0))
                 continue
             try:
-                measurements.append(backend.stop())
+                measurement = backend.stop()
             except Exception as exc:
                 message = f"failed to stop: {type(exc).__name__}: {exc}"
                 warnings.warn(f"LET backend {name!r} {message}; the run is recorded without it.",
                               LetWarning, stacklevel=3)
-                measurements.append(Measurement.failed(name, message,
-                                                       duration_s=time.perf_counter() - t0))
+                measurement = Measurement.failed(name, message, duration_s=time.perf_counter() - t0)
+            measurements.append(validated(measurement, name, time.perf_counter() - t0))
         return measurements
+
+    def _record(self, run: Run) -> None:
+        """Append the run to the central store: the system of record, written by the core
+        itself before any reporter, whatever reporters are chosen. An unwritable store never
+        loses the run: it goes to a rescue file, and the warning says how to add it later."""
+        from let_core._version import __version__
+        from let_core.errors import StoreError
+        from let_core.store import Store
+
+        try:
+            Store(self.settings.output_dir).append(run.rows(__version__))
+        except StoreError as exc:
+            # The store has already kept the run in its rescue file; the message says where
+            # and how to put it back (`let doctor --repair`).
+            warnings.warn(str(exc), LetWarning, stacklevel=4)
 
     def _make_run(self, run_id: str, start: datetime, end: datetime, status: str, error: str,
                   measurements: list[Measurement], task: str = "") -> Run:
@@ -371,16 +302,23 @@ class EnergyTracker:
             params=self._params, environment=self._environment, error=error,
         )
 
-    def _report(self, run: Run, skip_statement: bool = False) -> None:
+    def _report(self, run: Run, print_summary: bool = True) -> None:
+        from let_core.results.loading import ResultsHandle
+
+        results = ResultsHandle(self.settings.output_dir, self.settings.output_uri)
         for reporter in self.reporters:
             name = _name_of(reporter)
-            if skip_statement and name == "statement":
+            # print_summary=False (LET 0.1.x's flag) silences reporters that print, whatever their name.
+            if not print_summary and getattr(reporter, "prints", False):
                 continue
             try:
-                reporter.report(run)
+                if _takes_results(reporter):
+                    reporter.report(run, results=results)  # type: ignore[call-arg]
+                else:
+                    reporter.report(run)
             except Exception as exc:
-                # A reporter never costs the user the run: the result is still returned and the
-                # other reporters (the central store first of all) still run.
+                # A reporter never costs the user the run: the result is still returned, the
+                # run is already in the central store, and the other reporters still run.
                 warnings.warn(f"LET reporter {name!r} failed for run {run.run_id}: "
                               f"{type(exc).__name__}: {exc}", LetWarning, stacklevel=4)
 
@@ -426,17 +364,27 @@ class EnergyTracker:
                     measurements.append(Measurement.failed(backend_name, failed[backend_name]))
                     continue
                 try:
-                    measurements.append(backend.task_stop(name))  # type: ignore[attr-defined]
+                    measurement = backend.task_stop(name)  # type: ignore[attr-defined]
                 except Exception as exc:
-                    measurements.append(Measurement.failed(
-                        backend_name, f"task failed to stop: {type(exc).__name__}: {exc}"))
+                    measurement = Measurement.failed(
+                        backend_name, f"task failed to stop: {type(exc).__name__}: {exc}")
+                measurements.append(validated(measurement, backend_name, time.perf_counter() - t0))
             end = start + timedelta(seconds=time.perf_counter() - t0)
             if measurements:
                 run = self._make_run(str(uuid.uuid4()), start, end, status, error, measurements, task=name)
-                self._report(run, skip_statement=True)
+                self._record(run)
+                self._report(run)
+
+    def _check_open(self, what: str) -> None:
+        if not self._running and self.last_run is not None:
+            # The run is recorded already; silently keeping the values would lose them.
+            raise LetError(f"{what}() after stop(): run {self.last_run.run_id} is already recorded, so "
+                           f"these values would be lost. Call {what}() before stop() (inside the "
+                           "`with` block), or pass metrics= to @track_energy.")
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Attach quality metrics (accuracy, loss, ...) to the current run."""
+        """Attach quality metrics (accuracy, loss, ...) to the current run (before ``stop()``)."""
+        self._check_open("log_metrics")
         for key, value in dict(metrics).items():
             if not isinstance(key, str) or not key:
                 raise ConfigurationError(f"metric names are non-empty strings, got {key!r}")
@@ -446,6 +394,7 @@ class EnergyTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Attach descriptive parameters (model, dataset, task, environment, n_samples, ...)."""
+        self._check_open("log_params")
         for key, value in dict(params).items():
             if not isinstance(key, str) or not key:
                 raise ConfigurationError(f"parameter names are non-empty strings, got {key!r}")
@@ -454,13 +403,63 @@ class EnergyTracker:
     @property
     def results(self) -> Any:
         """Every stored run of this project, user and host (a DataFrame), as in LET 0.1.x."""
-        from let_core.store import load_results
+        from let_core.results import load_results
 
         return load_results(self.output_dir, self.project_name, self.user, self.hostname)
 
     @property
     def last_result(self) -> dict[str, Any] | None:
         return self._last_result
+
+
+
+
+def validated(measurement: Any, name: str, duration_s: float) -> Measurement:
+    """A backend's result as the core accepts it, whatever plugin produced it: energies finite,
+    non-negative and below ``MAX_ENERGY_KWH``, coverage within 0..1. Anything else is recorded
+    as a failed measurement with the reason (a warning says so), never counted."""
+    if not isinstance(measurement, Measurement):
+        problem = f"returned {type(measurement).__name__}, not a Measurement"
+        warnings.warn(f"LET backend {name!r} {problem}; the run is recorded without it.", LetWarning, stacklevel=4)
+        return Measurement.failed(name, problem, duration_s=duration_s)
+    if measurement.error:
+        return measurement
+    problems = []
+    for field_name in ("energy_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh"):
+        value = getattr(measurement, field_name)
+        if value is None and field_name != "energy_kwh":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{field_name} is {value!r}, not a number")
+        elif not math.isfinite(value) or value < 0:
+            problems.append(f"{field_name} is {value!r}; energy must be finite and non-negative")
+        elif value > MAX_ENERGY_KWH:
+            problems.append(f"{field_name} is {value!r} kWh, above the sanity bound of {MAX_ENERGY_KWH:g} kWh")
+    coverage = measurement.coverage
+    if coverage is not None and (isinstance(coverage, bool) or not isinstance(coverage, (int, float))
+                                 or not 0 <= coverage <= 1):
+        problems.append(f"coverage is {coverage!r}, not a fraction between 0 and 1")
+    if problems:
+        reason = "invalid measurement: " + "; ".join(problems)
+        warnings.warn(f"LET backend {name!r} gave an {reason}; it is recorded as failed and not counted.",
+                      LetWarning, stacklevel=4)
+        return Measurement.failed(measurement.backend or name, reason, methodology=measurement.methodology,
+                                  kind=measurement.kind, duration_s=duration_s, hardware=measurement.hardware)
+    if coverage is not None and coverage < 1:
+        from let_core.results.counting import MIN_COVERAGE
+
+        note = (" Below half of the run, it is not presented as metered; the estimate is counted instead."
+                if coverage < MIN_COVERAGE else " The statement says so.")
+        warnings.warn(f"LET backend {name!r} metered only {math.floor(coverage * 100)}% of the run "
+                      f"({measurement.gap_count} gap(s), {measurement.gap_seconds:.1f} s interpolated).{note}",
+                      LetWarning, stacklevel=4)
+    return measurement
+
+
+def _takes_results(reporter: Any) -> bool:
+    """Whether ``reporter.report`` accepts the read handle (``report(run, results=...)``)."""
+    code = getattr(getattr(reporter.report, "__func__", reporter.report), "__code__", None)
+    return code is not None and "results" in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
 
 
 def _close_backends(backends: tuple[Backend, ...]) -> None:

@@ -1,18 +1,16 @@
-"""The central store reporter: every run's rows appended to ``emissions.csv`` (the system of record)."""
+"""``csv``: exports stored runs as an emissions.csv-shaped file (``let export csv FILE``).
+
+Recording runs is not this reporter's job: the core appends every run to the central store
+itself, before any reporter runs, whatever reporters are chosen.
+"""
 
 from __future__ import annotations
 
-import csv
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from let_core._version import __version__
-from let_core.errors import StoreError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
-from let_core.records import STORE_COLUMNS, Run
-from let_core.store import Store
+from let_core.records import Run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,12 +18,10 @@ if TYPE_CHECKING:
 
 class CsvReporter:
     name: ClassVar[str] = "csv"
-    auto: ClassVar[bool] = True
+    auto: ClassVar[bool] = False
     order: ClassVar[int] = 0
-    description: ClassVar[str] = "the central store, emissions.csv in LET_HOME or output_dir"
-
-    def __init__(self, directory: Path) -> None:
-        self.store = Store(directory)
+    description: ClassVar[str] = ("exports stored runs as an emissions.csv-shaped file; every run is "
+                                  "recorded in the central store by the core anyway")
 
     @classmethod
     def availability(cls, settings: Settings) -> Availability:
@@ -33,33 +29,36 @@ class CsvReporter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CsvReporter:
-        return cls(settings.output_dir)
+        return cls()
 
     def report(self, run: Run) -> None:
-        rows = run.rows(__version__)
-        try:
-            self.store.append(rows)
-        except (StoreError, OSError) as exc:
-            rescue = _rescue(rows)
-            raise StoreError(f"{exc} The run was saved to {rescue} instead; add it to a store later "
-                             f"with `let merge {rescue} --into DIR`.") from exc
+        """Nothing to do per run: the core has already appended it to the central store."""
 
     def export(self, results: pd.DataFrame, destination: str) -> None:
-        """Write a result set as an emissions.csv-shaped file."""
-        results.to_csv(destination, index=False)
+        """Write a result set as an emissions.csv-shaped file.
+
+        Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+        ``-``, ``@``, tab or carriage return; OWASP's CSV injection advice) get a leading
+        apostrophe. Numbers stay numbers; the store itself keeps the raw value.
+        """
+        escape_formulas(results).to_csv(destination, index=False)
 
 
-def _rescue(rows: list[dict[str, Any]]) -> str:
-    """Keep a run whose store is unwritable: the user's measurement is never just dropped."""
-    import tempfile
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
-    handle, path = tempfile.mkstemp(prefix="let-unsaved-run-", suffix=".csv")
-    with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=list(STORE_COLUMNS), extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+
+def escape_formulas(results: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``results`` whose text cells cannot start a spreadsheet formula."""
+    frame = results.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind in "biufcmM":
+            continue
+        text = values.astype(object)
+        risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if risky.any():
+            frame[column] = text.where(~risky, "'" + text.astype(str))
+    return frame
 
 
 @hookimpl

@@ -88,7 +88,7 @@ class MlflowReporter:
                 tags[_key(*prefix, m.backend, "error")] = m.error[:5000]
         return tags
 
-    def report(self, run: Run) -> None:
+    def report(self, run: Run, results: Any = None) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
@@ -107,18 +107,18 @@ class MlflowReporter:
         client.log_batch(target, metrics=[Metric(k, v, timestamp, 0) for k, v in self.metrics(run).items()],
                          tags=[RunTag(k, v) for k, v in self.tags(run).items()])
         if not run.task:
-            statement = self._statement(run)
+            statement = self._statement(run, results)
             if statement:
                 client.log_text(target, statement, STATEMENT_ARTIFACT)
         if started:
             client.set_terminated(target, status="FINISHED" if run.status == "ok" else "FAILED")
 
-    def _statement(self, run: Run) -> str:
+    def _statement(self, run: Run, results: Any = None) -> str:
+        from let_core.results.loading import ResultsHandle
         from let_core.statement import statement_from_totals
-        from let_core.store import Store
 
-        totals = Store(self.settings.output_dir).totals(project_name=run.project_name, user=run.user,
-                                                        hostname=run.hostname)
+        results = results or ResultsHandle(self.settings.output_dir, self.settings.output_uri)
+        totals = results.totals(project_name=run.project_name, user=run.user, hostname=run.hostname)
         return "" if totals.empty else statement_from_totals(totals) + "\n"
 
 

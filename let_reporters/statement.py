@@ -10,13 +10,15 @@ from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Run
 from let_core.statement import format_energy, statement_from_totals
-from let_core.store import Store
+from let_core.results.loading import ResultsHandle
 
 
 class StatementReporter:
     name: ClassVar[str] = "statement"
     auto: ClassVar[bool] = True
-    order: ClassVar[int] = 100  # after the store, whose totals it reads
+    order: ClassVar[int] = 100
+    #: Prints to the terminal: silenced by ``stop(print_summary=False)``.
+    prints: ClassVar[bool] = True
     description: ClassVar[str] = "prints the run's energy and the project's paper statement"
 
     def __init__(self, settings: Settings, stream: TextIO | None = None) -> None:
@@ -31,7 +33,7 @@ class StatementReporter:
     def from_settings(cls, settings: Settings) -> StatementReporter:
         return cls(settings)
 
-    def report(self, run: Run) -> None:
+    def report(self, run: Run, results: ResultsHandle | None = None) -> None:
         if run.task:
             return
         out = self.stream or sys.stdout
@@ -41,8 +43,8 @@ class StatementReporter:
         else:
             print("\nTracker stopped - no backend measured this experiment (see the warnings above).\n",
                   file=out)
-        totals = Store(self.settings.output_dir).totals(
-            project_name=run.project_name, user=run.user, hostname=run.hostname)
+        results = results or ResultsHandle(self.settings.output_dir, self.settings.output_uri)
+        totals = results.totals(project_name=run.project_name, user=run.user, hostname=run.hostname)
         if not totals.empty:
             print(statement_from_totals(totals) + "\n", file=out)
 

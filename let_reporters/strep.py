@@ -45,7 +45,7 @@ def strep_database(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[
     """The STREP rows and property meta data for a result set (``load_results``' frame)."""
     import pandas as pd
 
-    from let_core.merge import counted_rows
+    from let_core.results.counting import counted_rows
 
     data = results[results["task"].fillna("") == ""] if "task" in results else results
     if data.empty:
@@ -126,15 +126,21 @@ class StrepReporter:
     def from_settings(cls, settings: Settings) -> StrepReporter:
         return cls(settings)
 
-    def report(self, run: Run) -> None:
-        """Rewrite the project's STREP database with this run (after the central store has it)."""
+    def report(self, run: Run, results: Any = None) -> None:
+        """Rewrite the project's STREP database with this run (the core stored it already).
+
+        Written to ``options={"strep": {"directory": ...}}``, else ``$LET_HOME/strep/<project>``:
+        never into a user's ``output_dir``, which holds nothing of LET's but ``emissions.csv``.
+        """
         if run.task:
             return
-        from let_core.store import load_results
+        from let_core.config import let_home
+        from let_core.results.loading import ResultsHandle
 
         options = self.settings.options.get("strep", {})
-        directory = options.get("directory") or self.settings.output_dir / "strep" / run.project_name
-        write_strep(load_results(self.settings.output_dir, run.project_name), directory)
+        directory = options.get("directory") or let_home() / "strep" / run.project_name
+        results = results or ResultsHandle(self.settings.output_dir, self.settings.output_uri)
+        write_strep(results.frame(run.project_name), directory)
 
     def export(self, results: pd.DataFrame, destination: str) -> None:
         write_strep(results, destination)

@@ -83,7 +83,7 @@ def test_measurement_is_codecarbons_estimate(tracked: dict[str, Any]) -> None:
     assert m.backend == "codecarbon"
     assert m.methodology == f"CodeCarbon {CC_VERSION}"
     assert m.kind == "estimate"
-    assert m.scope == "cpu+gpu+ram"
+    assert m.scope == "cpu+ram"  # no GPU on this machine: the estimate covers CPU and RAM
     assert m.energy_kwh > 0 and math.isfinite(m.energy_kwh)
     assert m.cpu_kwh is not None and m.gpu_kwh is not None and m.ram_kwh is not None
     assert m.cpu_kwh + m.gpu_kwh + m.ram_kwh == pytest.approx(m.energy_kwh, rel=1e-9)
@@ -334,3 +334,26 @@ def test_let_detect_shows_what_codecarbon_would_measure(tracked: dict[str, Any])
     result = CliRunner().invoke(cli.cli, ["detect"])
     assert result.exit_code == 0, result.output
     assert "CPU method:" in result.output and "RAM:" in result.output
+
+
+@pytest.mark.parametrize("method", ["start", "stop"])
+def test_codecarbon_raising_inside_start_or_stop_is_a_recorded_failure(let_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      method: str) -> None:
+    import codecarbon
+
+    from let_core.errors import LetWarning
+    from let_core.results import load_results
+
+    def broken(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(f"simulated failure in {method}")
+
+    monkeypatch.setattr(codecarbon.OfflineEmissionsTracker, method, broken)
+    with pytest.warns(LetWarning, match=f"failed to {method}"):
+        with EnergyTracker(project_name="ccfail", reporters=[], measure_power_secs=0.5,
+                           backends=["codecarbon", ManualBackend(energy_kwh=0.1)]) as tracker:
+            pass
+    result = tracker.stop()
+    assert "simulated failure" in result["measurements"]["codecarbon"]["error"]
+    assert result["energy_consumed"] == pytest.approx(0.1)  # the run is kept with the other backend
+    row = load_results(project_name="ccfail").set_index("backend").loc["codecarbon"]
+    assert "simulated failure" in row["error"] and math.isnan(row["energy_consumed"])

@@ -138,7 +138,7 @@ def test_custom_statement_keeps_010_units_with_the_space(capsys: pytest.CaptureF
     assert ("on an NVIDIA GTX 1080 GPU is estimated to 3.200 kWh. This corresponds to estimated "
             "carbon emissions of 1.216 kgCO2-equivalents, assuming a carbon intensity of 380 gCO2/kWh") in text
     assert text in capsys.readouterr().out
-    small = print_custom_paper_statement("a power meter", "Raspberry Pi 5", 5, energy_unit="Wh")
+    small = print_custom_paper_statement("the CO2 Impact Calculator", "Raspberry Pi 5", 5, energy_unit="Wh")
     assert "estimated to 5.000 Wh. This corresponds to estimated carbon emissions of 1.900 gCO2-equivalents" in small
     # the top-level name (the 0.1.x README imports it from there) is the same function
     assert lamarr_energy_tracker.print_custom_paper_statement is print_custom_paper_statement

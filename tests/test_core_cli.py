@@ -37,7 +37,8 @@ def test_results_table_and_json(let_home, runner):
     as_json = runner.invoke(cli, ["results", "--json", "--project", "beta"])
     rows = [json.loads(line) for line in as_json.output.splitlines()]
     assert len(rows) == 1 and rows[0]["project_name"] == "beta" and rows[0]["energy_consumed"] == 0.2
-    assert runner.invoke(cli, ["results", "--project", "none"]).output.strip() == "no stored runs match"
+    nothing = runner.invoke(cli, ["results", "--project", "none"]).output.strip()
+    assert nothing.startswith("no stored runs match in ") and str(let_home / "emissions.csv") in nothing
 
 
 def test_statement_stored_and_custom(let_home, runner):
@@ -91,7 +92,48 @@ def test_run_tracks_a_command_and_passes_its_exit_code(let_home):
     assert set(frame["run_status"]) == {"failed"} and "exit status 3" in frame.iloc[0]["error"]
 
 
-def test_main_registers_plugin_commands(let_home):
+def test_main_registers_plugin_commands(let_home, capsys):
+    import click
+
+    from let_core.hookspecs import hookimpl
+    from let_core.plugins import pm
+
+    class HelloPlugin:
+        @hookimpl
+        def let_register_commands(self, cli):
+            @cli.command()
+            @click.argument("name")
+            def hello(name):
+                """Greets."""
+                click.echo(f"hello {name} from a plugin")
+
+    pm.register(HelloPlugin(), name="test-hello-plugin")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["hello", "world"])
+        assert exit_info.value.code == 0
+        assert "hello world from a plugin" in capsys.readouterr().out
+    finally:
+        pm.unregister(name="test-hello-plugin")
+        cli.commands.pop("hello", None)
     with pytest.raises(SystemExit) as exit_info:
-        main(["--version"])
-    assert exit_info.value.code == 0
+        main(["hello", "world"])  # gone with its plugin
+    assert exit_info.value.code == 2
+
+
+def test_run_success_records_an_ok_run_and_exits_zero(let_home):
+    done = subprocess.run([sys.executable, "-m", "let_core", "run", "--project", "okcmd", "--",
+                           sys.executable, "-c", "print('hi from the command')"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "hi from the command" in done.stdout
+    frame = load_results(project_name="okcmd")
+    assert len(frame) >= 1 and set(frame["run_status"]) == {"ok"} and set(frame["error"].fillna("")) == {""}
+    assert (frame["energy_consumed"] > 0).all()
+
+
+def test_demo_tracks_a_workload_and_prints_each_backend(let_home, runner):
+    result = runner.invoke(cli, ["demo", "--seconds", "0.3", "--project", "demo-test"])
+    assert result.exit_code == 0, result.output
+    assert "codecarbon:" in result.output and " Wh (CodeCarbon " in result.output
+    assert "let statement" in result.output

@@ -10,27 +10,38 @@ import pytest
 
 from let_core import print_custom_paper_statement
 from let_core.errors import ConfigurationError
-from let_core.statement import (KindFigures, bibtex, cited_keys, comparison, compose,
-                                custom_paper_statement, hardware_phrase, methodology_phrase,
-                                paper_statement, print_paper_statement)
+from let_core.results.counting import Totals
+from let_core.statement import (bibtex, cited_keys, comparison, custom_paper_statement,
+                                format_emissions, format_energy, hardware_phrase, methodology_phrase,
+                                paper_statement, print_paper_statement, statement_from_totals)
 from let_core.tracker import EnergyTracker
 from let_backends.manual import ManualBackend
 
+# LET 0.1.x's statement with its defects fixed: the intensity printed is the one used, rounded
+# (380.95 -> 381, not truncated to 380), and the emissions show three significant digits.
 DESIGN_TEXT = (
     "Using CodeCarbon 3.2.3, the energy consumption of running all experiments on an Intel(R) Core(TM) "
-    "i7-10610U CPU is estimated to 0.135 kWh. This corresponds to estimated carbon emissions of 0.051 kg "
-    "of CO2-equivalents, assuming a carbon intensity of 380 gCO2/kWh~\\cite{lamarr_energy_tracker,codecarbon}. "
+    "i7-10610U CPU is estimated to 0.135 kWh. This corresponds to estimated carbon emissions of 51.428 g "
+    "of CO2-equivalents, assuming a carbon intensity of 381 gCO2/kWh~\\cite{lamarr_energy_tracker,codecarbon}. "
     "Note that these numbers are underestimations of actual resource consumption and do not account for "
     "overhead factors or embodied impacts~\\cite{ai_energy_validation}.")
 
 
 def figures(methodology="CodeCarbon 3.2.3", hardware=("Intel(R) Core(TM) i7-10610U CPU",), kwh=0.135,
-            intensity=380.95):
-    return KindFigures((methodology,), tuple(hardware), kwh, kwh * intensity / 1000, 1)
+            intensity=380.95, backend="codecarbon", kind="estimate", runs=1, **more):
+    metered = kind == "metered"
+    return Totals(energy_kwh=kwh, emissions_kg=kwh * intensity / 1000, runs=runs,
+                  metered_kwh=kwh if metered else 0.0, metered_runs=runs if metered else 0,
+                  estimated_runs=0 if metered else runs, methodologies={methodology: runs},
+                  hardware={h: 1 for h in hardware}, backends={backend: runs}, **more)
+
+
+def compose(totals):
+    return statement_from_totals(totals)
 
 
 def test_design_example_is_reproduced_exactly():
-    text = compose(figures(), None)
+    text = compose(figures())
     assert text.startswith(DESIGN_TEXT)
     # 51.4 g lies between apples (10 g) and boiling water (70 g): the closest reference below wins.
     assert "For comparison, this is equivalent to 5.1 locally grown apples." in text
@@ -46,8 +57,8 @@ def test_custom_statement_numbers_of_the_design():
 
 def test_wh_input_converts_before_comparing():
     # 0.1.x compared 380 * 500 "g" before dividing by 1000: 1000x off.
-    text = custom_paper_statement("a power meter", "Raspberry Pi 5", 500, energy_unit="Wh")
-    assert "estimated to 500.000 Wh" in text and "190.000 g" not in text
+    text = custom_paper_statement("a power meter", "Raspberry Pi 5", 500, energy_unit="Wh", kind="estimate")
+    assert "estimated to 0.500 kWh" in text and "190.000 g" not in text
     assert "0.190 kg" in text
     assert comparison(190.0) in text
     assert comparison(190.0) == "equivalent to 1.9 hours of watching TV"
@@ -68,12 +79,14 @@ def test_every_hardware_is_named_with_its_article():
 
 
 def test_counter_methodologies_read_naturally():
-    assert methodology_phrase(["RAPL", "NVML"]) == "RAPL and NVML energy counters"
+    # Each backend declares how its methodology label reads (statement_phrases on its factory).
+    assert methodology_phrase(["RAPL", "NVML"], ["rapl", "nvml"]) == "RAPL and NVML energy counters"
+    assert methodology_phrase(["RAPL"]) == "RAPL"  # no backend named: the label as it is
     assert methodology_phrase(["CodeCarbon 3.3.2"]) == "CodeCarbon 3.3.2"
 
 
 def test_metered_only_says_measured_and_cites_no_codecarbon():
-    text = compose(None, figures("Tasmota smart socket", ("dgx1",), 2.0))
+    text = compose(figures("Tasmota smart socket", ("dgx1",), 2.0, backend="tasmota", kind="metered"))
     assert text.startswith("Using Tasmota smart sockets at the wall, the energy consumption of running all "
                            "experiments on a dgx1 was measured as 2.000 kWh.") and "estimated" not in text.split("Note")[0]
     assert cited_keys(text) == ["lamarr_energy_tracker", "ai_energy_validation"]
@@ -81,14 +94,15 @@ def test_metered_only_says_measured_and_cites_no_codecarbon():
 
 
 def test_estimate_and_metered_give_both_and_the_ratio():
-    text = compose(figures(kwh=1.0), figures("Tasmota smart socket", ("ws28",), 1.38),
-                   paired_runs=3, paired_estimate_kwh=1.0, paired_metered_kwh=1.38)
-    assert "is estimated to 1.000 kWh" in text
-    assert ("Metered with Tasmota smart sockets at the wall, the 3 runs measured both ways consumed "
-            "1.380 kWh, 1.38x the estimate of 1.000 kWh~\\cite{ai_energy_validation}.") in text
+    text = compose(figures("Tasmota smart socket", ("ws28",), 1.38, backend="tasmota", kind="metered", runs=3,
+                           paired_runs=3, paired_estimate_kwh=1.0, paired_metered_kwh=1.38,
+                           paired_methodologies={"CodeCarbon 3.2.3": 3}, paired_backends={"codecarbon": 3}))
+    assert "on a ws28 was measured as 1.380 kWh" in text
+    assert ("For the 3 runs measured both ways, CodeCarbon 3.2.3 estimated 1.000 kWh~\\cite{codecarbon}; "
+            "the measured 1.380 kWh is 1.38x the estimate.") in text
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "a lot", None, True])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "a lot", "3.2", None, True])
 def test_custom_statement_rejects_bad_energy(bad):
     with pytest.raises(ConfigurationError, match="consumed_energy"):
         custom_paper_statement("x", "y", bad)
@@ -121,7 +135,7 @@ def test_stored_runs_statement_lists_all_hardware_and_sums(let_home):
     assert "estimated to 0.300 kWh" in text
     assert "Intel(R) Xeon(R) Gold 6230 CPU and 1 x NVIDIA A100" in text
     assert "an Intel(R) Xeon(R) Gold 6230 CPU," in text or " and an Intel(R) Xeon(R) Gold 6230 CPU" in text
-    assert "carbon intensity of 380 gCO2/kWh" in text
+    assert "carbon intensity of 381 gCO2/kWh" in text  # Germany's 380.95, rounded as the figures
 
 
 def test_stored_estimate_and_metered_runs_give_the_ratio(let_home):
@@ -129,8 +143,10 @@ def test_stored_estimate_and_metered_runs_give_the_ratio(let_home):
                          hardware="ws28", name="tasmota")
     run_with("gt", 0.2, "Intel CPU", extra=[wall])
     text = paper_statement(project_name="gt")
-    assert "is estimated to 0.200 kWh" in text
-    assert "1.38x the estimate" in text
+    # The wall measurement is what the run counts for; the estimate it replaced is compared.
+    assert "on a ws28 was measured as 0.276 kWh." in text
+    assert "For the same run, CodeCarbon 3.3.2 estimated 0.200 kWh" in text
+    assert "the measured 0.276 kWh is 1.38x the estimate." in text
 
 
 def test_no_runs_is_a_clear_error(let_home):

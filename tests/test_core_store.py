@@ -18,7 +18,8 @@ from let_core import delete_results, load_results
 from let_core.errors import StoreError
 from let_core.records import STORE_COLUMNS
 from let_core.statement import paper_statement
-from let_core.store import STORE_FILE, TOTALS_FILE, Store
+from let_core.results.cache import cache_path, cached_totals
+from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
 from let_backends.manual import ManualBackend
 
@@ -100,7 +101,7 @@ def test_appending_to_a_let014_store_keeps_every_old_row_and_column(let_home):
     header = (let_home / STORE_FILE).read_text().splitlines()[0].split(",")
     assert header[: len(STORE_COLUMNS)] == list(STORE_COLUMNS)
     text = paper_statement(project_name="vision")
-    assert "CodeCarbon 3.2.3" in text and "the Machine Learning CO2 Impact Calculator" in text
+    assert "CodeCarbon 3.2.3" in text and "a known energy figure" in text
 
 
 def test_plain_codecarbon_file_with_another_column_order_is_migrated(let_home):
@@ -120,50 +121,64 @@ def test_plain_codecarbon_file_with_another_column_order_is_migrated(let_home):
     assert old["project_name"] == "codecarbon"  # no project___user___host: nothing to derive
 
 
-def test_truncated_last_line_is_skipped_on_load_and_cut_on_next_append(let_home):
+def test_torn_last_line_is_skipped_on_load_and_quarantined_on_next_append(let_home):
     record()
     path = let_home / STORE_FILE
     complete = path.read_bytes()
+    torn = complete.splitlines(keepends=True)[1][:80]
     with open(path, "ab") as handle:
-        handle.write(complete.splitlines(keepends=True)[1][:80])  # half a row, no newline
-    assert len(load_results()) == 1
-    with pytest.warns(Warning, match="incomplete last line"):
+        handle.write(torn)  # half a row, no newline
+    with pytest.warns(Warning, match="last line is torn .*not a row"):  # reported, not silent
+        assert len(load_results()) == 1
+    with pytest.warns(Warning, match="torn last line .* to .*quarantine"):
         record()
     frame = load_results()
     assert len(frame) == 2
     assert path.read_bytes().startswith(complete)
+    quarantined = list((let_home / "recovered").glob("quarantine-*"))
+    assert [q.read_bytes() for q in quarantined] == [torn + b"\n"]
 
 
-KILLED_WRITER = textwrap.dedent("""
-    import sys
+# A writer killed in the middle of its write: os.write puts half of the bytes on disk, then
+# the process dies (SIGKILL), exactly what a power cut or the OOM killer leaves behind.
+TORN_WRITER = textwrap.dedent("""
+    import os, signal, sys
     from let_core.store import Store
     from let_core.records import STORE_COLUMNS
     store = Store(sys.argv[1])
     row = {c: "x" * 200 for c in STORE_COLUMNS}
-    i = 0
-    print("ready", flush=True)
-    while True:
-        i += 1
-        store.append([{**row, "run_id": f"r{i}", "backend": "manual", "energy_consumed": "0.1"}] * 50)
+    for i in range(3):  # three complete runs of 50 rows (one row per backend)
+        store.append([{**row, "run_id": f"r{i}", "backend": f"b{j}", "energy_consumed": "0.1"}
+                      for j in range(50)])
+    real_write = os.write
+    def torn(fd, data):
+        real_write(fd, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.write = torn
+    store.append([{**row, "run_id": "torn", "backend": f"b{j}", "energy_consumed": "0.1"} for j in range(50)])
 """)
 
 
 def test_writer_killed_mid_append_leaves_a_loadable_store(tmp_path):
     store = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(store)], stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    deadline = time.monotonic() + 60
-    while (not (store / STORE_FILE).exists() or (store / STORE_FILE).stat().st_size < 2_000_000) \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    frame = load_results(store)
-    assert len(frame) > 0
-    counts = frame.groupby("run_id").size()
-    assert (counts[:-1] == 50).all() if len(counts) > 1 else True  # only the last append may be short
-    Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
-    assert "after" in set(load_results(store)["run_id"])
+    proc = subprocess.run([sys.executable, "-c", TORN_WRITER, str(store)], timeout=60)
+    assert proc.returncode == -signal.SIGKILL  # it really died inside its write
+    raw = (store / STORE_FILE).read_bytes()
+    assert not raw.endswith(b"\n")  # and left a torn last line behind
+    frame = load_results(store, latest_only=False)
+    counts = frame.groupby("run_id").size().to_dict()
+    assert {k: v for k, v in counts.items() if k != "torn"} == {"r0": 50, "r1": 50, "r2": 50}
+    assert sorted(counts, key=lambda run: (run[0] != "r", int(run[1:]) if run[0] == "r" else 0)) \
+        == ["r0", "r1", "r2"] + (["torn"] if "torn" in counts else [])  # run ids in numeric order
+    assert counts.get("torn", 0) < 50  # never a whole run from half a write
+    torn_line = raw[raw.rindex(b"\n") + 1:]
+    with pytest.warns(Warning, match="torn last line"):
+        Store(store).append([{"run_id": "after", "backend": "manual", "energy_consumed": 1.0}])
+    frame = load_results(store, latest_only=False)
+    counts_after = frame.groupby("run_id").size().to_dict()
+    assert counts_after == {**counts, "after": 1}  # the complete lines of the torn run stay rows
+    quarantine = list((tmp_path / "let_home" / "recovered").glob("quarantine-*"))
+    assert [q.read_bytes() for q in quarantine] == [torn_line + b"\n"]  # the torn line, kept aside
 
 
 def test_delete_removes_only_matching_rows_and_says_how_many(let_home):
@@ -219,17 +234,16 @@ def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
 def test_totals_cache_follows_appends_and_rewrites(let_home):
     for _ in range(3):
         record(kwh=0.1)
-    store = Store()
-    assert store.totals(project_name="p").estimate.energy_kwh == pytest.approx(0.3)
-    assert (let_home / TOTALS_FILE).exists()
+    assert cached_totals(project_name="p").energy_kwh == pytest.approx(0.3)
+    assert cache_path(Store()).exists()
     record(kwh=0.1)
-    assert store.totals(project_name="p").estimate.runs == 4
+    assert cached_totals(project_name="p").runs == 4
     delete_results(project_name="p")
     record(kwh=0.2)
-    totals = store.totals()
-    assert totals.estimate.runs == 1 and totals.estimate.energy_kwh == pytest.approx(0.2)
-    (let_home / TOTALS_FILE).write_text("{not json")
-    assert store.totals().estimate.energy_kwh == pytest.approx(0.2)
+    totals = cached_totals()
+    assert totals.runs == 1 and totals.energy_kwh == pytest.approx(0.2)
+    cache_path(Store()).write_text("{not json")
+    assert cached_totals().energy_kwh == pytest.approx(0.2)
 
 
 def test_values_with_line_breaks_stay_on_one_line(let_home):
@@ -254,8 +268,8 @@ def test_ranks_of_one_job_measuring_one_machine_count_once_in_the_statement(let_
         record(project="ddp", kwh=kwh)  # each rank's estimate covers the whole (same) machine
     monkeypatch.delenv("SLURM_JOB_ID")
     record(project="ddp", kwh=0.2)      # an ordinary run counts fully
-    totals = Store().totals(project_name="ddp")
-    assert totals.estimate.energy_kwh == pytest.approx(0.5 + 0.2)
+    totals = cached_totals(project_name="ddp")
+    assert totals.energy_kwh == pytest.approx(0.5 + 0.2)
     assert "estimated to 0.700 kWh" in paper_statement(project_name="ddp")
 
 
@@ -267,8 +281,8 @@ def test_ranks_measuring_their_own_gpus_add_up(let_home, monkeypatch):
                 energy_kwh=0.25, kind="metered", methodology="NVML", scope="gpu",
                 hardware="NVIDIA A100-SXM4-40GB", name="nvml")]):
             pass
-    assert Store().totals(project_name="ddp-gpu").metered.energy_kwh == pytest.approx(1.0)
-    from let_core.merge import aggregate
+    assert cached_totals(project_name="ddp-gpu").metered_kwh == pytest.approx(1.0)
+    from let_core.results import aggregate
 
     table = aggregate(load_results(project_name="ddp-gpu"), "job")
     assert table["kwh"].sum() == pytest.approx(1.0)

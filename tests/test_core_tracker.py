@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import re
+
 import asyncio
 import inspect
 import math
@@ -130,10 +133,12 @@ def test_failing_reporter_never_stops_the_store_or_the_result(let_home):
 def test_unwritable_store_saves_a_rescue_file(tmp_path):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("x")
-    with pytest.warns(LetWarning, match="let-unsaved-run-"):
+    with pytest.warns(LetWarning, match="saved to .*rescue-.*let doctor --repair") as caught:
         with EnergyTracker(output_dir=blocked / "store", backends=[manual()], reporters=["csv"]) as tracker:
             pass
     assert tracker.stop()["energy_consumed"] > 0
+    rescue = re.search(r"saved to (\S+\.csv)", str(caught[0].message)).group(1)
+    assert [row["run_id"] for row in csv.DictReader(open(rescue))] == [tracker.stop()["run_id"]]
 
 
 def test_names_and_objects_mix_and_unknown_names_fail_early(let_home):
@@ -311,3 +316,63 @@ def test_close_releases_backends_the_tracker_built_and_spares_the_callers(let_ho
     assert closed == ["manual"]
     tracker.close()
     assert closed == ["manual"]  # once only
+
+
+def test_task_error_paths(let_home):
+    tracker = EnergyTracker(project_name="te", reporters=[], backends=[manual()])
+    with pytest.raises(LetError, match="needs a running tracker"):
+        with tracker.task("early"):
+            pass
+    with tracker:
+        with pytest.raises(ConfigurationError, match="non-empty name"):
+            with tracker.task(" "):
+                pass
+        with tracker.task("outer"):
+            with pytest.raises(ConfigurationError, match="already running"):
+                with tracker.task("outer"):
+                    pass
+        with pytest.raises(ZeroDivisionError):
+            with tracker.task("crashing"):
+                1 / 0
+    frame = load_results(project_name="te")
+    crashed = frame[frame["task"] == "crashing"].iloc[0]
+    assert crashed["run_status"] == "failed" and "ZeroDivisionError" in crashed["error"]
+    assert frame[frame["task"] == "outer"].iloc[0]["run_status"] == "ok"
+    assert set(frame[frame["task"] == ""]["run_status"]) == {"ok"}  # the run itself went on
+
+
+class _TaskBreaks:
+    name = "breaks"
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Measurement:
+        return Measurement(backend=self.name, methodology="B", kind="estimate", energy_kwh=0.1, duration_s=1.0)
+
+    def task_start(self, name: str) -> None:
+        if self.where == "start":
+            raise RuntimeError("counter unreadable")
+
+    def task_stop(self, name: str) -> Measurement:
+        if self.where == "stop":
+            raise RuntimeError("counter gone")
+        return Measurement(backend=self.name, methodology="B", kind="estimate", energy_kwh=-1.0, duration_s=1.0)
+
+
+@pytest.mark.parametrize("where, message", [("start", "task failed to start: RuntimeError: counter unreadable"),
+                                            ("stop", "task failed to stop: RuntimeError: counter gone"),
+                                            ("never", "invalid measurement")])
+def test_a_backend_failing_in_a_task_is_recorded_not_raised(let_home, where, message):
+    import warnings
+
+    with EnergyTracker(project_name="tb", reporters=[], backends=[_TaskBreaks(where)]) as tracker:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LetWarning)
+            with tracker.task("epoch"):
+                pass
+    task = load_results(project_name="tb").set_index("task").loc["epoch"]
+    assert message in task["error"]

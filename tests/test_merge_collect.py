@@ -13,7 +13,8 @@ from let_backends.manual import ManualBackend
 from let_core.cli import cli
 from let_core.errors import ConfigurationError
 from let_core.merge import merge
-from let_core.store import Store, load_results
+from let_core.results import load_results
+from let_core.store import Store
 from let_core.tracker import EnergyTracker
 
 DATA = Path(__file__).parent / "data"

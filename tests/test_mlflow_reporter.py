@@ -37,7 +37,7 @@ def test_new_mlflow_run_per_let_run(let_home: Path, tracking_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     tracker = _tracker()
-    assert [r.name for r in tracker.reporters][:1] == ["csv"] and "mlflow" in [r.name for r in tracker.reporters]
+    assert "mlflow" in [r.name for r in tracker.reporters]
     with tracker:
         pass
     client = MlflowClient(tracking_uri)
@@ -48,7 +48,7 @@ def test_new_mlflow_run_per_let_run(let_home: Path, tracking_uri: str) -> None:
     assert data.metrics["let.energy_kwh"] == pytest.approx(0.5)
     assert data.metrics["let.emissions_kg"] == pytest.approx(0.2)
     assert data.metrics["let.manual.energy_kwh"] == pytest.approx(0.5)
-    assert data.tags["let.methodology"] == "the Machine Learning CO2 Impact Calculator"
+    assert data.tags["let.methodology"] == "a known energy figure"
     assert data.tags["let.run_id"] == tracker.run_id and data.tags["let.kind"] == "estimate"
     assert runs[0].info.status == "FINISHED"
     statement = client.download_artifacts(runs[0].info.run_id, "let/statement.tex")

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
-from let_core.merge import aggregate, frame_totals
+from let_core.results import aggregate, cached_totals, frame_totals
 from let_core.statement import statement_from_totals
-from let_core.store import Store, load_results
+from let_core.results import load_results
 from let_core.tracker import EnergyTracker
 
 
@@ -48,14 +48,16 @@ def test_results_by_project_and_backend(let_home: Path) -> None:
     result = runner.invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours"]
+    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours", "metered"]
     assert lines[2].split()[:4] == ["a", "2", "2.000000", "0.800000"]
     assert lines[3].split()[:4] == ["b", "1", "2.000000", "0.800000"]
     assert lines[4].split()[:4] == ["total", "3", "4.000000", "1.600000"]
     assert len({len(line) for line in lines[:2]}) == 1  # aligned columns
     rows = _json_lines(runner.invoke(cli, ["results", "--by", "backend", "--json"]).output)
+    hours = load_results()["duration"].sum() / 3600  # one measurement per run: its duration
+    assert hours > 0
     assert rows == [{"backend": "manual", "runs": 3, "kwh": pytest.approx(4.0), "kg": pytest.approx(1.6),
-                     "hours": pytest.approx(rows[0]["hours"])}]
+                     "hours": pytest.approx(hours, rel=1e-9), "coverage": None}]
 
 
 def test_estimate_and_metered_of_one_run_are_not_added(let_home: Path) -> None:
@@ -113,7 +115,7 @@ def test_frame_totals_match_the_store_totals_without_jobs(let_home: Path) -> Non
     _run("p", backend=ManualBackend(energy_kwh=1.0),
          extra=[_Named(ManualBackend(energy_kwh=1.2, kind="metered", methodology="Tasmota smart socket"))])
     ours = statement_from_totals(frame_totals(load_results()))
-    store = statement_from_totals(Store().totals())
+    store = statement_from_totals(cached_totals())
     assert ours == store
 
 
@@ -191,7 +193,7 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
     import numpy as np
     import pandas as pd
 
-    from let_core.merge import primary_rows
+    from let_core.results.counting import primary_rows
     from let_core.records import primary_measurements
 
     rng = np.random.default_rng(7)
@@ -199,7 +201,8 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
     rows = []
     for run in range(400):
         for _ in range(int(rng.integers(1, 6))):
-            rows.append({"run_id": f"run-{run:04d}", "kind": str(rng.choice(["estimate", "metered"])),
+            rows.append({"run_id": f"run-{run:04d}", "backend": f"b{len(rows)}",
+                         "kind": str(rng.choice(["estimate", "metered"])),
                          "scope": str(rng.choice(scopes)), "task": "",
                          "energy_consumed": float(rng.choice([np.nan, 1.0, 2.0, 3.0]))})
     order = rng.permutation(len(rows))  # a run's rows need not be contiguous in a merged frame
@@ -221,8 +224,8 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
 
 
 def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from let_core import store
-    from let_core.merge import AGGREGATE_COLUMNS, TOTALS_COLUMNS
+    from let_core import results
+    from let_core.results import AGGREGATE_COLUMNS, TOTALS_COLUMNS
 
     _run("a", 0.5)
     _run("b", backend=ManualBackend(energy_kwh=1.0),
@@ -231,13 +234,13 @@ def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkey
     assert set(projected.columns) == set(TOTALS_COLUMNS)
     assert statement_from_totals(frame_totals(projected)) == statement_from_totals(frame_totals(load_results()))
     seen: list = []
-    original = store.load_results
+    original = results.load_results
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("columns"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(store, "load_results", spy)
+    monkeypatch.setattr(results, "load_results", spy)
     result = CliRunner().invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     assert seen == [AGGREGATE_COLUMNS]

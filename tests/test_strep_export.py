@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
 from let_core.errors import ConfigurationError
-from let_core.store import load_results
+from let_core.results import load_results
 from let_core.tracker import EnergyTracker, track_energy
 from let_reporters.strep import write_strep
 
@@ -71,3 +71,18 @@ def test_project_without_quality_metrics_says_what_to_log(let_home: Path, tmp_pa
         write_strep(load_results(project_name="bare"), tmp_path / "s")
     result = CliRunner().invoke(cli, ["export", "strep", "--project", "bare", str(tmp_path / "s")])
     assert result.exit_code == 1 and "log_metrics({'accuracy'" in result.output
+
+
+def test_strep_reporter_writes_the_projects_database_after_each_run(let_home: Path, tmp_path: Path) -> None:
+    from strep.index_scale import load_database
+
+    out = tmp_path / "out"
+    for model, energy in (("a", 0.1), ("b", 0.3)):
+        with EnergyTracker(project_name="live", output_dir=str(out), reporters=["strep"],
+                           backends=[ManualBackend(energy_kwh=energy, hardware="Xeon")]) as tracker:
+            tracker.log_params({"model": model, "task": "infer", "dataset": "d", "n_samples": 10})
+            tracker.log_metrics({"accuracy": 0.5 + energy})
+    database, _ = load_database(str(let_home / "strep" / "live" / "database.pkl"))
+    assert sorted(database["model"]) == ["a", "b"]  # the second run's report saw both runs
+    assert database.set_index("model").loc["b", "accuracy"] == pytest.approx(0.8)
+    assert sorted(p.name for p in out.iterdir()) == ["emissions.csv"]  # nothing else in output_dir

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_hostname, server_location
 from let_core.errors import ConfigurationError, LetError
@@ -10,6 +10,14 @@ from let_core.interfaces import Availability, Settings
 from let_core.records import Measurement
 
 METHODOLOGY = "Tasmota smart socket"
+# The validation study of CodeCarbon against wall measurements: what ground truth is cited with.
+AI_ENERGY_VALIDATION = """@misc{ai_energy_validation,
+  title  = {Ground-Truthing {AI} Energy Consumption: {Validating} {CodeCarbon} Against External Measurements},
+  author = {Raphael Fischer},
+  year   = {2025},
+  doi    = {10.48550/arXiv.2509.22092},
+  url    = {https://arxiv.org/abs/2509.22092},
+}"""
 #: The availability check runs whenever a tracker picks "auto" backends: keep it short.
 AVAILABILITY_TIMEOUT_S = 1.5
 
@@ -23,6 +31,9 @@ class TasmotaBackend:
     server (``let gt serve``). Each run (and each task) is one server session."""
 
     name: ClassVar[str] = "tasmota"
+    #: How its figures read in the statement, and what the statement cites for them.
+    statement_phrases: ClassVar[Mapping[str, str]] = {METHODOLOGY: "Tasmota smart sockets at the wall"}
+    citations: ClassVar[Mapping[str, str]] = {"ai_energy_validation": AI_ENERGY_VALIDATION}
     auto: ClassVar[bool] = True
     description: ClassVar[str] = "metered energy at the wall socket (Tasmota smart socket via `let gt serve`)"
 

@@ -1,0 +1,176 @@
+"""Where LET keeps things and every ``LET_*`` environment variable, read in one place.
+
+Nothing else in ``let_core`` reads ``os.environ`` for LET's own settings: a variable is
+documented, validated and given its default here, so the tracker, the store, the results
+and the CLI cannot disagree about it.
+
+| variable                | meaning                                                         |
+|-------------------------|-----------------------------------------------------------------|
+| ``LET_HOME``            | the central store's folder (default ``~/.let``)                 |
+| ``LET_CACHE_DIR``       | caches (totals), default ``$LET_HOME/cache``                    |
+| ``LET_BACKENDS``        | comma list of backends when ``backends=`` is not given          |
+| ``LET_REPORTERS``       | comma list of reporters when ``reporters=`` is not given        |
+| ``LET_LOG_LEVEL``       | log level when ``log_level=`` is not given (default ``error``)  |
+| ``LET_HOSTNAME``        | the host name recorded (default ``socket.gethostname()``)       |
+| ``LET_DATASET``         | the Parquet dataset root (default ``<store>/runs``)             |
+| ``LET_COUNTRY``         | ISO country code when ``country_iso_code=`` is not given        |
+| ``LET_CARBON_INTENSITY``| gCO2/kWh when ``carbon_intensity=`` is not given                |
+| ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
+| ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+from let_core.errors import ConfigurationError
+
+DEFAULT_COUNTRY = "DEU"
+DATASET_ENV = "LET_DATASET"
+
+
+def let_home() -> Path:
+    """The central store's folder: ``$LET_HOME``, else ``~/.let``."""
+    home = os.environ.get("LET_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".let"
+
+
+def cache_dir() -> Path:
+    """Where LET keeps caches: ``$LET_CACHE_DIR``, else ``$LET_HOME/cache``.
+
+    Never a user's ``output_dir``: LET writes nothing there but ``emissions.csv``.
+    """
+    value = os.environ.get("LET_CACHE_DIR")
+    return Path(value).expanduser() if value else let_home() / "cache"
+
+
+def _store_key(store_path: str | os.PathLike[str]) -> str:
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(store_path)))
+    return hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def cache_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".json") -> Path:
+    """A cache file for one store, keyed by the store's absolute path (a digest, so any path fits)."""
+    return cache_dir() / f"{kind}-{_store_key(store_path)}{suffix}"
+
+
+def recovery_dir() -> Path:
+    """Where LET keeps what it could not put in a store: ``$LET_HOME/recovered``.
+
+    Data, not a cache (never cleaned by LET), and never a user's ``output_dir``.
+    """
+    return let_home() / "recovered"
+
+
+def recovery_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".csv") -> Path:
+    """A recovery file for one store (``rescue``: runs that could not be appended;
+    ``quarantine``: lines that could not be parsed; ``backup``), keyed like the caches but
+    named after the store's folder so a person can tell them apart."""
+    folder = Path(os.path.abspath(os.path.expanduser(os.fspath(store_path)))).parent.name or "root"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in folder)[:40]
+    return recovery_dir() / f"{kind}-{safe}-{_store_key(store_path)}{suffix}"
+
+
+def lock_timeout() -> float:
+    """``LET_LOCK_TIMEOUT``: seconds a store operation waits for the lock (default 30)."""
+    value = os.environ.get("LET_LOCK_TIMEOUT", "").strip()
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigurationError(f"LET_LOCK_TIMEOUT={value!r} is not a number of seconds; "
+                                 "set it to e.g. 30, or unset it")
+    return seconds
+
+
+def env_list(name: str) -> list[str] | None:
+    """A comma-separated variable as a list; None when unset or blank."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def backends_env() -> list[str] | None:
+    return env_list("LET_BACKENDS")
+
+
+def reporters_env() -> list[str] | None:
+    return env_list("LET_REPORTERS")
+
+
+def log_level_env() -> str | None:
+    return os.environ.get("LET_LOG_LEVEL") or None
+
+
+def hostname() -> str:
+    return os.environ.get("LET_HOSTNAME") or socket.gethostname()
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # containers without a passwd entry for the uid
+        return os.environ.get("USER") or f"uid{os.getuid()}"
+
+
+def dataset_env() -> str | None:
+    return os.environ.get(DATASET_ENV) or None
+
+
+def country_env() -> str | None:
+    value = os.environ.get("LET_COUNTRY", "").strip()
+    return value or None
+
+
+def carbon_intensity_env() -> float | None:
+    """``LET_CARBON_INTENSITY`` in gCO2/kWh, validated; None when unset."""
+    value = os.environ.get("LET_CARBON_INTENSITY", "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(f"LET_CARBON_INTENSITY={value!r} is not a number; set it to the "
+                                 "grid's carbon intensity in gCO2/kWh, e.g. 380") from None
+    from let_core.carbon import validate_intensity
+
+    return validate_intensity(number)
+
+
+def load_plugins_env() -> set[str] | None:
+    """Entry-point plugin names allowed by ``LET_LOAD_PLUGINS``; None means all."""
+    value = os.environ.get("LET_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def cuda_visible_devices() -> list[str] | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    return [d for d in visible.split(",") if d.strip()]
+
+
+def job_environment() -> dict[str, str]:
+    """Identifiers of a multi-process job (scheduler and launcher variables), so that its runs
+    can be aggregated later."""
+    env = os.environ
+    job = {}
+    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "PBS_JOBID"):
+        if env.get(key):
+            job["job_id"] = env[key]
+            break
+    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
+        if env.get(key):
+            job["rank"] = env[key]
+            break
+    return job

@@ -1,0 +1,36 @@
+"""The read side of LET: loading stored runs (``loading``) and deciding what they count for
+(``counting``, the only place that does). ``cache`` keeps the counted totals of the central
+store current by reading only what was appended.
+
+Importing this package is cheap; pandas and pyarrow load with the functions that need them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from let_core._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from let_core.results.cache import cached_totals
+    from let_core.results.counting import (AGGREGATE_COLUMNS, TOTALS_COLUMNS, KindTotals, Totals,
+                                           aggregate, counted_rows, frame_totals)
+    from let_core.results.loading import ResultsHandle, counted_totals, load_results
+
+_EXPORTS = {
+    "load_results": "let_core.results.loading",
+    "counted_totals": "let_core.results.loading",
+    "ResultsHandle": "let_core.results.loading",
+    "cached_totals": "let_core.results.cache",
+    "Totals": "let_core.results.counting",
+    "KindTotals": "let_core.results.counting",
+    "aggregate": "let_core.results.counting",
+    "counted_rows": "let_core.results.counting",
+    "frame_totals": "let_core.results.counting",
+    "TOTALS_COLUMNS": "let_core.results.counting",
+    "AGGREGATE_COLUMNS": "let_core.results.counting",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

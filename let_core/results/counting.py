@@ -1,0 +1,860 @@
+"""What stored runs count for: the one place that decides it.
+
+Every number LET reports about runs (a run's own headline energy, the paper statement,
+``let results``, plots, STREP exports, the totals cache) is decided here, by one rule
+(``decide``) applied either run by run (``Accumulator.add_run``, which the incremental totals
+cache uses and which needs only the standard library) or vectorised over a frame
+(``frame_totals``, ``aggregate``). Property tests check that the two agree exactly.
+
+The rule, per run (the rows of one run id; task rows are parts of a run and never add):
+
+1. A measurement is usable when its energy is a finite, non-negative number of kWh.
+2. A metered measurement that covers less than half of its run (``coverage`` < 0.5) is not
+   presented as metered: it is set aside, and used as an estimate only when the run has no
+   estimate of its own.
+3. Within a kind, measurements are taken in stored order, each one only when its scope is
+   disjoint from those already taken (``"system"`` overlaps everything): RAPL (cpu+ram) plus
+   NVML (gpu) add up, two whole-machine figures do not (``records.primary_measurements``).
+4. What the run counts for: its metered measurements, then every estimate whose scope none of
+   them covers (a GPU figure beside a CPU+RAM estimate adds up; a wall socket replaces the
+   estimate).
+5. A run is *measured both ways* when metered figures replaced its estimates entirely; the
+   statement then gives the ratio.
+6. Ranks of one multi-process job on one host that measured the same shared devices (same
+   job, host, backend and hardware; any scope but ``gpu``) count once: each row adds only what
+   it exceeds the largest such row stored before it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from attrs import define, field, frozen
+
+from let_core.errors import ConfigurationError
+from let_core.records import MAX_ENERGY_KWH, SYSTEM_SCOPE, as_float, primary_measurements, shared_by_ranks
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+#: Below this fraction of its run metered, a metered figure is not presented as metered.
+MIN_COVERAGE = 0.5
+#: Below this, the statement says how much of the run was metered and that the rest was interpolated.
+FULL_COVERAGE = 0.99
+
+EST_PRIMARY, MET_PRIMARY, COUNTED = 1, 2, 4
+
+
+# ------------------------------------------------------------------------- the rule
+class _View:
+    """What ``decide`` needs to know of a measurement: its kind, scope and whether it was set aside."""
+
+    __slots__ = ("index", "kind", "scope", "demoted", "energy_kwh")
+
+    def __init__(self, index: Any, kind: str, scope: str, demoted: bool = False) -> None:
+        self.index, self.kind, self.scope, self.demoted = index, kind, scope or SYSTEM_SCOPE, demoted
+        self.energy_kwh = 0.0  # usable by construction: decide() never sees unusable rows
+
+
+def _overlaps(parts: set[str], covered: set[str]) -> bool:
+    return bool(covered) and (SYSTEM_SCOPE in covered or SYSTEM_SCOPE in parts or bool(parts & covered))
+
+
+def decide(views: Sequence[Any]) -> list[int]:
+    """Each usable measurement's role in its run: a bit set of EST_PRIMARY, MET_PRIMARY, COUNTED.
+
+    ``views`` are one run's usable measurements in stored order, each with ``kind``, ``scope``
+    and ``demoted`` (a metered figure covering less than half of the run).
+    """
+    metered = [v for v in views if v.kind == "metered" and not v.demoted]
+    estimates = [v for v in views if v.kind == "estimate"]
+    if not estimates:
+        estimates = [v for v in views if v.kind == "metered" and v.demoted]
+    metered_primary = primary_measurements(metered, "metered")
+    estimate_primary = primary_measurements([_as_estimate(v) for v in estimates], "estimate")
+    roles = {id(v): MET_PRIMARY | COUNTED for v in metered_primary}
+    covered: set[str] = set()
+    for v in metered_primary:
+        covered |= set(v.scope.split("+"))
+    for wrapped in estimate_primary:
+        view = wrapped.view
+        role = roles.get(id(view), 0) | EST_PRIMARY
+        parts = set(view.scope.split("+"))
+        if not _overlaps(parts, covered):
+            role |= COUNTED
+        roles[id(view)] = role
+    return [roles.get(id(v), 0) for v in views]
+
+
+class _AsEstimate:
+    __slots__ = ("view", "kind", "scope", "energy_kwh")
+
+    def __init__(self, view: Any) -> None:
+        self.view, self.kind, self.scope, self.energy_kwh = view, "estimate", view.scope or SYSTEM_SCOPE, 0.0
+
+
+def _as_estimate(view: Any) -> _AsEstimate:
+    return _AsEstimate(view)
+
+
+def usable_energy(value: Any) -> bool:
+    return 0 <= value <= MAX_ENERGY_KWH if isinstance(value, float) else False  # NaN fails too
+
+
+def counted_measurements(measurements: Sequence[Any]) -> list[Any]:
+    """The measurements a single run counts for (``Run.primary``), by ``decide``."""
+    usable = [m for m in measurements if m.kind in ("estimate", "metered") and not getattr(m, "error", "")
+              and usable_energy(float(m.energy_kwh))]
+    views = [_View(m, m.kind, m.scope, m.kind == "metered" and _low_coverage(getattr(m, "coverage", None)))
+             for m in usable]
+    return [view.index for view, role in zip(views, decide(views)) if role & COUNTED]
+
+
+def _low_coverage(coverage: Any) -> bool:
+    value = as_float(coverage)
+    return math.isfinite(value) and value < MIN_COVERAGE
+
+
+# ------------------------------------------------------------------------- totals
+def _counts(values: Iterable[str]) -> dict[str, int]:
+    result: dict[str, int] = {}
+    for value in values:
+        if value:
+            result[value] = result.get(value, 0) + 1
+    return result
+
+
+def _merge_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    result = dict(a)
+    for key, count in b.items():
+        result[key] = result.get(key, 0) + count
+    return result
+
+
+def _count_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and type(v) is int for k, v in value.items()):
+        raise TypeError("counts must map text to integers")
+    return dict(value)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"expected a count, got {value!r}")
+    return value
+
+
+@frozen
+class Totals:
+    """What a set of runs counts for: the paper statement's numbers, and ``let results``' totals.
+
+    ``energy_kwh`` / ``emissions_kg`` are the counted figures (rule above), ``metered_kwh`` the
+    part of them that was metered; ``methodologies``, ``hardware`` and ``backends`` count the
+    counted measurements. ``paired_*`` describe the runs measured both ways;
+    ``metered_seconds`` / ``covered_seconds`` the metered time and how much of it had
+    readings; ``low_coverage_runs`` the runs whose metered figure was set aside.
+    """
+
+    energy_kwh: float = 0.0
+    emissions_kg: float = 0.0
+    runs: int = 0
+    metered_kwh: float = 0.0
+    metered_runs: int = 0
+    estimated_runs: int = 0
+    methodologies: Mapping[str, int] = field(factory=dict)
+    hardware: Mapping[str, int] = field(factory=dict)
+    backends: Mapping[str, int] = field(factory=dict)
+    paired_runs: int = 0
+    paired_estimate_kwh: float = 0.0
+    paired_metered_kwh: float = 0.0
+    paired_methodologies: Mapping[str, int] = field(factory=dict)
+    paired_backends: Mapping[str, int] = field(factory=dict)
+    metered_seconds: float = 0.0
+    covered_seconds: float = 0.0
+    low_coverage_runs: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.runs == 0
+
+    @property
+    def estimate_kwh(self) -> float:
+        return self.energy_kwh - self.metered_kwh
+
+    @property
+    def coverage(self) -> float | None:
+        """The fraction of the metered time that had readings (None: nothing metered)."""
+        return self.covered_seconds / self.metered_seconds if self.metered_seconds > 0 else None
+
+    def merged(self, other: Totals) -> Totals:
+        return Totals(**{name: (_merge_counts(getattr(self, name), getattr(other, name))
+                                if name in _COUNT_FIELDS else getattr(self, name) + getattr(other, name))
+                         for name in _FIELDS})
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: (dict(getattr(self, name)) if name in _COUNT_FIELDS else getattr(self, name))
+                for name in _FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Totals:
+        """Raises TypeError/KeyError on anything that is not exactly what ``to_json`` wrote."""
+        values: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = data[name]
+            if name in _COUNT_FIELDS:
+                values[name] = _count_map(value)
+            elif name in _INT_FIELDS:
+                values[name] = _integer(value)
+            else:
+                values[name] = _number(value)
+        return cls(**values)
+
+
+_FIELDS = tuple(a.name for a in Totals.__attrs_attrs__)  # type: ignore[attr-defined]
+_COUNT_FIELDS = frozenset({"methodologies", "hardware", "backends", "paired_methodologies", "paired_backends"})
+_INT_FIELDS = frozenset({"runs", "metered_runs", "estimated_runs", "paired_runs", "low_coverage_runs"})
+
+
+def _row_emissions(row: Mapping[str, Any], energy: float) -> float:
+    stored = as_float(row.get("emissions"))
+    if math.isfinite(stored):
+        return stored
+    intensity = as_float(row.get("carbon_intensity"))
+    return energy * intensity / 1000.0 if math.isfinite(intensity) else 0.0
+
+
+@define
+class Accumulator:
+    """Totals being summed run by run (the totals cache's state for one project/user/host).
+
+    ``job_max`` remembers, per (job, host, backend, hardware), the largest figure counted so
+    far, so a later rank of the same job adds only what exceeds it.
+    """
+
+    sums: dict[str, Any] = field(factory=lambda: Totals().to_json())
+    job_max: dict[str, float] = field(factory=dict)
+
+    def add_run(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Add one run's top-level rows (in stored order)."""
+        usable = [(row, as_float(row.get("energy_consumed")))
+                  for row in _latest_per_backend([row for row in rows if row.get("kind") in ("estimate", "metered")
+                                                  and usable_energy(as_float(row.get("energy_consumed")))])]
+        if not usable:
+            return
+        views = [_View(i, str(row.get("kind")), str(row.get("scope") or ""),
+                       row.get("kind") == "metered" and _low_coverage(row.get("coverage")))
+                 for i, (row, _) in enumerate(usable)]
+        roles = decide(views)
+        s = self.sums
+        counted_any = metered_counted = estimate_counted = estimate_primary = False
+        paired_est = paired_met = 0.0
+        paired_rows = []
+        for (row, energy), view, role in zip(usable, views, roles):
+            if not role:
+                continue
+            part = self._job_part(row, view.scope, energy)
+            emissions = _row_emissions(row, energy) * (part / energy if energy > 0 else 1.0)
+            metered = view.kind == "metered" and not view.demoted
+            if role & EST_PRIMARY:
+                estimate_primary = True
+                paired_est += part
+                paired_rows.append(row)
+            if role & COUNTED:
+                counted_any = True
+                s["energy_kwh"] += part
+                s["emissions_kg"] += emissions
+                _bump(s["methodologies"], row.get("methodology"))
+                _bump(s["hardware"], row.get("hardware"))
+                _bump(s["backends"], row.get("backend"))
+                if metered:
+                    metered_counted = True
+                    s["metered_kwh"] += part
+                    paired_met += part
+                    duration = as_float(row.get("duration"))
+                    duration = duration if math.isfinite(duration) else 0.0
+                    coverage = as_float(row.get("coverage"))
+                    coverage = coverage if math.isfinite(coverage) else 1.0
+                    s["metered_seconds"] += duration
+                    s["covered_seconds"] += duration * coverage
+                else:
+                    estimate_counted = True
+        if counted_any:
+            s["runs"] += 1
+        if metered_counted:
+            s["metered_runs"] += 1
+        if estimate_counted:
+            s["estimated_runs"] += 1
+        if any(v.demoted for v in views):
+            s["low_coverage_runs"] += 1
+        if metered_counted and estimate_primary and not estimate_counted:
+            s["paired_runs"] += 1
+            s["paired_estimate_kwh"] += paired_est
+            s["paired_metered_kwh"] += paired_met
+            for row in paired_rows:
+                _bump(s["paired_methodologies"], row.get("methodology"))
+                _bump(s["paired_backends"], row.get("backend"))
+
+    def _job_part(self, row: Mapping[str, Any], scope: str, energy: float) -> float:
+        job = row.get("job_id") or ""
+        if not job or not shared_by_ranks(scope):
+            return energy
+        import json
+
+        key = json.dumps([str(row.get(k) or "") for k in _JOB_KEYS])
+        before = self.job_max.get(key, 0.0)
+        self.job_max[key] = max(before, energy)
+        return max(0.0, energy - before)
+
+    def totals(self) -> Totals:
+        return Totals.from_json(self.sums)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sums": self.sums, "job_max": self.job_max}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Accumulator:
+        sums = Totals.from_json(data["sums"]).to_json()  # validates every field and type
+        job_max = data["job_max"]
+        if not isinstance(job_max, dict):
+            raise TypeError("job_max must be a mapping")
+        return cls(sums, {str(k): _number(v) for k, v in job_max.items()})
+
+
+#: The columns that identify "the same devices measured by several ranks of one job".
+_JOB_KEYS = ("project_name", "user", "job_id", "hostname", "backend", "hardware")
+
+
+def _bump(counts: dict[str, int], name: Any) -> None:
+    if name:
+        counts[str(name)] = counts.get(str(name), 0) + 1
+
+
+def _latest_per_backend(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """CodeCarbon checkpoints: several rows of one run id and backend are cumulative; the run
+    counts once, with the row of the largest duration (the last among equals), as ``keep_latest``."""
+    if len(rows) < 2:
+        return list(rows)
+    best: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        backend = str(row.get("backend") or "")
+        previous = best.get(backend)
+        if previous is None or _known_duration(row) >= _known_duration(rows[previous]):
+            best[backend] = index
+    return [row for index, row in enumerate(rows) if best[str(row.get("backend") or "")] == index]
+
+
+def _known_duration(row: Mapping[str, Any]) -> float:
+    value = as_float(row.get("duration"))
+    return value if math.isfinite(value) else -1.0
+
+
+def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
+    """Totals of runs given as lists of rows (each run's top-level rows)."""
+    accumulator = Accumulator()
+    for rows in runs:
+        accumulator.add_run(rows)
+    return accumulator.totals()
+
+
+# ------------------------------------------------------------------------- frames, vectorised
+GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "job": "job"}
+
+#: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
+TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
+                                   "carbon_intensity", "methodology", "hardware", "job_id", "hostname",
+                                   "backend", "project_name", "user", "duration", "coverage")
+#: What ``aggregate`` (``let results --by``) reads.
+AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS
+
+# A run's rows are encoded as one integer, base (row states + 1), one digit per row; runs
+# longer than this go through ``decide`` one by one.
+_MAX_SIGNATURE = 1 << 62
+
+
+class _Columns:
+    """The columns of a result set as numpy arrays, each computed once, without copying the frame.
+
+    Frames come from ``load_results`` (Arrow-backed text, numpy numbers) or from users (object
+    columns, missing columns); both give the same arrays here.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        from let_core.keys import row_codes
+
+        self.frame = frame
+        self.size = len(frame)
+        self._empty: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
+        if "run_id" in frame:
+            self.runs, self.run_count = row_codes(frame["run_id"])
+        else:
+            import numpy as np
+
+            self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
+        self.top_level = self.empty("task")  # parts of a run are already inside the run's energy
+        self.energy = self.numbers("energy_consumed")
+
+    def empty(self, name: str) -> np.ndarray:
+        """True where the text column is missing, null or "" (computed once per column)."""
+        import numpy as np
+
+        cached = self._empty.get(name)
+        if cached is not None:
+            return cached
+        if name not in self.frame:
+            result = np.ones(self.size, dtype=bool)
+        else:
+            values = self.frame[name]
+            result = values.isna().to_numpy(dtype=bool)
+            if not (values.dtype.kind in "mM" or hasattr(values.dtype, "tz")):  # datetimes are never ""
+                result |= (values == "").to_numpy(dtype=bool, na_value=True)
+        self._empty[name] = result
+        return result
+
+    def selected(self, name: str, mask: np.ndarray) -> pd.Series:
+        """The column's values where ``mask`` holds; no filtered copy when it holds everywhere."""
+        values = self.frame[name]
+        return values if mask.all() else values[mask]
+
+    def equals(self, name: str, text: str) -> np.ndarray:
+        import numpy as np
+
+        if name not in self.frame:
+            return np.full(self.size, text == "", dtype=bool)
+        return (self.frame[name] == text).to_numpy(dtype=bool, na_value=False)
+
+    def numbers(self, name: str) -> np.ndarray:
+        import numpy as np
+        import pandas as pd
+
+        if name not in self.frame:
+            return np.full(self.size, np.nan)
+        return pd.to_numeric(self.frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+    def emissions(self) -> np.ndarray:
+        """Stored kg CO2e, else energy x carbon intensity, else 0."""
+        import numpy as np
+
+        stored = self.numbers("emissions")
+        derived = self.energy * self.numbers("carbon_intensity") / 1000.0
+        return np.nan_to_num(np.where(np.isfinite(stored), stored, derived), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def per_run(self, mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        import numpy as np
+
+        return np.bincount(self.runs[mask], weights=None if weights is None else weights[mask],
+                           minlength=self.run_count)
+
+    def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """The text column as integer codes and their labels ("" for missing values), computed
+        once per column; Arrow columns are dictionary-encoded without a Python object per row."""
+        import numpy as np
+        import pandas as pd
+
+        cached = self._codes.get(name)
+        if cached is not None:
+            return cached
+        if name not in self.frame:
+            result: tuple[np.ndarray, list[str]] = (np.zeros(self.size, dtype=np.int64), [""])
+        else:
+            values = self.frame[name]
+            source = getattr(values.array, "_pa_array", None)
+            if source is not None:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                if source.type != pa.string() and source.type != pa.large_string():
+                    source = pc.cast(source, pa.string())
+                encoded = pc.dictionary_encode(source.fill_null("")).combine_chunks()
+                codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+                labels = [str(v) for v in encoded.dictionary.to_pylist()]
+            else:
+                raw, uniques = pd.factorize(values.astype(object).where(values.notna(), ""))
+                codes, labels = np.asarray(raw, dtype=np.int64), [str(v) for v in uniques]
+            if not labels:
+                labels = [""]
+            result = (codes, labels)
+        self._codes[name] = result
+        return result
+
+    def text(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
+        """The text column as an object array, "" for missing values (rows of ``mask`` only)."""
+        import numpy as np
+
+        if name not in self.frame:
+            return np.full(self.size if mask is None else int(np.count_nonzero(mask)), "", dtype=object)
+        values = self.frame[name] if mask is None else self.frame[name][mask]
+        return values.astype(object).where(values.notna(), "").to_numpy(dtype=object)
+
+
+def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
+    """True for the row of each group with the largest duration (unknown counts as -1), the last
+    among equals: CodeCarbon's checkpoint rows are cumulative, the latest holds the whole run."""
+    import numpy as np
+
+    size = len(groups)
+    keep = np.zeros(size, dtype=bool)
+    if not size:
+        return keep
+    known = np.where(np.isfinite(duration), duration, -1.0)
+    order = np.lexsort((np.arange(size), known, groups))
+    ordered = groups[order]
+    keep[order[np.r_[ordered[1:] != ordered[:-1], True]]] = True
+    return keep
+
+
+def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
+    """``rows`` without older checkpoints: of several rows of one run id and backend, the one
+    ``keep_latest`` picks (as ``_latest_per_backend`` does run by run)."""
+    import numpy as np
+    import pandas as pd
+
+    runs = columns.runs[rows]
+    if not len(rows) or np.bincount(runs).max() < 2:
+        return rows
+    backend_codes = columns.codes("backend")[0][rows]
+    groups = pd.factorize(runs.astype(np.int64) * (int(backend_codes.max()) + 1) + backend_codes)[0]
+    return rows[keep_latest(np.asarray(groups, dtype=np.int64), columns.numbers("duration")[rows])]
+
+
+def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's role (EST_PRIMARY | MET_PRIMARY | COUNTED bits, 0 for none), whether it is a
+    metered figure set aside for low coverage, whether it is metered (and not set aside), and
+    whether the rule considered it at all (usable, not an older checkpoint)."""
+    import numpy as np
+    import pandas as pd
+
+    roles = np.zeros(columns.size, dtype=np.int8)
+    is_estimate = columns.equals("kind", "estimate")
+    is_metered = columns.equals("kind", "metered")
+    coverage = columns.numbers("coverage")
+    demoted = is_metered & (coverage < MIN_COVERAGE)
+    metered = is_metered & ~demoted
+    with np.errstate(invalid="ignore"):
+        usable = (columns.top_level & np.isfinite(columns.energy) & (columns.energy >= 0)
+                  & (columns.energy <= MAX_ENERGY_KWH) & (is_estimate | is_metered))
+    rows = _latest(columns, np.flatnonzero(usable))
+    considered = np.zeros(columns.size, dtype=bool)
+    considered[rows] = True
+    if not len(rows):
+        return roles, demoted, metered, considered
+    # Each usable row's state: (kind, set aside, scope), coded as a small integer.
+    scope_codes, scope_labels = columns.codes("scope")
+    state = np.where(is_estimate[rows], 0, np.where(demoted[rows], 2, 1)).astype(np.int64)
+    combined = state * len(scope_labels) + scope_codes[rows]
+    codes, uniques = pd.factorize(combined)
+    codes = np.asarray(codes, dtype=np.int64)
+    names = [(int(u) // len(scope_labels), scope_labels[int(u) % len(scope_labels)] or SYSTEM_SCOPE)
+             for u in uniques]
+
+    def views_of(code_list: Sequence[int]) -> list[_View]:
+        views = []
+        for place, code in enumerate(code_list):
+            kind_state, scope = names[code]
+            views.append(_View(place, "estimate" if kind_state == 0 else "metered", scope, kind_state == 2))
+        return views
+
+    run_of = columns.runs[rows]
+    # Most runs have one usable row: its role depends on its state alone (a handful of them).
+    alone = np.bincount(run_of, minlength=columns.run_count)[run_of] == 1
+    if alone.any():
+        single = np.array([decide(views_of([code]))[0] for code in range(len(names))], dtype=np.int8)
+        roles[rows[alone]] = single[codes[alone]]
+        rows, run_of, codes = rows[~alone], run_of[~alone], codes[~alone]
+        if not len(rows):
+            return roles, demoted, metered, considered
+    order = np.argsort(run_of, kind="stable")  # run by run, stored order inside each run
+    sorted_rows, sorted_runs, sorted_codes = rows[order], run_of[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_runs[1:] != sorted_runs[:-1]])
+    lengths = np.diff(np.r_[starts, len(sorted_rows)])
+    position = np.arange(len(sorted_rows)) - np.repeat(starts, lengths)
+    base = len(names) + 1
+    longest = int(lengths.max())
+    if float(base) ** longest >= _MAX_SIGNATURE:
+        for start, length in zip(starts, lengths):
+            chunk = sorted_rows[start:start + length]
+            roles[chunk] = decide(views_of(sorted_codes[start:start + length].tolist()))
+        return roles, demoted, metered, considered
+    digits = (sorted_codes + 1) * (base ** position.astype(np.int64))
+    signatures = np.add.reduceat(digits, starts)
+    distinct, which = np.unique(signatures, return_inverse=True)
+    table = np.zeros((len(distinct), longest), dtype=np.int8)
+    for number, signature in enumerate(distinct.tolist()):
+        code_list = []
+        while signature:
+            signature, digit = divmod(signature, base)
+            code_list.append(digit - 1)
+        table[number, :len(code_list)] = decide(views_of(code_list))
+    roles[sorted_rows] = table[np.repeat(which, lengths), position]
+    return roles, demoted, metered, considered
+
+
+def _job_parts(columns: _Columns, roles: np.ndarray) -> np.ndarray:
+    """Each row's energy after the job rule: what it adds beyond the largest figure stored
+    before it for the same (project, user, job, host, backend, hardware), when its scope is shared."""
+    import numpy as np
+    import pandas as pd
+
+    parts = np.where(roles > 0, columns.energy, 0.0)
+    candidates = roles > 0
+    candidates &= ~columns.empty("job_id")
+    if not candidates.any():
+        return parts
+    scope_codes, scope_labels = columns.codes("scope")
+    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
+    rows = np.flatnonzero(candidates & shared_label[scope_codes])
+    if not len(rows):
+        return parts
+    keys = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
+    energy = pd.Series(columns.energy[rows])
+    running = energy.groupby([keys[k] for k in _JOB_KEYS], sort=False).cummax()
+    before = running.groupby([keys[k] for k in _JOB_KEYS], sort=False).shift(1).fillna(0.0)
+    parts[rows] = np.maximum(0.0, energy.to_numpy() - before.to_numpy())
+    return parts
+
+
+def _value_counts(columns: _Columns, name: str, mask: np.ndarray) -> dict[str, int]:
+    if name not in columns.frame or not mask.any():
+        return {}
+    counts = columns.selected(name, mask).value_counts()
+    return {str(k): int(v) for k, v in counts.items() if isinstance(k, str) and k}
+
+
+def _frame_counting(frame: pd.DataFrame) -> tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    columns = _Columns(frame)
+    roles, demoted, metered, considered = _roles(columns)
+    return columns, roles, _job_parts(columns, roles), demoted & considered, metered
+
+
+def frame_totals(frame: pd.DataFrame) -> Totals:
+    """``Totals`` of a result set, vectorised: the same rule and numbers as the row path."""
+    result = Totals()
+    for accumulator in frame_accumulators(frame, by_group=False).values():
+        result = result.merged(accumulator.totals())
+    return result
+
+
+def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple[str, str, str], Accumulator]:
+    """Per (project, user, host), what ``Accumulator.add_run`` would hold after every run of
+    the frame (in its order): the totals cache is rebuilt from this, vectorised."""
+    import numpy as np
+    import pandas as pd
+
+    columns, roles, parts, demoted, metered = _frame_counting(frame)
+    if by_group:
+        key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
+        combined = np.zeros(columns.size, dtype=np.int64)
+        for codes_k, labels_k in key_codes:
+            combined = combined * len(labels_k) + codes_k
+        group, uniques = pd.factorize(combined)
+        labels = []
+        for value in uniques.tolist():
+            names_g = []
+            for codes_k, labels_k in reversed(key_codes):
+                value, code = divmod(value, len(labels_k))
+                names_g.append(labels_k[code])
+            labels.append(tuple(reversed(names_g)))
+    else:
+        group, labels = np.zeros(columns.size, dtype=np.int64), [("", "", "")]
+    count = len(labels)
+    if not count:
+        return {}
+    group = np.asarray(group, dtype=np.int64)
+    counted = (roles & COUNTED) > 0
+    energy = columns.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
+    emissions = columns.emissions() * ratio
+    counted_metered = counted & metered
+    estimate_primary = (roles & EST_PRIMARY) > 0
+    has_metered = columns.per_run(counted_metered) > 0
+    has_estimate_counted = columns.per_run(counted & ~metered) > 0
+    has_estimate_primary = columns.per_run(estimate_primary) > 0
+    has_counted = columns.per_run(counted) > 0
+    low = columns.per_run(demoted) > 0
+    paired_run = has_metered & has_estimate_primary & ~has_estimate_counted
+    paired_rows = paired_run[columns.runs]
+    duration = np.nan_to_num(columns.numbers("duration"), nan=0.0, posinf=0.0, neginf=0.0)
+    coverage = columns.numbers("coverage")
+    coverage = np.where(np.isfinite(coverage), coverage, 1.0)
+    # A run's group: that of its rows (a run is recorded by one user on one host).
+    run_group = np.zeros(columns.run_count, dtype=np.int64)
+    run_group[columns.runs] = group
+
+    def sums(mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(group[mask], weights=weights[mask], minlength=count)
+
+    def run_counts(flags: np.ndarray) -> np.ndarray:
+        return np.bincount(run_group[flags], minlength=count)
+
+    def counts(name: str, mask: np.ndarray) -> list[dict[str, int]]:
+        result: list[dict[str, int]] = [{} for _ in range(count)]
+        if name not in columns.frame or not mask.any():
+            return result
+        codes_n, labels_n = columns.codes(name)
+        tally = np.bincount(group[mask] * len(labels_n) + codes_n[mask], minlength=count * len(labels_n))
+        for index in np.flatnonzero(tally).tolist():
+            g, code = divmod(index, len(labels_n))
+            if labels_n[code]:
+                result[g][labels_n[code]] = int(tally[index])
+        return result
+
+    numbers = {
+        "energy_kwh": sums(counted, parts), "emissions_kg": sums(counted, emissions),
+        "runs": run_counts(has_counted), "metered_kwh": sums(counted_metered, parts),
+        "metered_runs": run_counts(has_metered), "estimated_runs": run_counts(has_estimate_counted),
+        "paired_runs": run_counts(paired_run),
+        "paired_estimate_kwh": sums(estimate_primary & paired_rows, parts),
+        "paired_metered_kwh": sums(counted_metered & paired_rows, parts),
+        "metered_seconds": sums(counted_metered, duration),
+        "covered_seconds": sums(counted_metered, duration * coverage),
+        "low_coverage_runs": run_counts(low),
+    }
+    tallies = {"methodologies": counts("methodology", counted), "hardware": counts("hardware", counted),
+               "backends": counts("backend", counted),
+               "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
+               "paired_backends": counts("backend", estimate_primary & paired_rows)}
+    job_max = _job_maxima(columns, roles, group, count)
+    result = {}
+    for index, label in enumerate(labels):
+        data: dict[str, Any] = {name: (int(values[index]) if name in _INT_FIELDS else float(values[index]))
+                                for name, values in numbers.items()}
+        data.update({name: values[index] for name, values in tallies.items()})
+        result[label] = Accumulator(Totals(**data).to_json(), job_max[index])  # type: ignore[index]
+    return result  # type: ignore[return-value]
+
+
+def _job_maxima(columns: _Columns, roles: np.ndarray, group: np.ndarray, count: int) -> list[dict[str, float]]:
+    """Per group, the largest figure of each (job, host, backend, hardware): the job rule's memory."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    result: list[dict[str, float]] = [{} for _ in range(count)]
+    candidates = (roles > 0) & ~columns.empty("job_id")
+    if not candidates.any():
+        return result
+    scope_codes, scope_labels = columns.codes("scope")
+    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
+    rows = np.flatnonzero(candidates & shared_label[scope_codes])
+    if not len(rows):
+        return result
+    table = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
+    table["g"] = group[rows]
+    table["e"] = columns.energy[rows]
+    labels = [columns.codes(k)[1] for k in _JOB_KEYS]
+    for key, value in table.groupby(["g", *_JOB_KEYS], sort=False)["e"].max().items():
+        text = [labels[i][int(code)] for i, code in enumerate(key[1:])]
+        result[int(key[0])][json.dumps(text)] = float(value)
+    return result
+
+
+def primary_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """True for the rows that make up their run's energy of ``kind`` (metered figures set
+    aside for low coverage are not metered)."""
+    columns = _Columns(frame)
+    roles = _roles(columns)[0]
+    return (roles & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
+
+
+def counted_rows(frame: pd.DataFrame) -> np.ndarray:
+    """True for the rows each run counts for (its headline energy)."""
+    columns = _Columns(frame)
+    roles = _roles(columns)[0]
+    return (roles & COUNTED) > 0
+
+
+def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Group codes and their labels, nulls and "" being one group ""."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    names = ["" if pd.isna(u) else str(u) for u in uniques]
+    merged, labels = pd.factorize(np.array(names, dtype=object))
+    return merged[codes], [str(label) for label in labels]
+
+
+def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
+    ``backend`` or ``job``).
+
+    Per project, host or job the counted figures (the groups add up to ``frame_totals``).
+    Per backend each backend's own figures: backends that measured the same run overlap, so
+    those groups do not add up (``let results`` labels its total accordingly).
+    """
+    import numpy as np
+    import pandas as pd
+
+    if by not in GROUP_COLUMNS:
+        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
+    columns, roles, parts, _, metered = _frame_counting(frame)
+    energy = columns.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
+    if by == "backend":
+        with np.errstate(invalid="ignore"):
+            counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
+        values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions(), 0.0)
+    else:
+        counted = (roles & COUNTED) > 0
+        values, kg = np.where(counted, parts, 0.0), np.where(counted, columns.emissions() * ratio, 0.0)
+    rows = np.flatnonzero(columns.top_level)
+    if by == "job":
+        job = pd.Series(columns.text("job_id")[rows])
+        run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
+        key = job.where(job != "", "run " + run_ids.str[:8])
+    else:
+        key = pd.Series(columns.text(GROUP_COLUMNS[by])[rows])
+    groups, names = _labels(key.reset_index(drop=True))
+    kwh = np.bincount(groups, weights=values[rows], minlength=len(names))
+    kg_sum = np.bincount(groups, weights=kg[rows], minlength=len(names))
+    duration = np.nan_to_num(columns.numbers("duration"), nan=0.0)
+    coverage = columns.numbers("coverage")
+    coverage = np.where(np.isfinite(coverage), coverage, 1.0)
+    is_metered = metered if by != "backend" else columns.equals("kind", "metered")
+    metered_rows = (counted & is_metered)[rows]
+    metered_s = np.bincount(groups, weights=np.where(metered_rows, duration[rows], 0.0), minlength=len(names))
+    covered_s = np.bincount(groups, weights=np.where(metered_rows, (duration * coverage)[rows], 0.0),
+                            minlength=len(names))
+    # One code per (group, run): a run's hours are its longest measurement, since the backends
+    # of one run overlap in time; a run counts in a group when it has a counted row there.
+    pairs, pair_values = pd.factorize(groups.astype(np.int64) * columns.run_count + columns.runs[rows])
+    pair_group = pair_values // columns.run_count
+    longest = np.full(len(pair_values), -np.inf)
+    np.maximum.at(longest, pairs, duration[rows])
+    has_counted = np.zeros(len(pair_values), dtype=bool)
+    np.logical_or.at(has_counted, pairs, counted[rows])
+    runs = np.bincount(pair_group, weights=has_counted, minlength=len(names))
+    hours = np.bincount(pair_group, weights=np.where(has_counted, longest, 0.0), minlength=len(names)) / 3600
+    with np.errstate(invalid="ignore", divide="ignore"):
+        group_coverage = np.where(metered_s > 0, covered_s / np.where(metered_s > 0, metered_s, 1.0), np.nan)
+    order = sorted(range(len(names)), key=names.__getitem__)
+    result = pd.DataFrame({by: [names[i] for i in order], "runs": runs[order].astype(np.int64),
+                           "kwh": kwh[order], "kg": kg_sum[order], "hours": hours[order],
+                           "coverage": group_coverage[order]})
+    return result[result["runs"] > 0].reset_index(drop=True)
+
+
+def run_hours(frame: pd.DataFrame) -> float:
+    """Hours of the counted runs, each run's longest measurement."""
+    import numpy as np
+
+    columns, roles, _, _, _ = _frame_counting(frame)
+    counted = (roles & COUNTED) > 0
+    if not counted.any():
+        return 0.0
+    duration = np.nan_to_num(columns.numbers("duration"), nan=0.0)
+    longest = np.full(columns.run_count, -np.inf)
+    rows = np.flatnonzero(columns.top_level)
+    np.maximum.at(longest, columns.runs[rows], duration[rows])
+    has = columns.per_run(counted) > 0
+    return float(longest[has].sum() / 3600)
