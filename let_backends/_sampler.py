@@ -26,6 +26,7 @@ from typing import ClassVar, TYPE_CHECKING, Callable, Literal, Mapping
 from attrs import define, field, frozen
 
 if TYPE_CHECKING:
+    from let_core.interfaces import LiveReading
     from let_core.records import Measurement
 
 ChannelKind = Literal["counter", "power"]
@@ -248,9 +249,31 @@ class SampledBackend:
     def _init_runs(self) -> None:
         self._run_start: Snapshot | None = None
         self._task_starts: dict[str, Snapshot] = {}
+        self._live_last: Snapshot | None = None
+
+    def live(self) -> LiveReading:
+        """Energy since the run started and the mean power since the previous ``live()`` call
+        (or the start). One more poll of the meter: counters are cumulative, so an extra read
+        changes no total; it only adds a sample."""
+        from let_core.interfaces import LiveReading
+
+        if self._run_start is None:
+            raise RuntimeError(f"{type(self).__name__}.live() called outside a run")
+        now = self.meter.snapshot()
+        previous = self._live_last if self._live_last is not None else self._run_start
+        self._live_last = now
+
+        def joules(a: Snapshot, b: Snapshot) -> float:
+            return sum((b.totals[n] - a.totals[n]) * c.joules_per_unit for n, c in self.meter.channels.items())
+
+        elapsed = now.t - previous.t
+        power = joules(previous, now) / elapsed if elapsed > 0 else None
+        return LiveReading(backend=self.name, kind="metered",
+                           energy_kwh=joules(self._run_start, now) / 3.6e6, power_w=power)
 
     def start(self) -> None:
         self._run_start = self.meter.snapshot()
+        self._live_last = None
         self.sampler.start()
 
     def stop(self) -> Measurement:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from let_core.errors import ConfigurationError, LetError
 from let_core.hookspecs import hookimpl
-from let_core.interfaces import Availability, Settings
+from let_core.interfaces import Availability, LiveReading, Settings
 from let_core.records import CODECARBON_COLUMNS, Measurement, codecarbon_scope, hardware_from_codecarbon
 
 if TYPE_CHECKING:
@@ -335,6 +335,21 @@ class CodeCarbonBackend:
             ram_kwh=float(data.ram_energy),
             hardware=hardware_from_codecarbon(str(data.cpu_model or ""), str(data.gpu_model or "")),
             extras=extras)
+
+    def live(self) -> LiveReading:
+        """CodeCarbon's running totals as its scheduler left them (at most one interval old).
+
+        Only its attributes are read: no ``flush()``, no measurement from this thread, so the
+        scheduler's sampling, and what the run records, stay exactly as without a reader.
+        """
+        tracker = self._tracker
+        if tracker is None:
+            raise CodeCarbonError("the CodeCarbon backend is not running")
+        watts = sum(float(getattr(getattr(tracker, attr, None), "W", 0.0) or 0.0)
+                    for attr in ("_cpu_power", "_gpu_power", "_ram_power"))
+        total = getattr(tracker, "_total_energy", None)
+        return LiveReading(backend=NAME, kind="estimate",
+                           energy_kwh=float(getattr(total, "kWh", 0.0) or 0.0), power_w=watts)
 
     # -------------------------------------------------------------------------- tasks
     # CodeCarbon's own start_task/stop_task pause its scheduler and restart its clock: after a

@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 from let_core.carbon import checked_number
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
-from let_core.interfaces import Availability, Settings
+from let_core.interfaces import Availability, LiveReading, Settings
 from let_core.records import Kind, Measurement
 
 #: Power x time is the ML CO2 Impact Calculator's method, and cited as such.
@@ -99,6 +99,15 @@ class ManualBackend:
         elapsed = self._clock() - self._t0
         self._t0 = None
         return self._measurement(elapsed, self._energy_for(elapsed))
+
+    def live(self) -> LiveReading:
+        """The figure so far: the given power times the time elapsed (a fixed kWh is only known
+        whole, so it shows as 0 until the run ends)."""
+        if self._t0 is None:
+            raise RuntimeError("ManualBackend.live() called before start()")
+        elapsed = self._clock() - self._t0
+        energy = self._energy_for(elapsed) if self.power_watts is not None else 0.0
+        return LiveReading(backend=self.name, kind=self.kind, energy_kwh=energy, power_w=self.power_watts)
 
     def task_start(self, name: str) -> None:
         self._tasks[name] = self._clock()

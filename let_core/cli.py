@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -45,6 +46,26 @@ def cli() -> None:
     """LET, the Lamarr Energy Tracker: measure the energy of experiments, report it honestly."""
 
 
+def _country_options(func: Any) -> Any:
+    """--country / --carbon-intensity, shared by `let run`, `let demo` and `let statement`."""
+    func = click.option("--carbon-intensity", "carbon_intensity", type=float, default=None,
+                        help="gCO2/kWh; overrides the country's figure.")(func)
+    return click.option("--country", "country", default=None,
+                        help="ISO 3166 code (DEU, FRA, US ...) for the carbon intensity; "
+                             "`let countries` lists them.")(func)
+
+
+def _tracker_country(country: str | None, carbon_intensity: float | None) -> dict[str, Any]:
+    """Only what was given: without --country the tracker's own default (and its environment
+    handling) decides, so a CLI run is not pinned to one country here."""
+    given: dict[str, Any] = {}
+    if country is not None:
+        given["country_iso_code"] = country
+    if carbon_intensity is not None:
+        given["carbon_intensity"] = carbon_intensity
+    return given
+
+
 @cli.command()
 @filter_options
 @click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
@@ -54,22 +75,31 @@ def cli() -> None:
 @click.option("--kind", type=click.Choice(["metered", "estimate"]), default=None,
               help="Custom statement: whether the energy was measured or estimated "
                    "(default: by what the methodology names).")
-@click.option("--carbon-intensity", type=float, default=380, show_default=True,
-              help="Custom statement: gCO2/kWh.")
+@_country_options
 def statement(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
               dataset: str | None, methodology: str | None, hardware: str | None,
-              consumed_energy: float | None, kind: str | None, carbon_intensity: float) -> None:
-    """Print the paper statement for the stored runs (or a custom one)."""
+              consumed_energy: float | None, kind: str | None, country: str | None,
+              carbon_intensity: float | None) -> None:
+    """Print the paper statement for the stored runs (or a custom one).
+
+    --country / --carbon-intensity restate the emissions at that grid's intensity (a custom
+    statement assumes 380 gCO2/kWh without them).
+    """
+    from let_core.carbon import country_intensity, validate_intensity
     from let_core.statement import paper_statement, custom_paper_statement
 
+    intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
+                 else country_intensity(country).carbon_intensity if country is not None else None)
     custom = (methodology, hardware, consumed_energy)
     if any(v is not None for v in custom):
         if any(v is None for v in custom):
             raise click.UsageError("a custom statement needs --methodology, --hardware and --energy")
         click.echo(custom_paper_statement(methodology, hardware, consumed_energy,  # type: ignore[arg-type]
-                                          carbon_intensity=carbon_intensity, kind=kind))
+                                          carbon_intensity=380 if intensity is None else intensity,
+                                          kind=kind))
         return
-    click.echo(paper_statement(output_dir, project_name, user, hostname, dataset=dataset))
+    click.echo(paper_statement(output_dir, project_name, user, hostname, dataset=dataset,
+                               carbon_intensity=intensity))
 
 
 _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
@@ -308,9 +338,13 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
         return
     try:
         keys = cited_keys(paper_statement(output_dir, project_name, user, hostname))
-    except ConfigurationError:
-        # No runs yet: the entries of the usual CodeCarbon statement.
-        keys = ["lamarr_energy_tracker", "codecarbon", "ai_energy_validation"]
+    except ConfigurationError as exc:
+        # Guessing the entries of runs that do not exist would cite a method nobody used.
+        filters = ", ".join(f"--{k} {v}" for k, v in (("project", project_name), ("user", user),
+                                                      ("hostname", hostname)) if v is not None)
+        raise click.ClickException(
+            f"nothing to cite for {filters or 'the whole store (no filter)'}: {exc}. "
+            "`let cite --all` prints every entry LET knows.") from exc
     click.echo(bibtex(keys))
 
 
@@ -349,19 +383,29 @@ def plugins(verbose: bool, as_json: bool) -> None:
         click.echo(f"\nproblem: plugin {problem['plugin']} ({problem['source']}): {problem['problem']}", err=True)
 
 
+_QUIET = click.option("--quiet", "-q", is_flag=True,
+                      help="No live status line (it is only shown when stderr is a terminal).")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--project", "project_name", default="default", show_default=True)
 @click.option("--backend", "backends", multiple=True, help="Backend name (repeatable; default: auto).")
 @click.option("--output-dir", default=None)
+@_country_options
+@_QUIET
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, command: tuple[str, ...]) -> None:
+def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, country: str | None,
+        carbon_intensity: float | None, quiet: bool, command: tuple[str, ...]) -> None:
     """Track a command: `let run --project NAME -- python train.py`."""
+    from let_core.live import StatusLine
     from let_core.tracker import EnergyTracker
 
-    tracker = EnergyTracker(project_name=project_name, backends=list(backends) or None, output_dir=output_dir)
+    tracker = EnergyTracker(project_name=project_name, backends=list(backends) or None,
+                            output_dir=output_dir, **_tracker_country(country, carbon_intensity))
     tracker.start()
     try:
-        code = subprocess.call(list(command))
+        with StatusLine(tracker, enabled=False if quiet else None):
+            code = subprocess.call(list(command))
     except OSError as exc:
         tracker.stop(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise click.ClickException(f"cannot run {command[0]!r}: {exc}") from exc
@@ -378,22 +422,60 @@ def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, co
 @cli.command()
 @click.option("--seconds", type=float, default=3.0, show_default=True, help="How long the workload runs.")
 @click.option("--project", "project_name", default="let-demo", show_default=True)
-def demo(seconds: float, project_name: str) -> None:
+@click.option("--keep", is_flag=True, help="Store the demo run in the central store (default: a "
+                                           "temporary store, so it never enters your statement).")
+@_country_options
+@_QUIET
+def demo(seconds: float, project_name: str, keep: bool, country: str | None,
+         carbon_intensity: float | None, quiet: bool) -> None:
     """Track a small CPU workload with every backend usable here, then print the statement."""
+    import tempfile
+
+    from let_core.live import StatusLine
     from let_core.tracker import EnergyTracker
 
-    click.echo(f"Tracking a {seconds:g} s CPU workload in project {project_name!r} ...")
-    with EnergyTracker(project_name=project_name) as tracker:
-        deadline = time.perf_counter() + seconds
-        total = 0
-        while time.perf_counter() < deadline:
-            total += sum(i * i for i in range(10_000))
-    result = tracker.stop()
-    for backend, measurement in result["measurements"].items():
-        shown = (f"{measurement['energy_consumed'] * 1000:.4f} Wh ({measurement['methodology']}, "
-                 f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")
-        click.echo(f"  {backend}: {shown}")
-    click.echo(f"Stored in {tracker.output_dir / 'emissions.csv'}; see `let results` and `let statement`.")
+    with contextlib.ExitStack() as stack:
+        output_dir = None if keep else stack.enter_context(tempfile.TemporaryDirectory(prefix="let-demo-"))
+        click.echo(f"Tracking a {seconds:g} s CPU workload in project {project_name!r} ...")
+        with EnergyTracker(project_name=project_name, output_dir=output_dir,
+                           **_tracker_country(country, carbon_intensity)) as tracker:
+            with StatusLine(tracker, enabled=False if quiet else None):
+                deadline = time.perf_counter() + seconds
+                total = 0
+                while time.perf_counter() < deadline:
+                    total += sum(i * i for i in range(10_000))
+        result = tracker.stop()
+        for backend, measurement in result["measurements"].items():
+            shown = (f"{measurement['energy_consumed'] * 1000:.4f} Wh ({measurement['methodology']}, "
+                     f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")
+            click.echo(f"  {backend}: {shown}")
+        if keep:
+            click.echo(f"Stored in {tracker.output_dir / 'emissions.csv'}; see `let results` and `let statement`.")
+        else:
+            click.echo("Not stored: the demo stays out of `let results` and `let statement` "
+                       "(`let demo --keep` stores it).")
+
+
+@cli.command()
+@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder (default: $LET_HOME or ~/.let).")
+@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; only this machine can connect unless you change it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> None:
+    """Local web dashboard: runs, a project view, the paper statement (needs the `server` extra)."""
+    try:
+        from let_core.ui.app import serve
+        import fastapi, uvicorn  # noqa: F401,E401
+    except ImportError as exc:
+        raise click.ClickException(f"`let ui` needs FastAPI and uvicorn ({exc}); install the server "
+                                   "extra: pip install 'lamarr-energy-tracker[server]'") from exc
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: other machines can read your results", err=True)
+    click.echo(f"LET dashboard on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
+               "(Ctrl+C stops it)", err=True)
+    serve(output_dir, dataset, host=host, port=port)
 
 
 def _load_plugin_commands() -> None:

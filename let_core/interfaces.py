@@ -122,12 +122,28 @@ class Availability:
         return cls(False, reason)
 
 
+@frozen
+class LiveReading:
+    """What one backend has seen of a run that is still going: for a status line or a dashboard.
+
+    ``power_w`` is the current (most recent) power, None when the backend cannot tell;
+    ``energy_kwh`` the energy since the run started. Reading it never changes what the run records.
+    """
+
+    backend: str
+    kind: str  # "estimate" or "metered"
+    energy_kwh: float
+    power_w: float | None = None
+    error: str = ""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A running energy measurement. ``start()`` then ``stop()``; may be started again.
 
     Backends that can read their counters cheaply also implement ``task_start(name)`` and
-    ``task_stop(name) -> Measurement`` for ``EnergyTracker.task()``.
+    ``task_stop(name) -> Measurement`` for ``EnergyTracker.task()``, and ``live() ->
+    LiveReading`` for ``EnergyTracker.live()`` (the figures so far, without stopping anything).
     """
 
     name: str

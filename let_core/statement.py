@@ -319,9 +319,14 @@ def statement_from_totals(totals: Any) -> str:
 # --------------------------------------------------------------------------- public API
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                     user: str | None = None, hostname: str | None = None, *,
-                    dataset: str | os.PathLike[str] | None = None) -> str:
+                    dataset: str | os.PathLike[str] | None = None,
+                    carbon_intensity: float | None = None) -> str:
     """The statement for every stored run matching the filters, from every source
-    ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``)."""
+    ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``).
+
+    ``carbon_intensity`` (gCO2/kWh) restates the emissions at that intensity instead of the
+    one each run was recorded with.
+    """
     from let_core.results.loading import counted_totals, where
 
     totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
@@ -341,7 +346,16 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
         raise ConfigurationError(f"no stored runs in {where(output_dir, dataset)}"
                                  + (f" match {filters}" if filters else "")
                                  + "; track a run first or check the filters (`let results`)")
+    if carbon_intensity is not None:
+        totals = at_intensity(totals, carbon_intensity)
     return statement_from_totals(totals)
+
+
+def at_intensity(totals: Any, carbon_intensity: float) -> Any:
+    """Counted totals restated at one carbon intensity (gCO2/kWh)."""
+    import attrs
+
+    return attrs.evolve(totals, emissions_kg=totals.energy_kwh * carbon_intensity / 1000)
 
 
 def print_paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,

@@ -20,6 +20,7 @@ from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
+    from let_core.live import LiveStatus
     from let_core.plugins import PluginKind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -381,6 +382,30 @@ class EnergyTracker:
             raise LetError(f"{what}() after stop(): run {self.last_run.run_id} is already recorded, so "
                            f"these values would be lost. Call {what}() before stop() (inside the "
                            "`with` block), or pass metrics= to @track_energy.")
+
+    def live(self) -> LiveStatus:
+        """The run so far, per backend (current power, energy since start), without stopping it.
+
+        Backends without ``live()`` are left out; one whose reading fails appears with its
+        error. Reading changes nothing the run records.
+        """
+        from let_core.live import read_live
+
+        if not self._running:
+            raise LetError("tracker.live() needs a running tracker; call start() first")
+        return read_live(self._started, time.perf_counter() - self._t0)
+
+    def set_job(self, job_id: str, rank: int | str | None = None) -> None:
+        """Record the running run as one rank of a multi-process job, so that `let results --by
+        job` and the statement count the job once. Launchers such as torchrun and SLURM are
+        recognised from the environment; this is for the others (Lightning's own DDP spawn)."""
+        if not self._running:
+            raise LetError("set_job() needs a running tracker; call it after start()")
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ConfigurationError(f"job_id must be a non-empty string, got {job_id!r}")
+        self._environment = {**self._environment, "job_id": job_id}
+        if rank is not None:
+            self._environment["rank"] = str(rank)
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Attach quality metrics (accuracy, loss, ...) to the current run (before ``stop()``)."""

@@ -68,8 +68,10 @@ def test_delete_asks_first_and_deletes_only_matches(let_home, runner):
 
 
 def test_cite_prints_what_the_statement_cites(let_home, runner):
-    default = runner.invoke(cli, ["cite"]).output
-    assert "@software{lamarr_energy_tracker" in default and "@software{codecarbon" in default
+    empty = runner.invoke(cli, ["cite"])  # nothing stored: nothing to cite (issue 14)
+    assert empty.exit_code == 1 and "nothing to cite" in empty.output
+    everything = runner.invoke(cli, ["cite", "--all"]).output
+    assert "@software{lamarr_energy_tracker" in everything and "@software{codecarbon" in everything
     record("manual-only")
     cited = runner.invoke(cli, ["cite", "--project", "manual-only"]).output
     assert "@software{codecarbon" not in cited  # no CodeCarbon numbers in that statement

@@ -9,6 +9,7 @@ import io
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -45,24 +46,28 @@ def stores(draw: st.DrawFn) -> tuple[bytes, int, bool]:
             row["backend"] = draw(st.sampled_from(["manual", "codecarbon"]))
         row[draw(st.sampled_from(["cpu_model", "country_name"]))] = text
         rows.append(row)
-    buffer = io.StringIO()
     # csv quotes a bare carriage return only when asked to (QUOTE_MINIMAL looks for the line
     # terminator): unquoted, it is a line break to every reader, i.e. a damaged file.
     bare_cr = any("\r" in str(value) for row in rows for value in row.values())
     quoting = csv.QUOTE_ALL if bare_cr else draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]))
-    writer = csv.DictWriter(buffer, fieldnames=columns, quoting=quoting,
-                            lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
-    writer.writeheader()
-    writer.writerows(rows)
-    data = buffer.getvalue().encode("utf-8")
-    if draw(st.booleans()):
-        data = b"\xef\xbb\xbf" + data
+    terminator = draw(st.sampled_from(["\n", "\r\n"]))
+
+    def encoded(write: Callable[[csv.DictWriter], object]) -> bytes:
+        buffer = io.StringIO()
+        write(csv.DictWriter(buffer, fieldnames=columns, quoting=quoting, lineterminator=terminator))
+        return buffer.getvalue().encode("utf-8")
+
+    # Records kept apart, so junk lands between records: spliced into a quoted multi-line
+    # field it would just be part of a valid value, not damage.
+    records = [encoded(lambda w: w.writeheader())] + [encoded(lambda w, r=row: w.writerow(r)) for row in rows]
     junk = draw(st.lists(st.sampled_from([b"a,b\n", b"x" + b",y" * (len(columns) + 1) + b"\n",
                                           b"\xff\xfe,\x00\n"]), max_size=3))
     if junk:
-        lines = data.splitlines(keepends=True)
-        where = draw(st.integers(1, len(lines)))
-        data = b"".join(lines[:where] + junk + lines[where:])
+        where = draw(st.integers(1, len(records)))
+        records = records[:where] + junk + records[where:]
+    data = b"".join(records)
+    if draw(st.booleans()):
+        data = b"\xef\xbb\xbf" + data
     if rows and draw(st.booleans()):
         data = data.rstrip(b"\r\n")  # last row without its line break: still a row
     torn = draw(st.booleans())

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Mapping
 
 from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_hostname, server_location
 from let_core.errors import ConfigurationError, LetError
-from let_core.interfaces import Availability, Settings
+from let_core.interfaces import Availability, LiveReading, Settings
 from let_core.records import Measurement
 
 METHODOLOGY = "Tasmota smart socket"
@@ -100,6 +100,21 @@ class TasmotaBackend:
             raise LetError("tasmota backend: stop() before start()")
         session, self._session = self._session, None
         return self._measurement(self.client.stop(session))
+
+    def live(self) -> LiveReading:
+        """The server's running session: energy so far and the socket's latest power."""
+        session = self._session
+        if session is None:
+            raise LetError("tasmota backend: live() outside a run")
+        # The session's id, whether the session is held as its id or as a session object.
+        session_id = session if isinstance(session, str) else getattr(session, "session_id", None)
+        if not session_id:
+            raise LetError("tasmota backend: this server (LET 0.1.x routes) has no running figures")
+        result = self.client.peek(session_id)
+        power = result.get("power_w")
+        return LiveReading(backend=self.name, kind="metered",
+                           energy_kwh=float(result.get("energy_consumed") or 0.0),
+                           power_w=None if power is None else float(power))
 
     def task_start(self, name: str) -> None:
         self._tasks[name] = self.client.start(self.hostname, f"{self.label}/{name}")["session_id"]

@@ -142,6 +142,9 @@ def create_app(service: GroundTruthService, token: str | None = None) -> Any:
     def legacy_stop(host: str = host_path) -> dict[str, Any]:
         return service.legacy_stop(host)
 
+    from let_backends.tasmota.ui import mount_ui  # GET /ui: live power, open sessions, gaps
+
+    mount_ui(app, service)
     return app
 
 

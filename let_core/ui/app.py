@@ -1,0 +1,118 @@
+"""`let ui`: the local dashboard (FastAPI + uvicorn from the ``server`` extra).
+
+Pages are static HTML + JavaScript (``static/``, uPlot vendored with its licence: no CDN, works
+offline); their data comes from the JSON API below, one page of rows or one aggregate at a time.
+
+- ``GET /``, ``/project``, ``/statement``   the pages (runs; project view; paper statement)
+- ``GET /api/choices``                      filter values present in the store
+- ``GET /api/runs``                         one sorted page of rows of a filter
+- ``GET /api/summary``                      energy/emissions per day, estimate vs metered, totals
+- ``GET /api/statement``                    the statement of a filter and its BibTeX
+
+A bad filter is a 400 with a message; an unreadable store is a 503 whose message the pages
+show, and the server keeps serving (it retries when the store changes).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
+from typing import Any, Optional
+
+from let_core.errors import ConfigurationError
+from let_core.ui.data import Dashboard, Filters, StoreUnreadable, static_dir
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def create_app(dashboard: Dashboard) -> Any:
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app = FastAPI(title="LET dashboard", version="1", docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    static = static_dir()
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.exception_handler(ConfigurationError)
+    async def bad_request(request: Request, exc: ConfigurationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
+                             for e in exc.errors())
+        return JSONResponse({"detail": f"bad request: {problems}"}, status_code=400)
+
+    @app.exception_handler(StoreUnreadable)
+    async def unreadable(request: Request, exc: StoreUnreadable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "store_error": True}, status_code=503)
+
+    @app.exception_handler(LookupError)
+    async def nothing(request: Request, exc: LookupError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.args[0] if exc.args else exc)}, status_code=404)
+
+    def page(name: str) -> Any:
+        def serve() -> FileResponse:
+            return FileResponse(static / name, media_type="text/html")
+        return serve
+
+    app.get("/", include_in_schema=False)(page("runs.html"))
+    app.get("/project", include_in_schema=False)(page("project.html"))
+    app.get("/statement", include_in_schema=False)(page("statement.html"))
+
+    def filters(project: Optional[str], user: Optional[str], host: Optional[str],
+                backend: Optional[str], status: Optional[str], kind: Optional[str],
+                since: Optional[str], until: Optional[str]) -> Filters:
+        return Filters.parse({"project": project, "user": user, "host": host, "backend": backend,
+                              "status": status, "kind": kind, "since": since, "until": until})
+
+    @app.get("/api/choices", summary="Filter values present in the store")
+    def choices() -> dict[str, Any]:
+        return dashboard.choices()
+
+    @app.get("/api/runs", summary="One sorted page of stored rows")
+    def runs(project: Optional[str] = None, user: Optional[str] = None, host: Optional[str] = None,
+             backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
+             since: Optional[str] = None, until: Optional[str] = None,
+             sort: str = "start_time", order: str = Query("desc", pattern="^(asc|desc)$"),
+             page: int = Query(1, ge=1, le=10**9), per_page: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+        return dashboard.runs(filters(project, user, host, backend, status, kind, since, until),
+                              sort=sort, descending=order == "desc", page=page, per_page=per_page)
+
+    @app.get("/api/summary", summary="Series, estimate vs metered, totals per host/backend/job")
+    def summary(project: Optional[str] = None, user: Optional[str] = None, host: Optional[str] = None,
+                backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
+                since: Optional[str] = None, until: Optional[str] = None) -> dict[str, Any]:
+        return dashboard.summary(filters(project, user, host, backend, status, kind, since, until))
+
+    @app.get("/api/statement", summary="The paper statement of a filter, with BibTeX")
+    def statement(project: Optional[str] = None, user: Optional[str] = None, host: Optional[str] = None,
+                  backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
+                  since: Optional[str] = None, until: Optional[str] = None) -> dict[str, Any]:
+        return dashboard.statement(filters(project, user, host, backend, status, kind, since, until))
+
+    return app
+
+
+def serve(output_dir: Optional[str] = None, dataset: Optional[str] = None, host: str = DEFAULT_HOST,
+          port: int = DEFAULT_PORT, preload: bool = True) -> None:
+    """Run the dashboard until interrupted. Loads the store first, so the first page is quick."""
+    import uvicorn
+
+    import threading
+
+    from let_core.ui.data import Filters
+
+    dashboard = Dashboard(output_dir, dataset)
+    if preload:
+        try:
+            dashboard.prepared().order("start_time")
+        except StoreUnreadable:
+            pass  # the pages show the error
+        else:
+            # The unfiltered project view aggregates every run (seconds at a million): computed
+            # once in the background while the first pages are served.
+            threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
+                             daemon=True).start()
+    uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
