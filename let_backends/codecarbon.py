@@ -203,7 +203,8 @@ class CodeCarbonBackend:
     def __init__(self, country_iso_code: str = "DEU", measure_power_secs: float = 1.0,
                  cuda_devices: tuple[str, ...] | None = None, pue: float | None = None,
                  log_level: str = "error", carbon_intensity: float | None = None,
-                 codecarbon_options: Mapping[str, Any] | None = None) -> None:
+                 codecarbon_options: Mapping[str, Any] | None = None,
+                 country_name: str | None = None) -> None:
         options = dict(codecarbon_options or {})
         unknown = sorted(set(options) - USER_OPTIONS)
         if unknown:
@@ -225,6 +226,7 @@ class CodeCarbonBackend:
             raise ConfigurationError(
                 f"measure_power_secs must be a positive number of seconds, got {measure_power_secs!r}")
         self.country_iso_code = country_iso_code
+        self.country_name = country_name
         self.measure_power_secs = float(measure_power_secs)
         self.cuda_devices = cuda_devices
         self.pue = pue
@@ -233,6 +235,10 @@ class CodeCarbonBackend:
         self.options = options
         self.methodology = methodology()
         self._tracker: Any = None
+        self._capture = _Capture(self)  # hands CodeCarbon's totals to this backend
+        #: Where the hardware plan of the last new CodeCarbon tracker came from
+        #: (codecarbon_plan.PROCESS, FILE or PROBE).
+        self.plan_source = ""
         self._t0 = 0.0
         self._latest: Any = None  # the last total EmissionsData CodeCarbon handed to LET
         self._tasks: dict[str, tuple[float, Any]] = {}
@@ -249,7 +255,8 @@ class CodeCarbonBackend:
                    measure_power_secs=settings.measure_power_secs,
                    cuda_devices=settings.cuda_devices, pue=settings.pue,
                    log_level=settings.log_level, carbon_intensity=settings.carbon_intensity,
-                   codecarbon_options=settings.options.get(NAME))
+                   codecarbon_options=settings.options.get(NAME),
+                   country_name=settings.country_name)
 
     # -------------------------------------------------------------------------- CodeCarbon
     def _tracker_kwargs(self) -> dict[str, Any]:
@@ -262,7 +269,11 @@ class CodeCarbonBackend:
             "output_methods": [],
             "emissions_endpoint": None,
             "output_dir": ".",
-            "output_handlers": [_Capture(self)],
+            "output_handlers": [self._capture],
+            # With any output handler CodeCarbon computes a full emissions record in its sampler
+            # thread every api_call_interval samples, for live_out(), which LET does not use:
+            # -1 turns that off (the figures at flush/stop are the same).
+            "api_call_interval": -1,
             # No /tmp/.codecarbon.lock (unwritable /tmp, a stale lock of a killed process, and
             # its SIGINT/SIGTERM handlers would all get in the way); LET's store is process-safe.
             "allow_multiple_runs": True,
@@ -278,27 +289,32 @@ class CodeCarbonBackend:
         return kwargs
 
     def _new_tracker(self) -> Any:
+        from let_backends import codecarbon_plan
+
         codecarbon = _import_codecarbon()
         _quiet(self.log_level)
-        probe = _warm_hardware_probe()
         cls = codecarbon.OfflineEmissionsTracker
         tracker = cls.__new__(cls)
         try:
+            # CodeCarbon 3.3 constructs without touching the hardware; the probe (or the
+            # cached plan) comes at start(), so the plan can be seeded in between.
             _unsuppressed(cls.__init__)(tracker, **self._tracker_kwargs())
         except Exception as exc:
             raise CodeCarbonError(explain("setting up its tracker", exc)) from exc
-        finally:
+        if self.country_name and getattr(tracker, "_country_name", "") is None:
+            # CodeCarbon looks the country's name up in its energy-mix data, and that first
+            # lookup loads all its data files, two CSVs through pandas (+pyarrow, ~40 MiB, ~0.3 s).
+            # LET read the same name from the same file already.
+            tracker._country_name = self.country_name
+        self.plan_source = codecarbon_plan.seed(tracker)
+        if self.plan_source == codecarbon_plan.PROBE:
+            probe = _warm_hardware_probe()
             if probe is not None:
                 _preload()
                 probe.join()
         return tracker
 
-    def start(self) -> None:
-        if self._tracker is not None:
-            raise CodeCarbonError("the CodeCarbon backend is already running; stop() it first")
-        self._latest = None
-        self._tasks.clear()
-        tracker = self._new_tracker()
+    def _start_tracker(self, tracker: Any) -> None:
         try:
             _unsuppressed(type(tracker).start)(tracker)
         except Exception as exc:
@@ -307,6 +323,32 @@ class CodeCarbonBackend:
         if getattr(tracker, "_start_time", 0.0) is None:  # a suppressed failure in the fallback path
             raise CodeCarbonError(f"{self.methodology} did not start; rerun with log_level='debug' "
                                   "to see why in CodeCarbon's log.")
+
+    def start(self) -> None:
+        from let_backends import codecarbon_plan
+
+        if self._tracker is not None:
+            raise CodeCarbonError("the CodeCarbon backend is already running; stop() it first")
+        self._latest = None
+        self._tasks.clear()
+        tracker = _take_idle(self._pool_key(), self)
+        if tracker is not None:
+            self.plan_source = codecarbon_plan.PROCESS
+            self._start_tracker(tracker)
+        else:
+            tracker = self._new_tracker()
+            try:
+                self._start_tracker(tracker)
+            except CodeCarbonError:
+                if self.plan_source != codecarbon_plan.FILE:
+                    raise
+                # A stored plan that CodeCarbon cannot rebuild hardware from (new drivers, a
+                # hand-edited file) is dropped and the hardware probed, never trusted.
+                codecarbon_plan.forget(tracker)
+                tracker = self._new_tracker()
+                self._start_tracker(tracker)
+            if self.plan_source == codecarbon_plan.PROBE:
+                codecarbon_plan.save(tracker)
         self._tracker = tracker
         self._t0 = time.perf_counter()
 
@@ -323,7 +365,14 @@ class CodeCarbonBackend:
         if data is None:
             raise CodeCarbonError(f"{self.methodology} stopped without any data; rerun with "
                                   "log_level='debug' to see why in CodeCarbon's log.")
+        _give_idle(self._pool_key(), tracker, self._capture)
+        self._capture = _Capture(self)  # the old one now belongs to the idle tracker
         return self._measurement(data)
+
+    def _pool_key(self) -> str:
+        """Backends with equal settings can run each other's stopped CodeCarbon trackers."""
+        kwargs = {k: v for k, v in self._tracker_kwargs().items() if k != "output_handlers"}
+        return repr(sorted(kwargs.items())) + repr(self.country_name)
 
     def _measurement(self, data: Any) -> Measurement:
         extras = _extras(data)
@@ -396,6 +445,63 @@ class CodeCarbonBackend:
             extras=extras)
 
 
+# Stopped CodeCarbon trackers of this process, by settings, for the next run that wants one: a
+# tracker started again, the next call of a decorated function, or a new EnergyTracker with the
+# same settings. Each waits with its output handler, which is pointed at the backend that takes it.
+_idle_lock = threading.Lock()
+_idle: dict[str, list[tuple[Any, _Capture]]] = {}
+_MAX_IDLE_PER_KEY = 4
+
+
+def _give_idle(key: str, tracker: Any, capture: _Capture) -> None:
+    with _idle_lock:
+        waiting = _idle.setdefault(key, [])
+        if len(waiting) < _MAX_IDLE_PER_KEY:
+            waiting.append((tracker, capture))
+
+
+def _take_idle(key: str, backend: CodeCarbonBackend) -> Any:
+    """A stopped tracker with these settings, rearmed for a new run and bound to ``backend``."""
+    with _idle_lock:
+        waiting = _idle.get(key)
+        if not waiting:
+            return None
+        tracker, capture = waiting.pop()
+    if not _rearm(tracker):
+        return None
+    capture._backend = backend
+    backend._capture = capture
+    return tracker
+
+
+def _rearm(tracker: Any) -> bool:
+    """Make a stopped CodeCarbon tracker ready for a new, independent run; False if it cannot be.
+
+    CodeCarbon's own restart (``start()`` after ``stop()``) keeps adding to the previous run's
+    totals and runs no sampler, since ``stop()`` drops its schedulers (3.3.2). A new tracker is
+    correct but re-reads the config files and counts the physical CPUs with ``lscpu`` (about
+    3 ms). This runs CodeCarbon's own initialisers of run state and schedulers, the ones its
+    ``__init__`` runs, and keeps the hardware objects (``start()`` resets their readings), so the
+    next run is measured exactly as by a new tracker on the same plan.
+    """
+    runtime = getattr(tracker, "_initialize_runtime_state", None)
+    schedulers = getattr(tracker, "_initialize_scheduler_state", None)
+    if not (callable(runtime) and callable(schedulers)) or getattr(tracker, "_start_time", 0) is not None:
+        return False
+    if not getattr(tracker, "_hardware_initialized", False):
+        return False
+    hardware = tracker._hardware
+    try:
+        runtime()
+        schedulers()
+    except Exception:
+        return False
+    tracker._hardware = hardware
+    tracker._hardware_initialized = True
+    tracker.final_emissions_data = None  # a run that fails to stop must not return the last one's
+    return True
+
+
 def _silently_stop(tracker: Any) -> None:
     """Stop CodeCarbon's sampling threads after a failure; its own suppressing stop() is right here."""
     try:
@@ -424,8 +530,16 @@ class _Capture:
 
 
 # ----------------------------------------------------------------------------- detection
-def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error") -> dict[str, Any]:
-    """What CodeCarbon would measure here, without starting a measurement."""
+def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error",
+           refresh: bool = False) -> dict[str, Any]:
+    """What CodeCarbon would measure here, without starting a measurement.
+
+    ``plan_source`` says whether the hardware plan came from LET's cache file ("file") or from a
+    probe ("probe"); ``refresh=True`` drops the stored plan first, so the hardware is probed again
+    (and the new plan stored).
+    """
+    from let_backends import codecarbon_plan
+
     codecarbon = _import_codecarbon()
     _quiet(log_level)
     from codecarbon.core import cpu as cc_cpu
@@ -437,7 +551,12 @@ def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error"
     cls = codecarbon.OfflineEmissionsTracker
     tracker = cls.__new__(cls)
     _unsuppressed(cls.__init__)(tracker, **kwargs)
+    if refresh:
+        codecarbon_plan.forget(tracker)
+    source = codecarbon_plan.seed(tracker)
     info = dict(tracker.get_detected_hardware())
+    if source == codecarbon_plan.PROBE:
+        codecarbon_plan.save(tracker)
     cpu_mode = ""
     cpu_watts = None
     for device in getattr(tracker, "_hardware", []):
@@ -454,6 +573,8 @@ def detect(cuda_devices: tuple[str, ...] | None = None, log_level: str = "error"
     }
     info.update(
         methodology=methodology(),
+        plan_source=source,
+        plan_file=str(codecarbon_plan.plan_path(key)) if (key := codecarbon_plan.plan_key(tracker)) else "",
         cpu_method=methods.get(cpu_mode, cpu_mode or "unknown"),
         cpu_mode=cpu_mode,
         cpu_tdp_watts=cpu_watts,
@@ -473,33 +594,11 @@ def let_register_backends(register: Callable[[Any], None]) -> None:
 def let_register_commands(cli: click.Group) -> None:
     import click
 
-    @cli.command()
-    @click.option("--search", "-s", default=None, help="Only countries whose code or name contains this.")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def countries(search: str | None, as_json: bool) -> None:
-        """Country codes and their carbon intensity (CodeCarbon's energy-mix data)."""
-        import json
-
-        from let_core.carbon import known_countries
-
-        rows = known_countries()
-        if search:
-            needle = search.strip().lower()
-            rows = [c for c in rows if needle in c.iso_code.lower() or needle in c.country_name.lower()]
-        if as_json:
-            click.echo(json.dumps([{"iso_code": c.iso_code, "country_name": c.country_name,
-                                    "carbon_intensity": c.carbon_intensity, "year": c.year}
-                                   for c in rows], indent=2))
-            return
-        if not rows:
-            raise click.ClickException(f"no country matches {search!r}; run `let countries` for all")
-        click.echo(f"{'code':<5} {'gCO2/kWh':>9}  {'year':<4}  country")
-        for c in rows:
-            click.echo(f"{c.iso_code:<5} {c.carbon_intensity:>9.2f}  {c.year or '':<4}  {c.country_name}")
-
     @cli.command("detect")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def detect_command(as_json: bool) -> None:
+    @click.option("--refresh", is_flag=True,
+                  help="Probe the hardware again instead of using the stored plan (and store the new one).")
+    def detect_command(as_json: bool, refresh: bool) -> None:
         """What CodeCarbon would measure on this machine (no run is started)."""
         import json
         import os
@@ -509,7 +608,8 @@ def let_register_commands(cli: click.Group) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = None if visible is None else tuple(d.strip() for d in visible.split(",") if d.strip())
         try:
-            info = detect(devices, log_level=os.environ.get("LET_LOG_LEVEL", "error").lower())
+            info = detect(devices, log_level=os.environ.get("LET_LOG_LEVEL", "error").lower(),
+                          refresh=refresh)
         except Exception as exc:
             raise click.ClickException(explain("detecting the hardware", exc)) from exc
         if as_json:
@@ -526,3 +626,8 @@ def let_register_commands(cli: click.Group) -> None:
                    + (f" ({info.get('gpu_count')})" if info.get("gpu_count") else ""))
         ram = info.get("ram_total_size")
         click.echo(f"RAM:         {ram:.1f} GB (CodeCarbon's RAM power model)" if ram else "RAM: unknown")
+        plan = {"file": f"cached, from {info['plan_file']} (`let detect --refresh` probes again)",
+                "process": "reused from an earlier tracker in this process",
+                "probe": "probed now" + (f", stored in {info['plan_file']}" if info["plan_file"] else
+                                         " (this CodeCarbon has no plan cache; every process probes)")}
+        click.echo(f"Plan:        {plan.get(info['plan_source'], info['plan_source'])}")

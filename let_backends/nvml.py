@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from attrs import frozen
 
-from let_backends._sampler import (Channel, Interval, Meter, SampledBackend, Sampler,
+from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
                                    interval_extras)
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl

@@ -12,7 +12,7 @@ Zones under ``/sys/class/powercap`` (or ``options={"rapl": {"root": ...}}`` / ``
   zone seen through both is read once, from the MSR interface.
 
 ``energy_uj`` wraps after ``max_energy_range_uj`` (values 0..max); the background sampler reads
-often enough to see every wrap (see ``let_backends._sampler``).
+often enough to see every wrap (see ``let_core.sampling``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from attrs import frozen
 
-from let_backends._sampler import (Channel, Interval, Meter, SampledBackend, Sampler,
+from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
                                    interval_extras, safe_interval)
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl

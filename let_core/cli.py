@@ -349,6 +349,29 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
 
 
 @cli.command()
+@click.option("--search", "-s", default=None, help="Only countries whose code or name contains this.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def countries(search: str | None, as_json: bool) -> None:
+    """Country codes and their carbon intensity (CodeCarbon's energy-mix data)."""
+    from let_core.carbon import known_countries
+
+    rows = known_countries()
+    if search:
+        needle = search.strip().lower()
+        rows = [c for c in rows if needle in c.iso_code.lower() or needle in c.country_name.lower()]
+    if as_json:
+        click.echo(json.dumps([{"iso_code": c.iso_code, "country_name": c.country_name,
+                                "carbon_intensity": c.carbon_intensity, "year": c.year}
+                               for c in rows], indent=2))
+        return
+    if not rows:
+        raise click.ClickException(f"no country matches {search!r}; run `let countries` for all")
+    click.echo(f"{'code':<5} {'gCO2/kWh':>9}  {'year':<4}  country")
+    for c in rows:
+        click.echo(f"{c.iso_code:<5} {c.carbon_intensity:>9.2f}  {c.year or '':<4}  {c.country_name}")
+
+
+@cli.command()
 @click.option("--verbose", "-v", is_flag=True, help="Also show descriptions.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(verbose: bool, as_json: bool) -> None:
@@ -374,13 +397,27 @@ def plugins(verbose: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"plugins": entries, "problems": problems}, indent=2))
         return
-    headers = ["name", "kind", "source", "auto", "available here"] + (["description"] if verbose else [])
-    rows = [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
-             "yes" if e["available"] else f"no: {e['reason']}"] + ([e["description"]] if verbose else [])
-            for e in entries]
-    click.echo(format_table(headers, rows))
+    # One short line per plugin, and the long text (why it is unavailable; with -v what it is)
+    # wrapped beneath it, so the list fits an 80-column terminal.
+    import shutil
+    import textwrap
+
+    width = min(shutil.get_terminal_size((80, 24)).columns, 100)
+    headers = ["name", "kind", "source", "auto", "available"]
+    table = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
+                                    "yes" if e["available"] else "no"] for e in entries]).splitlines()
+    click.echo("\n".join(table[:2]))
+    for line, e in zip(table[2:], entries):
+        click.echo(line)
+        notes = ([f"why not: {e['reason']}"] if not e["available"] and e["reason"] else [])
+        notes += [e["description"]] if verbose and e["description"] else []
+        for note in notes:
+            click.echo(textwrap.fill(note, width=width, initial_indent="    ",
+                                     subsequent_indent="      "))
     for problem in problems:
-        click.echo(f"\nproblem: plugin {problem['plugin']} ({problem['source']}): {problem['problem']}", err=True)
+        click.echo("\n" + textwrap.fill(f"problem: plugin {problem['plugin']} ({problem['source']}): "
+                                        f"{problem['problem']}", width=width, subsequent_indent="  "),
+                   err=True)
 
 
 _QUIET = click.option("--quiet", "-q", is_flag=True,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 
 class LetError(Exception):
     """Base class of every error LET raises on purpose."""
@@ -25,3 +28,15 @@ class StoreError(LetError):
 
 class LetWarning(UserWarning):
     """A problem LET survived: a failed backend, reporter or plugin. The run is still recorded."""
+
+
+def _format_let_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                        line: str | None = None) -> str:
+    # A LetWarning is addressed to the user, not to a developer: one line, no source excerpt.
+    if isinstance(category, type) and issubclass(category, LetWarning):
+        return f"LET warning: {message}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
+_default_formatwarning = warnings.formatwarning
+warnings.formatwarning = _format_let_warning  # type: ignore[assignment]

@@ -175,6 +175,9 @@ class Run:
                     "duration": m.duration_s,
                     "hardware": m.hardware,
                     "error": m.error,
+                    "coverage": m.coverage,
+                    "gap_count": m.gap_count,
+                    "gap_seconds": m.gap_seconds,
                     **({"extras": dict(m.extras)} if m.extras else {}),
                 }
                 for m in self.measurements

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -109,12 +110,10 @@ class EnergyTracker:
 
     def _auto_factories(self, kind: PluginKind) -> list[Any]:
         """Registered plugins of a kind that are on by default and available here."""
-        from let_core.plugins import registry
+        from let_core.plugins import auto_factories
 
         factories = []
-        for registered in registry().of_kind(kind).values():
-            if not registered.factory.auto:
-                continue
+        for registered in auto_factories(kind):
             try:
                 available = registered.factory.availability(self.settings).available
             except Exception as exc:  # a plugin's broken check must not stop tracking
@@ -527,33 +526,66 @@ def track_energy(func: Callable[..., Any] | None = None, /, *,
         raise ConfigurationError(f"track_energy: {exc}; it takes EnergyTracker's options and metrics=") from None
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        pool = _TrackerPool(tracker_options)
+
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                tracker = EnergyTracker(**tracker_options)
+                tracker = pool.acquire()
                 try:
                     with tracker:
                         result = await fn(*args, **kwargs)
                         if metrics is not None:
                             tracker.log_metrics(metrics(result))
                 finally:
-                    tracker.close()
+                    pool.release(tracker)
                 return result
 
             return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            tracker = EnergyTracker(**tracker_options)
+            tracker = pool.acquire()
             try:
                 with tracker:
                     result = fn(*args, **kwargs)
                     if metrics is not None:
                         tracker.log_metrics(metrics(result))
             finally:
-                tracker.close()
+                pool.release(tracker)
             return result
 
         return wrapper
 
     return decorate(func) if func is not None else decorate
+
+
+class _TrackerPool:
+    """The trackers of one decorated function, reused across its calls.
+
+    A stopped tracker starts again as a new run, and its backends keep what is costly to set up
+    (CodeCarbon's tracker, an NVML handle). Calls that overlap (threads, recursion, tasks) each
+    take their own tracker; at most ``keep`` idle ones are kept, the rest are closed.
+    """
+
+    def __init__(self, options: Mapping[str, Any], keep: int = 4) -> None:
+        self._options = dict(options)
+        self._idle: list[EnergyTracker] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def acquire(self) -> EnergyTracker:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return EnergyTracker(**self._options)
+
+    def release(self, tracker: EnergyTracker) -> None:
+        if tracker.running:  # a failure between start and stop: never hand out a running tracker
+            tracker.close()
+            return
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(tracker)
+                return
+        tracker.close()

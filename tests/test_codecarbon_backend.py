@@ -53,6 +53,9 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     old = os.getcwd()
     os.chdir(workdir)
     collect = Collect()
+    # Module-scoped, so set up before the per-test hermetic LET_HOME: its own, for the caches.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LET_HOME", str(tmp_path_factory.mktemp("let_home")))
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -65,6 +68,7 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             result = tracker.last_result
     finally:
         os.chdir(old)
+        patch.undo()
     return {"runs": collect.runs, "result": result, "workdir": workdir,
             "warnings": [str(w.message) for w in caught]}
 

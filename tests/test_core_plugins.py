@@ -142,7 +142,7 @@ def test_invalid_names_and_missing_methods_are_problems(tmp_path, monkeypatch, f
     with pytest.warns(LetWarning):
         registry = plugins.registry()
     messages = " ".join(p.message for p in registry.problems)
-    assert "invalid name 'Bad Name!'" in messages and "'incomplete' lacks from_settings" in messages
+    assert "invalid name 'Bad Name!'" in messages and "'incomplete' lacks auto, description, availability, from_settings" in messages
     sys.modules.pop("let_sloppy", None)
 
 
@@ -167,7 +167,7 @@ def test_plugin_loading_is_lazy_and_importing_is_cheap():
             "heavy = [m for m in ('codecarbon', 'pandas', 'pyarrow', 'requests', 'fastapi', 'mlflow') "
             "if m in sys.modules]; "
             "from let_core import plugins; "
-            "print(heavy, plugins._registry is None)")
+            "print(heavy, plugins.pm.get_plugins() == set())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] True"
 
@@ -181,3 +181,169 @@ def test_tracking_path_imports_no_heavy_library(let_home):
             "print([m for m in ('codecarbon', 'pandas', 'pyarrow', 'requests') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_builtin_table_matches_what_the_modules_register(fresh_plugins):
+    registry = plugins.registry()
+    registered = {(r.kind, r.name, r.factory.auto, r.plugin)
+                  for table in (registry.backends, registry.reporters) for r in table.values()}
+    declared = {(kind, name, auto, module)
+                for module, entries in plugins.BUILTINS.items() for kind, name, auto in entries}
+    assert registered == declared
+    assert registry.problems == []  # every built-in satisfies the contract it is checked against
+
+
+def _modules_after(code: str) -> list[str]:
+    env = {**os.environ}
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(sorted(m for m in sys.modules "
+                          "if m.startswith(('let_backends.', 'let_reporters.'))))"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_a_named_plugin_loads_only_its_own_module(let_home):
+    loaded = _modules_after("from let_core.tracker import EnergyTracker\n"
+                            "EnergyTracker(backends=['codecarbon'], reporters=['csv'])")
+    assert loaded == ["let_backends.codecarbon", "let_reporters.csv"]
+
+
+def test_auto_loads_the_auto_plugins_only(let_home):
+    loaded = _modules_after("from let_core.tracker import EnergyTracker\n"
+                            "EnergyTracker(backends=['auto'], reporters=['auto'])")
+    assert "let_backends.codecarbon" in loaded and "let_reporters.statement" in loaded
+    assert "let_backends.manual" not in loaded and "let_reporters.strep" not in loaded
+
+
+def test_entry_point_list_is_cached_until_sys_path_changes(tmp_path, monkeypatch, let_home):
+    from let_core import caches
+
+    scans = []
+
+    def scan():
+        scans.append(1)
+        return [("demo", "let_demo_plugin", "let-demo-plugin")]
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert caches.cached("let", scan) == [("demo", "let_demo_plugin", "let-demo-plugin")]
+    assert caches.cached("let", scan) == [("demo", "let_demo_plugin", "let-demo-plugin")]
+    assert len(scans) == 1
+    (site / "other-1.0.dist-info").mkdir()  # a distribution installed: the folder's mtime moves
+    os.utime(site, ns=(0, 10**18))
+    caches.cached("let", scan)
+    assert len(scans) == 2
+    for cached_file in caches.cache_dir().glob("entry-points-*.json"):
+        cached_file.write_text("{not json")  # a corrupt cache file means a fresh scan
+    assert caches.cached("let", scan) == [("demo", "let_demo_plugin", "let-demo-plugin")]
+    assert len(scans) == 3
+
+
+def test_an_entry_point_plugin_installed_later_is_found(tmp_path, monkeypatch, fresh_plugins):
+    monkeypatch.delenv("LET_LOAD_PLUGINS")
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert "constant" not in plugins.registry().backends  # the list without it is now cached
+    plugins.reset()
+    make_distribution(tmp_path, "let-demo-plugin", "let_demo_plugin", PLUGIN_SOURCE, "demo")
+    os.utime(site, ns=(0, 10**18))
+    assert "constant" in plugins.registry().backends
+    sys.modules.pop("let_demo_plugin", None)
+
+
+def test_factory_missing_a_protocol_attribute_is_rejected_by_name(tmp_path, monkeypatch, fresh_plugins,
+                                                                  let_home):
+    source = textwrap.dedent('''
+        from let_core import hookimpl
+        from let_core.interfaces import Availability
+
+        class Orderless:
+            name = "orderless"
+            auto = True
+            description = "a reporter without order"
+
+            @classmethod
+            def availability(cls, settings):
+                return Availability.yes()
+
+            @classmethod
+            def from_settings(cls, settings):
+                return cls()
+
+            def report(self, run):
+                pass
+
+        class Undescribed:
+            name = "undescribed"
+            auto = "yes"
+
+            @classmethod
+            def availability(cls, settings):
+                return Availability.yes()
+
+            @classmethod
+            def from_settings(cls, settings):
+                return cls()
+
+        @hookimpl
+        def let_register_reporters(register):
+            register(Orderless)
+
+        @hookimpl
+        def let_register_backends(register):
+            register(Undescribed)
+    ''')
+    site = make_distribution(tmp_path, "let-partial", "let_partial", source, "partial")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("LET_LOAD_PLUGINS")
+    with pytest.warns(LetWarning):
+        registry = plugins.registry()
+    messages = {p.message.split(":")[0] for p in registry.problems}
+    assert "reporter 'orderless' lacks order" in messages
+    assert "backend 'undescribed' lacks description; auto must be True or False, not 'yes'" in messages
+    assert "orderless" not in registry.reporters and "undescribed" not in registry.backends
+    from let_backends.manual import ManualBackend
+
+    with EnergyTracker(backends=[ManualBackend(energy_kwh=0.1)], reporters=["csv"]):
+        pass  # the built-ins still work beside the rejected plugins
+    assert len(load_results()) == 1
+    sys.modules.pop("let_partial", None)
+
+
+def test_misspelled_hook_implementation_is_reported(tmp_path, monkeypatch, fresh_plugins):
+    source = PLUGIN_SOURCE.replace("def let_register_backends(", "def let_register_backend(")
+    site = make_distribution(tmp_path, "let-typo", "let_typo", source, "typo")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("LET_LOAD_PLUGINS")
+    with pytest.warns(LetWarning, match="let_register_backend"):
+        registry = plugins.registry()
+    [problem] = registry.problems
+    assert problem.plugin == "typo" and "unknown hook 'let_register_backend'" in problem.message
+    assert "let_register_backends" in problem.message  # the names that do exist
+    sys.modules.pop("let_typo", None)
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_let_plugins_fits_80_columns_and_says_why(monkeypatch, verbose):
+    from click.testing import CliRunner
+
+    from let_core.cli import cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(cli, ["plugins", *verbose])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert any(line.startswith("manual ") and line.rstrip().endswith("no") for line in lines)
+    assert "why not: needs a figure" in result.output
+    assert ("CodeCarbon's estimate" in result.output) == bool(verbose)
+
+
+def test_countries_is_a_core_command():
+    from click.testing import CliRunner
+
+    from let_core.cli import cli
+
+    result = CliRunner().invoke(cli, ["countries", "--search", "germ"])  # no plugin commands loaded
+    assert result.exit_code == 0 and "DEU" in result.output

@@ -163,6 +163,9 @@ def test_cli_config_hosts_calibrate_emulate(configured: RunningServer, let_home:
                                     "--address", idle.address])
     assert result.exit_code == 0, result.output
     assert '"PowerSet": 99.0' in result.output and '"Power": 99' in result.output
+    assert "verdict: OK - measured 99 W vs expected 99 W" in result.output
+    unchecked = runner.invoke(gt_cli, ["calibrate", "idle", "--volts", "230", "--address", idle.address])
+    assert unchecked.exit_code == 0 and "give --watts" in unchecked.output
     idle.power_gain = idle.voltage_gain = 1.0  # undo for other tests
     missing = runner.invoke(gt_cli, ["calibrate", "idle", "--watts", "11"])
     assert missing.exit_code != 0 and "--address" in missing.output

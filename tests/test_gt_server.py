@@ -17,6 +17,7 @@ import requests
 from let_backends.tasmota.emulator import EmulatedSocket
 
 TOKEN = "test-token-123"
+ADMIN = "admin-token-456"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WAIT_S = 60.0  # generous: the machine may be loaded
 
@@ -75,7 +76,8 @@ def gt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     lines = ",\n".join(f'  "{name}": "{s.address}"' for name, s in sockets.items())
     config.write_text("{\n" + lines + ",\n  // more hosts here\n}\n")  # the README's comment style
     port = free_port()
-    env = {**os.environ, "LET_HOME": str(tmp / "let"), "LET_GT_TOKEN": TOKEN, "LET_LOAD_PLUGINS": ""}
+    env = {**os.environ, "LET_HOME": str(tmp / "let"), "LET_GT_TOKEN": TOKEN, "LET_GT_ADMIN_TOKEN": ADMIN,
+           "LET_LOAD_PLUGINS": ""}
     proc = subprocess.Popen([sys.executable, "-m", "lamarr_energy_tracker.ground_truth_tracking",
                              "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                              "--poll-interval", "0.25"],
@@ -196,10 +198,15 @@ def test_auth_401_without_token(gt: Env) -> None:
     for path in ("/list", "/hosts", "/alpha/start"):
         r = requests.get(gt.url + path, timeout=30)
         assert r.status_code == 401 and "LET_GT_TOKEN" in r.json()["error"]
+        assert r.json()["token"] == "missing"
     wrong = requests.get(gt.url + "/list", headers={"Authorization": "Bearer nope"}, timeout=30)
-    assert wrong.status_code == 401
-    assert requests.get(gt.url + "/docs", timeout=30).status_code == 200
-    assert "/hosts/{host}/sessions" in requests.get(gt.url + "/openapi.json", timeout=30).json()["paths"]
+    assert wrong.status_code == 401 and wrong.json()["token"] == "wrong"
+    # the docs and the schema tell what the server offers: behind the token too
+    assert requests.get(gt.url + "/docs", timeout=30).status_code == 401
+    assert requests.get(gt.url + "/openapi.json", timeout=30).status_code == 401
+    assert gt.get("/docs").status_code == 200
+    assert "/hosts/{host}/sessions" in gt.get("/openapi.json").json()["paths"]
+    assert requests.get(gt.url + "/health", timeout=30).status_code == 200
 
 
 def test_unknown_host_and_session_404_json(gt: Env) -> None:
@@ -232,22 +239,40 @@ def test_status_power_peek_and_concurrency(gt: Env) -> None:
     assert gt.get("/hosts/beta/power").json()["power_w"] in (1000.0, 2000.0)
     session = gt.start("alpha", "peek")
     assert gt.get(f"/sessions/{session['session_id']}").json()["running"] is True
-    assert any(s["session_id"] == session["session_id"] for s in gt.get("/sessions?host=alpha").json())
+    # an id is the capability to stop a session: listed for the admin only
+    listed = gt.get("/sessions?host=alpha").json()
+    assert listed and all("session_id" not in s for s in listed)
+    admin = gt.get("/sessions?host=alpha", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert any(s["session_id"] == session["session_id"] for s in admin)
     assert gt.post(f"/sessions/{session['session_id']}/stop").status_code == 200
 
+    errors, hung = run_clients(gt, 10, 5)
+    assert hung == 0, "a client thread hung"
+    assert errors == []
+
+
+def run_clients(env: Env, threads: int, rounds: int) -> tuple[list[str], int]:
+    """Start/stop sessions from many threads: (what any thread raised, how many never ended)."""
     errors: list[str] = []
 
     def client() -> None:
-        for _ in range(5):
+        for _ in range(rounds):
             try:
-                s = gt.start("alpha")
-                gt.stop(s["session_id"])
-            except AssertionError as exc:
-                errors.append(str(exc))
+                s = env.start("alpha")
+                env.stop(s["session_id"])
+            except BaseException as exc:  # anything a thread raises fails the test, not just asserts
+                errors.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=client) for _ in range(10)]
-    for t in threads:
+    started = [threading.Thread(target=client) for _ in range(threads)]
+    for t in started:
         t.start()
-    for t in threads:
+    for t in started:
         t.join(timeout=WAIT_S * 2)
-    assert errors == []
+    return errors, sum(t.is_alive() for t in started)
+
+
+def test_client_thread_errors_are_seen() -> None:
+    """The harness above must fail on a ConnectionError in a thread (it once stayed green)."""
+    dead = Env(f"http://127.0.0.1:{free_port()}", {})
+    errors, hung = run_clients(dead, 3, 1)
+    assert hung == 0 and len(errors) == 3 and all(e.startswith("ConnectionError") for e in errors)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from let_backends._sampler import Channel
+from let_core.sampling import Channel
 from let_backends.rapl import ACCESS_HINT, RaplBackend, discover, select
 from let_core.errors import ConfigurationError
 from let_core.interfaces import Settings

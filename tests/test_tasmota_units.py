@@ -107,15 +107,19 @@ def test_meter_adds_increases_and_survives_reset_and_reboot() -> None:
     start = m.snapshot()
     step(m, s, 1.0, reading(10.001))  # 3600 W for 1 s = 0.001 kWh
     step(m, s, 2.0, reading(0.0004, start="2025-01-02T00:00:01"))  # EnergyTotal 0 by someone
-    step(m, s, 3.0, reading(0.0054, start="2025-01-02T00:00:01"))
-    step(m, s, 4.0, reading(0.0030, start="2025-01-02T00:00:01"))  # reboot: back to the last save
-    step(m, s, 5.0, reading(0.0040, start="2025-01-02T00:00:01"))
+    step(m, s, 3.0, reading(0.0014, start="2025-01-02T00:00:01"))
+    step(m, s, 4.0, reading(0.0024, start="2025-01-02T00:00:01"))
+    step(m, s, 5.0, reading(0.0015, start="2025-01-02T00:00:01"))  # reboot: back to the last save
+    step(m, s, 6.0, reading(0.0025, start="2025-01-02T00:00:01"))
     stop = m.snapshot()
-    # exact increases 0.001 + 0.005 + 0.001, plus 0.001 estimated for each of the two drops
-    assert stop.energy_kwh - start.energy_kwh == pytest.approx(0.009, rel=1e-9)
+    # exact increases 0.001 x 4, plus 0.001 estimated for each of the two drops
+    assert stop.energy_kwh - start.energy_kwh == pytest.approx(0.006, rel=1e-9)
     q = quality(start, stop)
     assert (q["resets"], q["reboots"], q["gaps"], q["complete"]) == (1, 1, 0, False)
     assert q["estimated_kwh"] == pytest.approx(0.002)
+    # the two drop intervals (1 s each) are interpolated: 2 of 6 s not metered
+    assert (q["interpolated_gaps"], q["interpolated_seconds"]) == (2, 2.0)
+    assert q["coverage"] == pytest.approx(4 / 6)
 
 
 def test_meter_gap_bridged_exactly_and_open_gap_estimated() -> None:
@@ -209,3 +213,66 @@ def test_meter_reboot_in_gap_detected_by_uptime_even_when_counter_recovered() ->
     q = quality(start, m.snapshot())
     assert (q["reboots"], q["gaps"]) == (1, 1)
     assert m.snapshot().energy_kwh - start.energy_kwh == pytest.approx(0.010)  # 3600 W x 10 s
+
+
+def test_meter_implausible_readings_are_gaps_and_never_poison() -> None:
+    s = ScriptedSocket()
+    m = meter_with(s)
+    step(m, s, 0.0, reading(1.0))
+    start = m.snapshot()
+    step(m, s, 1.0, reading(1.001))
+    step(m, s, 2.0, reading(float("inf")))  # refused: a failed poll, the baseline stays 1.001
+    step(m, s, 3.0, reading(1e308))  # refused: beyond any real counter
+    step(m, s, 4.0, reading(1.004))  # back: the silent 3 s are exact from the counter
+    step(m, s, 5.0, reading(5000.0))  # EnergyTotal 5000000 (Wh): faster than 3680 W, interpolated
+    step(m, s, 6.0, reading(5000.001))
+    stop = m.snapshot()
+    q = quality(start, stop)
+    assert stop.energy_kwh - start.energy_kwh == pytest.approx(0.001 + 0.003 + 0.001 + 0.001)
+    assert (q["implausible"], q["interpolated_gaps"], q["interpolated_seconds"]) == (3, 1, 1.0)
+    assert q["coverage"] == pytest.approx(5 / 6) and q["complete"] is False
+    later = m.snapshot()
+    step(m, s, 7.0, reading(5000.002))
+    q2 = quality(later, m.snapshot())
+    assert q2["coverage"] == 1.0 and q2["complete"] is True
+
+
+def test_meter_rated_max_is_configurable() -> None:
+    from let_backends.tasmota.meter import Limits
+
+    s = ScriptedSocket()
+    m = HostMeter("h", s.read, clock=s.clock, limits=Limits(rated_max_w=500.0))
+    step(m, s, 0.0, reading(1.0, power=400.0))
+    start = m.snapshot()
+    step(m, s, 10.0, reading(1.01, power=400.0))  # 3600 W average: too fast for a 500 W socket
+    assert quality(start, m.snapshot())["implausible"] == 1
+
+
+def test_meter_restore_bridges_downtime_exactly_or_as_gap() -> None:
+    s = ScriptedSocket()
+    m = meter_with(s)
+    step(m, s, 0.0, reading(2.0))
+    start = m.snapshot()
+    state = m.state()
+    again = meter_with(s)  # a restarted server
+    again.restore(state)
+    step(again, s, 10.0, reading(2.01))  # the counter went on: 3600 W x 10 s, exact
+    q = quality(start, again.snapshot())
+    assert again.snapshot().energy_kwh - start.energy_kwh == pytest.approx(0.01)
+    assert q["coverage"] == 1.0 and q["interpolated_gaps"] == 0 and q["gaps"] == 1
+    reset = meter_with(s)
+    reset.restore(state)
+    step(reset, s, 10.0, reading(0.002, start="2025-01-03T00:00:00"))  # reset while no one watched
+    q = quality(start, reset.snapshot())
+    assert (q["resets"], q["interpolated_gaps"], q["interpolated_seconds"], q["coverage"]) == (1, 1, 10.0, 0.0)
+
+
+def test_state_dir_is_one_servers(tmp_path: Path) -> None:
+    from let_backends.tasmota.state import StateStore
+    from let_core.errors import ConfigurationError
+
+    first = StateStore(tmp_path / "st")
+    with pytest.raises(ConfigurationError, match="already uses the state directory"):
+        StateStore(tmp_path / "st")
+    first.close()
+    StateStore(tmp_path / "st").close()  # free again once the first is gone

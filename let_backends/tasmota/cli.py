@@ -31,19 +31,47 @@ def gt() -> None:
 @click.option("--port", default=DEFAULT_SERVER_PORT, show_default=True, type=int)
 @click.option("--token", envvar="LET_GT_TOKEN", default="", help="Bearer token clients must send [env LET_GT_TOKEN].")
 @click.option("--poll-interval", default=1.0, show_default=True, type=float, help="Seconds between socket reads.")
-@click.option("--socket-timeout", default=2.0, show_default=True, type=float, help="Seconds to wait for a socket.")
-def serve(config_file: str, host: str, port: int, token: str, poll_interval: float, socket_timeout: float) -> None:
+@click.option("--socket-timeout", default=2.0, show_default=True, type=float,
+              help="Total seconds one socket request may take (connect to last byte).")
+@click.option("--admin-token", envvar="LET_GT_ADMIN_TOKEN", default="",
+              help="Second token that may list every session id [env LET_GT_ADMIN_TOKEN].")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Where sessions and counters persist across restarts [default: $LET_HOME/gt-server].")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None, help="PEM certificate: serve HTTPS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), default=None, help="PEM private key of --tls-cert.")
+@click.option("--rated-max-w", default=3680.0, show_default=True, type=float,
+              help="The sockets' rated maximum power: faster counter rises are implausible, never energy.")
+@click.option("--max-sessions-per-host", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--max-sessions-per-client", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--max-age-days", default=30.0, show_default=True, type=float,
+              help="Sessions never stopped are dropped after this many days.")
+def serve(config_file: str, host: str, port: int, token: str, poll_interval: float, socket_timeout: float,
+          admin_token: str, state_dir: str | None, tls_cert: str | None, tls_key: str | None,
+          rated_max_w: float, max_sessions_per_host: int, max_sessions_per_client: int,
+          max_age_days: float) -> None:
     """Run the ground-truth server in front of the configured sockets."""
+    from let_backends.tasmota.config import default_state_dir
+
     try:
         sockets = load_server_config(config_file)
         from let_backends.tasmota.server import RunningServer
 
         server = RunningServer(sockets, host=host, port=port, token=token, poll_interval=poll_interval,
-                               socket_timeout=socket_timeout)
+                               socket_timeout=socket_timeout, admin_token=admin_token,
+                               state_dir=state_dir or str(default_state_dir()), tls_cert=tls_cert,
+                               tls_key=tls_key, rated_max_w=rated_max_w,
+                               max_sessions_per_host=max_sessions_per_host,
+                               max_sessions_per_client=max_sessions_per_client, max_age_days=max_age_days)
     except (LetError, ValueError, ImportError) as exc:
         _fail(exc)
-    click.echo(f"LET ground-truth server on http://{host}:{port} (docs at /docs) metering "
-               f"{', '.join(sockets)}{'; token required' if token else ''}")
+    restored = server.service.restored_sessions
+    click.echo(f"LET ground-truth server on {server.scheme}://{host}:{port} (docs at /docs) metering "
+               f"{', '.join(sockets)}{'; token required' if token else ''}; state in "
+               f"{server.service.store.directory if server.service.store else '-'}"
+               + (f"; resumed {restored} open sessions" if restored else ""))
+    if token and not tls_cert:
+        click.echo("Note: the token travels in clear text over HTTP; use --tls-cert/--tls-key on untrusted "
+                   "networks.", err=True)
     server.serve()
 
 
@@ -74,10 +102,13 @@ def config(host: str | None, port: int) -> None:
 @click.option("--address", default=None, help="The socket's ip[:port], instead of --config.")
 @click.option("--user", default="", help="Socket web user (default admin when a password is given).")
 @click.option("--password", default="", help="Socket web password.")
+@click.option("--tolerance", default=2.0, show_default=True, type=float,
+              help="Percent the measured power may differ from --watts for a pass.")
 def calibrate(host: str, volts: float | None, watts: float | None, amps: float | None,
-              config_file: str | None, address: str | None, user: str, password: str) -> None:
+              config_file: str | None, address: str | None, user: str, password: str,
+              tolerance: float) -> None:
     """Calibrate HOST's socket against a known constant load (e.g. an 11 W bulb):
-    SaveData 1, VoltageSet, PowerSet, then Status 8 to check."""
+    SaveData 1, VoltageSet, PowerSet, then Status 8 to check; ends with a verdict."""
     from let_backends.tasmota.protocol import SocketError, TasmotaSocket
 
     try:
@@ -97,6 +128,21 @@ def calibrate(host: str, volts: float | None, watts: float | None, amps: float |
         _fail(exc)
     for command, answer in answers.items():
         click.echo(f"{command}: {json.dumps(answer)}")
+    try:
+        measured = float(answers["Status 8"]["StatusSNS"]["ENERGY"]["Power"])
+    except (KeyError, TypeError, ValueError):
+        raise click.ClickException("verdict: FAILED - the socket's Status 8 has no ENERGY.Power reading; "
+                                   "is this an energy-monitoring Tasmota socket?") from None
+    if watts is None:
+        click.echo(f"verdict: measured {measured:g} W; give --watts (the load's true power) to check it")
+        return
+    off = (measured - watts) / watts * 100.0 if watts else float("inf")
+    if abs(off) <= tolerance:
+        click.echo(f"verdict: OK - measured {measured:g} W vs expected {watts:g} W ({off:+.1f}%, within "
+                   f"{tolerance:g}%)")
+    else:
+        raise click.ClickException(f"verdict: OFF - measured {measured:g} W vs expected {watts:g} W ({off:+.1f}%, "
+                                   f"beyond {tolerance:g}%): keep the load constant and run calibrate again")
 
 
 @gt.command()

@@ -137,6 +137,11 @@ def let_home() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".let"
 
 
+def default_state_dir() -> Path:
+    """Where ``let gt serve`` keeps its SQLite state unless ``--state-dir`` says otherwise."""
+    return let_home() / "gt-server"
+
+
 def remote_config_file() -> Path:
     """``$LET_HOME/GT_REMOTE_CONFIG``: "host:port" of the ground-truth server (LET 0.1.x's file)."""
     return let_home() / REMOTE_CONFIG_NAME
@@ -147,11 +152,47 @@ class ServerLocation:
     host: str
     port: int
     source: str  # where it came from, for messages
+    scheme: str = "http"  # "https" when the host was given as https://NAME (TLS)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _split_scheme(host: str) -> tuple[str, str]:
+    """``https://name`` -> ("https", "name"); a bare name is plain HTTP."""
+    for scheme in ("https", "http"):
+        prefix = f"{scheme}://"
+        if host.lower().startswith(prefix):
+            return scheme, host[len(prefix):].rstrip("/")
+    return "http", host
+
+
+def ca_bundle() -> str | bool:
+    """What clients verify the server's TLS certificate with: ``LET_GT_CA_BUNDLE`` (a PEM file,
+    e.g. the server's self-signed certificate), else the system's trust store."""
+    path = os.environ.get("LET_GT_CA_BUNDLE", "").strip()
+    if not path:
+        return True
+    if not Path(path).expanduser().is_file():
+        raise ConfigurationError(f"LET_GT_CA_BUNDLE={path!r} is not a file; point it at the PEM "
+                                 "certificate (or CA bundle) that signed the server's certificate")
+    return str(Path(path).expanduser())
+
+
+def client_timeout() -> float:
+    """``LET_GT_TIMEOUT``: the most seconds one call to the server (start, stop) may take in all."""
+    raw = os.environ.get("LET_GT_TIMEOUT", "").strip()
+    if not raw:
+        return 10.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigurationError(f"LET_GT_TIMEOUT={raw!r} is not a number of seconds (0-3600]")
+    return value
 
 
 NOT_CONFIGURED = ("no ground-truth server is configured: set LET_GT_HOST and LET_GT_PORT, or run "
@@ -173,8 +214,9 @@ def server_location() -> ServerLocation | None:
     """The configured server (env vars first, then the file), or None. No network access."""
     host = os.environ.get("LET_GT_HOST", "").strip()
     if host:
+        scheme, host = _split_scheme(host)
         return ServerLocation(host, _port(os.environ.get("LET_GT_PORT") or str(DEFAULT_SERVER_PORT),
-                                          "LET_GT_PORT"), "LET_GT_HOST/LET_GT_PORT")
+                                          "LET_GT_PORT"), "LET_GT_HOST/LET_GT_PORT", scheme)
     path = remote_config_file()
     try:
         text = path.read_text(encoding="utf-8").strip()
@@ -182,11 +224,12 @@ def server_location() -> ServerLocation | None:
         return None
     if not text:
         return None
-    host, sep, port = text.rpartition(":")
+    scheme, rest = _split_scheme(text)
+    host, sep, port = rest.rpartition(":")
     if not sep or not host:
         raise ConfigurationError(f"{path} should hold \"HOST:PORT\", found {text!r}; rewrite it with "
                                  "`let gt config --host SERVER-IP --port PORT`")
-    return ServerLocation(host.strip("[]"), _port(port, str(path)), str(path))
+    return ServerLocation(host.strip("[]"), _port(port, str(path)), str(path), scheme)
 
 
 def write_remote_config(host: str, port: int) -> Path:

@@ -78,6 +78,10 @@ class EmulatedSocket:
         self._down_until = 0.0  # monotonic time until which a reboot keeps it silent
         self._hang = threading.Event()  # set: requests get no answer (a timeout for clients)
         self._released = threading.Event()
+        #: Raw bodies handed out instead of the next Status 8/10 answers (bad-reading tests).
+        self.injected: deque[bytes] = deque()
+        #: Seconds between the bytes of every answer: a socket on a bad Wi-Fi link.
+        self.trickle_s = 0.0
         self.boot_count = 1
         self._boot_t = 0.0  # emulated time of the last boot
         self.requests = 0
@@ -176,6 +180,18 @@ class EmulatedSocket:
     def resume(self) -> None:
         self._hang.clear()
         self._released.set()
+
+    def inject(self, *bodies: bytes | str | dict[str, Any]) -> None:
+        """The next energy reads answer these bodies verbatim (``{"Total": inf}`` style dicts are
+        merged into a real answer, written with ``Infinity``/``NaN`` as Python's json does)."""
+        with self._lock:
+            for body in bodies:
+                if isinstance(body, dict):
+                    self.advance()
+                    answer = {"StatusSNS": {"Time": self._clock().strftime(_FMT),
+                                            "ENERGY": {**self._energy(), **body}}}
+                    body = json.dumps(answer)
+                self.injected.append(body.encode() if isinstance(body, str) else body)
 
     @property
     def down(self) -> bool:
@@ -302,14 +318,33 @@ def _handler_for(socket: EmulatedSocket) -> type[BaseHTTPRequestHandler]:
             if not cmnd:
                 self._reply(200, {"Command": "Unknown"})
                 return
+            if cmnd.strip().lower() in ("status 8", "status 10") and socket.injected:
+                try:
+                    raw = socket.injected.popleft()
+                except IndexError:
+                    raw = None
+                if raw is not None:
+                    with socket._lock:
+                        socket.advance()  # the counter goes on underneath the bad answer
+                    self._send(200, raw)
+                    return
             self._reply(200, socket.execute(cmnd))
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body, separators=(",", ":")).encode()
+            self._send(status, json.dumps(body, separators=(",", ":")).encode())
+
+        def _send(self, status: int, data: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if socket.trickle_s > 0:
+                self.wfile.flush()
+                for i in range(len(data)):
+                    time.sleep(socket.trickle_s)
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                return
             self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -2,14 +2,30 @@
 
 The socket's ``Total`` is a counter other people (and LET 0.1.x) may reset, and that falls back
 to its last flash save when the socket reboots. The server therefore never uses one reading's
-``Total`` as an answer: it adds up the increases between consecutive readings. A drop is a
-reset or reboot, not negative energy; the energy of that polling interval is then estimated from
-the measured power (and counted as estimated, so data quality can say so). A socket that does not
-answer opens a gap; when it answers again with a higher counter, the gap's energy is exact.
+``Total`` as an answer: it adds up the increases between consecutive readings.
+
+Every reading is checked before it counts (``Limits``): finite, non-negative, a counter below
+``max_total_kwh`` (beyond it a float cannot resolve the 0.01 Wh steps, so ``1e308`` would make
+every later increase 0) and a rise no faster than the socket's rated maximum power over the
+elapsed time. What fails the check is never energy:
+
+- a reading that is not finite/negative/absurd is a failed poll (the gap stays open, the last
+  good reading stays the baseline, so one bad answer never poisons later sessions);
+- a rise faster than the rated power (someone ran ``EnergyTotal 5000000``) and a drop (reset or
+  reboot) close the interval as an *interpolated gap*: its energy is estimated from the measured
+  power and the new reading becomes the baseline.
+
+A socket that does not answer opens an outage; when it answers again with a plausible increase
+(and its uptime says it did not reboot), the outage's energy is the counter's exact increase and
+it costs no coverage. Otherwise the outage is an interpolated gap too.
+
+Coverage of a session = 1 - interpolated seconds / duration. The clock is wall time
+(``time.time``) so that a server restart can continue from persisted counters.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -20,21 +36,59 @@ from let_backends.tasmota.protocol import EnergyReading, SocketError
 
 #: Counter noise below half the 0.01 Wh resolution is not a drop.
 _DROP_TOLERANCE_KWH = 0.000005
+#: A 16 A socket at 230 V: the most a Tasmota plug (Nous A1T, Sonoff S31) can deliver.
+DEFAULT_RATED_MAX_W = 3680.0
+
+
+@frozen
+class Limits:
+    """What a plausible reading looks like (the server's ``--rated-max-w``)."""
+
+    rated_max_w: float = DEFAULT_RATED_MAX_W
+    #: Beyond 1e9 kWh a double no longer resolves the 1e-5 kWh counter step.
+    max_total_kwh: float = 1e9
+    #: Slack for the rise check: request timing jitter and the counter's rounding.
+    slack_s: float = 1.0
+    slack_kwh: float = 0.00002
+
+    def problem(self, reading: EnergyReading) -> str:
+        """Why a reading on its own is implausible, or "" when it is fine."""
+        for name, value in (("Total", reading.total_kwh), ("Power", reading.power_w)):
+            if not math.isfinite(value):
+                return f"{name} is {value!r}"
+            if value < 0:
+                return f"{name} is negative ({value!r})"
+        if reading.total_kwh > self.max_total_kwh:
+            return f"Total {reading.total_kwh!r} kWh is beyond any real counter"
+        if reading.power_w > self.rated_max_w * 1.1:
+            return f"Power {reading.power_w!r} W is above the socket's rated {self.rated_max_w:g} W"
+        return ""
+
+    def max_rise_kwh(self, dt: float) -> float:
+        return self.rated_max_w * (max(dt, 0.0) + self.slack_s) / 3.6e6 + self.slack_kwh
 
 
 @frozen
 class Snapshot:
-    """Cumulative counters of one host at one moment; sessions are differences of two."""
+    """Cumulative counters of one host at one moment (wall time); sessions are differences."""
 
-    mono: float
+    mono: float  # the meter's clock (wall seconds) at this snapshot
     energy_kwh: float
     estimated_kwh: float
     resets: int
     reboots: int
-    gaps: int
-    gap_s: float
+    gaps: int  # outages (socket silent), closed or open
+    gap_s: float  # seconds of outages
     in_gap: bool
     power_w: float | None
+    #: interpolated intervals: closed ones, plus the open outage (which may still turn out exact)
+    interp_n_closed: int = 0
+    interp_n: int = 0
+    interp_s: float = 0.0
+    implausible: int = 0
+    #: half the request time of the reading this snapshot stands on: when, within the request,
+    #: the socket took it is unknown (a session's boundary is that uncertain in time)
+    timing_s: float = 0.0
 
 
 @define
@@ -44,14 +98,18 @@ class HostMeter:
     #: Seconds since the socket booted (Status 11); asked only when a gap closes, because a
     #: socket that rebooted in a gap may already have counted past its old Total.
     uptime: Callable[[], float | None] | None = None
-    clock: Callable[[], float] = time.monotonic
-    # cumulative since the server began metering this host
+    clock: Callable[[], float] = time.time
+    limits: Limits = Limits()
+    # cumulative since the server began metering this host (persisted across restarts)
     energy_kwh: float = 0.0
     estimated_kwh: float = 0.0
     resets: int = 0
     reboots: int = 0
     gaps: int = 0
     gap_s_closed: float = 0.0
+    interp_n: int = 0
+    interp_s: float = 0.0
+    implausible: int = 0
     polls: int = 0
     failures: int = 0
     last: EnergyReading | None = None
@@ -61,19 +119,23 @@ class HostMeter:
     last_attempt_start: float = -1.0
     last_attempt_end: float = -1.0
     last_attempt_ok: bool = False
+    last_read_s: float = 0.0  # how long the last good reading's request took
     started: float = 0.0
+    #: bumped on every change, so the state store writes only what moved
+    version: int = 0
     _lock: threading.Lock = field(init=False, factory=threading.Lock)  # guards the counters
     _poll_lock: threading.Lock = field(init=False, factory=threading.Lock)  # one socket read at a time
 
     def __attrs_post_init__(self) -> None:
-        self.started = self.clock()
+        if not self.started:
+            self.started = self.clock()
 
     # ------------------------------------------------------------------------------ polling
     def refresh(self, arrival: float | None = None, wait_s: float = 10.0) -> bool:
         """Make sure a reading attempted after ``arrival`` exists; True if the socket answered.
 
         Concurrent callers coalesce: one polls, the others reuse its attempt. A caller never waits
-        for more than ``wait_s`` plus one attempt (each bounded by the socket timeout).
+        for more than ``wait_s`` plus one attempt (each bounded by the socket's total deadline).
         """
         arrival = self.clock() if arrival is None else arrival
         if not self._poll_lock.acquire(timeout=wait_s):
@@ -100,8 +162,15 @@ class HostMeter:
             return False
         finally:
             self.last_attempt_end = self.clock()
+        problem = self.limits.problem(reading)
+        if problem:
+            with self._lock:
+                self.implausible += 1
+            self._failed(t0, f"implausible reading ignored: {problem}")
+            return False
         # The reading was taken somewhere during the request; its middle is the best guess.
         t = (t0 + self.last_attempt_end) / 2.0
+        self.last_read_s = self.last_attempt_end - t0
         rebooted = False
         if self.failing_since is not None and self.last_ok is not None and self.uptime is not None:
             try:
@@ -117,44 +186,74 @@ class HostMeter:
         with self._lock:
             self.polls += 1
             self.failures += 1
+            self.version += 1
             self.last_error = error
             self.last_attempt_ok = False
             if self.failing_since is None:
-                self.failing_since = self.last_ok if self.last_ok is not None else t0
+                self.failing_since = self.last_ok if self.last_ok is not None else self.started
                 self.gaps += 1
+
+    def _interpolate(self, last: EnergyReading, reading: EnergyReading, dt: float) -> float:
+        """Energy of an interval the counter cannot tell: the mean of the two power readings."""
+        estimate = (last.power_w + reading.power_w) / 2.0 * dt / 3.6e6
+        self.energy_kwh += estimate
+        self.estimated_kwh += estimate
+        self.interp_n += 1
+        self.interp_s += dt
+        return estimate
 
     def _ingest(self, reading: EnergyReading, t: float, rebooted: bool = False) -> None:
         with self._lock:
             self.polls += 1
+            self.version += 1
             last, last_ok = self.last, self.last_ok
+            note = ""
             if last is not None and last_ok is not None:
+                dt = max(t - last_ok, 0.0)
                 delta = reading.total_kwh - last.total_kwh
-                if delta >= -_DROP_TOLERANCE_KWH and not rebooted:
-                    self.energy_kwh += max(delta, 0.0)
-                else:
+                if rebooted or delta < -_DROP_TOLERANCE_KWH:
                     # Counter went down: reset (new TotalStartTime or back to ~0) or reboot (back to
                     # the last flash save). The interval's energy comes from the power readings.
-                    estimate = (last.power_w + reading.power_w) / 2.0 * max(t - last_ok, 0.0) / 3.6e6
-                    self.energy_kwh += estimate
-                    self.estimated_kwh += estimate
+                    estimate = self._interpolate(last, reading, dt)
                     if not rebooted and (reading.total_start_time != last.total_start_time
                                          or reading.total_kwh <= estimate + _DROP_TOLERANCE_KWH):
                         self.resets += 1
                     else:
                         self.reboots += 1
+                elif delta > self.limits.max_rise_kwh(dt):
+                    # Faster than the socket can deliver: someone set the counter. Never energy.
+                    self._interpolate(last, reading, dt)
+                    self.implausible += 1
+                    note = (f"counter jumped by {delta:.5f} kWh in {dt:.1f} s (more than "
+                                       f"{self.limits.rated_max_w:g} W); interval interpolated")
+                else:
+                    self.energy_kwh += max(delta, 0.0)
+            elif self.failing_since is not None:
+                # No reading since the server began metering: that time is not metered at all.
+                self.interp_n += 1
+                self.interp_s += max(t - self.failing_since, 0.0)
             if self.failing_since is not None:
                 self.gap_s_closed += max(t - self.failing_since, 0.0)
                 self.failing_since = None
+            self.last_error = note
             self.last, self.last_ok = reading, t
-            self.last_error = ""
 
     # ------------------------------------------------------------------------------ reading
-    def snapshot(self, now: float | None = None) -> Snapshot:
+    def snapshot(self, now: float | None = None, at_reading: bool = False) -> Snapshot:
+        """Counters now. ``at_reading``: stamped with the time of the last good reading when the
+        socket is answering, so that a session's duration spans exactly the readings its energy
+        comes from (under load the gap between reading and snapshot was up to 0.2 s: 7% of 3 s)."""
         now = self.clock() if now is None else now
         with self._lock:
+            if at_reading and self.failing_since is None and self.last_ok is not None:
+                now = self.last_ok
             energy, estimated, gap_s = self.energy_kwh, self.estimated_kwh, self.gap_s_closed
+            interp_n, interp_s = self.interp_n, self.interp_s
             if self.failing_since is not None:
-                gap_s += max(now - self.failing_since, 0.0)
+                open_s = max(now - self.failing_since, 0.0)
+                gap_s += open_s
+                interp_n += 1
+                interp_s += open_s
                 if self.last is not None and self.last_ok is not None:
                     # Provisional: the last power for the silent time. Replaced by the counter's
                     # exact increase if the socket answers again without having lost it.
@@ -163,7 +262,10 @@ class HostMeter:
                     estimated += extra
             return Snapshot(now, energy, estimated, self.resets, self.reboots, self.gaps, gap_s,
                             self.failing_since is not None,
-                            self.last.power_w if self.last is not None else None)
+                            self.last.power_w if self.last is not None else None,
+                            interp_n_closed=self.interp_n, interp_n=interp_n, interp_s=interp_s,
+                            implausible=self.implausible,
+                            timing_s=self.last_read_s / 2.0 if self.failing_since is None else 0.0)
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -185,25 +287,71 @@ class HostMeter:
                 "reboots": self.reboots,
                 "gaps": self.gaps,
                 "gap_seconds": round(snap.gap_s, 3),
+                "interpolated_seconds": round(snap.interp_s, 3),
+                "implausible_readings": self.implausible,
                 "estimated_kwh": snap.estimated_kwh,
                 "polls": self.polls,
                 "failures": self.failures,
                 "last_error": self.last_error,
             }
 
+    # ------------------------------------------------------------------------------ persistence
+    _STATE_FIELDS = ("energy_kwh", "estimated_kwh", "resets", "reboots", "gaps", "gap_s_closed",
+                     "interp_n", "interp_s", "implausible", "last_ok", "failing_since", "started")
+
+    def state(self) -> dict[str, Any]:
+        """The counters and the baseline reading, consistent with each other (one lock)."""
+        with self._lock:
+            out: dict[str, Any] = {k: getattr(self, k) for k in self._STATE_FIELDS}
+            out["last"] = self.last.as_dict() if self.last is not None else None
+            out["version"] = self.version
+            return out
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a persisted state. The time the server was down is an open outage from
+        the last good reading: the next reading closes it exactly (counter rose plausibly, no
+        reboot) or as an interpolated gap."""
+        with self._lock:
+            for k in ("energy_kwh", "estimated_kwh", "gap_s_closed", "interp_s", "started"):
+                setattr(self, k, float(state.get(k) or 0.0))
+            for k in ("resets", "reboots", "gaps", "interp_n", "implausible"):
+                setattr(self, k, int(state.get(k) or 0))
+            last = state.get("last")
+            self.last = EnergyReading.from_dict(last) if last else None
+            self.last_ok = float(state["last_ok"]) if state.get("last_ok") is not None else None
+            since = state.get("failing_since")
+            if since is None:
+                since = self.last_ok if self.last_ok is not None else self.started
+                self.gaps += 1
+            self.failing_since = float(since)
+            self.last_error = "the server restarted; waiting for the socket's next reading"
+
 
 def quality(start: Snapshot, stop: Snapshot) -> dict[str, Any]:
-    """What happened to a host's metering between two snapshots."""
+    """What happened to a host's metering between two snapshots, with the coverage figures."""
+    duration = max(stop.mono - start.mono, 0.0)
     gaps = stop.gaps - start.gaps + (1 if start.in_gap else 0)
     resets = stop.resets - start.resets
     reboots = stop.reboots - start.reboots
     estimated = max(stop.estimated_kwh - start.estimated_kwh, 0.0)
+    interp_s = min(max(stop.interp_s - start.interp_s, 0.0), duration)
+    interp_n = max(stop.interp_n - start.interp_n_closed, 0)
+    if interp_s <= 0.0:
+        interp_n = 0
+    coverage = 1.0 - interp_s / duration if duration > 0 else (0.0 if stop.in_gap else 1.0)
     return {
-        "complete": gaps == 0 and resets == 0 and reboots == 0,
+        "complete": gaps == 0 and resets == 0 and reboots == 0 and interp_n == 0,
+        "coverage": round(min(max(coverage, 0.0), 1.0), 6),
+        "interpolated_gaps": interp_n,
+        "interpolated_seconds": round(interp_s, 3),
         "gaps": gaps,
         "gap_seconds": round(max(stop.gap_s - start.gap_s, 0.0), 3),
         "resets": resets,
         "reboots": reboots,
+        "implausible": stop.implausible - start.implausible,
         "estimated_kwh": estimated,
         "socket_online": not stop.in_gap,
+        # the duration is uncertain by this much: each boundary reading was taken somewhere
+        # within its request (an energy error up to power x this, for a short session)
+        "timing_uncertainty_s": round(start.timing_s + stop.timing_s, 4),
     }

@@ -1,15 +1,22 @@
 """Tasmota's HTTP command API (``http://IP/cm?cmnd=...``), as the ground-truth server uses it.
 
 Only reads and calibration commands are sent: nothing here resets a socket's counters.
-``requests`` is imported when a socket is first created, not with this module.
+
+Requests go through ``http_get``: a small HTTP/1.1 GET over a plain socket with one *total*
+deadline (connect, send, every byte of the answer) and a size limit. ``requests``' timeouts
+apply per read, so a socket that trickles one byte a second held a poller for as long as it
+liked; Tasmota's web server speaks plain HTTP with short JSON answers, which is all this needs.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import socket as _socket
 import time
 from datetime import datetime
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 from attrs import frozen
 
@@ -18,6 +25,8 @@ from let_core.errors import LetError
 TASMOTA_TIME = "%Y-%m-%dT%H:%M:%S"
 #: ``EnergyRes 5``: Total in 0.00001 kWh (0.01 Wh) steps, the finest the firmware offers.
 ENERGY_RESOLUTION = 5
+#: Tasmota's answers are a few hundred bytes; anything far larger is not a socket.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class SocketError(LetError):
@@ -53,6 +62,16 @@ class EnergyReading:
             raise SocketError(f"the answer has no StatusSNS.ENERGY.Total ({exc!r}); is this a Tasmota "
                               "socket with energy monitoring (e.g. Nous A1T)?") from None
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EnergyReading:
+        """The inverse of ``as_dict`` (the server's persisted baseline)."""
+        return cls(total_kwh=float(data["total_kwh"]), power_w=float(data["power_w"]),
+                   voltage_v=_opt_float(data.get("voltage_v")), current_a=_opt_float(data.get("current_a")),
+                   total_start_time=str(data.get("total_start_time") or ""),
+                   socket_time=str(data.get("socket_time") or ""),
+                   today_kwh=_opt_float(data.get("today_kwh")),
+                   yesterday_kwh=_opt_float(data.get("yesterday_kwh")))
+
     def as_dict(self) -> dict[str, Any]:
         return {"total_kwh": self.total_kwh, "power_w": self.power_w, "voltage_v": self.voltage_v,
                 "current_a": self.current_a, "total_start_time": self.total_start_time,
@@ -75,20 +94,95 @@ def parse_tasmota_time(text: str) -> datetime | None:
         return None
 
 
+class HttpTimeout(OSError):
+    """The whole request did not finish within its deadline."""
+
+
+def http_get(address: str, target: str, deadline_s: float,
+             max_bytes: int = MAX_ANSWER_BYTES) -> tuple[int, bytes]:
+    """``GET target`` from ``address`` ("ip[:port]"): (status, body), all within ``deadline_s``.
+
+    Raises ``OSError`` (``HttpTimeout`` past the deadline) on any network failure and
+    ``ValueError`` for an answer that is not HTTP or is larger than ``max_bytes``.
+    """
+    end = time.monotonic() + deadline_s
+    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "80")
+    if not host:
+        host, port = address, "80"
+
+    def left() -> float:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise HttpTimeout(f"no complete answer within {deadline_s:g} s")
+        return remaining
+
+    with _socket.create_connection((host.strip("[]"), int(port)), timeout=left()) as conn:
+        conn.settimeout(left())
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n"
+                     "Accept: application/json\r\n\r\n".encode("ascii"))
+        data = bytearray()
+        while True:
+            conn.settimeout(left())  # the remaining total, not a fresh per-read allowance
+            try:
+                chunk = conn.recv(8192)
+            except _socket.timeout:
+                raise HttpTimeout(f"no complete answer within {deadline_s:g} s") from None
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > max_bytes + 8192:
+                raise ValueError(f"answer larger than {max_bytes} bytes")
+            complete = _complete(bytes(data))
+            if complete is not None:
+                return complete
+    complete = _complete(bytes(data), eof=True)
+    if complete is None:
+        raise ValueError("the connection closed before a complete HTTP answer")
+    return complete
+
+
+def _complete(data: bytes, eof: bool = False) -> tuple[int, bytes] | None:
+    """(status, body) once ``data`` holds a whole answer, else None."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+    if match is None:
+        raise ValueError(f"not an HTTP answer: {lines[0][:60]!r}")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    status = int(match.group(1))
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        out, rest = bytearray(), body
+        while True:
+            size_line, sep, rest = rest.partition(b"\r\n")
+            if not sep:
+                return None
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                return status, bytes(out)
+            if len(rest) < size + 2:
+                return None
+            out += rest[:size]
+            rest = rest[size + 2:]
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        if length > MAX_ANSWER_BYTES:
+            raise ValueError(f"answer of {length} bytes announced")
+        return (status, body[:length]) if len(body) >= length else None
+    return (status, body) if eof else None
+
+
 class TasmotaSocket:
-    """A connection to one socket. Thread-safe enough for one poller plus occasional commands:
-    ``requests.Session`` is used from one thread at a time by the server's per-host lock."""
+    """One socket. ``timeout`` is the total deadline of one request (connect to last byte)."""
 
     def __init__(self, address: str, user: str = "", password: str = "", timeout: float = 2.0,
                  retries: int = 1) -> None:
-        import requests
-
         self.address = address
         self.user = user
         self.password = password
         self.timeout = timeout
         self.retries = max(0, int(retries))
-        self._session = requests.Session()
         self._resolution_set = False
 
     @property
@@ -97,30 +191,29 @@ class TasmotaSocket:
 
     def command(self, cmnd: str) -> dict[str, Any]:
         """Send one command and return its JSON answer; bounded retries on network errors."""
-        import requests
-
         params = {"cmnd": cmnd}
         if self.password:
             params = {"user": self.user or "admin", "password": self.password, **params}
+        target = "/cm?" + urlencode(params)
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                response = self._session.get(f"{self.base_url}/cm", params=params, timeout=self.timeout)
-            except requests.RequestException as exc:
+                status, body = http_get(self.address, target, self.timeout)
+            except (OSError, ValueError) as exc:
                 last = exc
                 if attempt < self.retries:
                     time.sleep(0.05 * (attempt + 1))
                 continue
-            if response.status_code == 401:
+            if status == 401:
                 raise SocketError(f"socket {self.address} refused the credentials (401); set \"user\" "
                                   "and \"password\" for this host in the config (Tasmota's WebPassword)")
-            if response.status_code != 200:
-                raise SocketError(f"socket {self.address} answered HTTP {response.status_code} to {cmnd!r}")
+            if status != 200:
+                raise SocketError(f"socket {self.address} answered HTTP {status} to {cmnd!r}")
             try:
-                data = response.json()
+                data = json.loads(body.decode("utf-8", "replace"))
             except ValueError:
                 raise SocketError(f"socket {self.address} answered {cmnd!r} with non-JSON "
-                                  f"{response.text[:80]!r}") from None
+                                  f"{body[:80]!r}") from None
             if not isinstance(data, dict):
                 raise SocketError(f"socket {self.address} answered {cmnd!r} with {data!r}")
             if data.get("Command") == "Unknown":
@@ -170,4 +263,4 @@ class TasmotaSocket:
         return answers
 
     def close(self) -> None:
-        self._session.close()
+        """Nothing to release: every request has its own connection."""

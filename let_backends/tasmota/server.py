@@ -8,12 +8,17 @@ Routes (JSON everywhere; ``/docs`` has the OpenAPI page):
 - ``GET /hosts``, ``GET /hosts/{host}``    status of every / one host
 - ``GET /hosts/{host}/power``              live power
 - ``POST /hosts/{host}/sessions``          start a session -> ``session_id``
-- ``GET /sessions``, ``GET /sessions/{id}`` running sessions, energy so far
-- ``POST /sessions/{id}/stop``             stop -> energy, duration, data quality
+- ``GET /sessions``                        open sessions; their ids only with the admin token
+- ``GET /sessions/{id}``                   a running session's energy so far
+- ``POST /sessions/{id}/stop``             stop -> energy, duration, data quality, coverage
 - ``DELETE /sessions/{id}``                drop a session without a result
 
-With a token (``LET_GT_TOKEN`` or ``token=``), every route but ``/health`` and the docs needs
-``Authorization: Bearer TOKEN``.
+With a token (``LET_GT_TOKEN`` or ``token=``), every route but ``/health`` needs
+``Authorization: Bearer TOKEN`` (the docs and the OpenAPI schema too). The admin token
+(``LET_GT_ADMIN_TOKEN``) is accepted everywhere and is the only one that sees session ids of
+others: an id is the capability to read, stop or drop a session, returned only to its opener.
+Request bodies above ``MAX_BODY_BYTES`` get a 413; a cap of open sessions per host and per client
+address answers 429 instead of evicting running sessions.
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves the endpoint annotations at
@@ -25,13 +30,64 @@ import time
 from typing import Any, Mapping
 
 from let_backends.tasmota.config import SocketConfig
-from let_backends.tasmota.service import GroundTruthService, UnknownHost, UnknownSession
+from let_backends.tasmota.meter import Limits
+from let_backends.tasmota.service import (GroundTruthService, SocketNeverAnswered, TooManySessions,
+                                          UnknownHost, UnknownSession)
 
-_OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+_OPEN_PATHS = frozenset({"/health"})
+#: The largest body a route takes is {"label": <= 200 chars}.
+MAX_BODY_BYTES = 16 * 1024
 
 
-def create_app(service: GroundTruthService, token: str | None = None) -> Any:
-    """The FastAPI application in front of ``service`` (which the caller starts and closes)."""
+class _BodyLimit:
+    """Pure ASGI middleware: refuse bodies above ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await _json(send, 413, {"error": f"request body above {self.limit} bytes"})
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _json(send, 413, {"error": f"request body above {self.limit} bytes"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _json(send: Any, status: int, body: dict[str, Any]) -> None:
+    import json
+
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(service: GroundTruthService, token: str | None = None, admin_token: str | None = None) -> Any:
+    """The FastAPI application in front of ``service`` (which the caller starts and closes).
+
+    Other modules add pages with ``app.include_router(...)`` (the ``/ui`` page does): routes
+    added later sit behind the same token check and body limit.
+    """
     from fastapi import Body, FastAPI, Path, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -39,9 +95,36 @@ def create_app(service: GroundTruthService, token: str | None = None) -> Any:
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     secret = token if token is not None else os.environ.get("LET_GT_TOKEN", "")
+    admin = admin_token if admin_token is not None else os.environ.get("LET_GT_ADMIN_TOKEN", "")
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        # Routes are plain functions run in worker threads, so a stop that waits for a socket
+        # reading never blocks the event loop; 40 threads (anyio's default) queue a crowd of clients.
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+        yield
+
     app = FastAPI(title="LET ground-truth server",
                   description="Wall-socket energy of computers metered by Tasmota smart sockets.",
-                  version="1")
+                  version="1", lifespan=lifespan)
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+
+    def matches(given: str, expected: str) -> bool:
+        # Constant time, so the answer's timing says nothing about how much of a guess was right.
+        return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+    def bearer(request: Request) -> str:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return given.strip() if scheme.lower() == "bearer" else ""
+
+    def is_admin(request: Request) -> bool:
+        return matches(bearer(request), admin)
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else ""
 
     class SessionRequest(BaseModel):
         label: str = Field("", max_length=200, description="free text, e.g. the project name")
@@ -52,11 +135,15 @@ def create_app(service: GroundTruthService, token: str | None = None) -> Any:
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Any:
         if secret and request.url.path not in _OPEN_PATHS:
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret.encode()):
-                return JSONResponse({"error": "missing or wrong bearer token; send 'Authorization: Bearer "
-                                              "TOKEN' (clients: set LET_GT_TOKEN to the server's token)"},
+            given = bearer(request)
+            if not given:
+                return JSONResponse({"error": "this server needs a token and none was sent; set LET_GT_TOKEN "
+                                              "to the server's token", "token": "missing"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            if not (matches(given, secret) or matches(given, admin)):
+                return JSONResponse({"error": "the token sent is not this server's; check LET_GT_TOKEN "
+                                              "against the token the server was started with",
+                                     "token": "wrong"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
@@ -80,8 +167,17 @@ def create_app(service: GroundTruthService, token: str | None = None) -> Any:
 
     @app.exception_handler(UnknownSession)
     async def unknown_session(request: Request, exc: UnknownSession) -> JSONResponse:
-        return error(404, f"no running session {exc.args[0]!r}: it was stopped already, or the server "
-                          "restarted since it began")
+        return error(404, f"no running session {exc.args[0]!r}: it was stopped already, expired, or the "
+                          "server restarted without its state directory since it began",
+                     unknown_session=True)
+
+    @app.exception_handler(TooManySessions)
+    async def too_many(request: Request, exc: TooManySessions) -> JSONResponse:
+        return error(429, str(exc))
+
+    @app.exception_handler(SocketNeverAnswered)
+    async def never_answered(request: Request, exc: SocketNeverAnswered) -> JSONResponse:
+        return error(503, str(exc))
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:  # the last safety net
@@ -111,14 +207,15 @@ def create_app(service: GroundTruthService, token: str | None = None) -> Any:
         return service.power(host)
 
     @app.post("/hosts/{host}/sessions", status_code=201, summary="Start a session")
-    def start(host: str = host_path, body: SessionRequest | None = Body(None)) -> dict[str, Any]:
-        return service.start_session(host, body.label if body else "")
+    def start(request: Request, host: str = host_path,
+              body: SessionRequest | None = Body(None)) -> dict[str, Any]:
+        return service.start_session(host, body.label if body else "", client=client_of(request))
 
-    @app.get("/sessions", summary="Running sessions")
-    def sessions(host: str | None = None) -> list[dict[str, Any]]:
+    @app.get("/sessions", summary="Open sessions (ids only for the admin token)")
+    def sessions(request: Request, host: str | None = None) -> list[dict[str, Any]]:
         if host is not None:
             service.meter(host)
-        return service.sessions(host)
+        return service.sessions(host, with_ids=is_admin(request))
 
     @app.get("/sessions/{session_id}", summary="A running session's energy so far")
     def peek(session_id: str = session_path) -> dict[str, Any]:
@@ -135,8 +232,8 @@ def create_app(service: GroundTruthService, token: str | None = None) -> Any:
 
     # LET 0.1.x's routes last, so that /hosts/... and /sessions/... are matched first.
     @app.get("/{host}/start", summary="Start tracking a host (LET 0.1.x)")
-    def legacy_start(host: str = host_path) -> dict[str, Any]:
-        return service.legacy_start(host)
+    def legacy_start(request: Request, host: str = host_path) -> dict[str, Any]:
+        return service.legacy_start(host, client=client_of(request))
 
     @app.get("/{host}/stop", summary="Energy since the host's last start (LET 0.1.x)")
     def legacy_stop(host: str = host_path) -> dict[str, Any]:
@@ -153,21 +250,35 @@ class RunningServer:
 
     def __init__(self, sockets: Mapping[str, SocketConfig], host: str = "127.0.0.1", port: int = 8000,
                  token: str | None = None, poll_interval: float = 1.0, socket_timeout: float = 2.0,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", *, admin_token: str | None = None,
+                 state_dir: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
+                 rated_max_w: float | None = None, max_sessions_per_host: int | None = None,
+                 max_sessions_per_client: int | None = None, max_age_days: float | None = None) -> None:
         import uvicorn
 
-        self.service = GroundTruthService(sockets, poll_interval=poll_interval,
-                                          socket_timeout=socket_timeout)
-        self.app = create_app(self.service, token)
+        from let_backends.tasmota import service as svc
+
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key (PEM files)")
+        self.service = GroundTruthService(
+            sockets, poll_interval=poll_interval, socket_timeout=socket_timeout, state_dir=state_dir,
+            limits=Limits(rated_max_w=rated_max_w) if rated_max_w else None,
+            max_sessions_per_host=max_sessions_per_host or svc.MAX_SESSIONS_PER_HOST,
+            max_sessions_per_client=max_sessions_per_client or svc.MAX_SESSIONS_PER_CLIENT,
+            max_age_days=max_age_days or svc.DEFAULT_MAX_AGE_DAYS)
+        self.app = create_app(self.service, token, admin_token)
+        # h11's limit on a request's headers keeps a header flood bounded too.
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level,
-                                access_log=False, timeout_graceful_shutdown=3)
+                                access_log=False, timeout_graceful_shutdown=3,
+                                ssl_certfile=tls_cert, ssl_keyfile=tls_key, h11_max_incomplete_event_size=16384)
         self._server = uvicorn.Server(config)
         self.host, self.port = host, port
+        self.scheme = "https" if tls_cert else "http"
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def serve(self) -> None:
         """Serve in this thread until interrupted (Ctrl-C)."""

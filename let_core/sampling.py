@@ -1,4 +1,7 @@
-"""Counter integration and a light background sampler, shared by the RAPL, NVML and jetson backends.
+"""Counter integration and a light background sampler: the base of every metered backend.
+
+Public API for plugin authors (``from let_core.sampling import SampledBackend, Sampler, ...``):
+LET's RAPL, NVML and jetson backends are built on it, and so can a third-party meter.
 
 Hardware energy counters wrap (RAPL's ``energy_uj`` at ``max_energy_range_uj``) or reset (a
 driver reload, a hot-plugged device). Reading only at start and stop cannot tell a wrap from a
@@ -24,6 +27,9 @@ import time
 from typing import ClassVar, TYPE_CHECKING, Callable, Literal, Mapping
 
 from attrs import define, field, frozen
+
+__all__ = ["Channel", "Interval", "Meter", "SampledBackend", "Sampler", "Snapshot", "interval_extras",
+           "safe_interval"]
 
 if TYPE_CHECKING:
     from let_core.interfaces import LiveReading
