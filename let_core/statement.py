@@ -214,7 +214,10 @@ def _join(items: Sequence[str]) -> str:
 
 
 def hardware_phrase(hardware: Sequence[str]) -> str:
-    named = list(dict.fromkeys(h for h in hardware if h))
+    # A CodeCarbon run with a GPU is described as "CPU and GPU" (records.hardware_from_codecarbon);
+    # split into devices so a CPU-only run of the same machine does not name its CPU twice.
+    named = list(dict.fromkeys(device.strip() for h in hardware if h
+                               for device in h.split(" and ") if device.strip()))
     if not named:
         return "unspecified hardware"
     return _join([_with_article(h) for h in named])
