@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from attrs import frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import REQUIRED_COLUMNS, is_legacy, legacy_fields
+from let_core.records import MAX_ENERGY_KWH, REQUIRED_COLUMNS, as_float, is_legacy, legacy_fields
 
 
 
@@ -110,6 +110,7 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
     """Every row of the file; read whole before anything is merged, so that a file damaged
     half-way (binary bytes, a stray NUL) merges nothing rather than part of itself."""
     rows = []
+    invalid: list[str] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -118,10 +119,21 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
                 if len(fields) != len(header):
                     continue  # a truncated last line of a killed writer
                 row = dict(zip(header, fields))
+                energy = row.get("energy_consumed", "").strip()
+                # An empty cell is a known gap (warned, not counted); a value that is there but
+                # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
+                # store a figure that the statement then silently leaves out.
+                if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
+                    invalid.append(f"line {reader.line_num}: {energy!r}")
                 rows.append({**row, **legacy_fields(row)} if is_legacy(row) else row)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigurationError(f"{path}: cannot be read as an emissions file past its header "
                                  f"({exc}); is it damaged? Nothing was merged.") from exc
+    if invalid:
+        shown = "; ".join(invalid[:5]) + (f" and {len(invalid) - 5} more" if len(invalid) > 5 else "")
+        raise ConfigurationError(
+            f"{path}: energy_consumed must be a number of kWh between 0 and {MAX_ENERGY_KWH:g}; "
+            f"{shown}. Fix or remove those rows (an unknown energy is an empty cell). Nothing was merged.")
     return rows
 
 

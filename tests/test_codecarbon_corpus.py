@@ -110,7 +110,7 @@ def test_load_results_reads_every_run(name: str, tmp_path: Path) -> None:
     assert latest["energy_consumed"].sum() == pytest.approx(expected.kwh)
     assert sorted(latest["duration"]) == pytest.approx(sorted(_last_durations(CORPUS / name)))
     blank_warnings = [w for w in caught if issubclass(w.category, LetWarning)
-                      and "no energy_consumed value" in str(w.message)]
+                      and "no usable energy_consumed value" in str(w.message)]
     assert bool(blank_warnings) == bool(expected.blank)
     if expected.blank:
         assert "e0000000-0000-4000-8000-000000000002" in str(blank_warnings[0].message)
@@ -157,7 +157,7 @@ def test_let_merge_then_statement(name: str, tmp_path: Path) -> None:
 
 def test_empty_energy_cell_is_a_row_warning_not_no_stored_runs(tmp_path: Path) -> None:
     folder = _as_store("cc2_empty_energy.csv", tmp_path)
-    with pytest.warns(LetWarning, match=r"1 row\(s\) have no energy_consumed.*e0000000-0000-4000-8000-000000000002"):
+    with pytest.warns(LetWarning, match=r"1 row\(s\) have no usable energy_consumed.*e0000000-0000-4000-8000-000000000002"):
         text = paper_statement(folder)
     assert _statement_kwh(text) == pytest.approx(0.06)
     # a store whose only row has no energy says so instead of "no stored runs"
@@ -165,7 +165,7 @@ def test_empty_energy_cell_is_a_row_warning_not_no_stored_runs(tmp_path: Path) -
     only.mkdir()
     lines = (CORPUS / "cc2_empty_energy.csv").read_text().splitlines()
     (only / "emissions.csv").write_text("\n".join([lines[0], lines[2]]) + "\n")
-    with pytest.warns(LetWarning, match="no energy_consumed"):
+    with pytest.warns(LetWarning, match="no usable energy_consumed"):
         with pytest.raises(Exception) as info:
             paper_statement(only)
     assert "no stored runs" not in str(info.value) and "1 stored row(s)" in str(info.value)

@@ -8,7 +8,6 @@ here, never on the tracking path.
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from attrs import frozen
 
 from let_core.errors import LetWarning, StoreError
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS, as_float, legacy_fields
+from let_core.records import MAX_ENERGY_KWH, NUMERIC_COLUMNS, STORE_COLUMNS, as_float, legacy_fields
 from let_core.store import Store, _check_filters, _data_end, _read_header
 
 if TYPE_CHECKING:
@@ -335,7 +334,8 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     frame = frame.rename(columns=_renamed_columns(header))
     if "energy_consumed" in frame:
         errors = frame["error"].fillna("").astype(str).str.strip() if "error" in frame else ""
-        blank = frame["energy_consumed"].isna() & (errors == "")
+        energy = frame["energy_consumed"]
+        blank = ~energy.between(0, MAX_ENERGY_KWH) & (errors == "")  # NaN fails between() too
         if blank.any():
             shown = [c for c in ("run_id", "timestamp") if c in frame]
             warn_blank_energy(store.path, frame.loc[blank, shown].astype(object).fillna("")
@@ -352,9 +352,11 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
 
 
 def blank_energy(row: Mapping[str, Any]) -> bool:
-    """A row without an energy figure that does not say why (a failed backend's row does)."""
+    """A row without a usable energy figure (empty, negative, not a number, above the sanity
+    bound) that does not say why (a failed backend's row does). Counting skips such rows."""
     error = row.get("error")
-    return (not math.isfinite(as_float(row.get("energy_consumed")))
+    energy = as_float(row.get("energy_consumed"))
+    return (not 0 <= energy <= MAX_ENERGY_KWH  # NaN fails too
             and not (isinstance(error, str) and error.strip()))
 
 
@@ -364,7 +366,8 @@ def warn_blank_energy(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
     names = [f"run {row.get('run_id') or '(no run id)'} at {row.get('timestamp') or '?'}"
              for row in rows[:5]]
     more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-    warnings.warn(f"{path}: {len(rows)} row(s) have no energy_consumed value and are not counted: "
+    warnings.warn(f"{path}: {len(rows)} row(s) have no usable energy_consumed value (empty, "
+                  f"negative, not a number or above {MAX_ENERGY_KWH:g} kWh) and are not counted: "
                   f"{'; '.join(names)}{more}. Fill in the energy or delete those rows.",
                   LetWarning, stacklevel=4)
 
