@@ -234,12 +234,37 @@ def median_or(values: list[float], failures: list[str]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def statement_rows(python: str, runs: int, notes: list[str]) -> list[Row]:
+    """bench_statement.py's two medians (its own process, so its 1M-run store and imports do
+    not weigh on the rows above) as rows of this table, against the goals of issue 9."""
+    import re
+
+    script = Path(__file__).with_name("bench_statement.py")
+    done = subprocess.run([python, str(script), "--runs", str(runs), "--repeat", "5"],
+                          env=_env(), capture_output=True, text=True)
+    if done.returncode:
+        notes.append(f"bench_statement.py failed: {done.stderr.strip().splitlines()[-1:]}")
+        return []
+    found = dict(re.findall(r"^(let statement|Parquet load_results)[^\n]*?median ([0-9.]+) s",
+                            done.stdout, flags=re.M))
+    rows: list[Row] = []
+    if "let statement" in found:
+        rows.append((f"`let statement` over {runs:,} stored runs, no totals cache, whole process",
+                     f"{float(found['let statement']):.2f} s", "goal < 1 s", "-", 5))
+    if "Parquet load_results" in found:
+        rows.append((f"Parquet dataset: load_results(columns=TOTALS_COLUMNS) + statement, {runs:,} runs, "
+                     "in process", f"{float(found['Parquet load_results']):.2f} s", "goal < 0.3 s", "-", 5))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7, help="runs per side for process figures")
     parser.add_argument("--work-seconds", type=float, default=20.0, help="length of the CPU workload")
     parser.add_argument("--work-reps", type=int, default=3, help="runs per side of the CPU workload")
     parser.add_argument("--let014", default=os.environ.get("LET014_PYTHON", "/tmp/let014venv/bin/python"))
+    parser.add_argument("--statement-runs", type=int, default=1_000_000,
+                        help="stored runs for the read-side rows (bench_statement.py); 0 skips them")
     args = parser.parse_args(argv)
     python = sys.executable
     let014 = Path(args.let014)
@@ -356,6 +381,10 @@ def main(argv: list[str] | None = None) -> None:
                      fmt_ms(m), base, f"{o / m:.2f}x faster" if o else "-", len(manual)))
         floor = statistics.median(run_process(python, "pass", env=_env(warm_home), cwd=cwd)[0] for _ in range(5))
         notes.append(f"the interpreter alone (python -c pass) takes {fmt_ms(floor)} here.")
+
+        # --- the read side: the statement over a large store ---------------------------------
+        if args.statement_runs:
+            rows.extend(statement_rows(python, args.statement_runs, notes))
 
     shutil.rmtree(SCRATCH_HOME, ignore_errors=True)
     print(f"LET speed figures, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "

@@ -8,7 +8,7 @@ import math
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -103,7 +103,7 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
 
 
 _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
-                  "emissions", "duration", "coverage", "status", "run_id")
+                  "emissions", "duration", "coverage", "run_status", "run_id")
 
 
 @cli.command()
@@ -135,8 +135,11 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
         return
     shown = frame[list(_TABLE_COLUMNS)].copy()
     shown["coverage"] = shown["coverage"].map(_coverage)
-    shown["energy_consumed"] = shown["energy_consumed"].map(lambda v: _fmt(v * 1000, "Wh"))
-    shown["emissions"] = shown["emissions"].map(lambda v: _fmt(v * 1000, "g"))
+    # The statement's units, so a small run reads "12.000 mWh" here as there, never "0.000 Wh".
+    from let_core.statement import format_emissions, format_energy
+
+    shown["energy_consumed"] = shown["energy_consumed"].map(lambda v: _scaled_or_dash(format_energy, v))
+    shown["emissions"] = shown["emissions"].map(lambda v: _scaled_or_dash(format_emissions, v * 1000))
     shown["duration"] = shown["duration"].map(lambda v: _fmt(v, "s"))
     shown["run_id"] = shown["run_id"].astype(str).str[:8]
     click.echo(format_table(list(shown.columns), shown.astype(str).values.tolist()))
@@ -245,6 +248,10 @@ def plot(output_dir: str | None, project_name: str | None, user: str | None, hos
     if frame.empty:
         raise click.ClickException("no stored runs match; nothing to plot (check the filters with `let results`)")
     click.echo(plot_energy(frame, output))
+
+
+def _scaled_or_dash(formatter: Callable[[float], str], value: float) -> str:
+    return "-" if value is None or not math.isfinite(value) else formatter(value)
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -483,7 +490,9 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
                     total += sum(i * i for i in range(10_000))
         result = tracker.stop()
         for backend, measurement in result["measurements"].items():
-            shown = (f"{measurement['energy_consumed'] * 1000:.4f} Wh ({measurement['methodology']}, "
+            from let_core.statement import format_energy
+
+            shown = (f"{format_energy(measurement['energy_consumed'])} ({measurement['methodology']}, "
                      f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")
             click.echo(f"  {backend}: {shown}")
         if keep:

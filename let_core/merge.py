@@ -12,15 +12,13 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from attrs import frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import is_legacy, legacy_fields
+from let_core.records import MAX_ENERGY_KWH, REQUIRED_COLUMNS, as_float, is_legacy, legacy_fields
 
-#: What makes a CSV an emissions file: CodeCarbon's core columns (LET 0.1.x and 1.x have them too).
-REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "run_id", "duration", "emissions", "energy_consumed")
 
 
 @frozen
@@ -67,12 +65,24 @@ def _key(row: Mapping[str, Any]) -> tuple[str, ...]:
     run_id = str(row.get("run_id") or "")
     if run_id:
         return ("id", run_id, str(row.get("backend") or ""), str(row.get("task") or ""))
-    return ("row",) + tuple(f"{k}={v}" for k, v in sorted(row.items()))
+    # No run id (CodeCarbon 1.x): the row is identified by what CodeCarbon wrote for it. Not by
+    # every column: a stored row also has LET's columns, and the file's does not.
+    return ("row",) + tuple(str(row.get(column) or "") for column in _ROW_IDENTITY)
+
+
+_ROW_IDENTITY = ("timestamp", "project_name", "experiment_id", "duration", "emissions",
+                 "energy_consumed")
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
     candidate = Path(path).expanduser()
-    return candidate / "emissions.csv" if candidate.is_dir() else candidate
+    if candidate.is_dir():
+        inside = candidate / "emissions.csv"
+        if not inside.is_file():
+            raise ConfigurationError(f"{candidate} is a folder without an emissions.csv file; give "
+                                     "emissions.csv files or the folders holding them. Nothing was merged.")
+        return inside
+    return candidate
 
 
 def check_file(path: Path) -> list[str]:
@@ -82,8 +92,12 @@ def check_file(path: Path) -> list[str]:
             header = next(csv.reader(handle), [])
     except FileNotFoundError:
         raise ConfigurationError(f"{path}: no such file; give emissions.csv files or their folders") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path}: cannot be read as an emissions file ({exc})") from exc
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path} is not a text (UTF-8) CSV file, so not an emissions file "
+                                 "(LET or CodeCarbon). Nothing was merged.") from None
+    except (OSError, csv.Error) as exc:
+        raise ConfigurationError(f"{path}: cannot be read as an emissions file ({exc}). "
+                                 "Nothing was merged.") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ConfigurationError(
@@ -92,15 +106,35 @@ def check_file(path: Path) -> list[str]:
     return header
 
 
-def _rows(path: Path, header: list[str]) -> Iterable[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for fields in reader:
-            if len(fields) != len(header):
-                continue  # a truncated last line of a killed writer
-            row = dict(zip(header, fields))
-            yield {**row, **legacy_fields(row)} if is_legacy(row) else row
+def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
+    """Every row of the file; read whole before anything is merged, so that a file damaged
+    half-way (binary bytes, a stray NUL) merges nothing rather than part of itself."""
+    rows = []
+    invalid: list[str] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            for fields in reader:
+                if len(fields) != len(header):
+                    continue  # a truncated last line of a killed writer
+                row = dict(zip(header, fields))
+                energy = row.get("energy_consumed", "").strip()
+                # An empty cell is a known gap (warned, not counted); a value that is there but
+                # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
+                # store a figure that the statement then silently leaves out.
+                if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
+                    invalid.append(f"line {reader.line_num}: {energy!r}")
+                rows.append({**row, **legacy_fields(row)} if is_legacy(row) else row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigurationError(f"{path}: cannot be read as an emissions file past its header "
+                                 f"({exc}); is it damaged? Nothing was merged.") from exc
+    if invalid:
+        shown = "; ".join(invalid[:5]) + (f" and {len(invalid) - 5} more" if len(invalid) > 5 else "")
+        raise ConfigurationError(
+            f"{path}: energy_consumed must be a number of kWh between 0 and {MAX_ENERGY_KWH:g}; "
+            f"{shown}. Fix or remove those rows (an unknown energy is an empty cell). Nothing was merged.")
+    return rows
 
 
 def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -133,13 +167,19 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
         raise ConfigurationError("give at least one emissions.csv to merge")
     paths = [_resolve(f) for f in files]
     headers = [check_file(p) for p in paths]
+    contents = [_rows(p, h) for p, h in zip(paths, headers)]
+    from let_core.results.loading import blank_energy, warn_blank_energy
+
+    for path, rows in zip(paths, contents):
+        blank = [row for row in rows if blank_energy(row)]
+        if blank:
+            warn_blank_energy(path, blank)
     store = Store(into)
     if any(p.resolve() == store.path.resolve() for p in paths if p.exists()):
         raise ConfigurationError(f"{store.path} is the target store itself; merge other files into it")
     seen = {_key(row) for row in store.rows()}
     reports = []
-    for path, header in zip(paths, headers):
-        rows = list(_rows(path, header))
+    for path, rows in zip(paths, contents):
         latest = _latest_checkpoints(rows)
         new: list[dict[str, str]] = []
         for row in latest:

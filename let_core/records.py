@@ -223,7 +223,7 @@ class Run:
             "kind": m.kind,
             "scope": m.scope,
             "hardware": m.hardware,
-            "status": self.status,
+            "run_status": self.status,
             "error": "; ".join(e for e in (self.error, m.error) if e),
             "start_time": self.start_time.isoformat(timespec="seconds"),
             "carbon_intensity": self.carbon_intensity,
@@ -260,14 +260,21 @@ CODECARBON_COLUMNS: tuple[str, ...] = (
     "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
 )
 
-#: LET's own columns, after CodeCarbon's.
+#: LET's own columns, after CodeCarbon's. A run's status is ``run_status``, not ``status``: STREP
+#: (``strep.index_scale.load_database``) takes a CSV with run_id, experiment_id and status for
+#: an MLflow run summary and then finds nothing in an emissions file.
 LET_COLUMNS: tuple[str, ...] = (
     "let_version", "user", "hostname", "backend", "methodology", "kind", "scope", "hardware",
-    "status", "error", "start_time", "carbon_intensity", "task", "parent_run_id", "job_id",
+    "run_status", "error", "start_time", "carbon_intensity", "task", "parent_run_id", "job_id",
     "rank", "metrics", "params", "extra", "coverage", "gap_count", "gap_seconds",
 )
 
 STORE_COLUMNS: tuple[str, ...] = CODECARBON_COLUMNS + LET_COLUMNS
+
+#: What makes a CSV an emissions file: the columns every CodeCarbon version wrote (from the
+#: pre-1.0 ``experiment_id`` files on), LET 0.1.x and 1.x included. Not ``run_id``: CodeCarbon
+#: 1.x files have none, and their rows are still runs.
+REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "duration", "emissions", "energy_consumed")
 STORE_COLUMN_SET = frozenset(STORE_COLUMNS)
 
 #: Columns read back as floats; every other column is text.
@@ -313,8 +320,8 @@ def legacy_fields(row: Mapping[str, Any]) -> dict[str, str]:
     }
     if len(parts) == 3:
         fields.update(project_name=parts[0], user=parts[1], hostname=parts[2])
-    if not row.get("status"):
-        fields["status"] = "ok"
+    if not row.get("run_status"):
+        fields["run_status"] = "ok"
     return fields
 
 

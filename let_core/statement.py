@@ -145,8 +145,13 @@ def comparison(emissions_g: float) -> str | None:
     if not math.isfinite(emissions_g) or emissions_g < REFERENCES[0].grams:
         return None
     reference = max((r for r in REFERENCES if r.grams <= emissions_g), key=lambda r: r.grams)
+    return comparison_phrase(emissions_g, reference)
+
+
+def comparison_phrase(emissions_g: float, reference: Reference) -> str:
+    """"equivalent to N things" for the emissions in units of one reference (N may be below 1)."""
     factor = emissions_g / reference.grams
-    if factor < 1.05:
+    if 0.95 < factor < 1.05:
         return f"equivalent to 1 {reference.singular}"
     return f"equivalent to {factor:.1f} {reference.plural}"
 
@@ -221,7 +226,10 @@ def _join(items: Sequence[str]) -> str:
 
 
 def hardware_phrase(hardware: Sequence[str]) -> str:
-    named = list(dict.fromkeys(h for h in hardware if h))
+    # A CodeCarbon run with a GPU is described as "CPU and GPU" (records.hardware_from_codecarbon);
+    # split into devices so a CPU-only run of the same machine does not name its CPU twice.
+    named = list(dict.fromkeys(device.strip() for h in hardware if h
+                               for device in h.split(" and ") if device.strip()))
     if not named:
         return "unspecified hardware"
     return _join([_with_article(h) for h in named])
@@ -339,6 +347,16 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
     if totals.empty:
         filters = {k: v for k, v in (("project_name", project_name), ("user", user),
                                      ("hostname", hostname)) if v is not None}
+        from let_core.store import Store
+
+        stored = sum(1 for row in Store(output_dir).rows()
+                     if all(row.get(k) == v for k, v in filters.items()))
+        if stored:
+            raise ConfigurationError(
+                f"none of the {stored} stored row(s) in {Store(output_dir).path}"
+                + (f" matching {filters}" if filters else "")
+                + " has an energy value (empty energy_consumed cells, or backends that failed); "
+                "see `let results` and fill in or delete those rows")
         raise ConfigurationError(f"no stored runs in {where(output_dir, dataset)}"
                                  + (f" match {filters}" if filters else "")
                                  + "; track a run first or check the filters (`let results`)")
@@ -368,12 +386,14 @@ _METERED_WORDS = re.compile(r"meter|measured|smart socket|smart plug|tasmota|rap
 
 def custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
                            energy_unit: str = "kWh", carbon_intensity: float = 380,
-                           kind: str | None = None) -> str:
+                           kind: str | None = None, *, joined_units: bool = False) -> str:
     """A statement for energy obtained elsewhere (the CO2 Impact Calculator, a wattmeter).
 
     ``kind`` says whether the figure was ``"metered"`` or an ``"estimate"``; by default it
     follows what the methodology names (a meter, a smart socket, RAPL, ... read as metered).
     The wording, the note and the citations follow the kind; the intensity used is printed.
+    ``joined_units=True`` writes the emissions as LET 0.1.x's custom statement did and its
+    PyPI page shows, "1.216 kgCO2-equivalents", for texts that quote that wording.
     """
     energy = checked_number(consumed_energy, "consumed_energy")
     intensity = checked_number(carbon_intensity, "carbon_intensity", unit="gCO2/kWh")
@@ -393,11 +413,13 @@ def custom_paper_statement(methodology: str, hardware: str, consumed_energy: flo
     verb = "is estimated to" if estimated else "was measured as"
     emissions_word = "estimated carbon emissions" if estimated else "carbon emissions"
     keys = _custom_citations(methodology)
+    emissions = (format_emissions(grams) + "CO2-equivalents" if joined_units
+                 else f"{format_emissions(grams)} of CO2-equivalents")
     text = (f"Using {methodology}, the energy consumption of running all experiments on "
             f"{hardware_phrase([hardware])} {verb} {format_energy(kwh)}. "
-            f"This corresponds to {emissions_word} of {format_emissions(grams)} of "
-            f"CO2-equivalents, assuming a carbon intensity of {format_intensity(intensity)} "
-            f"gCO2/kWh{_cite(keys)}. {_ESTIMATE_NOTE if estimated else _METERED_NOTE}")
+            f"This corresponds to {emissions_word} of {emissions}, assuming a carbon intensity "
+            f"of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}. "
+            f"{_ESTIMATE_NOTE if estimated else _METERED_NOTE}")
     compared = comparison(grams)
     if compared:
         text += f"\n\nFor comparison, this is {compared}. {_COMPARISON_SOURCE}"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from let_core.errors import LetError, LetWarning, StoreError
-from let_core.records import STORE_COLUMNS, is_legacy, legacy_fields
+from let_core.records import REQUIRED_COLUMNS, STORE_COLUMNS, is_legacy, legacy_fields
 
 STORE_FILE = "emissions.csv"
 _HEADER_PROBE = 1 << 16
@@ -300,10 +300,12 @@ class Store:
     def _migrate(self, fd: int, header: list[str], extra: Sequence[str] = STORE_COLUMNS) -> None:
         """Rewrite a foreign-header store with the union of columns, keeping every row."""
         columns = list(extra) + [c for c in header if c not in extra]
-        columns = list(STORE_COLUMNS) + [c for c in columns if c not in STORE_COLUMNS]
+        renames = _renamed_columns(header)
+        columns = list(STORE_COLUMNS) + [c for c in columns if c not in STORE_COLUMNS and c not in renames]
         _require_parsable(fd, header, self.path)  # first: a refusal changes nothing
         _fix_tail(fd, header, self.path)
-        self._rewrite(fd, columns, (_effective(row) for row in _iter_rows(fd, header, 0)))
+        rows = ({renames.get(k, k): v for k, v in row.items()} for row in _iter_rows(fd, header, 0))
+        self._rewrite(fd, columns, (_effective(row) for row in rows))
 
     def delete(self, **filters: str | None) -> int:
         """Remove the rows matching every given filter, atomically; returns how many.
@@ -559,8 +561,34 @@ def _quarantine(path: Path, lines: Sequence[bytes]) -> Path:
     return target
 
 
-#: Columns every emissions file (CodeCarbon 1.x to 3.x, LET 0.1.x and 1.x) has.
-REQUIRED_COLUMNS = ("energy_consumed",)
+def _renamed_columns(header: Sequence[str]) -> dict[str, str]:
+    """Columns LET 1.0's development stores named otherwise: ``status`` is now ``run_status``
+    (STREP reads a CSV with a ``status`` column as an MLflow summary). Only LET's own stores
+    (they have ``backend``) are renamed; a foreign ``status`` column stays as it is."""
+    if "backend" in header and "status" in header and "run_status" not in header:
+        return {"status": "run_status"}
+    return {}
+
+
+def check_emissions_header(fd: int, path: Path) -> None:
+    """Refuse to read a file that is no emissions file: binary data, or a CSV without the
+    columns every CodeCarbon and LET file has. (``let doctor`` opens such files itself.)"""
+    head = os.pread(fd, _HEADER_PROBE, 0)
+    if not head:
+        return
+    end = head.find(b"\n")
+    try:
+        line = (head if end < 0 else head[:end]).decode("utf-8").lstrip("\ufeff")
+        header = _parse_line(line.rstrip("\r"))
+    except (UnicodeDecodeError, csv.Error):
+        raise StoreError(f"{path} is not a text CSV file, so not an emissions file (LET or "
+                         "CodeCarbon). Nothing was read or written; move it aside, or set LET_HOME / "
+                         "output_dir= to the folder of your emissions.csv.") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise StoreError(f"{path} is not an emissions file (LET or CodeCarbon): it lacks the "
+                         f"column(s) {', '.join(missing)}. Nothing was read or written; move it aside, "
+                         "or set LET_HOME / output_dir= to the folder of your emissions.csv.")
 
 
 def header_problem(header: Sequence[str]) -> str | None:

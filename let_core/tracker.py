@@ -46,6 +46,12 @@ class EnergyTracker:
 
     >>> with EnergyTracker(project_name="my-paper") as tracker:
     ...     train()
+
+    The headline of a run (``stop()["energy_consumed"]``, ``"emissions"``, ``"tracking_mode"``)
+    is metered where any backend metered the run (a smart socket, RAPL/NVML counters), else the
+    estimates; measurements of overlapping scope are never added (``records.primary_measurements``).
+    Each backend's own figure is under ``stop()["measurements"][backend]["energy_consumed"]``.
+    ``lamarr_energy_tracker.EnergyTracker`` keeps LET 0.1.x's rule instead: CodeCarbon's estimate.
     """
 
     def __init__(

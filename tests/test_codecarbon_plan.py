@@ -299,7 +299,7 @@ def test_decorated_calls_reuse_one_codecarbon_tracker(monkeypatch, let_home, new
     assert len(built) == 2  # overlapping calls each get their own tracker
     rows = load_results(project_name="decorated")
     assert len(rows) == 5 and rows["run_id"].nunique() == 5
-    assert (rows["status"] == "ok").all()
+    assert (rows["run_status"] == "ok").all()
 
 
 def test_codecarbon_tracking_path_imports_neither_pandas_nor_pyarrow_once_the_plan_is_kept(let_home):

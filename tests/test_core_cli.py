@@ -33,7 +33,7 @@ def test_results_table_and_json(let_home, runner):
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     assert lines[0].split()[:4] == ["start_time", "project_name", "hostname", "backend"]
-    assert any("alpha" in line and "200.000 Wh" in line for line in lines)
+    assert any("alpha" in line and "0.200 kWh" in line for line in lines)
     as_json = runner.invoke(cli, ["results", "--json", "--project", "beta"])
     rows = [json.loads(line) for line in as_json.output.splitlines()]
     assert len(rows) == 1 and rows[0]["project_name"] == "beta" and rows[0]["energy_consumed"] == 0.2
@@ -91,7 +91,7 @@ def test_run_tracks_a_command_and_passes_its_exit_code(let_home):
                              capture_output=True, text=True)
     assert failing.returncode == 3
     frame = load_results(project_name="cmd")
-    assert set(frame["status"]) == {"failed"} and "exit status 3" in frame.iloc[0]["error"]
+    assert set(frame["run_status"]) == {"failed"} and "exit status 3" in frame.iloc[0]["error"]
 
 
 def test_main_registers_plugin_commands(let_home, capsys):
@@ -130,12 +130,12 @@ def test_run_success_records_an_ok_run_and_exits_zero(let_home):
     assert done.returncode == 0, done.stderr
     assert "hi from the command" in done.stdout
     frame = load_results(project_name="okcmd")
-    assert len(frame) >= 1 and set(frame["status"]) == {"ok"} and set(frame["error"].fillna("")) == {""}
+    assert len(frame) >= 1 and set(frame["run_status"]) == {"ok"} and set(frame["error"].fillna("")) == {""}
     assert (frame["energy_consumed"] > 0).all()
 
 
 def test_demo_tracks_a_workload_and_prints_each_backend(let_home, runner):
     result = runner.invoke(cli, ["demo", "--seconds", "0.3", "--project", "demo-test"])
     assert result.exit_code == 0, result.output
-    assert "codecarbon:" in result.output and " Wh (CodeCarbon " in result.output
+    assert "codecarbon:" in result.output and "Wh (CodeCarbon " in result.output
     assert "let statement" in result.output

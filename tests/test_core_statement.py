@@ -134,7 +134,7 @@ def test_stored_runs_statement_lists_all_hardware_and_sums(let_home):
     text = paper_statement(project_name="multi")
     assert "estimated to 0.300 kWh" in text
     assert "Intel(R) Xeon(R) Gold 6230 CPU and 1 x NVIDIA A100" in text
-    assert "an Intel(R) Xeon(R) Gold 6230 CPU," in text or " and an Intel(R) Xeon(R) Gold 6230 CPU" in text
+    assert text.count("Xeon(R) Gold 6230") == 1  # one machine, named once, with its GPU
     assert "carbon intensity of 381 gCO2/kWh" in text  # Germany's 380.95, rounded as the figures
 
 
@@ -198,3 +198,12 @@ def test_statement_reporter_prints_run_and_project_statement(let_home, capsys):
     t.stop(print_summary=False)
     assert capsys.readouterr().out == ""
     assert not math.isnan(t.last_result["energy_consumed"])
+
+
+def test_each_device_is_named_once_across_runs_with_and_without_a_gpu() -> None:
+    from let_core.statement import hardware_phrase
+
+    phrase = hardware_phrase(["Intel(R) Xeon(R) Gold 6226R CPU",
+                              "Intel(R) Xeon(R) Gold 6226R CPU and 1 x NVIDIA A100-SXM4-40GB"])
+    assert phrase == "an Intel(R) Xeon(R) Gold 6226R CPU and 1 x NVIDIA A100-SXM4-40GB"
+    assert phrase.count("Xeon") == 1

@@ -63,7 +63,7 @@ def test_context_manager_records_one_row_and_returns_the_result(let_home):
     assert len(frame) == 1
     row = frame.iloc[0]
     assert row["run_id"] == result["run_id"]
-    assert row["backend"] == "manual" and row["kind"] == "estimate" and row["status"] == "ok"
+    assert row["backend"] == "manual" and row["kind"] == "estimate" and row["run_status"] == "ok"
     assert row["experiment_id"] == f"paper___{tracker.user}___{tracker.hostname}"
     assert row["energy_consumed"] == pytest.approx(result["energy_consumed"])
 
@@ -94,7 +94,7 @@ def test_exception_in_block_is_recorded_as_failed_and_reraised(let_home):
         with EnergyTracker(project_name="p", backends=[manual()], reporters=["csv"]):
             1 / 0
     row = load_results().iloc[0]
-    assert row["status"] == "failed"
+    assert row["run_status"] == "failed"
     assert "ZeroDivisionError" in row["error"]
     assert row["energy_consumed"] > 0  # energy spent on a failed run still counts
 
@@ -240,7 +240,7 @@ def test_decorator_records_a_raising_call_as_failed(let_home):
 
     with pytest.raises(ValueError, match="bad batch"):
         explode()
-    assert load_results(project_name="boom").iloc[0]["status"] == "failed"
+    assert load_results(project_name="boom").iloc[0]["run_status"] == "failed"
 
 
 def test_decorator_on_async_functions(let_home):
@@ -336,9 +336,9 @@ def test_task_error_paths(let_home):
                 1 / 0
     frame = load_results(project_name="te")
     crashed = frame[frame["task"] == "crashing"].iloc[0]
-    assert crashed["status"] == "failed" and "ZeroDivisionError" in crashed["error"]
-    assert frame[frame["task"] == "outer"].iloc[0]["status"] == "ok"
-    assert set(frame[frame["task"] == ""]["status"]) == {"ok"}  # the run itself went on
+    assert crashed["run_status"] == "failed" and "ZeroDivisionError" in crashed["error"]
+    assert frame[frame["task"] == "outer"].iloc[0]["run_status"] == "ok"
+    assert set(frame[frame["task"] == ""]["run_status"]) == {"ok"}  # the run itself went on
 
 
 class _TaskBreaks:

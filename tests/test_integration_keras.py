@@ -42,7 +42,7 @@ def test_one_run_tasks_metrics_and_unchanged_training(capsys: pytest.CaptureFixt
         assert np.array_equal(a, b)
     frame = load_results(project_name="keras")
     runs = frame[frame.task == ""]
-    assert len(runs) == 1 and runs.status.iloc[0] == "ok"
+    assert len(runs) == 1 and runs.run_status.iloc[0] == "ok"
     tasks = frame[frame.task != ""].set_index("task")
     assert sorted(tasks.index) == ["epoch 1", "epoch 2", "validation 1", "validation 2"]
     assert runs["metrics.val_loss"].iloc[0] == pytest.approx(history.history["val_loss"][-1])
@@ -63,4 +63,4 @@ def test_a_failing_tracker_never_stops_training(monkeypatch: pytest.MonkeyPatch)
     assert history.history == plain_history.history
     assert any(issubclass(w.category, LetWarning) for w in caught)
     runs = load_results(project_name="keras-broken").query("task == ''")
-    assert list(runs.status) == ["failed"] and "disk full" in runs.error.iloc[0]
+    assert list(runs.run_status) == ["failed"] and "disk full" in runs.error.iloc[0]

@@ -34,7 +34,7 @@ def test_one_run_tasks_per_epoch_and_validation_metrics_and_unchanged_training(
 
     frame = load_results(project_name="pl")
     runs = frame[frame.task == ""]
-    assert len(runs) == 1 and runs.status.iloc[0] == "ok"
+    assert len(runs) == 1 and runs.run_status.iloc[0] == "ok"
     tasks = frame[frame.task != ""].set_index("task")
     assert sorted(tasks.index) == ["epoch 1", "epoch 2", "validation 1", "validation 2"]  # no sanity check
     assert set(tasks.parent_run_id) == {runs.run_id.iloc[0]}
@@ -61,7 +61,7 @@ def test_a_failing_tracker_never_stops_training(monkeypatch: pytest.MonkeyPatch)
     for a, b in zip(model.state_dict().values(), plain.state_dict().values()):
         assert torch.equal(a, b)
     runs = load_results(project_name="pl-broken").query("task == ''")
-    assert list(runs.status) == ["failed"] and "store disk full" in runs.error.iloc[0]
+    assert list(runs.run_status) == ["failed"] and "store disk full" in runs.error.iloc[0]
 
 
 def test_an_exception_in_training_is_recorded_as_a_failed_run() -> None:
@@ -76,7 +76,7 @@ def test_an_exception_in_training_is_recorded_as_a_failed_run() -> None:
     with pytest.raises(Boom):
         fit([Stop(project_name="pl-boom", backends=[ManualBackend(power_watts=20.0)], reporters=["csv"])])
     runs = load_results(project_name="pl-boom").query("task == ''")
-    assert list(runs.status) == ["failed"] and "Boom: diverged" in runs.error.iloc[0]
+    assert list(runs.run_status) == ["failed"] and "Boom: diverged" in runs.error.iloc[0]
 
 
 def test_ddp_ranks_are_recorded_as_one_job(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_ddp_ranks_are_recorded_as_one_job(tmp_path: Path) -> None:
     fit([callback], devices=2, strategy="ddp_spawn")
     frame = load_results(project_name="pl-ddp")
     runs = frame[frame.task == ""]
-    assert len(runs) == 2 and set(runs.status) == {"ok"}
+    assert len(runs) == 2 and set(runs.run_status) == {"ok"}
     assert runs.job_id.nunique() == 1 and runs.job_id.iloc[0].startswith("lightning-")
     assert sorted(runs["rank"]) == ["0", "1"]
     jobs = aggregate(frame, "job")

@@ -69,11 +69,11 @@ def test_one_run_tasks_per_epoch_and_evaluation_metrics_and_unchanged_training(
 
     frame = load_results(project_name="hf")
     runs = frame[frame.task == ""]
-    assert len(runs) == 1 and runs.status.iloc[0] == "ok"
+    assert len(runs) == 1 and runs.run_status.iloc[0] == "ok"
     run_id = runs.run_id.iloc[0]
     tasks = frame[frame.task != ""]
     assert sorted(tasks.task) == ["epoch 1", "epoch 2", "evaluation 1", "evaluation 2"]
-    assert set(tasks.parent_run_id) == {run_id} and set(tasks.status) == {"ok"}
+    assert set(tasks.parent_run_id) == {run_id} and set(tasks.run_status) == {"ok"}
     # The run ends with the last evaluation's metrics and the training's own figures.
     assert runs["metrics.eval_loss"].iloc[0] == pytest.approx(evals[-1])
     assert math.isfinite(runs["metrics.train_loss"].iloc[0])
@@ -103,7 +103,7 @@ def test_a_failing_tracker_warns_and_the_run_is_recorded_failed(tmp_path: Path, 
     for a, b in zip(model.state_dict().values(), baseline_model.state_dict().values()):
         assert torch.equal(a, b)
     frame = load_results(project_name="hf-broken")
-    assert len(frame) == 1 and frame.status.iloc[0] == "failed"
+    assert len(frame) == 1 and frame.run_status.iloc[0] == "failed"
     assert "counter device vanished" in frame.error.iloc[0]
 
 

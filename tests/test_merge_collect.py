@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
-from let_core.errors import ConfigurationError
+from let_core.errors import ConfigurationError, LetWarning
 from let_core.merge import merge
 from let_core.results import load_results
 from let_core.store import Store
@@ -86,4 +86,26 @@ def test_let_merge_command(tmp_path: Path) -> None:
     bad.write_text("hello\n")
     result = runner.invoke(cli, ["merge", str(bad), "--into", str(tmp_path / "all")])
     assert result.exit_code == 1
-    assert "notes.csv is not an emissions file" in result.output and "run_id" in result.output
+    assert "notes.csv is not an emissions file" in result.output and "energy_consumed" in result.output
+
+
+@pytest.mark.parametrize("energy", ["-5", "nan", "inf", "1e308", "3,2", "x"])
+def test_merge_refuses_a_file_with_an_energy_that_is_no_energy(tmp_path: Path, energy: str) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("timestamp,project_name,run_id,experiment_id,duration,emissions,energy_consumed\n"
+                      "2024-01-01T00:00:00,codecarbon,r1,p___u___h,10,0.1,0.2\n"
+                      f'2024-01-01T00:00:00,codecarbon,r2,p___u___h,10,0.1,"{energy}"\n')
+    into = tmp_path / "store"
+    with pytest.raises(ConfigurationError, match=r"energy_consumed .*line 3.*Nothing was merged"):
+        merge([source], into)
+    assert not (into / "emissions.csv").exists()
+
+
+def test_stored_rows_with_unusable_energy_are_warned_not_silently_dropped(tmp_path: Path) -> None:
+    (tmp_path / "emissions.csv").write_text(
+        "timestamp,project_name,run_id,experiment_id,duration,emissions,energy_consumed\n"
+        "2024-01-01T00:00:00,codecarbon,r1,p___u___h,10,0.1,0.2\n"
+        "2024-01-01T00:00:00,codecarbon,r2,p___u___h,10,0.1,-5\n")
+    with pytest.warns(LetWarning, match=r"1 row\(s\) have no usable energy_consumed.*run r2"):
+        frame = load_results(tmp_path)
+    assert len(frame) == 2  # kept, shown, not counted

@@ -118,3 +118,26 @@ class TrainingSession:
             self.result = self.guarded("stop tracking", tracker.stop)
         self.guarded("release the backends", tracker.close)
         return self.result
+
+
+class SessionCallback:
+    """What every framework's callback shares: the tracker options, checked when the callback
+    is made (not hours later at the first epoch), and the LET session they drive."""
+
+    tracker_options: dict[str, Any]
+    session: TrainingSession
+
+    def _open_session(self, framework: str, tracker_options: dict[str, Any]) -> None:
+        tracker_options.setdefault("project_name", "default")
+        check_options(tracker_options)
+        self.tracker_options = tracker_options
+        self.session = TrainingSession(framework, tracker_options)
+
+    @property
+    def tracker(self) -> EnergyTracker | None:
+        return self.session.tracker
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """What the run's ``stop()`` returned, once training ended."""
+        return self.session.result

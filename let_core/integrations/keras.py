@@ -13,30 +13,19 @@ from typing import Any
 
 import keras
 
-from let_core.integrations._session import TrainingSession, check_options
-from let_core.tracker import EnergyTracker
+from let_core.integrations._session import SessionCallback
 
 
-class LetKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class LetKerasCallback(SessionCallback, keras.callbacks.Callback):  # type: ignore[misc]
     """Track a Keras ``fit()`` with LET. Takes ``EnergyTracker``'s options."""
 
     def __init__(self, **tracker_options: Any) -> None:
         super().__init__()
-        tracker_options.setdefault("project_name", "default")
-        check_options(tracker_options)
-        self.tracker_options = tracker_options
-        self.session = TrainingSession("keras", tracker_options)
+        self._open_session("keras", tracker_options)
         self._epoch = 0
         self._validation = 0
         self._fitting = False
 
-    @property
-    def tracker(self) -> EnergyTracker | None:
-        return self.session.tracker
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        return self.session.result
 
     def on_train_begin(self, logs: Any = None) -> None:
         self._epoch = self._validation = 0

@@ -19,29 +19,18 @@ try:  # the `lightning` package, else the older standalone `pytorch_lightning`
 except ImportError:  # pragma: no cover - depends on what is installed
     from pytorch_lightning import Callback  # type: ignore[no-redef]
 
-from let_core.integrations._session import TrainingSession, check_options
-from let_core.tracker import EnergyTracker
+from let_core.integrations._session import SessionCallback
 
 
-class LetLightningCallback(Callback):  # type: ignore[misc]
+class LetLightningCallback(SessionCallback, Callback):  # type: ignore[misc]
     """Track a Lightning ``fit()`` with LET. Takes ``EnergyTracker``'s options."""
 
     def __init__(self, **tracker_options: Any) -> None:
         super().__init__()
-        tracker_options.setdefault("project_name", "default")
-        check_options(tracker_options)
-        self.tracker_options = tracker_options
-        self.session = TrainingSession("lightning", tracker_options)
+        self._open_session("lightning", tracker_options)
         self._validation = 0
         self.job_id = ""
 
-    @property
-    def tracker(self) -> EnergyTracker | None:
-        return self.session.tracker
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        return self.session.result
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._validation = 0

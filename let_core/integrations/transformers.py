@@ -16,30 +16,18 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from let_core.integrations._session import TrainingSession, check_options
-from let_core.tracker import EnergyTracker
+from let_core.integrations._session import SessionCallback
 
 
-class LetTrainerCallback(TrainerCallback):  # type: ignore[misc]
+class LetTrainerCallback(SessionCallback, TrainerCallback):  # type: ignore[misc]
     """Track a Trainer's training with LET. Takes ``EnergyTracker``'s options
     (``project_name=``, ``backends=``, ``output_dir=`` ...)."""
 
     def __init__(self, **tracker_options: Any) -> None:
-        tracker_options.setdefault("project_name", "default")
-        check_options(tracker_options)
-        self.tracker_options = tracker_options
-        self.session = TrainingSession("transformers", tracker_options)
+        self._open_session("transformers", tracker_options)
         self._epoch = 0
         self._evaluation = 0
 
-    @property
-    def tracker(self) -> EnergyTracker | None:
-        return self.session.tracker
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        """What the run's ``stop()`` returned, once training ended."""
-        return self.session.result
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._epoch = self._evaluation = 0

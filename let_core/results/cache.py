@@ -24,8 +24,10 @@ from typing import Any, Iterator, Mapping
 
 from let_core.config import cache_file
 from let_core.results.counting import Accumulator, Totals
+from let_core.results.loading import blank_energy, warn_blank_energy
 from let_core.store import (FILTER_KEYS, Store, _check_filters, _data_end, _effective,
-                            _header_length, _iter_rows, _matches, _read_header)
+                            _header_length, _iter_rows, _matches, _read_header,
+                            check_emissions_header)
 
 _VERSION = 3
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
@@ -52,6 +54,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
     with store._locked(exclusive=False, create=False) as fd:
         if fd is None:
             return Totals()
+        check_emissions_header(fd, store.path)
         header = _read_header(fd)
         if header is None:
             return Totals()
@@ -64,9 +67,14 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
                 # so the file holds exactly the bytes up to ``end``.
                 groups = _vectorised(store)
             else:
+<<<<<<< HEAD
                 _add_rows(_iter_rows(fd, header, offset, end=end), groups)
             if not trusted or end - offset > SAVE_ABOVE:
                 _save(store, fd, header, end, groups)
+=======
+                _add_rows(_iter_rows(fd, header, offset, end=end), groups, store.path)
+            _save(store, fd, header, end, groups)
+>>>>>>> main
     result = Totals()
     for key, value in groups.items():
         if _matches(dict(zip(FILTER_KEYS, key)), filters):
@@ -81,7 +89,8 @@ def _vectorised(store: Store) -> dict[GroupKey, Accumulator]:
     return frame_accumulators(_normalize_legacy(_read_frame(store, TOTALS_COLUMNS)))
 
 
-def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumulator]) -> None:
+def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumulator],
+              path: Path | None = None) -> None:
     """Feed rows, run by run, into per-(project, user, host) totals.
 
     A run's rows are contiguous: they are appended in one locked write. Task rows are parts
@@ -95,7 +104,10 @@ def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumula
             groups.setdefault(key, Accumulator()).add_run(current)  # type: ignore[arg-type]
             current.clear()
 
+    blank: list[Mapping[str, str]] = []
     for raw in rows:
+        if path is not None and blank_energy(raw):
+            blank.append(raw)
         row = _effective(dict(raw))
         if row.get("task"):
             continue
@@ -103,6 +115,8 @@ def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumula
             finish()
         current.append(row)
     finish()
+    if blank and path is not None:
+        warn_blank_energy(path, blank)
 
 
 def _digest(fd: int, start: int, end: int) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from attrs import frozen
 
 from let_core.errors import LetWarning, StoreError
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS, legacy_fields
+from let_core.records import MAX_ENERGY_KWH, NUMERIC_COLUMNS, STORE_COLUMNS, as_float, legacy_fields
 from let_core.store import Store, _check_filters, _data_end, _read_header
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def _pandas_dtype(column: str) -> str:
 
 
 #: What ``_normalize_legacy`` reads to derive LET's columns for 0.1.x / CodeCarbon rows.
-LEGACY_KEYS: tuple[str, ...] = ("experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "status")
+LEGACY_KEYS: tuple[str, ...] = ("experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "run_status")
 #: Columns load_results always reads: filters, legacy normalization and deduplication need them.
 #: With ``columns=`` the LEGACY_KEYS are read only when the store holds legacy rows (a blank
 #: backend): a million LET rows then parse about 40% faster.
@@ -242,6 +242,8 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from let_core.store import _renamed_columns, check_emissions_header
+
     # A cold process (`let statement`) needs pandas only after the parse, and importing it
     # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
     # the import runs meanwhile on another core.
@@ -251,6 +253,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             import pandas as pd
 
             return pd.DataFrame(columns=list(STORE_COLUMNS))
+        check_emissions_header(fd, store.path)
         header = _read_header(fd)
         # Only the rows: a killed writer's torn last line is not one (a last line without its
         # line break that parses is, as many tools write files that way).
@@ -346,6 +349,15 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
                       "`let doctor` shows them", LetWarning, stacklevel=3)
+    frame = frame.rename(columns=_renamed_columns(header))
+    if "energy_consumed" in frame:
+        errors = frame["error"].fillna("").astype(str).str.strip() if "error" in frame else ""
+        energy = frame["energy_consumed"]
+        blank = ~energy.between(0, MAX_ENERGY_KWH) & (errors == "")  # NaN fails between() too
+        if blank.any():
+            shown = [c for c in ("run_id", "timestamp") if c in frame]
+            warn_blank_energy(store.path, frame.loc[blank, shown].astype(object).fillna("")
+                              .to_dict("records"))
     missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
     if missing:
         import numpy as np
@@ -355,6 +367,27 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
                   for c in missing}
         frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
     return frame
+
+
+def blank_energy(row: Mapping[str, Any]) -> bool:
+    """A row without a usable energy figure (empty, negative, not a number, above the sanity
+    bound) that does not say why (a failed backend's row does). Counting skips such rows."""
+    error = row.get("error")
+    energy = as_float(row.get("energy_consumed"))
+    return (not 0 <= energy <= MAX_ENERGY_KWH  # NaN fails too
+            and not (isinstance(error, str) and error.strip()))
+
+
+def warn_blank_energy(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """One warning naming the rows (run id, timestamp) whose energy cell is empty: they count
+    as nothing, and a statement over only such rows would otherwise read as "no stored runs"."""
+    names = [f"run {row.get('run_id') or '(no run id)'} at {row.get('timestamp') or '?'}"
+             for row in rows[:5]]
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    warnings.warn(f"{path}: {len(rows)} row(s) have no usable energy_consumed value (empty, "
+                  f"negative, not a number or above {MAX_ENERGY_KWH:g} kWh) and are not counted: "
+                  f"{'; '.join(names)}{more}. Fill in the energy or delete those rows.",
+                  LetWarning, stacklevel=4)
 
 
 def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[Any, list[int]]:

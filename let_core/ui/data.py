@@ -29,12 +29,12 @@ if TYPE_CHECKING:
 
 #: Filter name in the URL -> store column.
 FILTER_COLUMNS: dict[str, str] = {"project": "project_name", "user": "user", "host": "hostname",
-                                  "backend": "backend", "status": "status", "kind": "kind"}
+                                  "backend": "backend", "status": "run_status", "kind": "kind"}
 TABLE_COLUMNS: tuple[str, ...] = ("start_time", "project_name", "user", "hostname", "backend", "kind",
-                                  "task", "energy_consumed", "emissions", "duration", "status", "run_id")
+                                  "task", "energy_consumed", "emissions", "duration", "run_status", "run_id")
 #: Sortable columns of the runs table.
 SORT_COLUMNS: tuple[str, ...] = ("start_time", "project_name", "user", "hostname", "backend", "kind",
-                                 "energy_consumed", "emissions", "duration", "status")
+                                 "energy_consumed", "emissions", "duration", "run_status")
 TOTAL_GROUPS: tuple[str, ...] = ("host", "backend", "job")
 MAX_PER_PAGE = 500
 MAX_SCATTER_POINTS = 5000
@@ -46,7 +46,7 @@ MAX_GROUPS = 50
 def ui_columns() -> tuple[str, ...]:
     from let_core.results import AGGREGATE_COLUMNS
 
-    return tuple(dict.fromkeys(AGGREGATE_COLUMNS + TABLE_COLUMNS + ("status", "user")))
+    return tuple(dict.fromkeys(AGGREGATE_COLUMNS + TABLE_COLUMNS + ("run_status", "user")))
 
 
 @frozen

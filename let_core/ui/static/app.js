@@ -83,7 +83,7 @@
     ["project_name", "Project"], ["user", "User"], ["hostname", "Host"], ["backend", "Backend"],
     ["kind", "Kind"], ["task", "Task", null, false],
     ["energy_consumed", "Energy", fmtWh, true, "num"], ["emissions", "CO2e", fmtG, true, "num"],
-    ["duration", "Duration", fmtS, true, "num"], ["status", "Status"],
+    ["duration", "Duration", fmtS, true, "num"], ["run_status", "Status"],
     ["run_id", "Run", (v) => (v || "").slice(0, 8), false],
   ];
 
