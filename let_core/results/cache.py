@@ -61,20 +61,17 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         groups, offset, trusted = _load(store, fd, header)
         end = _data_end(fd, len(header))
         if offset < end:
+            warned = False
             if not groups and end - offset > VECTORISED_ABOVE:
                 # No usable cache over a large store: count it vectorised (pandas, pyarrow) in
                 # a fraction of the time the row path needs. Appenders wait for our shared lock,
                 # so the file holds exactly the bytes up to ``end``.
                 groups = _vectorised(store)
             else:
-<<<<<<< HEAD
-                _add_rows(_iter_rows(fd, header, offset, end=end), groups)
-            if not trusted or end - offset > SAVE_ABOVE:
+                warned = _add_rows(_iter_rows(fd, header, offset, end=end), groups, store.path)
+            # Saved past rows it warned about, so the warning is not repeated on every call.
+            if not trusted or warned or end - offset > SAVE_ABOVE:
                 _save(store, fd, header, end, groups)
-=======
-                _add_rows(_iter_rows(fd, header, offset, end=end), groups, store.path)
-            _save(store, fd, header, end, groups)
->>>>>>> main
     result = Totals()
     for key, value in groups.items():
         if _matches(dict(zip(FILTER_KEYS, key)), filters):
@@ -90,8 +87,10 @@ def _vectorised(store: Store) -> dict[GroupKey, Accumulator]:
 
 
 def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumulator],
-              path: Path | None = None) -> None:
-    """Feed rows, run by run, into per-(project, user, host) totals.
+              path: Path | None = None) -> bool:
+    """Feed rows, run by run, into per-(project, user, host) totals; True when some rows had
+    no usable energy (and were named in a warning, which is given once: the caller then saves
+    the cache past them).
 
     A run's rows are contiguous: they are appended in one locked write. Task rows are parts
     of a run, already inside the run's own energy.
@@ -117,6 +116,7 @@ def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumula
     finish()
     if blank and path is not None:
         warn_blank_energy(path, blank)
+    return bool(blank)
 
 
 def _digest(fd: int, start: int, end: int) -> str:
