@@ -151,6 +151,23 @@ def test_small_appends_fold_in_memory_and_large_ones_rewrite_the_cache(let_home:
     assert json.loads(cache.read_text())["offset"] == Store().path.stat().st_size
 
 
+def test_blank_energy_warning_is_given_once_though_small_tails_are_not_saved(let_home: Path) -> None:
+    import warnings as warnings_module
+
+    _track("w", backends=[ManualBackend(energy_kwh=0.5)])
+    assert cached_totals().energy_kwh == 0.5  # the cache now covers the first run
+    blank = dict(_rows({"project": "w", "user": "u", "host": "h", "job": "", "status": "ok", "tasks": 0,
+                        "measurements": [Measurement(backend="a", methodology="M", kind="estimate",
+                                                     energy_kwh=0.25, duration_s=1.0)]}, 1)[0])
+    blank["energy_consumed"] = ""
+    Store().append([blank])
+    with pytest.warns(LetWarning, match="no usable energy_consumed"):
+        assert cached_totals().energy_kwh == 0.5
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("error")
+        assert cached_totals().energy_kwh == 0.5  # counted from the cache: no second warning
+
+
 # ----------------------------------------------------------------------------- issue 9, one by one
 def _track(project: str = "p", reporters=("csv",), **kwargs) -> dict:
     with EnergyTracker(project_name=project, reporters=list(reporters), **kwargs) as tracker:
