@@ -440,3 +440,26 @@ def test_compaction_removes_a_killed_writers_old_temporary_files_only(let_home):
     compact(location)
     assert not old.exists() and fresh.exists()
     assert len(load_results()) == 1
+
+
+def test_invalid_utf8_row_prints_no_traceback_on_stderr(tmp_path: Path) -> None:
+    """Arrow's invalid-row handler cannot decode such a row and Python would print that as an
+    "Exception ignored" traceback; the user gets the warning and every row instead."""
+    import subprocess
+    import sys
+
+    from let_core.records import STORE_COLUMNS
+
+    store = tmp_path / "store"
+    store.mkdir()
+    rows = [",".join(f"r{i}" if c == "run_id" else "0.1" if c == "energy_consumed" else "x"
+                     for c in STORE_COLUMNS).encode() for i in range(3)]
+    bad = b"\xff\xfe" + b",y" * (len(STORE_COLUMNS) + 2)  # wrong width and not UTF-8
+    (store / "emissions.csv").write_bytes(",".join(STORE_COLUMNS).encode() + b"\n"
+                                          + b"\n".join(rows[:2] + [bad] + rows[2:]) + b"\n")
+    code = ("import warnings; warnings.simplefilter('ignore'); from let_core import load_results; "
+            f"print(len(load_results({str(store)!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

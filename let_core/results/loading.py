@@ -7,10 +7,12 @@ here, never on the tracking path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from attrs import frozen
 
@@ -236,6 +238,25 @@ BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "
                                  *LEGACY_KEYS, "methodology", "kind", "scope", "hardware")
 
 
+@contextlib.contextmanager
+def _quiet_undecodable_invalid_rows(handler: Callable[[Any], str]) -> Iterator[None]:
+    """Arrow decodes an invalid row's text before it calls our handler; bytes that are not
+    UTF-8 make that decoding raise inside Arrow, where Python can only print an "Exception
+    ignored" traceback on the user's stderr. The row is accounted for anyway (read again with
+    the bytes replaced, and warned about), so exactly that report is dropped, nothing else."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, UnicodeDecodeError) and unraisable.object is handler):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The CSV store as a frame; only ``columns`` (plus BASE_COLUMNS) when given, which is
     what keeps memory at the data's size for tables over millions of rows."""
@@ -279,13 +300,14 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     def read(typed: bool, block_size: int | None) -> pa.Table:
         types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
         read_options = pacsv.ReadOptions() if block_size is None else pacsv.ReadOptions(block_size=block_size)
-        return pacsv.read_csv(
-            pa.BufferReader(data), read_options=read_options,
-            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                 quoted_strings_can_be_null=False,
-                                                 include_columns=included),
-        )
+        with _quiet_undecodable_invalid_rows(skip):
+            return pacsv.read_csv(
+                pa.BufferReader(data), read_options=read_options,
+                parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                     quoted_strings_can_be_null=False,
+                                                     include_columns=included),
+            )
 
     # Arrow's fast path fails on three kinds of input, each retried with what fixes it: a field
     # longer than a parse block (one block as large as the file), bytes that are not UTF-8
