@@ -627,17 +627,23 @@ def scan_lines(fd: int, header: list[str], end: int | None = None) -> Iterator[t
     """(line number, fields, valid UTF-8) of every record after the header, up to ``end``
     (default: where the rows end). Line 1 is the header."""
     stop = _data_end(fd, len(header)) if end is None else end
-    start = _header_length(fd)
+    # surrogateescape keeps bytes that are not UTF-8 visible, so they can be reported.
+    for first, fields in _records(fd, _header_length(fd), stop, errors="surrogateescape"):
+        yield first, fields, not any(_SURROGATE.search(field) for field in fields)
+
+
+def _records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each CSV record between two byte offsets of the store;
+    numbering starts after line 1, the header."""
     with os.fdopen(os.dup(fd), "rb") as handle:
         handle.seek(start)
         text = io.TextIOWrapper(io.BufferedReader(_Limited(handle, stop - start)), encoding="utf-8",
-                                errors="surrogateescape", newline="")
+                                errors=errors, newline="")
         reader = csv.reader(text)
         line = 1
         for fields in reader:
             first, line = line + 1, reader.line_num + 1
-            valid = not any(_SURROGATE.search(field) for field in fields)
-            yield first, fields, valid
+            yield first, fields
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -675,19 +681,12 @@ def _iter_rows(fd: int, header: list[str], offset: int,
     start = offset or _header_length(fd)
     width = len(header)
     bad: list[int] = []
-    with os.fdopen(os.dup(fd), "rb") as handle:
-        handle.seek(start)
-        text = io.TextIOWrapper(io.BufferedReader(_Limited(handle, stop - start)), encoding="utf-8",
-                                errors="replace", newline="")
-        reader = csv.reader(text)
-        line = 1
-        for fields in reader:
-            first, line = line + 1, reader.line_num + 1
-            if len(fields) != width:
-                if fields:
-                    bad.append(first)
-                continue
-            yield dict(zip(header, fields))
+    for first, fields in _records(fd, start, stop, errors="replace"):
+        if len(fields) != width:
+            if fields:
+                bad.append(first)
+            continue
+        yield dict(zip(header, fields))
     if bad:
         where = ("line(s) " + ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
                  if start <= _header_length(fd) else f"{len(bad)} line(s) after byte {start}")

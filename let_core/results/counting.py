@@ -596,6 +596,19 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return roles, demoted, metered, considered
 
 
+def _shared_job_rows(columns: _Columns, roles: np.ndarray) -> np.ndarray:
+    """Rows the job rule applies to: counted, part of a job, and of a scope every rank on a
+    host measures alike (not a per-GPU figure)."""
+    import numpy as np
+
+    candidates = (roles > 0) & ~columns.empty("job_id")
+    if not candidates.any():
+        return np.flatnonzero(candidates)
+    scope_codes, scope_labels = columns.codes("scope")
+    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
+    return np.flatnonzero(candidates & shared_label[scope_codes])
+
+
 def _job_parts(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     """Each row's energy after the job rule: what it adds beyond the largest figure stored
     before it for the same (project, user, job, host, backend, hardware), when its scope is shared."""
@@ -603,13 +616,7 @@ def _job_parts(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     import pandas as pd
 
     parts = np.where(roles > 0, columns.energy, 0.0)
-    candidates = roles > 0
-    candidates &= ~columns.empty("job_id")
-    if not candidates.any():
-        return parts
-    scope_codes, scope_labels = columns.codes("scope")
-    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
-    rows = np.flatnonzero(candidates & shared_label[scope_codes])
+    rows = _shared_job_rows(columns, roles)
     if not len(rows):
         return parts
     keys = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
@@ -735,16 +742,10 @@ def _job_maxima(columns: _Columns, roles: np.ndarray, group: np.ndarray, count: 
     """Per group, the largest figure of each (job, host, backend, hardware): the job rule's memory."""
     import json
 
-    import numpy as np
     import pandas as pd
 
     result: list[dict[str, float]] = [{} for _ in range(count)]
-    candidates = (roles > 0) & ~columns.empty("job_id")
-    if not candidates.any():
-        return result
-    scope_codes, scope_labels = columns.codes("scope")
-    shared_label = np.array([shared_by_ranks(label) for label in scope_labels], dtype=bool)
-    rows = np.flatnonzero(candidates & shared_label[scope_codes])
+    rows = _shared_job_rows(columns, roles)
     if not len(rows):
         return result
     table = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
