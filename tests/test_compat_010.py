@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from lamarr_energy_tracker.print_paper_statement import (emission_comparisons, f
                                                          print_custom_paper_statement)
 from let_core.errors import LetWarning
 from let_core.statement import REFERENCES, comparison
+from tests.loopback import free_port
 
 LET014 = Path("/tmp/let014venv/bin/python")
 needs_014 = pytest.mark.skipif(not LET014.exists(), reason="LET 0.1.4 venv not at /tmp/let014venv")
@@ -235,11 +235,6 @@ def test_010_positional_arguments_keep_their_meaning(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ headline meaning
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def ground_truth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -249,7 +244,7 @@ def ground_truth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from let_backends.tasmota.server import RunningServer
 
     farm = EmulatorFarm([1800.0], names=["worker"]).start()
-    server = RunningServer(parse_server_config(farm.config()), port=_free_port(), token="t",
+    server = RunningServer(parse_server_config(farm.config()), port=free_port(), token="t",
                            poll_interval=0.25).start()
     monkeypatch.setenv("LET_GT_HOST", "127.0.0.1")
     monkeypatch.setenv("LET_GT_PORT", str(server.port))

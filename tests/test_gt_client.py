@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ from let_backends.tasmota.emulator import EmulatorFarm
 from let_backends.tasmota.server import RunningServer
 from let_core.errors import BackendUnavailable, LetWarning
 from let_core.tracker import EnergyTracker
+from tests.loopback import free_port
 
 TOKEN = "client-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 
 from let_backends.tasmota.emulator import EmulatedSocket
 
-from test_gt_robust import free_port, wait_until
+from tests.loopback import free_port, wait_until
 
 TOKEN = "fuzz-token"
 ADMIN = "fuzz-admin"

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 import requests
@@ -21,6 +19,7 @@ from let_backends.tasmota.client import GroundTruthTracker
 from let_backends.tasmota.emulator import EmulatedSocket
 from let_core.errors import LetWarning
 from let_core.tracker import EnergyTracker
+from tests.loopback import free_port
 
 LET014_PYTHON = Path(os.environ.get("LET014_PYTHON", "/tmp/let014venv/bin/python"))
 
@@ -28,12 +27,6 @@ LET014_PYTHON = Path(os.environ.get("LET014_PYTHON", "/tmp/let014venv/bin/python
 def let014_env(tmp: Path) -> dict[str, str]:
     """LET 0.1.4's own venv, without this checkout on its path."""
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HOME": str(tmp)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[str]) -> None:

@@ -21,25 +21,10 @@ from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker
 from let_backends.tasmota.emulator import EmulatedSocket
 from let_core.errors import BackendUnavailable, LetWarning
 from let_core.tracker import EnergyTracker
+from tests.loopback import free_port, wait_until
 
 TOKEN = "robust-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-WAIT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float = WAIT_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Server:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,26 +14,11 @@ import pytest
 import requests
 
 from let_backends.tasmota.emulator import EmulatedSocket
+from tests.loopback import WAIT_S, free_port, wait_until
 
 TOKEN = "test-token-123"
 ADMIN = "admin-token-456"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-WAIT_S = 60.0  # generous: the machine may be loaded
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float = WAIT_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Env:

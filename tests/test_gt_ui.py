@@ -3,9 +3,7 @@ page in headless Chromium (when installed)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,22 +16,7 @@ pytest.importorskip("fastapi")
 from let_backends.tasmota.config import SocketConfig  # noqa: E402
 from let_backends.tasmota.emulator import EmulatedSocket  # noqa: E402
 from let_backends.tasmota.server import RunningServer  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+from tests.loopback import free_port, wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +25,7 @@ def server() -> Iterator[tuple[str, dict[str, EmulatedSocket]]]:
                "beta": EmulatedSocket(800.0, start_total_kwh=3.0).start()}
     configs = {name: SocketConfig(host=name, address=s.address, hardware=f"{name} workstation")
                for name, s in sockets.items()}
-    running = RunningServer(configs, port=_port(), poll_interval=0.25, token="").start()
+    running = RunningServer(configs, port=free_port(), poll_interval=0.25, token="").start()
     try:
         yield running.url, sockets
     finally:
@@ -60,9 +43,9 @@ def data(url: str) -> dict[str, Any]:
 def test_ui_data_has_every_sockets_history_sessions_and_resets(server: tuple[str, dict[str, EmulatedSocket]]) -> None:
     url, sockets = server
     started = requests.post(url + "/hosts/beta/sessions", json={"label": "paper-run"}, timeout=30).json()
-    wait_for(lambda: all(len(h["history"]) >= 4 for h in data(url)["hosts"]))
+    wait_until(lambda: all(len(h["history"]) >= 4 for h in data(url)["hosts"]))
     sockets["beta"].reset_counter()
-    body = wait_for(lambda: (d := data(url)) and d["hosts"][1]["resets"] >= 1 and d)
+    body = wait_until(lambda: (d := data(url)) and d["hosts"][1]["resets"] >= 1 and d)
     alpha, beta = body["hosts"]
     assert (alpha["host"], beta["host"]) == ("alpha", "beta")
     assert beta["hardware"] == "beta workstation" and beta["online"]
@@ -83,7 +66,6 @@ def test_ui_page_in_a_browser(server: tuple[str, dict[str, EmulatedSocket]], tmp
         pytest.skip("needs Debian's chromium and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     url, _ = server
     requests.post(url + "/hosts/alpha/sessions", json={"label": "epoch sweep"}, timeout=30)
@@ -94,12 +76,17 @@ def test_ui_page_in_a_browser(server: tuple[str, dict[str, EmulatedSocket]], tmp
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         driver.get(url + "/ui")
-        wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".card svg")) == 2
-                 and all(int(s.get_attribute("data-points")) >= 12
-                         for s in driver.find_elements(By.CSS_SELECTOR, ".card svg")))
-        cards = {c.get_attribute("data-host"): c.text for c in driver.find_elements(By.CSS_SELECTOR, ".card")}
+        # The page redraws its cards every few seconds, so an element found in one WebDriver
+        # call can be gone by the next: each look is one script, atomic inside the page.
+        def points() -> list[int]:
+            return [int(p or 0) for p in driver.execute_script(
+                "return [...document.querySelectorAll('.card svg')].map(s => s.getAttribute('data-points'))")]
+
+        wait_until(lambda: len(points()) == 2 and all(n >= 12 for n in points()))
+        cards = dict(driver.execute_script(
+            "return [...document.querySelectorAll('.card')].map(c => [c.dataset.host, c.innerText])"))
         assert set(cards) == {"alpha", "beta"} and "online" in cards["beta"] and " W" in cards["beta"]
-        assert "epoch sweep" in driver.find_element(By.ID, "sessions").text
+        assert "epoch sweep" in driver.execute_script("return document.getElementById('sessions').innerText")
         path = tmp_path / "gt-ui.png"
         assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000
         print(f"screenshot: {path}")
