@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from let_backends.tasmota.config import load_server_config, server_location, strip_json_comments
+from let_backends.tasmota.config import SocketConfig, load_server_config, server_location, strip_json_comments
 from let_backends.tasmota.emulator import EmulatedSocket, integrate_profile
 from let_backends.tasmota.meter import HostMeter, quality
 from let_backends.tasmota.protocol import EnergyReading, SocketError, TasmotaSocket
+from let_backends.tasmota.service import GroundTruthService
 from let_core.errors import ConfigurationError
 
 README_EXAMPLE = """{
@@ -146,6 +148,49 @@ def test_meter_concurrent_callers_reuse_one_attempt() -> None:
     assert m.refresh(arrival=5.0)
     assert m.refresh(arrival=4.0)  # an attempt started after this caller arrived: reused
     assert len(calls) == 1
+
+
+def test_reading_instant_bracketed_by_the_exchange_not_the_whole_call() -> None:
+    with EmulatedSocket(3000.0) as emu:
+        meter = HostMeter("h", TasmotaSocket(emu.address, timeout=10.0).read)
+        for _ in range(5):
+            assert meter.refresh()
+            taken = meter.last.taken
+            emulated_t = emu.reads[-1][0]  # when the emulator took this reading, on its clock
+            assert taken is not None and taken[0] <= emu._mono0 + emulated_t <= taken[1]
+        # A socket trickling its body: the call is long, but the reading was taken before the
+        # first byte, so its instant is still known to within the exchange, not half the call.
+        emu.trickle_s = 0.002
+        began = time.monotonic()
+        assert meter.refresh()
+        call_s = time.monotonic() - began
+    assert call_s > 0.2
+    assert meter.last_read_s < call_s / 4
+    assert meter.snapshot().timing_s == pytest.approx(meter.last_read_s / 2)
+
+
+def test_session_boundary_reads_again_when_an_answer_was_held() -> None:
+    """An answer held 0.3 s after its reading (a Wi-Fi queue) must not mark a session's boundary:
+    its midpoint is 0.15 s off, 30% of this half-second session at constant power."""
+    with EmulatedSocket(3000.0) as emu:
+        svc = GroundTruthService({"h": SocketConfig("h", emu.address)}, socket_timeout=5.0)
+        try:  # not started: no poller thread takes the held answers instead
+            meter = svc.meter("h")
+            for _ in range(10):
+                assert meter.refresh()
+            polls = meter.polls
+            emu.held.append(0.3)
+            started = svc.start_session("h")
+            time.sleep(0.5)
+            emu.held.append(0.3)
+            result = svc.stop_session(started["session_id"])
+        finally:
+            svc.close()
+    assert meter.polls - polls == 4  # each boundary: the held reading (energy), then a sharp one
+    assert result["quality"]["timing_uncertainty_s"] < 0.05
+    truth = 3000.0 * result["duration"] / 3.6e6
+    # 0.01 Wh counter steps are 2.4% of this session's 0.42 Wh
+    assert result["energy_consumed"] == pytest.approx(truth, rel=0.05)
 
 
 def test_integrate_profile_matches_closed_form() -> None:

@@ -82,6 +82,9 @@ class EmulatedSocket:
         self.injected: deque[bytes] = deque()
         #: Seconds between the bytes of every answer: a socket on a bad Wi-Fi link.
         self.trickle_s = 0.0
+        #: Seconds to hold each of the next answers after the reading was taken (an answer stuck
+        #: in a Wi-Fi queue): the reading is older than its arrival says.
+        self.held: deque[float] = deque()
         self.boot_count = 1
         self._boot_t = 0.0  # emulated time of the last boot
         self.requests = 0
@@ -328,7 +331,12 @@ def _handler_for(socket: EmulatedSocket) -> type[BaseHTTPRequestHandler]:
                         socket.advance()  # the counter goes on underneath the bad answer
                     self._send(200, raw)
                     return
-            self._reply(200, socket.execute(cmnd))
+            answer = socket.execute(cmnd)
+            try:
+                time.sleep(socket.held.popleft())
+            except IndexError:
+                pass
+            self._reply(200, answer)
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             self._send(status, json.dumps(body, separators=(",", ":")).encode())

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from attrs import frozen
+from attrs import evolve, field, frozen
 
 from let_core.errors import LetError
 
@@ -45,6 +45,9 @@ class EnergyReading:
     socket_time: str  # StatusSNS.Time, socket-local time
     today_kwh: float | None = None
     yesterday_kwh: float | None = None
+    #: ``time.monotonic()`` just before the request was sent and when the first byte of the answer
+    #: came back: the socket took the reading in between (None: not known). Not persisted.
+    taken: tuple[float, float] | None = field(default=None, eq=False)
 
     @classmethod
     def from_status(cls, data: Mapping[str, Any]) -> EnergyReading:
@@ -98,9 +101,20 @@ class HttpTimeout(OSError):
     """The whole request did not finish within its deadline."""
 
 
+@frozen
+class HttpAnswer:
+    status: int
+    body: bytes
+    #: ``time.monotonic()`` just before the request went out and when the answer's first byte
+    #: arrived: the peer answered in between. Connecting and reading the rest are outside it, so
+    #: it brackets the moment a socket took its reading more tightly than the whole call does.
+    sent: float
+    first_byte: float
+
+
 def http_get(address: str, target: str, deadline_s: float,
-             max_bytes: int = MAX_ANSWER_BYTES) -> tuple[int, bytes]:
-    """``GET target`` from ``address`` ("ip[:port]"): (status, body), all within ``deadline_s``.
+             max_bytes: int = MAX_ANSWER_BYTES) -> HttpAnswer:
+    """``GET target`` from ``address`` ("ip[:port]"), all within ``deadline_s``.
 
     Raises ``OSError`` (``HttpTimeout`` past the deadline) on any network failure and
     ``ValueError`` for an answer that is not HTTP or is larger than ``max_bytes``.
@@ -118,6 +132,8 @@ def http_get(address: str, target: str, deadline_s: float,
 
     with _socket.create_connection((host.strip("[]"), int(port)), timeout=left()) as conn:
         conn.settimeout(left())
+        sent = time.monotonic()
+        first_byte = 0.0
         conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n"
                      "Accept: application/json\r\n\r\n".encode("ascii"))
         data = bytearray()
@@ -129,16 +145,18 @@ def http_get(address: str, target: str, deadline_s: float,
                 raise HttpTimeout(f"no complete answer within {deadline_s:g} s") from None
             if not chunk:
                 break
+            if not data:
+                first_byte = time.monotonic()
             data += chunk
             if len(data) > max_bytes + 8192:
                 raise ValueError(f"answer larger than {max_bytes} bytes")
             complete = _complete(bytes(data))
             if complete is not None:
-                return complete
+                return HttpAnswer(*complete, sent=sent, first_byte=first_byte)
     complete = _complete(bytes(data), eof=True)
     if complete is None:
         raise ValueError("the connection closed before a complete HTTP answer")
-    return complete
+    return HttpAnswer(*complete, sent=sent, first_byte=first_byte)
 
 
 def _complete(data: bytes, eof: bool = False) -> tuple[int, bytes] | None:
@@ -184,6 +202,8 @@ class TasmotaSocket:
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self._resolution_set = False
+        #: (sent, first byte) of the last answered command, ``time.monotonic()``
+        self.last_exchange: tuple[float, float] | None = None
 
     @property
     def base_url(self) -> str:
@@ -198,12 +218,14 @@ class TasmotaSocket:
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                status, body = http_get(self.address, target, self.timeout)
+                answer = http_get(self.address, target, self.timeout)
             except (OSError, ValueError) as exc:
                 last = exc
                 if attempt < self.retries:
                     time.sleep(0.05 * (attempt + 1))
                 continue
+            status, body = answer.status, answer.body
+            self.last_exchange = (answer.sent, answer.first_byte)
             if status == 401:
                 raise SocketError(f"socket {self.address} refused the credentials (401); set \"user\" "
                                   "and \"password\" for this host in the config (Tasmota's WebPassword)")
@@ -233,7 +255,7 @@ class TasmotaSocket:
         data = self.command("Status 8")
         if "StatusSNS" not in data:  # some firmware builds answer sensors only on Status 10
             data = self.command("Status 10")
-        return EnergyReading.from_status(data)
+        return evolve(EnergyReading.from_status(data), taken=self.last_exchange)
 
     def uptime(self) -> float | None:
         """Seconds since the socket booted (``Status 11``), or None if it does not say."""

@@ -27,6 +27,8 @@ MAX_SESSIONS_PER_HOST = 1000
 MAX_SESSIONS_PER_CLIENT = 1000
 #: Sessions never stopped (a killed client) are dropped after this many days.
 DEFAULT_MAX_AGE_DAYS = 30.0
+#: Readings a session boundary may take to find one with a sharp instant (``_fresh_snapshot``).
+BOUNDARY_READS = 4
 
 
 class UnknownHost(KeyError):
@@ -220,9 +222,20 @@ class GroundTruthService:
 
     # ------------------------------------------------------------------------------ sessions
     def _fresh_snapshot(self, meter: HostMeter) -> Snapshot:
+        """A session boundary: counters at a reading taken after this call began. A reading whose
+        instant is much less certain than usual (``HostMeter.sharp_span_s``) is read again, up to
+        ``BOUNDARY_READS`` readings within the usual wait: it still counts for the energy, it
+        only does not mark where the session begins or ends. What the boundary stands on is
+        reported either way (``timing_uncertainty_s``)."""
+        end = time.monotonic() + self._wait_s
         arrival = meter.clock()
-        meter.refresh(arrival, wait_s=self._wait_s)
-        return meter.snapshot(at_reading=True)
+        for _ in range(BOUNDARY_READS):
+            meter.refresh(arrival, wait_s=max(end - time.monotonic(), 0.0))
+            snap = meter.snapshot(at_reading=True)
+            if snap.in_gap or 2.0 * snap.timing_s <= meter.sharp_span_s() or time.monotonic() >= end:
+                break
+            arrival = meter.clock()
+        return snap
 
     def _add(self, session: Session, persist: bool = True) -> None:
         """Register a session (caller holds no lock); raises TooManySessions at a cap."""
