@@ -186,11 +186,29 @@ def test_session_boundary_reads_again_when_an_answer_was_held() -> None:
             result = svc.stop_session(started["session_id"])
         finally:
             svc.close()
-    assert meter.polls - polls == 4  # each boundary: the held reading (energy), then a sharp one
+    assert meter.polls - polls >= 4  # each boundary: the held reading (energy), then a sharp one
     assert result["quality"]["timing_uncertainty_s"] < 0.05
     truth = 3000.0 * result["duration"] / 3.6e6
     # 0.01 Wh counter steps are 2.4% of this session's 0.42 Wh
     assert result["energy_consumed"] == pytest.approx(truth, rel=0.05)
+
+
+def test_session_boundary_takes_the_sharpest_when_every_answer_was_held() -> None:
+    with EmulatedSocket(3000.0) as emu:
+        svc = GroundTruthService({"h": SocketConfig("h", emu.address)}, socket_timeout=5.0)
+        try:
+            meter = svc.meter("h")
+            for _ in range(10):
+                assert meter.refresh()
+            polls = meter.polls
+            emu.held.extend([0.2, 0.02, 0.3, 0.25])  # all four boundary reads wide, the 2nd least
+            started = svc.start_session("h")
+            result = svc.stop_session(started["session_id"])
+        finally:
+            svc.close()
+    assert meter.polls - polls >= 5  # BOUNDARY_READS for the start, then the stop
+    # the 0.02 s one: its half-bracket is ~0.01 s, any other's at least 0.1 s
+    assert result["quality"]["timing_uncertainty_s"] < 0.08
 
 
 def test_integrate_profile_matches_closed_form() -> None:

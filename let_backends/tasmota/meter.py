@@ -40,8 +40,7 @@ _DROP_TOLERANCE_KWH = 0.000005
 #: A 16 A socket at 230 V: the most a Tasmota plug (Nous A1T, Sonoff S31) can deliver.
 DEFAULT_RATED_MAX_W = 3680.0
 #: A session boundary wants a reading whose instant is known to within this many times the
-#: host's typical bracket (the median of its recent readings'), or ``SHARP_FLOOR_S``; see
-#: ``HostMeter.sharp_span_s``.
+#: bracket the host's link achieves, or ``SHARP_FLOOR_S``; see ``HostMeter.sharp_span_s``.
 SHARP_FACTOR = 2.0
 SHARP_FLOOR_S = 0.001
 _SPAN_HISTORY = 64
@@ -257,15 +256,17 @@ class HostMeter:
             self._spans.append(span_s)
 
     def sharp_span_s(self) -> float:
-        """The widest bracket a session boundary accepts without reading again: twice this host's
-        typical one (1 ms at least). The energy between two readings is exact whatever their
-        brackets; a session's *duration* is only as exact as its boundary readings' instants, and
-        under load one reading in a hundred had a bracket ten times the usual (the answer sat in
-        a queue): with 3 kW on a 3 s session each ms is 0.03% of the figure."""
+        """The widest bracket a session boundary accepts without reading again: twice what this
+        host's link achieves (the lower quartile of its recent brackets, so that neither a crowd
+        of clients nor a server's slow first readings raise the bar; 1 ms at least). The energy
+        between two readings is exact whatever their brackets; a session's *duration* is only as
+        exact as its boundary readings' instants, and under load one reading in a hundred had a
+        bracket ten times the usual (the answer sat in a queue): with 3 kW on a 3 s session each
+        ms is 0.03% of the figure."""
         with self._lock:
             spans = sorted(self._spans)
-        typical = spans[len(spans) // 2] if spans else math.inf
-        return max(SHARP_FACTOR * typical, SHARP_FLOOR_S)
+        achieved = spans[len(spans) // 4] if spans else math.inf
+        return max(SHARP_FACTOR * achieved, SHARP_FLOOR_S)
 
     # ------------------------------------------------------------------------------ reading
     def snapshot(self, now: float | None = None, at_reading: bool = False) -> Snapshot:

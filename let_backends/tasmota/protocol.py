@@ -2,7 +2,7 @@
 
 Only reads and calibration commands are sent: nothing here resets a socket's counters.
 
-Requests go through ``http_get``: a small HTTP/1.1 GET over a plain socket with one *total*
+Requests go through ``http_exchange``: a small HTTP/1.1 GET over a plain socket with one *total*
 deadline (connect, send, every byte of the answer) and a size limit. ``requests``' timeouts
 apply per read, so a socket that trickles one byte a second held a poller for as long as it
 liked; Tasmota's web server speaks plain HTTP with short JSON answers, which is all this needs.
@@ -113,7 +113,15 @@ class HttpAnswer:
 
 
 def http_get(address: str, target: str, deadline_s: float,
-             max_bytes: int = MAX_ANSWER_BYTES) -> HttpAnswer:
+             max_bytes: int = MAX_ANSWER_BYTES) -> tuple[int, bytes]:
+    """``GET target`` from ``address`` ("ip[:port]"): (status, body), all within ``deadline_s``
+    (``http_exchange`` also says when the answer came)."""
+    answer = http_exchange(address, target, deadline_s, max_bytes)
+    return answer.status, answer.body
+
+
+def http_exchange(address: str, target: str, deadline_s: float,
+                  max_bytes: int = MAX_ANSWER_BYTES) -> HttpAnswer:
     """``GET target`` from ``address`` ("ip[:port]"), all within ``deadline_s``.
 
     Raises ``OSError`` (``HttpTimeout`` past the deadline) on any network failure and
@@ -218,7 +226,7 @@ class TasmotaSocket:
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                answer = http_get(self.address, target, self.timeout)
+                answer = http_exchange(self.address, target, self.timeout)
             except (OSError, ValueError) as exc:
                 last = exc
                 if attempt < self.retries:

@@ -224,18 +224,24 @@ class GroundTruthService:
     def _fresh_snapshot(self, meter: HostMeter) -> Snapshot:
         """A session boundary: counters at a reading taken after this call began. A reading whose
         instant is much less certain than usual (``HostMeter.sharp_span_s``) is read again, up to
-        ``BOUNDARY_READS`` readings within the usual wait: it still counts for the energy, it
-        only does not mark where the session begins or ends. What the boundary stands on is
-        reported either way (``timing_uncertainty_s``)."""
+        ``BOUNDARY_READS`` readings within the usual wait, and the sharpest marks the boundary:
+        the others still count for the energy, they only do not mark where the session begins
+        or ends. What the boundary stands on is reported either way (``timing_uncertainty_s``)."""
         end = time.monotonic() + self._wait_s
         arrival = meter.clock()
+        best: Snapshot | None = None
         for _ in range(BOUNDARY_READS):
             meter.refresh(arrival, wait_s=max(end - time.monotonic(), 0.0))
             snap = meter.snapshot(at_reading=True)
-            if snap.in_gap or 2.0 * snap.timing_s <= meter.sharp_span_s() or time.monotonic() >= end:
+            if snap.in_gap:  # no answer: an earlier reading taken after the call began still marks it
+                return best or snap
+            if best is None or snap.timing_s < best.timing_s:
+                best = snap
+            if 2.0 * snap.timing_s <= meter.sharp_span_s() or time.monotonic() >= end:
                 break
             arrival = meter.clock()
-        return snap
+        assert best is not None  # BOUNDARY_READS >= 1
+        return best
 
     def _add(self, session: Session, persist: bool = True) -> None:
         """Register a session (caller holds no lock); raises TooManySessions at a cap."""
