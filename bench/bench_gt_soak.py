@@ -203,9 +203,9 @@ def main() -> None:
                     continue
                 truth = args.watts * result["duration"] / 3.6e6
                 err = abs(result["energy_consumed"] - truth) / truth
-                # what the reading times allow: power x the boundary readings' request half-times,
-                # plus one counter step (0.01 Wh) at each end
-                allowed = (args.watts * result["quality"].get("timing_uncertainty_s", 0.0) / 3.6e6 + 2e-5) / truth
+                # what the reading times allow: power x the boundary readings' half-brackets, plus
+                # one counter step (0.01 Wh: half a step of rounding at each end)
+                allowed = (args.watts * result["quality"].get("timing_uncertainty_s", 0.0) / 3.6e6 + 1e-5) / truth
                 with lock:
                     rel_errors.append(err)
                     # the error as a time: how far the boundaries' time stamps are off, plus at
