@@ -149,6 +149,12 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
     for field in fields:
         mixed ^= field.astype(np.uint64, copy=False)
         mixed *= np.uint64(_MIX)  # wraps modulo 2**64, as intended
+    # Usually every row is a run of its own: sorting the hashes (a few ms, against 30-40 ms
+    # for hashing them into a table) shows it, and distinct hashes are distinct ids. The codes
+    # are then what factorize gives, numbered in order.
+    ordered = np.sort(mixed)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return np.arange(n, dtype=np.int64)
     codes, uniques = pd.factorize(mixed)
     codes = np.asarray(codes, dtype=np.int64)
     # Exactness: rows sharing a hash must share their bytes with the hash's first row.
@@ -162,3 +168,46 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
             if not np.array_equal(field[shared], field[representative]):
                 return None  # a 64-bit collision between different ids: take the exact path
     return codes
+
+
+# Codes of text columns read dictionary-encoded (the Parquet dataset's names and kinds), by
+# the column's Arrow data: counting then groups by them without hashing a million texts
+# again. Entries go with their column (weak references); the codes are small integers.
+_dictionaries: dict[int, tuple[weakref.ref[Any], np.ndarray, list[str]]] = {}
+
+
+def remember_dictionary(values: pd.Series, encoded: Any) -> None:
+    """Keep the codes of ``values`` (an Arrow-backed text column) from ``encoded``, the same
+    column dictionary-encoded (an Arrow chunked array), for ``dictionary_codes``."""
+    import numpy as np
+    import pyarrow as pa
+
+    source = _arrow_source(values.array)
+    if source is None or len(source) != len(encoded):
+        return
+    unified = encoded.unify_dictionaries()
+    dictionary = unified.chunk(0).dictionary if unified.num_chunks else pa.array([], pa.string())
+    labels = dictionary.to_pylist()
+    if dictionary.null_count or len(set(labels)) != len(labels):
+        return  # not what Parquet writes; counting then codes the texts itself
+    # Missing values and "" are one label "", as in every other grouping of text here.
+    blank = labels.index("") if "" in labels else len(labels)
+    if blank == len(labels):
+        labels.append("")
+    indices = pa.chunked_array([chunk.indices for chunk in unified.chunks], pa.int32())
+    dtype = np.int8 if len(labels) <= 127 else np.int16 if len(labels) <= 32767 else np.int32
+    codes = indices.fill_null(blank).to_numpy().astype(dtype)
+    codes.setflags(write=False)
+    key = id(source)
+    _dictionaries[key] = (weakref.ref(source, lambda _, key=key: _dictionaries.pop(key, None)), codes,
+                          [str(label) for label in labels])
+
+
+def dictionary_codes(values: pd.Series) -> tuple[np.ndarray, list[str]] | None:
+    """Codes and labels of a column ``remember_dictionary`` saw ("" for missing values, every
+    label once; codes read-only), or None for any other column."""
+    source = _arrow_source(values.array)
+    entry = None if source is None else _dictionaries.get(id(source))
+    if entry is None or entry[0]() is not source:
+        return None
+    return entry[1], entry[2]

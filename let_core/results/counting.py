@@ -370,6 +370,10 @@ GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "back
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
                                    "carbon_intensity", "methodology", "hardware", "job_id", "hostname",
                                    "backend", "project_name", "user", "duration", "coverage")
+#: The text columns counting groups by (``_Columns.codes``): the Parquet reader keeps their
+#: dictionary codes beside the frame.
+CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
+                                  "project_name", "user", "hostname", "job_id")
 #: What ``aggregate`` (``let results --by``) reads.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS
 
@@ -410,6 +414,9 @@ class _Columns:
             return cached
         if name not in self.frame:
             result = np.ones(self.size, dtype=bool)
+        elif self._known(name):
+            codes, labels = self.codes(name)
+            result = np.array([label == "" for label in labels], dtype=bool)[codes]
         else:
             values = self.frame[name]
             result = values.isna().to_numpy(dtype=bool)
@@ -428,7 +435,16 @@ class _Columns:
 
         if name not in self.frame:
             return np.full(self.size, text == "", dtype=bool)
+        if text and self._known(name):  # (a missing value is not "", but has the code of "")
+            codes, labels = self.codes(name)
+            return np.array([label == text for label in labels], dtype=bool)[codes]
         return (self.frame[name] == text).to_numpy(dtype=bool, na_value=False)
+
+    def _known(self, name: str) -> bool:
+        """Whether the column's codes are at hand without hashing (read dictionary-encoded)."""
+        from let_core.keys import dictionary_codes
+
+        return name in self._codes or dictionary_codes(self.frame[name]) is not None
 
     def numbers(self, name: str) -> np.ndarray:
         import numpy as np
@@ -458,11 +474,16 @@ class _Columns:
         import numpy as np
         import pandas as pd
 
+        from let_core.keys import dictionary_codes
+
         cached = self._codes.get(name)
         if cached is not None:
             return cached
+        known = dictionary_codes(self.frame[name]) if name in self.frame else None
         if name not in self.frame:
             result: tuple[np.ndarray, list[str]] = (np.zeros(self.size, dtype=np.int64), [""])
+        elif known is not None:  # read dictionary-encoded (the Parquet dataset): no hashing
+            result = (known[0].astype(np.int64), known[1])
         else:
             values = self.frame[name]
             source = getattr(values.array, "_pa_array", None)
@@ -549,8 +570,11 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     scope_codes, scope_labels = columns.codes("scope")
     state = np.where(is_estimate[rows], 0, np.where(demoted[rows], 2, 1)).astype(np.int64)
     combined = state * len(scope_labels) + scope_codes[rows]
-    codes, uniques = pd.factorize(combined)
-    codes = np.asarray(codes, dtype=np.int64)
+    # A handful of states: numbered through a table as long as the combinations (no hashing).
+    present = np.bincount(combined, minlength=3 * len(scope_labels)) > 0
+    uniques = np.flatnonzero(present)
+    numbering = np.cumsum(present) - 1
+    codes = numbering[combined]
     names = [(int(u) // len(scope_labels), scope_labels[int(u) % len(scope_labels)] or SYSTEM_SCOPE)
              for u in uniques]
 
@@ -695,18 +719,25 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     run_group = np.zeros(columns.run_count, dtype=np.int64)
     run_group[columns.runs] = group
 
+    # One group (the statement): no per-row group to select; bincount still adds in row order,
+    # as the row path does (np.sum would add pairwise and differ in the last bits).
+    single = count == 1
+
     def sums(mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return np.bincount(group[mask], weights=weights[mask], minlength=count)
+        selected = weights[mask]
+        return np.bincount(group[:len(selected)] if single else group[mask], weights=selected, minlength=count)
 
     def run_counts(flags: np.ndarray) -> np.ndarray:
-        return np.bincount(run_group[flags], minlength=count)
+        return np.array([np.count_nonzero(flags)]) if single else np.bincount(run_group[flags], minlength=count)
 
     def counts(name: str, mask: np.ndarray) -> list[dict[str, int]]:
         result: list[dict[str, int]] = [{} for _ in range(count)]
         if name not in columns.frame or not mask.any():
             return result
         codes_n, labels_n = columns.codes(name)
-        tally = np.bincount(group[mask] * len(labels_n) + codes_n[mask], minlength=count * len(labels_n))
+        selected = codes_n if mask.all() else codes_n[mask]
+        tally = np.bincount(selected if single else group[mask] * len(labels_n) + selected,
+                            minlength=count * len(labels_n))
         for index in np.flatnonzero(tally).tolist():
             g, code = divmod(index, len(labels_n))
             if labels_n[code]:
