@@ -31,7 +31,8 @@ _last: tuple[weakref.ref[Any], np.ndarray] | None = None
 
 def text_codes(values: pd.Series) -> np.ndarray:
     """One int64 code per row, equal exactly where the texts are equal; -1 for missing or empty
-    text. The result is read-only (it may be shared with the previous caller)."""
+    text. Codes count 0, 1, ... in order of first appearance (``duplicated`` relies on it).
+    The result is read-only (it may be shared with the previous caller)."""
     import numpy as np
     import pandas as pd
 
@@ -80,6 +81,8 @@ def duplicated(frame: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
     result = np.zeros(len(frame), dtype=bool)
     if not present.any():
         return result
+    if present.all() and int(first.max()) + 1 == len(first):
+        return result  # codes are dense (0, 1, ... in order of appearance): each text once
     counts = np.bincount(first[present])
     repeated = present.copy()
     repeated[present] = counts[first[present]] > 1
@@ -140,14 +143,14 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
         return None
     if width == 0:
         return np.full(n, -1, dtype=np.int64)
-    # Each value as one record of 64-bit words plus tail bytes: a view, no copy.
-    layout = np.dtype([(f"w{i}", "<u8") for i in range(width // 8)]
-                      + [(f"b{i}", "u1") for i in range(width % 8)])
+    # Each value as one record of 64-bit words plus a 4-, 2- and 1-byte tail: a view, no copy.
+    tail = [(f"t{size}", f"<u{size}") for size in (4, 2, 1) if width % 8 & size]
+    layout = np.dtype([(f"w{i}", "<u8") for i in range(width // 8)] + tail)
     records = np.frombuffer(buffers[2], dtype=layout, count=n, offset=int(offsets[0]))
     fields = [records[name] for name in layout.names or ()]
     mixed = np.zeros(n, dtype=np.uint64)
     for field in fields:
-        mixed ^= field.astype(np.uint64, copy=False)
+        np.bitwise_xor(mixed, field, out=mixed)  # (read in place from the records, no copy)
         mixed *= np.uint64(_MIX)  # wraps modulo 2**64, as intended
     # Usually every row is a run of its own: sorting the hashes (a few ms, against 30-40 ms
     # for hashing them into a table) shows it, and distinct hashes are distinct ids. The codes
