@@ -221,15 +221,16 @@ DICTIONARY_COLUMNS: tuple[str, ...] = tuple(
 _ENCODED = "\x00encoded"
 
 
-def _dataset(location: Location) -> Any:
+def _dataset(location: Location, dictionary: bool = False) -> Any:
+    """The dataset, its DICTIONARY_COLUMNS read dictionary-encoded when ``dictionary``."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
     partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
-    dictionary = set(DICTIONARY_COLUMNS)
+    encoded = set(DICTIONARY_COLUMNS) if dictionary else set()
     read_schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string()))
-                             if f.name in dictionary else f for f in schema()])
-    file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=dictionary))
+                             if f.name in encoded else f for f in schema()])
+    file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=encoded))
     return ds.dataset(location.path, filesystem=location.filesystem, format=file_format,
                       schema=read_schema.append(pa.field("project", pa.string())).append(pa.field("year", pa.string())),
                       partitioning=partitioning)
@@ -264,7 +265,8 @@ def _names(columns: Iterable[str] | None) -> list[str]:
 def _scan(location: Location, project_name: str | None, user: str | None, hostname: str | None,
           names: Sequence[str], encoded: Iterable[str]) -> pa.Table:
     """``names`` as text and numbers, plus ``<name>`` + _ENCODED, the dictionary-encoded form,
-    for each of ``encoded`` (dictionary columns among ``names``)."""
+    for each of ``encoded`` (dictionary columns among ``names``) unless a file's types do
+    not allow it."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -279,14 +281,23 @@ def _scan(location: Location, project_name: str | None, user: str | None, hostna
         # Partition values are URL-decoded by the reader, so this prunes whole folders.
         condition = condition & (ds.field("project") == project_name)
     dictionary = set(DICTIONARY_COLUMNS)
-    projection = {c: ds.field(c).cast(pa.string()) if c in dictionary else ds.field(c) for c in names}
+    projection: dict[str, Any] | None = {
+        c: ds.field(c).cast(pa.string()) if c in dictionary else ds.field(c) for c in names}
     projection.update({c + _ENCODED: ds.field(c) for c in encoded if c in dictionary and c in projection})
     # pre_buffer coalesces reads for object stores' latency; on a local disk it only adds
     # work per file (a compacted year of 20 projects is 240 files): 10-20% of a full read.
     options = ds.ParquetFragmentScanOptions(pre_buffer=not location.local)
     for attempt in range(5):
         try:
-            return _dataset(location).to_table(columns=projection, filter=condition, fragment_scan_options=options)
+            if projection is not None:
+                try:
+                    return _dataset(location, dictionary=True).to_table(
+                        columns=projection, filter=condition, fragment_scan_options=options)
+                except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+                    # A file whose text column has another type (an integer rank written by
+                    # another tool) does not cast to a dictionary: read every column plainly.
+                    projection = None
+            return _dataset(location).to_table(columns=list(names), filter=condition, fragment_scan_options=options)
         except FileNotFoundError:
             # A compaction merged files away between listing and reading: its merged file is
             # already written, so listing again finds every row.
