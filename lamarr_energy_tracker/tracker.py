@@ -23,7 +23,6 @@ from let_core.results import load_results
 from let_core.statement import print_paper_statement
 from let_core.store import delete_results
 from let_core.tracker import EnergyTracker as _LetTracker
-from lamarr_energy_tracker.print_paper_statement import format_summary
 
 __all__ = ["EnergyTracker", "delete_results", "format_summary", "load_results",
            "print_paper_statement"]
@@ -110,5 +109,16 @@ def _example() -> None:
         shutil.rmtree(temp_dir)
 
 
+def __getattr__(name: str) -> Any:
+    # 0.1.x exported format_summary here; its module imports click (5 ms), which a tracked run
+    # does not need, so it loads when asked for.
+    if name == "format_summary":
+        from lamarr_energy_tracker.print_paper_statement import format_summary
+
+        return format_summary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":
     _example()
+

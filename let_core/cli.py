@@ -200,12 +200,13 @@ def merge(files: tuple[str, ...], into: str) -> None:
 @click.option("--dataset", default=None, help="Dataset folder or URI (default: LET_DATASET or STORE/runs).")
 def compact(output_dir: str | None, dataset: str | None) -> None:
     """Merge the Parquet dataset's small per-run files, one file per partition."""
-    from let_core.dataset import compact as compact_dataset, default_root, is_uri, locate
+    from let_core.config import default_dataset_root, is_uri
+    from let_core.dataset import compact as compact_dataset, locate
     from let_core.config import let_home
 
     if dataset is None and is_uri(output_dir):
         dataset, output_dir = output_dir, None
-    location = locate(dataset or default_root(output_dir or let_home()))
+    location = locate(dataset or default_dataset_root(output_dir or let_home()))
     report = compact_dataset(location)
     click.echo(f"{location.display}: {report.files_before} file(s) -> {report.files_after} "
                f"({report.partitions} partition(s) merged, {report.rows} row(s) rewritten)")

@@ -21,9 +21,8 @@ and the CLI cannot disagree about it.
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import os
+import zlib
 from pathlib import Path
 
 from let_core.errors import ConfigurationError
@@ -47,14 +46,24 @@ def cache_dir() -> Path:
     return Path(value).expanduser() if value else let_home() / "cache"
 
 
+def _absolute(store_path: str | os.PathLike[str]) -> bytes:
+    return os.path.abspath(os.path.expanduser(os.fspath(store_path))).encode("utf-8", "surrogateescape")
+
+
 def _store_key(store_path: str | os.PathLike[str]) -> str:
-    absolute = os.path.abspath(os.path.expanduser(os.fspath(store_path)))
-    return hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    import hashlib  # 3 ms at import (it loads OpenSSL); only recovery paths need it
+
+    return hashlib.sha256(_absolute(store_path)).hexdigest()[:24]
 
 
 def cache_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".json") -> Path:
-    """A cache file for one store, keyed by the store's absolute path (a digest, so any path fits)."""
-    return cache_dir() / f"{kind}-{_store_key(store_path)}{suffix}"
+    """A cache file for one store, keyed by the store's absolute path (a checksum, so any path fits).
+
+    CRC-32, not a cryptographic digest: every cache proves it belongs to its store from its own
+    contents (the totals cache checks the file's inode and digests), so a clash of two names
+    costs a rebuild, never a wrong number; and hashlib would cost each tracked run 3 ms.
+    """
+    return cache_dir() / f"{kind}-{zlib.crc32(_absolute(store_path)):08x}{suffix}"
 
 
 def recovery_dir() -> Path:
@@ -123,6 +132,8 @@ def hostname() -> str:
 
 
 def current_user() -> str:
+    import getpass  # imports termios; only the tracker's first run in a process asks
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # containers without a passwd entry for the uid
@@ -131,6 +142,19 @@ def current_user() -> str:
 
 def dataset_env() -> str | None:
     return os.environ.get(DATASET_ENV) or None
+
+
+DATASET_DIR = "runs"
+
+
+def is_uri(value: object) -> bool:
+    """Whether a store or dataset location is a URI (``s3://...``, ``file://...``), not a folder."""
+    return isinstance(value, str) and "://" in value
+
+
+def default_dataset_root(store_dir: str | os.PathLike[str]) -> str:
+    """The Parquet dataset beside a store: ``LET_DATASET`` if set, else ``<store>/runs``."""
+    return dataset_env() or str(Path(store_dir).expanduser() / DATASET_DIR)
 
 
 def country_env() -> str | None:

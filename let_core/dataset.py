@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from attrs import frozen
 
+from let_core.config import is_uri
 from let_core.errors import ConfigurationError, StoreError
 from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
 
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
 
-DATASET_DIR = "runs"
-DATASET_ENV = "LET_DATASET"
 PARTITION_KEYS = ("project", "year")
 COMPACTED_PREFIX = "compacted-"
 _NUMERIC = frozenset(NUMERIC_COLUMNS)
@@ -58,17 +57,6 @@ class Location:
         import pyarrow.fs as pafs
 
         return isinstance(self.filesystem, pafs.LocalFileSystem)
-
-
-def is_uri(value: Any) -> bool:
-    return isinstance(value, str) and "://" in value
-
-
-def default_root(store_dir: str | os.PathLike[str]) -> str:
-    """The dataset beside a store: ``LET_DATASET`` if set, else ``<store>/runs``."""
-    from let_core.config import dataset_env
-
-    return dataset_env() or str(Path(store_dir).expanduser() / DATASET_DIR)
 
 
 def locate(root: str | os.PathLike[str]) -> Location:

@@ -220,9 +220,9 @@ def _sibling_findings(store: Store) -> list[Finding]:
 
 def _dataset_files(store: Store, dataset: str | os.PathLike[str] | None) -> list[Path]:
     from let_core.config import dataset_env
-    from let_core.dataset import default_root, is_uri
+    from let_core.config import default_dataset_root, is_uri
 
-    root = dataset or dataset_env() or default_root(store.directory)
+    root = dataset or dataset_env() or default_dataset_root(store.directory)
     if is_uri(root) and not str(root).startswith("file://"):
         return []  # remote datasets are checked by reading them (`let results --dataset`)
     folder = Path(str(root)[len("file://"):] if str(root).startswith("file://") else root)

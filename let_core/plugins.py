@@ -10,7 +10,6 @@ by ``let plugins``; it never stops the built-ins from working.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import re
 import threading
 import warnings
@@ -131,6 +130,8 @@ def _load_third_party() -> None:
             if pm.has_plugin(name):
                 continue
             _sources[name] = source
+            import pkgutil  # only when a third-party plugin is installed
+
             try:
                 pm.register(pkgutil.resolve_name(value), name=name)
             except Exception as exc:  # a broken third-party plugin must not break the built-ins

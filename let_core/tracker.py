@@ -8,7 +8,6 @@ import math
 import os
 import threading
 import time
-import uuid
 import warnings
 import weakref
 from datetime import datetime, timedelta, timezone
@@ -35,6 +34,18 @@ def let_home() -> Path:
 
 
 current_user = config.current_user
+
+
+def new_run_id() -> str:
+    """A random (version 4) UUID in its usual text form, as ``str(uuid.uuid4())`` gives.
+
+    Built from ``os.urandom`` like ``uuid.uuid4`` itself: importing ``uuid`` also imports
+    ``platform`` and ``ctypes`` helpers, a millisecond of every tracked run's start-up.
+    """
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _now() -> datetime:
@@ -208,7 +219,7 @@ class EnergyTracker:
         """Start a new run on every backend. A backend that fails to start is a warning."""
         if self._running:
             raise LetError("this tracker is already running; call stop() before starting it again")
-        self._run_id = str(uuid.uuid4())
+        self._run_id = new_run_id()
         self._started.clear()
         self._start_errors.clear()
         self._metrics = {}
@@ -371,7 +382,7 @@ class EnergyTracker:
                 measurements.append(validated(measurement, backend_name, time.perf_counter() - t0))
             end = start + timedelta(seconds=time.perf_counter() - t0)
             if measurements:
-                run = self._make_run(str(uuid.uuid4()), start, end, status, error, measurements, task=name)
+                run = self._make_run(new_run_id(), start, end, status, error, measurements, task=name)
                 self._record(run)
                 self._report(run)
 

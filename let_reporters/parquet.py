@@ -47,9 +47,9 @@ class ParquetReporter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParquetReporter:
-        from let_core.dataset import default_root
+        from let_core.config import default_dataset_root
 
-        root = settings.output_uri or default_root(settings.output_dir)
+        root = settings.output_uri or default_dataset_root(settings.output_dir)
         return cls(root, str(settings.output_dir))
 
     @property

@@ -79,6 +79,25 @@ def test_stop_is_idempotent_and_a_tracker_can_run_again(let_home):
     assert sorted(load_results()["run_id"]) == sorted([first["run_id"], second["run_id"]])
 
 
+def test_run_ids_are_random_version_4_uuids():
+    import uuid
+
+    from let_core.tracker import new_run_id
+
+    ids = [new_run_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every bit outside the version and variant fields varies
+    ored = anded = int(uuid.UUID(ids[0]))
+    for text in ids[1:]:
+        ored |= int(uuid.UUID(text))
+        anded &= int(uuid.UUID(text))
+    fixed = (0xF000 << 64) | (0xC000 << 48)
+    assert ored | fixed == (1 << 128) - 1 and anded & ~fixed == 0
+
+
 def test_stop_before_start_and_double_start_are_clear_errors():
     tracker = EnergyTracker(backends=[manual()], reporters=[])
     with pytest.raises(LetError, match="never started"):

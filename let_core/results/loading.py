@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 
 from attrs import frozen
 
+from let_core.config import default_dataset_root, is_uri
 from let_core.errors import LetWarning, StoreError
 from let_core.records import MAX_ENERGY_KWH, NUMERIC_COLUMNS, STORE_COLUMNS, as_float, legacy_fields
 from let_core.store import Store, _check_filters, _data_end, _read_header
@@ -100,8 +101,6 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
     """The CSV store and the dataset root that ``load_results`` (and so every statement and
     table) reads for these arguments: an ``output_dir`` URI (``s3://bucket/let``) is the
     dataset, the CSV store then being ``$LET_HOME``'s; ``file://`` is a local folder."""
-    from let_core.dataset import default_root, is_uri
-
     if is_uri(output_dir) and not str(output_dir).startswith("file://"):
         dataset, output_dir = dataset or str(output_dir), None
     elif isinstance(output_dir, str) and output_dir.startswith("file://"):
@@ -110,12 +109,10 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
     if store.directory.is_file():
         raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
                          f"holding emissions.csv), e.g. {store.directory.parent}")
-    return store, os.fspath(dataset) if dataset is not None else default_root(store.directory)
+    return store, os.fspath(dataset) if dataset is not None else default_dataset_root(store.directory)
 
 
 def _dataset_present(root: str) -> bool:
-    from let_core.dataset import is_uri
-
     if not is_uri(root):
         return os.path.isdir(os.path.expanduser(root))  # no pyarrow needed to see a local folder
     from let_core.dataset import exists, locate
