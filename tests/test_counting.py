@@ -21,6 +21,7 @@ from let_core.errors import ConfigurationError, LetError, LetWarning
 from let_core.records import Measurement, Run
 from let_core.results import aggregate, cached_totals, frame_totals, load_results
 from let_core.results.cache import cache_path
+from let_core import dataset as dataset_module
 from let_core.dataset import locate, write_run
 from let_core.results.counting import AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals, _FIELDS
 from let_core.statement import custom_paper_statement, paper_statement, statement_from_totals
@@ -135,6 +136,9 @@ def test_parquet_dataset_counts_as_the_store(runs: list[dict], tmp_path_factory:
     _same(frame_totals(load_results(only_dataset, dataset=dataset, columns=TOTALS_COLUMNS)), streamed)
     _same(frame_totals(load_results(only_dataset, dataset=dataset)), streamed)  # every column read
     _same(frame_totals(load_results(folder, dataset=dataset, columns=TOTALS_COLUMNS)), streamed)  # both
+    with pytest.MonkeyPatch.context() as patch:  # many one-run files: read the plain way
+        patch.setattr(dataset_module, "SMALL_FILES_PLAIN", 0)
+        _same(frame_totals(load_results(only_dataset, dataset=dataset, columns=TOTALS_COLUMNS)), streamed)
     filters = [(project, None) for project in sorted(set(stored["project_name"]))] + [(None, "v"), ("q", "u")]
     for project, user in filters:
         _same(frame_totals(load_results(only_dataset, project, user, dataset=dataset, columns=TOTALS_COLUMNS)),
