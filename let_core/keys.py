@@ -31,7 +31,8 @@ _last: tuple[weakref.ref[Any], np.ndarray] | None = None
 
 def text_codes(values: pd.Series) -> np.ndarray:
     """One int64 code per row, equal exactly where the texts are equal; -1 for missing or empty
-    text. The result is read-only (it may be shared with the previous caller)."""
+    text. Codes count 0, 1, ... in order of first appearance (``duplicated`` relies on it).
+    The result is read-only (it may be shared with the previous caller)."""
     import numpy as np
     import pandas as pd
 
@@ -80,6 +81,8 @@ def duplicated(frame: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
     result = np.zeros(len(frame), dtype=bool)
     if not present.any():
         return result
+    if present.all() and int(first.max()) + 1 == len(first):
+        return result  # codes are dense (0, 1, ... in order of appearance): each text once
     counts = np.bincount(first[present])
     repeated = present.copy()
     repeated[present] = counts[first[present]] > 1
@@ -140,15 +143,21 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
         return None
     if width == 0:
         return np.full(n, -1, dtype=np.int64)
-    # Each value as one record of 64-bit words plus tail bytes: a view, no copy.
-    layout = np.dtype([(f"w{i}", "<u8") for i in range(width // 8)]
-                      + [(f"b{i}", "u1") for i in range(width % 8)])
+    # Each value as one record of 64-bit words plus a 4-, 2- and 1-byte tail: a view, no copy.
+    tail = [(f"t{size}", f"<u{size}") for size in (4, 2, 1) if width % 8 & size]
+    layout = np.dtype([(f"w{i}", "<u8") for i in range(width // 8)] + tail)
     records = np.frombuffer(buffers[2], dtype=layout, count=n, offset=int(offsets[0]))
     fields = [records[name] for name in layout.names or ()]
     mixed = np.zeros(n, dtype=np.uint64)
     for field in fields:
-        mixed ^= field.astype(np.uint64, copy=False)
+        np.bitwise_xor(mixed, field, out=mixed)  # (read in place from the records, no copy)
         mixed *= np.uint64(_MIX)  # wraps modulo 2**64, as intended
+    # Usually every row is a run of its own: sorting the hashes (a few ms, against 30-40 ms
+    # for hashing them into a table) shows it, and distinct hashes are distinct ids. The codes
+    # are then what factorize gives, numbered in order.
+    ordered = np.sort(mixed)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return np.arange(n, dtype=np.int64)
     codes, uniques = pd.factorize(mixed)
     codes = np.asarray(codes, dtype=np.int64)
     # Exactness: rows sharing a hash must share their bytes with the hash's first row.
@@ -162,3 +171,46 @@ def _fixed_width_codes(chunked: Any) -> np.ndarray | None:
             if not np.array_equal(field[shared], field[representative]):
                 return None  # a 64-bit collision between different ids: take the exact path
     return codes
+
+
+# Codes of text columns read dictionary-encoded (the Parquet dataset's names and kinds), by
+# the column's Arrow data: counting then groups by them without hashing a million texts
+# again. Entries go with their column (weak references); the codes are small integers.
+_dictionaries: dict[int, tuple[weakref.ref[Any], np.ndarray, list[str]]] = {}
+
+
+def remember_dictionary(values: pd.Series, encoded: Any) -> None:
+    """Keep the codes of ``values`` (an Arrow-backed text column) from ``encoded``, the same
+    column dictionary-encoded (an Arrow chunked array), for ``dictionary_codes``."""
+    import numpy as np
+    import pyarrow as pa
+
+    source = _arrow_source(values.array)
+    if source is None or len(source) != len(encoded):
+        return
+    unified = encoded.unify_dictionaries()
+    dictionary = unified.chunk(0).dictionary if unified.num_chunks else pa.array([], pa.string())
+    labels = dictionary.to_pylist()
+    if dictionary.null_count or len(set(labels)) != len(labels):
+        return  # not what Parquet writes; counting then codes the texts itself
+    # Missing values and "" are one label "", as in every other grouping of text here.
+    blank = labels.index("") if "" in labels else len(labels)
+    if blank == len(labels):
+        labels.append("")
+    indices = pa.chunked_array([chunk.indices for chunk in unified.chunks], pa.int32())
+    dtype = np.int8 if len(labels) <= 127 else np.int16 if len(labels) <= 32767 else np.int32
+    codes = indices.fill_null(blank).to_numpy().astype(dtype)
+    codes.setflags(write=False)
+    key = id(source)
+    _dictionaries[key] = (weakref.ref(source, lambda _, key=key: _dictionaries.pop(key, None)), codes,
+                          [str(label) for label in labels])
+
+
+def dictionary_codes(values: pd.Series) -> tuple[np.ndarray, list[str]] | None:
+    """Codes and labels of a column ``remember_dictionary`` saw ("" for missing values, every
+    label once; codes read-only), or None for any other column."""
+    source = _arrow_source(values.array)
+    entry = None if source is None else _dictionaries.get(id(source))
+    if entry is None or entry[0]() is not source:
+        return None
+    return entry[1], entry[2]

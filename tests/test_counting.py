@@ -21,7 +21,9 @@ from let_core.errors import ConfigurationError, LetError, LetWarning
 from let_core.records import Measurement, Run
 from let_core.results import aggregate, cached_totals, frame_totals, load_results
 from let_core.results.cache import cache_path
-from let_core.results.counting import Totals, _FIELDS
+from let_core import dataset as dataset_module
+from let_core.dataset import locate, write_run
+from let_core.results.counting import AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals, _FIELDS
 from let_core.statement import custom_paper_statement, paper_statement, statement_from_totals
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
@@ -112,6 +114,40 @@ def test_cache_frame_results_and_statement_agree(runs: list[dict], tmp_path_fact
                                       "--dataset", str(folder / "none")])
     total = [line.split() for line in result.output.splitlines() if line.startswith("total")][0]
     assert float(total[2]) == pytest.approx(streamed.energy_kwh, abs=5e-7) and int(total[1]) == streamed.runs
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(run, min_size=1, max_size=20))
+def test_parquet_dataset_counts_as_the_store(runs: list[dict], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same runs in the Parquet dataset (one file per run, each with its own dictionaries
+    of names and kinds, which the reader's codes must unify) count exactly as in the CSV store:
+    whole, filtered by the scanner, and both sources together (deduplicated)."""
+    folder = tmp_path_factory.mktemp("store")
+    store, location = Store(folder), locate(folder / "dataset")
+    for index, spec in enumerate(runs):
+        store.append(_rows(spec, index))
+    # The rows as the store holds them (it escapes control characters in names), run by run.
+    stored = load_results(folder, dataset=str(folder / "none"), latest_only=False)
+    for run_id in dict.fromkeys(stored["run_id"]):
+        write_run(location, stored[stored["run_id"] == run_id].to_dict("records"))
+    only_dataset = folder / "no-store"
+    dataset = str(folder / "dataset")
+    streamed = cached_totals(folder)
+    _same(frame_totals(load_results(only_dataset, dataset=dataset, columns=TOTALS_COLUMNS)), streamed)
+    _same(frame_totals(load_results(only_dataset, dataset=dataset)), streamed)  # every column read
+    _same(frame_totals(load_results(folder, dataset=dataset, columns=TOTALS_COLUMNS)), streamed)  # both
+    with pytest.MonkeyPatch.context() as patch:  # many one-run files: read the plain way
+        patch.setattr(dataset_module, "SMALL_FILES_PLAIN", 0)
+        _same(frame_totals(load_results(only_dataset, dataset=dataset, columns=TOTALS_COLUMNS)), streamed)
+    filters = [(project, None) for project in sorted(set(stored["project_name"]))] + [(None, "v"), ("q", "u")]
+    for project, user in filters:
+        _same(frame_totals(load_results(only_dataset, project, user, dataset=dataset, columns=TOTALS_COLUMNS)),
+              cached_totals(folder, project_name=project, user=user))
+    frame = load_results(only_dataset, dataset=dataset, columns=AGGREGATE_COLUMNS)
+    by_host = aggregate(frame, "host")
+    assert by_host["kwh"].sum() == streamed.energy_kwh and by_host["runs"].sum() == streamed.runs
+    if not streamed.empty:
+        assert paper_statement(only_dataset, dataset=dataset) == paper_statement(folder, dataset=str(folder / "none"))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

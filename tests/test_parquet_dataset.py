@@ -208,3 +208,29 @@ def test_projected_dataset_read_filters_dedups_and_stays_arrow_backed(let_home: 
     full = load_results()
     assert full.set_index("run_id")["energy_consumed"].sort_index().tolist() == \
         frame.set_index("run_id")["energy_consumed"].sort_index().tolist()
+
+
+def test_foreign_file_types_are_read_and_counted(let_home: Path, tmp_path: Path) -> None:
+    """Names and kinds are read dictionary-encoded; a file written by another tool, with an
+    integer rank, a large-string project, an all-null backend and a dictionary hardware column,
+    still reads (the plain way) with the same texts, and counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from let_core.results import frame_totals
+    from let_core.results.counting import TOTALS_COLUMNS
+
+    part = tmp_path / "ds" / "project=x" / "year=2026"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "project_name": pa.array(["x", "x"], pa.large_string()), "run_id": ["r1", "r2"],
+        "backend": pa.array([None, None], pa.null()), "kind": ["estimate", "estimate"],
+        "rank": pa.array([0, 1], pa.int64()), "energy_consumed": [1.0, 2.0],
+        "hardware": pa.array(["h", "h"]).dictionary_encode(), "timestamp": ["2026-01-01T00:00:00"] * 2,
+    }), part / "a.parquet")
+    for columns in (None, TOTALS_COLUMNS):
+        frame = load_results(tmp_path / "no-store", dataset=str(tmp_path / "ds"), columns=columns)
+        assert frame["hardware"].tolist() == ["h", "h"] and frame["project_name"].tolist() == ["x", "x"]
+    assert load_results(tmp_path / "no-store", dataset=str(tmp_path / "ds"))["rank"].tolist() == ["0", "1"]
+    totals = frame_totals(load_results(tmp_path / "no-store", dataset=str(tmp_path / "ds"), columns=TOTALS_COLUMNS))
+    assert totals.energy_kwh == 3.0 and totals.runs == 2 and totals.hardware == {"h": 2}

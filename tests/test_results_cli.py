@@ -174,6 +174,30 @@ def test_text_codes_are_exact_on_the_fast_path_and_on_a_collision(monkeypatch: p
     assert keys.text_codes(pd.Series(mixed, dtype=object)).tolist() == [0, 1, -1, -1, 0, 1]
     row_codes, count = keys.row_codes(_arrow(mixed))
     assert count == 4 and len(set(row_codes.tolist())) == 4  # each run without an id is its own run
+    monkeypatch.undo()
+    # Distinct ids (seen by sorting the hashes) are numbered in order, as factorize would; a
+    # width of 7 bytes reads a 4-, a 2- and a 1-byte tail.
+    assert keys.text_codes(_arrow(ids)).tolist() == list(range(len(ids)))
+    short = [f"{i % 97:07d}" for i in range(300)]
+    assert _same_partition(keys.text_codes(_arrow(short)), pd.factorize(np.array(short, dtype=object))[0])
+
+
+def test_dictionary_codes_unify_chunks_and_fold_missing_into_blank() -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    from let_core import keys
+
+    encoded = pa.chunked_array([pa.array(["b", None, "a"]).dictionary_encode(),
+                                pa.array(["", "c", "a"]).dictionary_encode()])
+    column = pd.Series(pd.arrays.ArrowExtensionArray(encoded.cast(pa.string())))
+    assert keys.dictionary_codes(column) is None
+    keys.remember_dictionary(column, encoded)
+    codes, labels = keys.dictionary_codes(column)
+    assert [labels[c] for c in codes.tolist()] == ["b", "", "a", "", "c", "a"]
+    assert len(set(labels)) == len(labels)
+    assert keys.dictionary_codes(column.copy()) is not None  # (Arrow data is shared, immutable)
+    assert keys.dictionary_codes(column[1:]) is None  # other data: counted from its texts
 
 
 def test_duplicated_keeps_the_first_of_each_run_backend_task() -> None:
@@ -186,6 +210,9 @@ def test_duplicated_keeps_the_first_of_each_run_backend_task() -> None:
                           "task": _arrow(["", "", "", "", "", "", "t"])})
     assert duplicated(frame, ("run_id", "backend", "task")).tolist() == [False, False, False, False,
                                                                           False, True, False]
+    distinct = pd.DataFrame({"run_id": _arrow(["r1", "r2", "r3"]), "backend": _arrow(["cc"] * 3),
+                             "task": _arrow([""] * 3)})
+    assert not duplicated(distinct, ("run_id", "backend", "task")).any()
 
 
 def test_primary_rows_match_primary_measurements_run_by_run() -> None:

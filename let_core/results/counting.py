@@ -370,6 +370,10 @@ GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "back
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
                                    "carbon_intensity", "methodology", "hardware", "job_id", "hostname",
                                    "backend", "project_name", "user", "duration", "coverage")
+#: The text columns counting groups by (``_Columns.codes``): the Parquet reader keeps their
+#: dictionary codes beside the frame.
+CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
+                                  "project_name", "user", "hostname", "job_id")
 #: What ``aggregate`` (``let results --by``) reads.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS
 
@@ -392,12 +396,17 @@ class _Columns:
         self.size = len(frame)
         self._empty: dict[str, np.ndarray] = {}
         self._codes: dict[str, tuple[np.ndarray, list[str]]] = {}
+        import numpy as np
+
         if "run_id" in frame:
             self.runs, self.run_count = row_codes(frame["run_id"])
         else:
-            import numpy as np
-
             self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
+        #: Every row a run of its own (one backend per run, no tasks: the usual store). Runs
+        #: are then numbered as their rows, and per-run sums are the rows' own values.
+        self.one_row_runs = self.run_count == self.size
+        if self.one_row_runs:
+            self.runs = np.arange(self.size, dtype=np.int64)
         self.top_level = self.empty("task")  # parts of a run are already inside the run's energy
         self.energy = self.numbers("energy_consumed")
 
@@ -410,6 +419,9 @@ class _Columns:
             return cached
         if name not in self.frame:
             result = np.ones(self.size, dtype=bool)
+        elif self._known(name):
+            codes, labels = self.codes(name)
+            result = np.array([label == "" for label in labels], dtype=bool)[codes]
         else:
             values = self.frame[name]
             result = values.isna().to_numpy(dtype=bool)
@@ -428,7 +440,16 @@ class _Columns:
 
         if name not in self.frame:
             return np.full(self.size, text == "", dtype=bool)
+        if text and self._known(name):  # (a missing value is not "", but has the code of "")
+            codes, labels = self.codes(name)
+            return np.array([label == text for label in labels], dtype=bool)[codes]
         return (self.frame[name] == text).to_numpy(dtype=bool, na_value=False)
+
+    def _known(self, name: str) -> bool:
+        """Whether the column's codes are at hand without hashing (read dictionary-encoded)."""
+        from let_core.keys import dictionary_codes
+
+        return name in self._codes or dictionary_codes(self.frame[name]) is not None
 
     def numbers(self, name: str) -> np.ndarray:
         import numpy as np
@@ -443,26 +464,42 @@ class _Columns:
         import numpy as np
 
         stored = self.numbers("emissions")
-        derived = self.energy * self.numbers("carbon_intensity") / 1000.0
-        return np.nan_to_num(np.where(np.isfinite(stored), stored, derived), nan=0.0, posinf=0.0, neginf=0.0)
+        finite = np.isfinite(stored)
+        if finite.all():
+            return stored
+        result = np.where(finite, stored, self.energy * self.numbers("carbon_intensity") / 1000.0)
+        result[~np.isfinite(result)] = 0.0
+        return result
 
-    def per_run(self, mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    def per_run(self, mask: np.ndarray) -> np.ndarray:
+        """How many rows of each run ``mask`` holds for."""
         import numpy as np
 
-        return np.bincount(self.runs[mask], weights=None if weights is None else weights[mask],
-                           minlength=self.run_count)
+        if self.one_row_runs:
+            return mask.astype(np.int64)
+        return np.bincount(self.runs[mask], minlength=self.run_count)
+
+    def of_runs(self, values: np.ndarray) -> np.ndarray:
+        """A per-run array spread over the rows: each row gets its run's value."""
+        return values if self.one_row_runs else values[self.runs]
 
     def codes(self, name: str) -> tuple[np.ndarray, list[str]]:
-        """The text column as integer codes and their labels ("" for missing values), computed
-        once per column; Arrow columns are dictionary-encoded without a Python object per row."""
+        """The text column as non-negative integer codes (of any integer type: combine them in
+        int64) and their labels ("" for missing values), computed once per column; Arrow columns
+        are dictionary-encoded without a Python object per row."""
         import numpy as np
         import pandas as pd
+
+        from let_core.keys import dictionary_codes
 
         cached = self._codes.get(name)
         if cached is not None:
             return cached
+        known = dictionary_codes(self.frame[name]) if name in self.frame else None
         if name not in self.frame:
             result: tuple[np.ndarray, list[str]] = (np.zeros(self.size, dtype=np.int64), [""])
+        elif known is not None:  # read dictionary-encoded (the Parquet dataset): no hashing
+            result = known
         else:
             values = self.frame[name]
             source = getattr(values.array, "_pa_array", None)
@@ -516,8 +553,10 @@ def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
     import numpy as np
     import pandas as pd
 
+    if not len(rows) or columns.one_row_runs:
+        return rows
     runs = columns.runs[rows]
-    if not len(rows) or np.bincount(runs).max() < 2:
+    if np.bincount(runs).max() < 2:
         return rows
     backend_codes = columns.codes("backend")[0][rows]
     groups = pd.factorize(runs.astype(np.int64) * (int(backend_codes.max()) + 1) + backend_codes)[0]
@@ -546,11 +585,18 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     if not len(rows):
         return roles, demoted, metered, considered
     # Each usable row's state: (kind, set aside, scope), coded as a small integer.
+    every = len(rows) == columns.size  # (then rows are all rows, in order: no selection needed)
     scope_codes, scope_labels = columns.codes("scope")
-    state = np.where(is_estimate[rows], 0, np.where(demoted[rows], 2, 1)).astype(np.int64)
-    combined = state * len(scope_labels) + scope_codes[rows]
-    codes, uniques = pd.factorize(combined)
-    codes = np.asarray(codes, dtype=np.int64)
+    # 0 an estimate, 1 metered, 2 metered but set aside (usable rows are one of the two kinds)
+    state = (~is_estimate).astype(np.int64) + demoted
+    combined = state * len(scope_labels) + scope_codes
+    if not every:
+        combined = combined[rows]
+    # A handful of states: numbered through a table as long as the combinations (no hashing).
+    present = np.bincount(combined, minlength=3 * len(scope_labels)) > 0
+    uniques = np.flatnonzero(present)
+    numbering = np.cumsum(present) - 1
+    codes = numbering[combined]
     names = [(int(u) // len(scope_labels), scope_labels[int(u) % len(scope_labels)] or SYSTEM_SCOPE)
              for u in uniques]
 
@@ -561,11 +607,14 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
             views.append(_View(place, "estimate" if kind_state == 0 else "metered", scope, kind_state == 2))
         return views
 
-    run_of = columns.runs[rows]
     # Most runs have one usable row: its role depends on its state alone (a handful of them).
+    single = np.array([decide(views_of([code]))[0] for code in range(len(names))], dtype=np.int8)
+    if columns.one_row_runs:
+        roles[rows] = single[codes]
+        return roles, demoted, metered, considered
+    run_of = columns.runs[rows]
     alone = np.bincount(run_of, minlength=columns.run_count)[run_of] == 1
     if alone.any():
-        single = np.array([decide(views_of([code]))[0] for code in range(len(names))], dtype=np.int8)
         roles[rows[alone]] = single[codes[alone]]
         rows, run_of, codes = rows[~alone], run_of[~alone], codes[~alone]
         if not len(rows):
@@ -627,6 +676,21 @@ def _job_parts(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     return parts
 
 
+def _part_emissions(columns: _Columns, roles: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """Each row's kg CO2e for the part of its energy it counts for (``_job_parts``), in proportion.
+    Valid for rows with a role: when the job rule applied to none, their parts are their whole
+    energy (the ratio would be exactly 1), so no division is needed."""
+    import numpy as np
+
+    emissions = columns.emissions()
+    if not len(_shared_job_rows(columns, roles)):
+        return emissions
+    energy = columns.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
+    return emissions * ratio
+
+
 def _value_counts(columns: _Columns, name: str, mask: np.ndarray) -> dict[str, int]:
     if name not in columns.frame or not mask.any():
         return {}
@@ -675,10 +739,7 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         return {}
     group = np.asarray(group, dtype=np.int64)
     counted = (roles & COUNTED) > 0
-    energy = columns.energy
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
-    emissions = columns.emissions() * ratio
+    emissions = _part_emissions(columns, roles, parts)
     counted_metered = counted & metered
     estimate_primary = (roles & EST_PRIMARY) > 0
     has_metered = columns.per_run(counted_metered) > 0
@@ -687,26 +748,35 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     has_counted = columns.per_run(counted) > 0
     low = columns.per_run(demoted) > 0
     paired_run = has_metered & has_estimate_primary & ~has_estimate_counted
-    paired_rows = paired_run[columns.runs]
-    duration = np.nan_to_num(columns.numbers("duration"), nan=0.0, posinf=0.0, neginf=0.0)
-    coverage = columns.numbers("coverage")
-    coverage = np.where(np.isfinite(coverage), coverage, 1.0)
+    paired_rows = columns.of_runs(paired_run)
     # A run's group: that of its rows (a run is recorded by one user on one host).
-    run_group = np.zeros(columns.run_count, dtype=np.int64)
-    run_group[columns.runs] = group
+    if columns.one_row_runs:
+        run_group = group
+    else:
+        run_group = np.zeros(columns.run_count, dtype=np.int64)
+        run_group[columns.runs] = group
+
+    # One group (the statement): no per-row group to select; bincount still adds in row order,
+    # as the row path does (np.sum would add pairwise and differ in the last bits).
+    single = count == 1
 
     def sums(mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return np.bincount(group[mask], weights=weights[mask], minlength=count)
+        if mask.all():
+            return np.bincount(group, weights=weights, minlength=count)
+        selected = weights[mask]
+        return np.bincount(group[:len(selected)] if single else group[mask], weights=selected, minlength=count)
 
     def run_counts(flags: np.ndarray) -> np.ndarray:
-        return np.bincount(run_group[flags], minlength=count)
+        return np.array([np.count_nonzero(flags)]) if single else np.bincount(run_group[flags], minlength=count)
 
     def counts(name: str, mask: np.ndarray) -> list[dict[str, int]]:
         result: list[dict[str, int]] = [{} for _ in range(count)]
         if name not in columns.frame or not mask.any():
             return result
         codes_n, labels_n = columns.codes(name)
-        tally = np.bincount(group[mask] * len(labels_n) + codes_n[mask], minlength=count * len(labels_n))
+        selected = codes_n if mask.all() else codes_n[mask]
+        tally = np.bincount(selected if single else group[mask] * len(labels_n) + selected,
+                            minlength=count * len(labels_n))
         for index in np.flatnonzero(tally).tolist():
             g, code = divmod(index, len(labels_n))
             if labels_n[code]:
@@ -720,10 +790,15 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         "paired_runs": run_counts(paired_run),
         "paired_estimate_kwh": sums(estimate_primary & paired_rows, parts),
         "paired_metered_kwh": sums(counted_metered & paired_rows, parts),
-        "metered_seconds": sums(counted_metered, duration),
-        "covered_seconds": sums(counted_metered, duration * coverage),
         "low_coverage_runs": run_counts(low),
     }
+    numbers["metered_seconds"] = numbers["covered_seconds"] = np.zeros(count)
+    if counted_metered.any():
+        duration = np.nan_to_num(columns.numbers("duration"), nan=0.0, posinf=0.0, neginf=0.0)
+        coverage = columns.numbers("coverage")
+        coverage = np.where(np.isfinite(coverage), coverage, 1.0)
+        numbers["metered_seconds"] = sums(counted_metered, duration)
+        numbers["covered_seconds"] = sums(counted_metered, duration * coverage)
     tallies = {"methodologies": counts("methodology", counted), "hardware": counts("hardware", counted),
                "backends": counts("backend", counted),
                "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
@@ -799,15 +874,13 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
         raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
     columns, roles, parts, _, metered = _frame_counting(frame)
     energy = columns.energy
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
     if by == "backend":
         with np.errstate(invalid="ignore"):
             counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
         values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions(), 0.0)
     else:
         counted = (roles & COUNTED) > 0
-        values, kg = np.where(counted, parts, 0.0), np.where(counted, columns.emissions() * ratio, 0.0)
+        values, kg = np.where(counted, parts, 0.0), np.where(counted, _part_emissions(columns, roles, parts), 0.0)
     rows = np.flatnonzero(columns.top_level)
     if by == "job":
         job = pd.Series(columns.text("job_id")[rows])

@@ -90,7 +90,9 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if column in frame:
             frame = _expand_json(frame, column)
     if columns is not None:
-        frame = frame[[c for c in frame.columns if c in set(columns)]]
+        wanted = [c for c in frame.columns if c in set(columns)]
+        if wanted != list(frame.columns):  # (selecting every column would still copy them)
+            frame = frame[wanted]
     return frame
 
 
@@ -151,7 +153,9 @@ def _read_dataset(root: str | os.PathLike[str], filters: Mapping[str, str | None
     location = locate(root)
     if not exists(location):
         return None
-    return read_frame(location, **filters, columns=columns)
+    from let_core.results.counting import CODED_COLUMNS
+
+    return read_frame(location, **filters, columns=columns, coded=CODED_COLUMNS)
 
 
 _DEDUP_KEYS = ("run_id", "backend", "task")
