@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from let_core import load_results
 from let_core.cli import cli
 from let_core.errors import LetError
+from tests.privileges import as_unprivileged
 
 DATA = Path(__file__).parent / "data"
 
@@ -119,7 +120,7 @@ def test_merge_of_a_folder_without_emissions_csv(tmp_path: Path) -> None:
 
 
 def test_unreadable_file_is_an_error_naming_the_path(tmp_path: Path) -> None:
-    """Unreadable for the user running LET (as root, the check runs as nobody)."""
+    """Unreadable for the user running LET (as root, the check runs without root's bypass)."""
     shared = Path(tmp_path / "shared")
     shared.mkdir()
     shutil.copy(DATA / "codecarbon" / "cc3.csv", shared / "emissions.csv")
@@ -135,14 +136,7 @@ def test_unreadable_file_is_an_error_naming_the_path(tmp_path: Path) -> None:
         "print('RESULTS', r.exit_code, r.output, type(r.exception).__name__)\n")
     command = [sys.executable, "-c", code, str(shared), str(tmp_path / "into")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "LET_HOME": str(tmp_path / "home")}
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("root, and no setpriv to drop privileges")
-        for folder in [tmp_path, *tmp_path.parents]:
-            os.chmod(folder, os.stat(folder).st_mode | 0o011)  # let nobody reach the file
-        os.chmod(tmp_path, 0o777)
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(as_unprivileged(command), capture_output=True, text=True, env=env, timeout=120)
     out = done.stdout
     assert done.returncode == 0, done.stderr[-2000:]
     path = str(shared / "emissions.csv")

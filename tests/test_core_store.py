@@ -22,6 +22,7 @@ from let_core.results.cache import cache_path, cached_totals
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
 from let_backends.manual import ManualBackend
+from tests.privileges import as_unprivileged
 
 DATA = Path(__file__).parent / "data"
 LEGACY = DATA / "let014_emissions.csv"
@@ -228,16 +229,21 @@ def test_missing_store_loads_empty_with_columns(tmp_path):
     assert frame.empty and "energy_consumed" in frame.columns
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
 def test_unreadable_output_dir_is_a_clear_error(tmp_path):
     locked = tmp_path / "locked"
     record(output_dir=locked)
     locked.chmod(0)
+    code = ("import sys\nfrom let_core import load_results\nfrom let_core.errors import StoreError\n"
+            "try:\n    load_results(sys.argv[1])\nexcept StoreError as exc:\n    print('StoreError:', exc)\n")
     try:
-        with pytest.raises(StoreError, match="cannot"):
-            load_results(locked)
+        done = subprocess.run(as_unprivileged([sys.executable, "-c", code, str(locked)]),
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     finally:
         locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("StoreError:") and "cannot" in done.stdout and str(locked) in done.stdout
+    assert len(load_results(locked)) == 1  # readable again, and nothing was lost
 
 
 def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):

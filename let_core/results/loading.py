@@ -58,7 +58,11 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     import pandas as pd
 
     frames = []
-    if store.path.exists():
+    try:
+        present = store.path.exists()
+    except PermissionError:  # a folder the user may not enter: stat() fails, not "missing"
+        present = False
+    if present:
         frame = _normalize_legacy(_read_frame(store, columns))
         for key, value in filters.items():
             if value is not None:
@@ -70,7 +74,9 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
             frame = frame[[c for c in frame.columns if c in keep]]
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
-        raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied")
+        raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied; "
+                         f"give your user access (chmod u+rx {store.directory}) or read another "
+                         "output_dir")
     parquet = _read_dataset(root, filters,
                             None if columns is None else set(columns) | set(_DEDUP_KEYS) | {"duration"})
     if parquet is not None:
