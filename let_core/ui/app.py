@@ -26,7 +26,7 @@ DEFAULT_PORT = 8765
 def create_app(dashboard: Dashboard) -> Any:
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
 
     app = FastAPI(title="LET dashboard", version="1", docs_url="/api/docs", redoc_url=None,
@@ -52,14 +52,21 @@ def create_app(dashboard: Dashboard) -> Any:
     async def nothing(request: Request, exc: LookupError) -> JSONResponse:
         return JSONResponse({"detail": str(exc.args[0] if exc.args else exc)}, status_code=404)
 
-    def page(name: str) -> Any:
-        def serve() -> FileResponse:
-            return FileResponse(static / name, media_type="text/html")
+    # The pages share their header, navigation and filter bar (page.html); each brings only its
+    # <main> content (main-<page>.html). Assembled once, served from memory.
+    shell = (static / "page.html").read_text(encoding="utf-8")
+
+    def page(name: str, title: str) -> Any:
+        body = (shell.replace("__TITLE__", title).replace("__PAGE__", name)
+                .replace("<!--MAIN-->", (static / f"main-{name}.html").read_text(encoding="utf-8").rstrip("\n")))
+
+        def serve() -> HTMLResponse:
+            return HTMLResponse(body)
         return serve
 
-    app.get("/", include_in_schema=False)(page("runs.html"))
-    app.get("/project", include_in_schema=False)(page("project.html"))
-    app.get("/statement", include_in_schema=False)(page("statement.html"))
+    app.get("/", include_in_schema=False)(page("runs", "Runs"))
+    app.get("/project", include_in_schema=False)(page("project", "Project view"))
+    app.get("/statement", include_in_schema=False)(page("statement", "Statement"))
 
     def filters(project: Optional[str], user: Optional[str], host: Optional[str],
                 backend: Optional[str], status: Optional[str], kind: Optional[str],
