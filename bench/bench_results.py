@@ -1,6 +1,6 @@
 """Result-set scale: load_results + statement over 1,000,000 runs (CSV store, Parquet dataset),
 LET 0.1.4's load for comparison, Parquet append cost with 100k runs stored, and peak memory of
-`let results --by project`.
+`lett results --by project`.
 
     .venv/bin/python bench/bench_results.py [--runs 1000000] [--let014 /tmp/let014venv/bin/python]
 
@@ -214,12 +214,12 @@ def main() -> None:
               f"first 200 appends, {statistics.median(last) * 1000:.1f} ms for appends 1,800-2,000 "
               f"(p95 {np.percentile(last, 95) * 1000:.1f} ms); target < 20 ms, constant")
         t_compact, report = best(lambda: compact(location), repeats=1)
-        print(f"let compact: {report.files_before} files -> {report.files_after} in {t_compact:.2f} s")
+        print(f"lett compact: {report.files_before} files -> {report.files_after} in {t_compact:.2f} s")
 
         env = {**os.environ, "LET_LOAD_PLUGINS": "", "LET_HOME": str(work / "home")}
         size = csv_path.stat().st_size / 2**20
         pq_size = sum(p.stat().st_size for p in (ds_dir / "runs").rglob("*.parquet")) / 2**20
-        print(f"\n`let results --by project`, {args.runs:,} runs, peak RSS of a fresh process:")
+        print(f"\n`lett results --by project`, {args.runs:,} runs, peak RSS of a fresh process:")
         (work / "empty").mkdir()
         _, baseline = child_peak_rss([sys.executable, "-m", "let_core.cli", "results", "--by", "project",
                                       "--output-dir", str(work / "empty"), "--dataset", str(work / "none")], env)

@@ -245,12 +245,12 @@ def statement_rows(python: str, runs: int, notes: list[str]) -> list[Row]:
     if done.returncode:
         notes.append(f"bench_statement.py failed: {done.stderr.strip().splitlines()[-1:]}")
         return []
-    found = dict(re.findall(r"^(let statement|Parquet load_results)[^\n]*?median ([0-9.]+) s",
+    found = dict(re.findall(r"^(lett statement|Parquet load_results)[^\n]*?median ([0-9.]+) s",
                             done.stdout, flags=re.M))
     rows: list[Row] = []
-    if "let statement" in found:
-        rows.append((f"`let statement` over {runs:,} stored runs, no totals cache, whole process",
-                     f"{float(found['let statement']):.2f} s", "goal < 1 s", "-", 5))
+    if "lett statement" in found:
+        rows.append((f"`lett statement` over {runs:,} stored runs, no totals cache, whole process",
+                     f"{float(found['lett statement']):.2f} s", "goal < 1 s", "-", 5))
     if "Parquet load_results" in found:
         rows.append((f"Parquet dataset: load_results(columns=TOTALS_COLUMNS) + statement, {runs:,} runs, "
                      "in process", f"{float(found['Parquet load_results']):.2f} s", "goal < 0.3 s", "-", 5))

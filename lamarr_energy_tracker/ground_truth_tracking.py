@@ -25,7 +25,7 @@ __all__ = ["GroundTruthTracker", "GroundTruthTrackingServer", "GroundTruthError"
 
 _RESETS = ("tasmota_start() resets the socket's energy counters (EnergyTotal 0): every other user of "
            "that socket loses their figures. Use sessions instead: GroundTruthTracker, or "
-           "EnergyTracker(backends=['tasmota']) against `let gt serve`.")
+           "EnergyTracker(backends=['tasmota']) against `lett gt serve`.")
 
 
 def send_tasmota_query(ip: str, cmd: str) -> dict[str, Any] | None:

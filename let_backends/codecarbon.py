@@ -4,7 +4,7 @@ LET runs ``OfflineEmissionsTracker`` only: no geo-IP lookup, no cloud metadata p
 ``emissions.csv`` of CodeCarbon's own, no lock file in /tmp, and its logging at LET's level.
 CodeCarbon's final ``EmissionsData`` becomes the measurement, every column of it kept.
 
-Importing this module is cheap: CodeCarbon is imported when a backend starts (or ``let detect``
+Importing this module is cheap: CodeCarbon is imported when a backend starts (or ``lett detect``
 runs), never at import time.
 """
 
@@ -626,7 +626,7 @@ def let_register_commands(cli: click.Group) -> None:
                    + (f" ({info.get('gpu_count')})" if info.get("gpu_count") else ""))
         ram = info.get("ram_total_size")
         click.echo(f"RAM:         {ram:.1f} GB (CodeCarbon's RAM power model)" if ram else "RAM: unknown")
-        plan = {"file": f"cached, from {info['plan_file']} (`let detect --refresh` probes again)",
+        plan = {"file": f"cached, from {info['plan_file']} (`lett detect --refresh` probes again)",
                 "process": "reused from an earlier tracker in this process",
                 "probe": "probed now" + (f", stored in {info['plan_file']}" if info["plan_file"] else
                                          " (this CodeCarbon has no plan cache; every process probes)")}

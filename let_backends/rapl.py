@@ -1,4 +1,4 @@
-"""RAPL energy counters (Intel and AMD CPUs) read from Linux powercap, plus ``let rapl-access``.
+"""RAPL energy counters (Intel and AMD CPUs) read from Linux powercap, plus ``lett rapl-access``.
 
 Zones under ``/sys/class/powercap`` (or ``options={"rapl": {"root": ...}}`` / ``LET_RAPL_ROOT``):
 
@@ -36,9 +36,9 @@ ROOT_ENV = "LET_RAPL_ROOT"
 #: A zone drawing more than this is a counter reset, not a wrap. No CPU socket or DRAM bank
 #: comes near it; the figure only has to separate a wrap from a reset of a 262 kJ counter.
 DEFAULT_MAX_POWER_W = 1000.0
-ACCESS_HINT = "RAPL counters are root-only since Linux 5.10; run `let rapl-access`"
+ACCESS_HINT = "RAPL counters are root-only since Linux 5.10; run `lett rapl-access`"
 UDEV_RULE_PATH = "/etc/udev/rules.d/99-let-rapl.rules"
-UDEV_RULE = ('# LET: let every user read RAPL energy counters (see `let rapl-access`)\n'
+UDEV_RULE = ('# LET: let every user read RAPL energy counters (see `lett rapl-access`)\n'
              'ACTION=="add", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
              'RUN+="/bin/chmod a+r /sys%p/energy_uj"\n'
              'ACTION=="add", SUBSYSTEM=="powercap", KERNEL=="intel-rapl-mmio:*", '
@@ -268,7 +268,7 @@ def counter_files(root: Path) -> list[Path]:
 def access_commands(root: Path) -> list[str]:
     return [
         f"sudo chmod a+r {root}/intel-rapl:*/energy_uj {root}/intel-rapl-mmio:*/energy_uj",
-        "# to keep it after reboots: sudo let rapl-access --apply --persistent",
+        "# to keep it after reboots: sudo lett rapl-access --apply --persistent",
     ]
 
 
@@ -326,13 +326,13 @@ def _register_rapl_access(cli: Any) -> None:
         try:
             changed = apply_access(root)
         except PermissionError as exc:
-            raise click.ClickException(f"{exc}; run it as root: sudo let rapl-access --apply") from None
+            raise click.ClickException(f"{exc}; run it as root: sudo lett rapl-access --apply") from None
         click.echo(f"made {len(changed)} RAPL counter file(s) under {root} readable by every user")
         if persistent:
             try:
                 write_udev_rule(Path(rule_path))
             except PermissionError as exc:
-                raise click.ClickException(f"{exc}; run it as root: sudo let rapl-access --apply "
+                raise click.ClickException(f"{exc}; run it as root: sudo lett rapl-access --apply "
                                            "--persistent") from None
             click.echo(f"wrote udev rule {rule_path}; it applies at every boot")
 

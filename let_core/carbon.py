@@ -136,7 +136,7 @@ def _suggestion(code: Any) -> str:
 def _unknown_message(code: Any) -> str:
     return (f"unknown country code {code!r}:{_suggestion(code)} Use an ISO 3166-1 alpha-3 code such as 'DEU', "
             "'FRA' or 'USA' (alpha-2 such as 'DE' works too; look yours up at "
-            "https://www.iso.org/obp/ui/#search or with `let countries`), or pass "
+            "https://www.iso.org/obp/ui/#search or with `lett countries`), or pass "
             "carbon_intensity= in gCO2/kWh.")
 
 

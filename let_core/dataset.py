@@ -300,7 +300,7 @@ def _scan(location: Location, project_name: str | None, user: str | None, hostna
                 raise StoreError(f"cannot read the LET dataset {location.display}: its files keep "
                                  "changing under the reader; retry") from None
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"cannot read the LET dataset {location.display}: {exc}. `let doctor "
+            raise StoreError(f"cannot read the LET dataset {location.display}: {exc}. `lett doctor "
                              "--dataset ...` names files that do not open; --repair moves them aside.") from exc
     raise AssertionError("unreachable")
 
@@ -407,7 +407,7 @@ def _compact(location: Location, min_files: int) -> CompactReport:
                 continue  # another compaction (object store) merged it already
             except (OSError, pa.ArrowInvalid) as exc:
                 raise StoreError(f"cannot compact {path}: {exc}; nothing was changed in its partition. "
-                                 "`let doctor` names files that do not open, --repair moves them aside.") from exc
+                                 "`lett doctor` names files that do not open, --repair moves them aside.") from exc
         if len(taken) < min_files:
             continue
         table = pa.concat_tables(tables)

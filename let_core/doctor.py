@@ -1,4 +1,4 @@
-"""``let doctor``: what is wrong with a store, line by line, and ``--repair`` for what can be fixed.
+"""``lett doctor``: what is wrong with a store, line by line, and ``--repair`` for what can be fixed.
 
 Checks the central store (its header, torn or malformed lines, bytes that are not UTF-8, a last
 line without its line break), the totals cache, CodeCarbon ``.bak`` files beside it, the rescue
@@ -224,7 +224,7 @@ def _dataset_files(store: Store, dataset: str | os.PathLike[str] | None) -> list
 
     root = dataset or dataset_env() or default_dataset_root(store.directory)
     if is_uri(root) and not str(root).startswith("file://"):
-        return []  # remote datasets are checked by reading them (`let results --dataset`)
+        return []  # remote datasets are checked by reading them (`lett results --dataset`)
     folder = Path(str(root)[len("file://"):] if str(root).startswith("file://") else root)
     if not folder.is_dir():
         return []
@@ -249,7 +249,7 @@ def _dataset_findings(store: Store, dataset: str | os.PathLike[str] | None) -> l
 
 def check(output_dir: str | os.PathLike[str] | None = None,
           dataset: str | os.PathLike[str] | None = None) -> Report:
-    """``let doctor``: diagnose, after folding CodeCarbon ``.bak`` rows back in as the next
+    """``lett doctor``: diagnose, after folding CodeCarbon ``.bak`` rows back in as the next
     append would (only adds rows the store lacks; deletes nothing)."""
     store = Store(output_dir)
     actions = []

@@ -1,4 +1,4 @@
-"""Live figures of a running tracker, and the one-line status that ``let run`` and ``let demo``
+"""Live figures of a running tracker, and the one-line status that ``lett run`` and ``lett demo``
 keep updated on a terminal.
 
 The status line only reads (``tracker.live()``); it never stops, flushes or restarts a

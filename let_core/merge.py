@@ -1,4 +1,4 @@
-"""Collecting results: ``let merge`` of emissions files, and aggregation of runs into jobs/groups.
+"""Collecting results: ``lett merge`` of emissions files, and aggregation of runs into jobs/groups.
 
 ``merge`` takes files colleagues sent in (LET 1.x, LET 0.1.x or plain CodeCarbon) and appends
 to one store every row it does not hold yet, identified by (run_id, backend, task); rows without

@@ -4,7 +4,7 @@ Loading is lazy and happens once: importing ``let_core`` calls no hook. Built-in
 the modules in ``DEFAULT_PLUGINS``; third-party ones come from the entry-point group ``let``,
 filtered by ``LET_LOAD_PLUGINS`` (unset: all; empty: none; comma list: only those names).
 A plugin that fails to load or registers something invalid is reported as a warning and listed
-by ``let plugins``; it never stops the built-ins from working.
+by ``lett plugins``; it never stops the built-ins from working.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def _scan_entry_points() -> list[tuple[str, str, str]]:
 
 
 def load_plugins() -> None:
-    """Register every built-in and entry-point plugin (``let plugins``, the CLI); idempotent."""
+    """Register every built-in and entry-point plugin (``lett plugins``, the CLI); idempotent."""
     for module_name in BUILTINS:
         _load_builtin(module_name)
     _load_third_party()
@@ -285,7 +285,7 @@ def get_factory(kind: PluginKind, name: str) -> Registered:
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
         raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}. "
-                          "Run `let plugins` to see every plugin and why one is missing.")
+                          "Run `lett plugins` to see every plugin and why one is missing.")
     return table[name]
 
 

@@ -284,7 +284,7 @@ def statement_from_totals(totals: Any) -> str:
     is one of the totals' fields, formatted by one rule."""
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
-                                 "(`let demo` runs one) or check the project/user/host filters")
+                                 "(`lett demo` runs one) or check the project/user/host filters")
     methodologies = _ordered(totals.methodologies)
     backends = _ordered(totals.backends)
     measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
@@ -356,10 +356,10 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
                 f"none of the {stored} stored row(s) in {Store(output_dir).path}"
                 + (f" matching {filters}" if filters else "")
                 + " has an energy value (empty energy_consumed cells, or backends that failed); "
-                "see `let results` and fill in or delete those rows")
+                "see `lett results` and fill in or delete those rows")
         raise ConfigurationError(f"no stored runs in {where(output_dir, dataset)}"
                                  + (f" match {filters}" if filters else "")
-                                 + "; track a run first or check the filters (`let results`)")
+                                 + "; track a run first or check the filters (`lett results`)")
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
     return statement_from_totals(totals)

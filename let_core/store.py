@@ -271,7 +271,7 @@ class Store:
 
     def _rescue(self, rows: Sequence[Row]) -> str:
         """Keep rows the store could not take in the store's rescue file; the sentence to add
-        to the error. ``let doctor --repair`` (or ``let merge``) puts them back."""
+        to the error. ``lett doctor --repair`` (or ``lett merge``) puts them back."""
         from let_core.config import recovery_file
 
         target = recovery_file("rescue", self.path)
@@ -294,7 +294,7 @@ class Store:
         except (OSError, StoreError) as exc:
             return (f"The run could not be saved to the rescue file {target} either ({exc}); "
                     "its figures are in what stop() returned.")
-        return (f"The run was saved to {target}; run `let doctor --repair` to put it into the "
+        return (f"The run was saved to {target}; run `lett doctor --repair` to put it into the "
                 "store once the problem is fixed.")
 
     def _migrate(self, fd: int, header: list[str], extra: Sequence[str] = STORE_COLUMNS) -> None:
@@ -311,7 +311,7 @@ class Store:
         """Remove the rows matching every given filter, atomically; returns how many.
 
         A store with lines LET cannot parse is not rewritten (they would be lost): StoreError
-        pointing to ``let doctor``.
+        pointing to ``lett doctor``.
         """
         _check_filters(filters)
         with self._locked(exclusive=True, create=False) as fd:
@@ -572,7 +572,7 @@ def _renamed_columns(header: Sequence[str]) -> dict[str, str]:
 
 def check_emissions_header(fd: int, path: Path) -> None:
     """Refuse to read a file that is no emissions file: binary data, or a CSV without the
-    columns every CodeCarbon and LET file has. (``let doctor`` opens such files itself.)"""
+    columns every CodeCarbon and LET file has. (``lett doctor`` opens such files itself.)"""
     head = os.pread(fd, _HEADER_PROBE, 0)
     if not head:
         return
@@ -619,8 +619,8 @@ def _check_header(header: Sequence[str], path: Path) -> None:
     problem = _cached_header_problem(tuple(header))
     if problem is not None:
         raise StoreError(f"the header of {path} is damaged or not an emissions file's ({problem}); "
-                         "LET does not write to a file it does not understand. Run `let doctor` to "
-                         "see every problem, `let doctor --repair` to fix what can be fixed.")
+                         "LET does not write to a file it does not understand. Run `lett doctor` to "
+                         "see every problem, `lett doctor --repair` to fix what can be fixed.")
 
 
 def scan_lines(fd: int, header: list[str], end: int | None = None) -> Iterator[tuple[int, list[str], bool]]:
@@ -669,8 +669,8 @@ def _require_parsable(fd: int, header: list[str], path: Path) -> None:
         where = ", ".join(f"line {n} ({what})" for n, what in problems[:3])
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise StoreError(f"{path} has lines LET cannot parse: {where}{more}. LET does not rewrite "
-                         "a file it does not understand (those lines would be lost). Run `let doctor` "
-                         "to see them, `let doctor --repair` to move them to a quarantine file.")
+                         "a file it does not understand (those lines would be lost). Run `lett doctor` "
+                         "to see them, `lett doctor --repair` to move them to a quarantine file.")
 
 
 def _iter_rows(fd: int, header: list[str], offset: int,
@@ -691,7 +691,7 @@ def _iter_rows(fd: int, header: list[str], offset: int,
         where = ("line(s) " + ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
                  if start <= _header_length(fd) else f"{len(bad)} line(s) after byte {start}")
         warnings.warn(f"skipped {len(bad)} malformed line(s) in the LET store ({where}); "
-                      "`let doctor` shows them", LetWarning, stacklevel=3)
+                      "`lett doctor` shows them", LetWarning, stacklevel=3)
 
 
 def _columns_for(rows: Sequence[Row], base: Sequence[str]) -> list[str]:

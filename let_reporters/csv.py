@@ -1,4 +1,4 @@
-"""``csv``: exports stored runs as an emissions.csv-shaped file (``let export csv FILE``).
+"""``csv``: exports stored runs as an emissions.csv-shaped file (``lett export csv FILE``).
 
 Recording runs is not this reporter's job: the core appends every run to the central store
 itself, before any reporter runs, whatever reporters are chosen.

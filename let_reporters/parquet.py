@@ -70,7 +70,7 @@ class ParquetReporter:
             raise StoreError(
                 f"run {run.run_id} was not written to the dataset {self.location.display}: {exc}. "
                 f"Nothing is lost: the central store {where} has it (csv reporter); copy the "
-                f"project there later with `let export parquet --project {run.project_name} URI` "
+                f"project there later with `lett export parquet --project {run.project_name} URI` "
                 f"(URI: the output_dir you gave, {self.location.display}).") from exc
 
     def export(self, results: pd.DataFrame, destination: str) -> None:

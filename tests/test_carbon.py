@@ -39,7 +39,7 @@ def test_unknown_code_is_an_error_that_says_how_to_find_the_right_one(code: str)
     with pytest.raises(ConfigurationError) as info:
         country_intensity(code)
     message = str(info.value)
-    assert "let countries" in message
+    assert "lett countries" in message
     assert "carbon_intensity=" in message
 
 

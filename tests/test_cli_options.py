@@ -1,4 +1,4 @@
-"""--country / --carbon-intensity, `let demo --keep`, `let cite` on nothing."""
+"""--country / --carbon-intensity, `lett demo --keep`, `lett cite` on nothing."""
 
 from __future__ import annotations
 

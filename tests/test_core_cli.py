@@ -37,8 +37,11 @@ def test_results_table_and_json(let_home, runner):
     as_json = runner.invoke(cli, ["results", "--json", "--project", "beta"])
     rows = [json.loads(line) for line in as_json.output.splitlines()]
     assert len(rows) == 1 and rows[0]["project_name"] == "beta" and rows[0]["energy_consumed"] == 0.2
-    nothing = runner.invoke(cli, ["results", "--project", "none"]).output.strip()
-    assert nothing.startswith("no stored runs match in ") and str(let_home / "emissions.csv") in nothing
+    nothing = runner.invoke(cli, ["results", "--project", "none"])
+    assert nothing.exit_code == 1
+    message = nothing.output.strip()
+    assert message.startswith("Error: no stored runs match in ") and str(let_home / "emissions.csv") in message
+    assert message.endswith("--project 'none' matches none; stored: alpha, beta")
 
 
 def test_statement_stored_and_custom(let_home, runner):
@@ -138,4 +141,4 @@ def test_demo_tracks_a_workload_and_prints_each_backend(let_home, runner):
     result = runner.invoke(cli, ["demo", "--seconds", "0.3", "--project", "demo-test"])
     assert result.exit_code == 0, result.output
     assert "codecarbon:" in result.output and "Wh (CodeCarbon " in result.output
-    assert "let statement" in result.output
+    assert "lett statement" in result.output

@@ -1,4 +1,4 @@
-"""tracker.live() and the status line of `let run` / `let demo`: figures so far, nothing changed."""
+"""tracker.live() and the status line of `lett run` / `lett demo`: figures so far, nothing changed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`let results --by`, multi-node jobs counted once, `let compact`, `let export parquet`."""
+"""`lett results --by`, multi-node jobs counted once, `lett compact`, `lett export parquet`."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ def test_results_by_project_and_backend(let_home: Path) -> None:
     result = runner.invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours", "metered"]
-    assert lines[2].split()[:4] == ["a", "2", "2.000000", "0.800000"]
-    assert lines[3].split()[:4] == ["b", "1", "2.000000", "0.800000"]
-    assert lines[4].split()[:4] == ["total", "3", "4.000000", "1.600000"]
+    assert lines[0].split() == ["project", "runs", "energy", "CO2e", "hours", "metered"]
+    assert lines[2].split()[:6] == ["a", "2", "2.000", "kWh", "0.800", "kg"]
+    assert lines[3].split()[:6] == ["b", "1", "2.000", "kWh", "0.800", "kg"]
+    assert lines[4].split()[:6] == ["total", "3", "4.000", "kWh", "1.600", "kg"]
     assert len({len(line) for line in lines[:2]}) == 1  # aligned columns
     rows = _json_lines(runner.invoke(cli, ["results", "--by", "backend", "--json"]).output)
     hours = load_results()["duration"].sum() / 3600  # one measurement per run: its duration
@@ -107,7 +107,7 @@ def test_multi_node_job_is_one_job_and_ranks_do_not_double_count(let_home: Path,
     statement = statement_from_totals(frame_totals(frame[frame["project_name"] == "p"]))
     assert "5.200 kWh" in statement  # 2.2 for the job + 3.0 for the lone run
     result = CliRunner().invoke(cli, ["results", "--by", "job", "--project", "p"])
-    assert "4242" in result.output and "2.200000" in result.output
+    assert "4242" in result.output and "2.200 kWh" in result.output
 
 
 def test_frame_totals_match_the_store_totals_without_jobs(let_home: Path) -> None:
@@ -134,7 +134,7 @@ def test_compact_and_export_parquet_commands(let_home: Path, tmp_path: Path) -> 
     assert result.exit_code == 0 and "2 file(s) -> 1" in result.output
     assert len(load_results(tmp_path / "nowhere", dataset=str(dataset))) == 3
     result = runner.invoke(cli, ["export", "nosuch", str(dataset)])
-    assert result.exit_code == 1 and "unknown reporter 'nosuch'" in result.output
+    assert result.exit_code == 1 and "unknown export format 'nosuch'; formats: csv, parquet, strep" in result.output
 
 
 # ------------------------------------------------------------------ vectorised paths at scale
@@ -271,5 +271,5 @@ def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkey
     result = CliRunner().invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     assert seen == [AGGREGATE_COLUMNS]
-    assert [line.split()[:3] for line in result.output.splitlines()[2:4]] == [["a", "1", "0.500000"],
-                                                                              ["b", "1", "1.200000"]]
+    assert [line.split()[:3] for line in result.output.splitlines()[2:4]] == [["a", "1", "0.500"],
+                                                                              ["b", "1", "1.200"]]

@@ -126,7 +126,7 @@ def test_damaged_header_is_never_rewritten_and_doctor_restores_it(let_home, dama
         header = b"\0" * len(header)
     path.write_bytes(header + b"\n" + rest)
     before = path.read_bytes()
-    with pytest.warns(LetWarning, match=r"(header of .* damaged|cannot parse: line 2).*let doctor.*saved to .*rescue-"):
+    with pytest.warns(LetWarning, match=r"(header of .* damaged|cannot parse: line 2).*lett doctor.*saved to .*rescue-"):
         late = track()["run_id"]
     assert path.read_bytes() == before  # not rewritten, not appended to
     assert rescued_ids(let_home) == [late]
@@ -141,7 +141,7 @@ def test_damaged_header_is_never_rewritten_and_doctor_restores_it(let_home, dama
 
 
 def test_unparsable_lines_block_rewrites_until_doctor_sets_them_aside(let_home):
-    """Item 8: `let delete -p q` removed a `p` row that had an extra comma."""
+    """Item 8: `lett delete -p q` removed a `p` row that had an extra comma."""
     track(project="p")
     track(project="q")
     path = let_home / STORE_FILE
@@ -149,7 +149,7 @@ def test_unparsable_lines_block_rewrites_until_doctor_sets_them_aside(let_home):
     lines[1] = lines[1].replace(b",p,", b",p,extra,", 1)  # the p row now has one field too many
     path.write_bytes(b"".join(lines))
     result = CliRunner().invoke(cli, ["delete", "--project", "q", "--yes"])
-    assert result.exit_code == 1 and "line 2" in result.output and "let doctor" in result.output
+    assert result.exit_code == 1 and "line 2" in result.output and "lett doctor" in result.output
     assert path.read_bytes() == b"".join(lines)
     found = CliRunner().invoke(cli, ["doctor"])
     assert found.exit_code == 1 and f"{path}:2: malformed line" in found.output
@@ -252,7 +252,7 @@ def test_zero_byte_parquet_file_is_reported_not_a_traceback(let_home):
     broken = let_home / "runs" / "project=p" / "year=2026"
     broken.mkdir(parents=True)
     (broken / "empty.parquet").write_bytes(b"")
-    with pytest.raises(StoreError, match="let doctor"):
+    with pytest.raises(StoreError, match="lett doctor"):
         load_results()
     found = CliRunner().invoke(cli, ["doctor"])
     assert found.exit_code == 1 and "empty.parquet: dataset file does not open" in found.output

@@ -1,4 +1,4 @@
-"""The real ``strep.index_scale.load_database`` reads LET's emissions.csv and ``let export csv``
+"""The real ``strep.index_scale.load_database`` reads LET's emissions.csv and ``lett export csv``
 output as it reads a CodeCarbon file: one model per (run_id, experiment_id), its energy,
 emissions and duration. LET's run status is the ``run_status`` column: a ``status`` column
 made STREP take the file for an MLflow run summary and find nothing.

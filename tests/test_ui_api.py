@@ -1,4 +1,4 @@
-"""`let ui`'s JSON API in process: figures from the one counting module, bad input is a 4xx
+"""`lett ui`'s JSON API in process: figures from the one counting module, bad input is a 4xx
 with a message (never a 500), an unreadable store is a 503 and the server goes on."""
 
 from __future__ import annotations

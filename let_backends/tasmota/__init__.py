@@ -5,7 +5,7 @@
 - ``client``: ``GroundTruthClient`` and LET 0.1.x's ``GroundTruthTracker``
 - ``backend``: the ``tasmota`` backend (kind "metered", scope "system")
 - ``emulator``: emulated sockets on loopback for tests and demos
-- ``cli``: ``let gt serve | config | emulate | calibrate | hosts``
+- ``cli``: ``lett gt serve | config | emulate | calibrate | hosts``
 
 Importing this package is cheap: requests, fastapi and uvicorn load when first used.
 """

@@ -1,7 +1,7 @@
 """What stored runs count for: the one place that decides it.
 
 Every number LET reports about runs (a run's own headline energy, the paper statement,
-``let results``, plots, STREP exports, the totals cache) is decided here, by one rule
+``lett results``, plots, STREP exports, the totals cache) is decided here, by one rule
 (``decide``) applied either run by run (``Accumulator.add_run``, which the incremental totals
 cache uses and which needs only the standard library) or vectorised over a frame
 (``frame_totals``, ``aggregate``). Property tests check that the two agree exactly.
@@ -153,7 +153,7 @@ def _integer(value: Any) -> int:
 
 @frozen
 class Totals:
-    """What a set of runs counts for: the paper statement's numbers, and ``let results``' totals.
+    """What a set of runs counts for: the paper statement's numbers, and ``lett results``' totals.
 
     ``energy_kwh`` / ``emissions_kg`` are the counted figures (rule above), ``metered_kwh`` the
     part of them that was metered; ``methodologies``, ``hardware`` and ``backends`` count the
@@ -374,7 +374,7 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``let results --by``) reads.
+#: What ``aggregate`` (``lett results --by``) reads.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS
 
 # A run's rows are encoded as one integer, base (row states + 1), one digit per row; runs
@@ -865,7 +865,7 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
 
     Per project, host or job the counted figures (the groups add up to ``frame_totals``).
     Per backend each backend's own figures: backends that measured the same run overlap, so
-    those groups do not add up (``let results`` labels its total accordingly).
+    those groups do not add up (``lett results`` labels its total accordingly).
     """
     import numpy as np
     import pandas as pd

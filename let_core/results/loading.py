@@ -272,7 +272,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
 
     from let_core.store import _renamed_columns, check_emissions_header
 
-    # A cold process (`let statement`) needs pandas only after the parse, and importing it
+    # A cold process (`lett statement`) needs pandas only after the parse, and importing it
     # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
     # the import runs meanwhile on another core.
     _import_in_background("pandas")
@@ -319,7 +319,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     # Arrow's fast path fails on three kinds of input, each retried with what fixes it: a field
     # longer than a parse block (one block as large as the file), bytes that are not UTF-8
     # (replaced, and reported), a damaged cell in a number column (all read as text, numbers
-    # kept where they parse). What still fails is a StoreError pointing to `let doctor`.
+    # kept where they parse). What still fails is a StoreError pointing to `lett doctor`.
     typed, block_size, replaced = True, None, False
     while True:
         skipped.clear()
@@ -342,8 +342,8 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             elif typed:
                 typed = False
             else:
-                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `let doctor` "
-                                 "to see the damaged lines, `let doctor --repair` to set them aside.") from None
+                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `lett doctor` "
+                                 "to see the damaged lines, `lett doctor --repair` to set them aside.") from None
     if skipped:
         # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
         # carriage return next to a long one, say). Before calling them malformed, read the
@@ -361,23 +361,23 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if replaced:
-        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
+        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `lett doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
     from let_core.store import header_problem
 
     if torn:
         warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
-                      "writer) and is not a row; the next append or `let doctor --repair` moves it "
+                      "writer) and is not a row; the next append or `lett doctor --repair` moves it "
                       "to the quarantine file", LetWarning, stacklevel=3)
 
     damaged = header_problem(header)
     if damaged is not None:
         warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
-                      "misread. Run `let doctor`.", LetWarning, stacklevel=3)
+                      "misread. Run `lett doctor`.", LetWarning, stacklevel=3)
     if skipped:
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
-                      "`let doctor` shows them", LetWarning, stacklevel=3)
+                      "`lett doctor` shows them", LetWarning, stacklevel=3)
     renamed = _renamed_columns(header)
     if renamed:
         # In place: DataFrame.rename copies every column (a quarter of a second at 1M rows),

@@ -1,4 +1,4 @@
-"""`let ui`: the local dashboard (FastAPI + uvicorn from the ``server`` extra).
+"""`lett ui`: the local dashboard (FastAPI + uvicorn from the ``server`` extra).
 
 Pages are static HTML + JavaScript (``static/``, uPlot vendored with its licence: no CDN, works
 offline); their data comes from the JSON API below, one page of rows or one aggregate at a time.
@@ -14,6 +14,7 @@ show, and the server keeps serving (it retries when the store changes).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
+import socket
 from typing import Any, Optional
 
 from let_core.errors import ConfigurationError
@@ -103,8 +104,11 @@ def create_app(dashboard: Dashboard) -> Any:
 
 
 def serve(output_dir: Optional[str] = None, dataset: Optional[str] = None, host: str = DEFAULT_HOST,
-          port: int = DEFAULT_PORT, preload: bool = True) -> None:
-    """Run the dashboard until interrupted. Loads the store first, so the first page is quick."""
+          port: int = DEFAULT_PORT, preload: bool = True, sock: Optional[socket.socket] = None) -> None:
+    """Run the dashboard until interrupted. Loads the store first, so the first page is quick.
+
+    ``sock``: a socket already bound (``bind_socket``), so that a busy port was an error before
+    anything was loaded or announced."""
     import uvicorn
 
     import threading
@@ -122,4 +126,21 @@ def serve(output_dir: Optional[str] = None, dataset: Optional[str] = None, host:
             # once in the background while the first pages are served.
             threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
                              daemon=True).start()
-    uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+    if sock is None:
+        uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+    server.run(sockets=[sock])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on host:port; OSError (errno 98 and the like) when taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds its own
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
