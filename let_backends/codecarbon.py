@@ -176,6 +176,31 @@ def _extras(data: Any) -> dict[str, Any]:
     return {column: _clean(getattr(data, column)) for column in EXTRA_COLUMNS if hasattr(data, column)}
 
 
+#: Zenodo's DOI of each CodeCarbon release LET knows; other versions are cited by their tag.
+_ZENODO_DOIS: dict[str, str] = {"3.2.3": "10.5281/zenodo.18731928"}
+
+
+def codecarbon_bibtex(versions: list[str]) -> str:
+    """CodeCarbon's BibTeX entry for the versions used (oldest first): a version's own DOI where
+    LET knows it, else its release on GitHub; never another version's DOI."""
+    tags = ", ".join(f"v{v}" for v in versions)
+    dois = [_ZENODO_DOIS[v] for v in versions if v in _ZENODO_DOIS]
+    where = (f"  doi       = {{{dois[0]}}},\n  url       = {{https://doi.org/{dois[0]}}},"
+             if len(versions) == 1 and dois
+             else f"  url       = {{https://github.com/mlco2/codecarbon/releases/tag/v{versions[-1]}}},")
+    return f"""@software{{codecarbon,
+  author    = {{Courty, Benoît and
+               Schmidt, Victor and
+               Kamal, Goyal and
+               others}},
+  title     = {{mlco2/codecarbon: {tags}}},
+  year      = 2025,
+  publisher = {{Zenodo}},
+  version   = {{{tags}}},
+{where}
+}}"""
+
+
 class CodeCarbonBackend:
     """CodeCarbon's ``OfflineEmissionsTracker``: RAPL (or TDP times load) for the CPU, NVML for
     NVIDIA GPUs, a RAM power model; an estimate for the whole machine by default."""
@@ -186,19 +211,19 @@ class CodeCarbonBackend:
     scope: ClassVar[str] = SCOPE
     description: ClassVar[str] = ("CodeCarbon's estimate: RAPL or TDP x load (CPU), NVML (NVIDIA "
                                   "GPUs), a RAM model; offline, no files")
-    #: What the paper statement cites for CodeCarbon's figures.
-    citations: ClassVar[Mapping[str, str]] = {"codecarbon": """@software{codecarbon,
-  author    = {Courty, Benoît and
-               Schmidt, Victor and
-               Kamal, Goyal and
-               others},
-  title     = {mlco2/codecarbon: v3.2.3},
-  year      = 2025,
-  publisher = {Zenodo},
-  version   = {v3.2.3},
-  doi       = {10.5281/zenodo.18731928},
-  url       = {https://doi.org/10.5281/zenodo.18731928},
-}"""}
+    #: What the paper statement cites for CodeCarbon's figures (the version LET was written
+    #: against; ``citation_entries`` names the versions the cited runs used).
+    citations: ClassVar[Mapping[str, str]] = {"codecarbon": codecarbon_bibtex(["3.2.3"])}
+
+    @staticmethod
+    def citation_entries(methodologies: list[str]) -> dict[str, str]:
+        """The ``codecarbon`` entry for the CodeCarbon versions in these methodology labels
+        ("CodeCarbon 3.3.2"), so that `lett cite` names the version the statement says."""
+        versions = sorted({m.split(" ", 1)[1] for m in methodologies
+                           if m.startswith("CodeCarbon ") and m.split(" ", 1)[1][:1].isdigit()},
+                          key=lambda v: tuple(int(p) if p.isdigit() else 0 for p in v.split(".")))
+        return {"codecarbon": codecarbon_bibtex(versions)} if versions else {}
+
 
     def __init__(self, country_iso_code: str = "DEU", measure_power_secs: float = 1.0,
                  cuda_devices: tuple[str, ...] | None = None, pue: float | None = None,

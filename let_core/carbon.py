@@ -116,6 +116,20 @@ def country_intensity(code: str) -> CountryIntensity:
                             float(entry["carbon_intensity"]), int(year) if year else None)
 
 
+def resolve_intensity(country_iso_code: str | None = None,
+                      carbon_intensity: float | None = None) -> tuple[CountryIntensity, float]:
+    """The one default rule for every figure LET computes, tracked or custom: the intensity
+    given, else ``LET_CARBON_INTENSITY``, else the country's (the code given, else
+    ``LET_COUNTRY``, else Germany) from CodeCarbon's data. Returns the country and gCO2/kWh."""
+    from let_core import config
+
+    country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
+    if carbon_intensity is None:
+        carbon_intensity = config.carbon_intensity_env()
+    return country, (validate_intensity(carbon_intensity) if carbon_intensity is not None
+                     else country.carbon_intensity)
+
+
 def _suggestion(code: Any) -> str:
     """A hint when the user typed a country's name ("Germany") instead of its code."""
     if not isinstance(code, str) or len(code.strip()) <= 3:

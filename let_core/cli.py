@@ -86,10 +86,11 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
               carbon_intensity: float | None) -> None:
     """Print the paper statement for the stored runs (or a custom one).
 
-    --country / --carbon-intensity restate the emissions at that grid's intensity (a custom
-    statement assumes 380 gCO2/kWh without them).
+    --country / --carbon-intensity restate the emissions at that grid's intensity. Without them
+    stored runs keep the intensity each was recorded with, and a custom statement uses the
+    tracker's default (LET_CARBON_INTENSITY, else LET_COUNTRY's grid, else Germany's).
     """
-    from let_core.carbon import country_intensity, validate_intensity
+    from let_core.carbon import country_intensity, resolve_intensity, validate_intensity
     from let_core.statement import paper_statement, custom_paper_statement
 
     intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
@@ -99,7 +100,7 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
         if any(v is None for v in custom):
             raise click.UsageError("a custom statement needs --methodology, --hardware and --energy")
         click.echo(custom_paper_statement(methodology, hardware, consumed_energy,  # type: ignore[arg-type]
-                                          carbon_intensity=380 if intensity is None else intensity,
+                                          carbon_intensity=resolve_intensity(country, carbon_intensity)[1],
                                           kind=kind))
         return
     from let_core.errors import ConfigurationError
@@ -420,7 +421,10 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
         raise click.ClickException(
             f"nothing to cite for {filters or 'the whole store (no filter)'}: {reason}. "
             "`lett cite --all` prints every entry LET knows.") from None
-    click.echo(bibtex(keys))
+    from let_core.results import counted_totals
+
+    used = counted_totals(output_dir, project_name, user, hostname).methodologies
+    click.echo(bibtex(keys, methodologies=list(used)))
 
 
 @cli.command()

@@ -42,7 +42,7 @@ class Settings:
         the rest: ``LET_HOME``, ``LET_COUNTRY``, ``LET_CARBON_INTENSITY``, ``LET_LOG_LEVEL``,
         ``LET_HOSTNAME``. Every bad value is a ``ConfigurationError`` naming it."""
         from let_core import config
-        from let_core.carbon import checked_number, country_intensity, validate_intensity
+        from let_core.carbon import checked_number, resolve_intensity
         from let_core.errors import ConfigurationError
 
         if not isinstance(project_name, str) or not project_name.strip():
@@ -54,11 +54,7 @@ class Settings:
         interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
         if pue is not None:
             pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
-        country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
-        if carbon_intensity is None:
-            carbon_intensity = config.carbon_intensity_env()
-        intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
-                     else country.carbon_intensity)
+        country, intensity = resolve_intensity(country_iso_code, carbon_intensity)
         level = (log_level or config.log_level_env() or "error").lower()
         if level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigurationError(

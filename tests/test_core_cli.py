@@ -49,7 +49,7 @@ def test_statement_stored_and_custom(let_home, runner):
     out = runner.invoke(cli, ["statement", "--project", "paper"])
     assert out.exit_code == 0 and "estimated to 0.500 kWh" in out.output
     custom = runner.invoke(cli, ["statement", "--methodology", "the CO2 Impact Calculator",
-                                 "--hardware", "NVIDIA GTX 1080 GPU", "--energy", "3.2"])
+                                 "--hardware", "NVIDIA GTX 1080 GPU", "--energy", "3.2", "--carbon-intensity", "380"])
     assert "1.216 kg" in custom.output
     partial = runner.invoke(cli, ["statement", "--methodology", "x"])
     assert partial.exit_code == 2 and "needs --methodology, --hardware and --energy" in partial.output

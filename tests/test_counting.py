@@ -307,7 +307,8 @@ def test_units_keep_three_significant_digits() -> None:
     assert format_energy(3.2) == "3.200 kWh" and format_energy(0.135) == "0.135 kWh"
     assert format_energy(1000) == "1.000 MWh"
     assert format_emissions(1216) == "1.216 kg" and format_emissions(0.038) == "38.000 mg"
-    assert custom_paper_statement("the CO2 Impact Calculator", "NVIDIA GTX 1080 GPU", 3.2).count("1.216 kg") == 1
+    assert custom_paper_statement("the CO2 Impact Calculator", "NVIDIA GTX 1080 GPU", 3.2,
+                                  carbon_intensity=380).count("1.216 kg") == 1
 
 
 def test_gpu_figure_beside_a_cpu_estimate_is_added_and_both_named(let_home: Path) -> None:
