@@ -50,3 +50,11 @@ __all__ = ["__version__", *_EXPORTS]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext let_core`` in IPython/Jupyter: the ``%%track`` magics
+    (``let_core.integrations.notebook``)."""
+    from let_core.integrations.notebook import load_ipython_extension as load
+
+    load(shell)

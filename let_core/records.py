@@ -148,6 +148,12 @@ class Run:
     def emissions_kg(self, energy_kwh: float) -> float:
         return energy_kwh * self.carbon_intensity / 1000.0
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the run (IPython's rich display)."""
+        from let_core.display import html_table, run_rows
+
+        return html_table(run_rows(self), caption="LET run")
+
     def result(self) -> dict[str, Any]:
         """The dict ``EnergyTracker.stop()`` returns (LET 0.1.x's keys first)."""
         energy = self.energy_kwh

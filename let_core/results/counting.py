@@ -184,6 +184,12 @@ class Totals:
     def empty(self) -> bool:
         return self.runs == 0
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the totals (IPython's rich display)."""
+        from let_core.display import html_table, totals_rows
+
+        return html_table(totals_rows(self), caption="LET totals")
+
     @property
     def estimate_kwh(self) -> float:
         return self.energy_kwh - self.metered_kwh
