@@ -24,7 +24,8 @@ from let_backends import codecarbon_plan
 from let_backends.codecarbon import CodeCarbonBackend
 from let_core.tracker import EnergyTracker
 
-hardware_cache = pytest.importorskip("codecarbon.core.hardware_cache")
+hardware_cache = pytest.importorskip("codecarbon.core.hardware_cache",
+                                     reason="this CodeCarbon has no codecarbon.core.hardware_cache (needs CodeCarbon 3.3)")
 
 
 def _forget_process_state() -> None:

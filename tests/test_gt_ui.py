@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-pytest.importorskip("fastapi")
+pytest.importorskip("fastapi", reason="fastapi is not installed: pip install '.[server]' (in the test extra)")
 
 from let_backends.tasmota.config import SocketConfig  # noqa: E402
 from let_backends.tasmota.emulator import EmulatedSocket  # noqa: E402

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("lightning")
+torch = pytest.importorskip("torch", reason="torch is not installed: pip install '.[lightning]' (in the test extra)")
+pytest.importorskip("lightning", reason="lightning is not installed: pip install '.[lightning]' (in the test extra)")
 
 from let_backends.manual import ManualBackend  # noqa: E402
 from let_core.errors import LetWarning  # noqa: E402

@@ -318,7 +318,7 @@ def test_last_line_without_newline_is_a_row_and_the_next_append_keeps_it(let_hom
 
 # ----------------------------------------------------------------------------- issue 11.3
 def test_codecarbon_backup_of_a_let_store_is_folded_back_once(let_home):
-    codecarbon = pytest.importorskip("codecarbon")
+    codecarbon = pytest.importorskip("codecarbon", reason="codecarbon is a dependency; reinstall LET")
     ids = [track()["run_id"] for _ in range(2)]
     tracker = codecarbon.OfflineEmissionsTracker(country_iso_code="DEU", output_dir=str(let_home),
                                                  log_level="error", save_to_file=True)
