@@ -48,7 +48,7 @@ def synthetic_runs(n: int, *, a: float = 1.21, base_w: float = 41.0, noise: floa
             measurements.append(Measurement(backend="tasmota", methodology="Tasmota smart socket",
                                             kind="metered", energy_kwh=wall, duration_s=duration,
                                             scope="system", hardware=host, coverage=coverage))
-        runs.append(Run(run_id=str(uuid.UUID(int=int(rng.integers(0, 2**62)) + i)), project_name="paper",
+        runs.append(Run(run_id=str(uuid.UUID(bytes=rng.bytes(16), version=4)), project_name="paper",
                         user="alice", hostname=host, start_time=begin,
                         end_time=begin + timedelta(seconds=duration), status=status,  # type: ignore[arg-type]
                         measurements=tuple(measurements), country_iso_code="DEU", country_name="Germany",

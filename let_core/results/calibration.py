@@ -615,3 +615,81 @@ def calibrate_frame(frame: pd.DataFrame, calibrations: Mapping[str, Calibration]
 def low_power(energy_kwh: float, duration_s: float) -> bool:
     """A wall reading whose mean power was below what a Tasmota socket reads well."""
     return duration_s > 0 and energy_kwh * 3.6e6 / duration_s < LOW_POWER_W
+
+
+def calibrated_cells(frame: pd.DataFrame) -> list[str]:
+    """``let results --calibrated``'s column: "1.234 kWh (1.1-1.3)", "*" outside the fitted range."""
+    from let_core.statement import format_energy
+
+    cells = []
+    for kwh, low, high, by, outside, host in zip(frame["calibrated_kwh"], frame["calibrated_low_kwh"],
+                                                 frame["calibrated_high_kwh"], frame["calibrated_by"],
+                                                 frame["calibrated_outside_range"], _text(frame, "hostname")):
+        if not math.isfinite(kwh):
+            cells.append("-")
+            continue
+        cell = f"{format_energy(kwh)} ({format_energy(low)} .. {format_energy(high)})"
+        cells.append(cell + (" outside fitted range" if outside else "") + (f" by {by}'s calibration" if by != host else ""))
+    return cells
+
+
+def has_calibrations() -> bool:
+    """Cheap: whether any calibration file exists (the statement then reads the rows)."""
+    directory = calibration_dir()
+    return directory.is_dir() and any(p.suffix == ".json" and not p.name.startswith(".tmp-")
+                                      for p in directory.iterdir())
+
+
+def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibration] | None = None,
+                       transfer: bool = False) -> str | None:
+    """The statement's sentence on runs measured by estimate only on calibrated hosts: their
+    estimate, the corrected figure and its interval, and the calibration named; None where no
+    such run exists. ``frame`` is ``load_results``'s (deduplicated) rows."""
+    import numpy as np
+
+    from let_core.results.counting import counted_rows
+    from let_core.statement import format_energy
+
+    if calibrations is None:
+        calibrations = load_calibrations()
+    if frame.empty or not calibrations:
+        return None
+    counted = counted_rows(frame)
+    kinds = _text(frame, "kind").to_numpy()
+    runs = _text(frame, "run_id").to_numpy()
+    metered_runs = set(runs[counted & (kinds == "metered")])
+    calibrated = calibrate_frame(frame, calibrations, transfer)
+    value = calibrated["calibrated_kwh"].to_numpy(float)
+    rows = counted & (kinds == "estimate") & np.isfinite(value) & ~np.isin(runs, list(metered_runs))
+    if not rows.any():
+        return None
+    part = calibrated[rows]
+    estimate = float(_number(part, "energy_consumed").sum())
+    total, low, high = (float(part[c].sum()) for c in CALIBRATED_COLUMNS[:3])
+    count = len(set(part["run_id"].astype(str)))
+    hosts = sorted(set(_text(part, "hostname")))
+    used = sorted(set(part["calibrated_by"].astype(str)))
+    models = [calibrations[h] for h in used]
+    level = min(c.level for c in models)
+    paired = " and ".join(f"{c.runs}" for c in models)
+    errors = " and ".join(f"{c.cv_error * 100:.1f}%" for c in models)
+    whose = "this host" if len(hosts) == 1 and hosts == used else (
+        f"host {used[0]}" if len(used) == 1 else "these hosts")
+    runs_phrase = "the run" if count == 1 else f"the {count} runs"
+    text = (f"For {runs_phrase} on {_join_words(hosts)} measured by estimate only, the estimate of "
+            f"{format_energy(estimate)} corrected by a wall-socket calibration of {whose} from {paired} paired runs "
+            f"(cross-validated error {errors}) is {format_energy(total)} ({level:.0%} interval "
+            f"{format_energy(low)} to {format_energy(high)})~\\cite{{ai_energy_validation}}.")
+    lent = sorted({(h, b) for h, b in zip(_text(part, "hostname"), part["calibrated_by"].astype(str)) if h != b})
+    if lent:
+        text += " " + "; ".join(f"{h} has no calibration of its own and borrowed that of {b}, whose CPU and "
+                                 "GPU models are identical" for h, b in lent) + "."
+    outside = int(part.loc[part["calibrated_outside_range"], "run_id"].astype(str).nunique())
+    if outside:
+        text += (f" {'1 of these runs lies' if outside == 1 else f'{outside} of these runs lie'} outside the "
+                 "power or duration range the calibration was fitted on; their intervals are widened.")
+    return text
+
+
+def _join_words(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
