@@ -35,8 +35,9 @@ def synthetic_runs(n: int, *, a: float = 1.21, base_w: float = 41.0, noise: floa
         power = float(rng.uniform(*power_w))
         estimate = power * duration / 3.6e6
         gpu_share = float(rng.uniform(0.3, 0.7))
-        parts = {"cpu_kwh": estimate * (1 - gpu_share) * 0.8, "gpu_kwh": estimate * gpu_share,
-                 "ram_kwh": estimate * (1 - gpu_share) * 0.2}
+        ram_share = float(rng.uniform(0.05, 0.2))
+        parts = {"cpu_kwh": estimate * (1 - gpu_share - ram_share), "gpu_kwh": estimate * gpu_share,
+                 "ram_kwh": estimate * ram_share}
         wall = float(true_wall(estimate, duration, a, base_w)) * (1 + noise * rng.standard_normal())
         wall = round(wall * metered_scale * 1e5) / 1e5  # Tasmota counts 0.01 Wh
         begin = start + timedelta(hours=3 * i)

@@ -308,6 +308,15 @@ def _conformal(z: np.ndarray, level: float) -> tuple[float, float]:
     return float(ordered[low]), float(ordered[high])
 
 
+def _clearly_better(y: np.ndarray, candidate: np.ndarray, incumbent: np.ndarray) -> bool:
+    """Whether ``candidate``'s held-out errors are smaller run by run, beyond chance (a paired
+    comparison at two standard errors): a model with more terms must earn them."""
+    import numpy as np
+
+    gain = np.abs(y - incumbent) / y - np.abs(y - candidate) / y
+    return float(gain.mean()) > 2 * float(gain.std(ddof=1)) / math.sqrt(len(gain))
+
+
 def _median_error(y: np.ndarray, pred: np.ndarray) -> float:
     import numpy as np
 
@@ -467,7 +476,7 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
         pred, z = _cross_validate(x, y, resolution_kwh)
         scored.append((name, terms, x, pred, z, _median_error(y, pred)))
     name, terms, x, pred, z, cv_error = scored[0]
-    if len(scored) > 1 and scored[1][5] < COMPONENT_GAIN * cv_error:
+    if len(scored) > 1 and _clearly_better(y, scored[1][3], pred) and scored[1][5] < COMPONENT_GAIN * cv_error:
         name, terms, x, pred, z, cv_error = scored[1]
     result = _irls(x, y, resolution_kwh)
     if result.beta[0] <= 0 if name == "scale+base" else (result.beta[:-1] <= 0).any():
