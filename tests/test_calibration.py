@@ -255,3 +255,36 @@ def test_statement_names_the_calibration_and_never_calls_it_measured(calibrated_
     assert "calibration of host ws28" in lent and "ws29 has no calibration of its own and borrowed that of ws28" in lent
     code, other, _ = run_cli(capsys, "statement", "--hostname", "other", "--transfer")
     assert "calibration" not in other
+
+
+# ------------------------------------------------------------------ low wall power
+def test_a_run_below_60_w_at_the_wall_is_flagged_at_stop_and_by_doctor(let_home, monkeypatch):
+    import time
+
+    from let_backends.tasmota.config import parse_server_config
+    from let_backends.tasmota.emulator import EmulatorFarm
+    from let_backends.tasmota.server import RunningServer
+    from let_core.doctor import diagnose
+    from let_core.tracker import EnergyTracker
+    from tests.loopback import free_port
+
+    farm = EmulatorFarm([40.0, 300.0], names=["laptop", "box"]).start()
+    server = RunningServer(parse_server_config(farm.config()), port=free_port(), token="t",
+                           poll_interval=0.25).start()
+    try:
+        monkeypatch.setenv("LET_GT_HOST", "127.0.0.1")
+        monkeypatch.setenv("LET_GT_PORT", str(server.port))
+        monkeypatch.setenv("LET_GT_TOKEN", "t")
+        for host, flagged in (("box", False), ("laptop", True)):
+            monkeypatch.setenv("LET_GT_HOSTNAME", host)
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                with EnergyTracker(project_name="low", backends=["tasmota"], reporters=[]):
+                    time.sleep(1.5)
+            messages = [str(w.message) for w in seen if issubclass(w.category, LetWarning)]
+            assert any("read poorly below 60 W" in m for m in messages) == flagged, messages
+    finally:
+        server.stop()
+        farm.close()
+    notes = [str(f) for f in diagnose(let_home).findings if "below 60 W" in str(f)]
+    assert len(notes) == 1 and "1 wall-socket (tasmota) row(s)" in notes[0]

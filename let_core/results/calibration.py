@@ -33,8 +33,6 @@ import json
 import math
 import os
 import re
-import statistics
-import tempfile
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -126,6 +124,8 @@ class Calibration:
 
     def intervals(self) -> dict[str, tuple[float, float]]:
         """Each coefficient's interval at ``level`` (base power in W)."""
+        import statistics
+
         z = statistics.NormalDist().inv_cdf(0.5 + self.level / 2)
         out = {}
         for i, term in enumerate(self.terms):
@@ -520,6 +520,8 @@ def calibration_path(hostname: str) -> Path:
 
 def save(calibration: Calibration) -> Path:
     """Write atomically (a reader never sees half a file)."""
+    import tempfile
+
     path = calibration_path(calibration.hostname)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
