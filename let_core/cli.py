@@ -254,11 +254,23 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
 @filter_options
 @click.option("-o", "--output", "output", default="energy.png", show_default=True, help="Image file to write.")
 @click.option("--dataset", default=None, help="Parquet dataset to read too.")
+@click.option("--calibration", "calibration", is_flag=True,
+              help="Draw each calibrated host's calibration (paired runs, fitted line and band, corrected runs).")
 def plot(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
-         output: str, dataset: str | None) -> None:
+         output: str, dataset: str | None, calibration: bool) -> None:
     """Draw energy per run over time (and estimate vs metered when both exist) with matplotlib."""
     from let_core.plot import PLOT_COLUMNS, plot_energy
     from let_core.results import load_results
+
+    if calibration:
+        from let_core.plot import plot_calibration
+        from let_core.results.calibration import load_calibrations, view_data
+
+        found = load_calibrations()
+        stored = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+        click.echo(plot_calibration([view_data(stored, c) for h, c in sorted(found.items())
+                                     if hostname is None or h == hostname], output))
+        return
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=PLOT_COLUMNS)
     if frame.empty:

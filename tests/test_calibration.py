@@ -288,3 +288,23 @@ def test_a_run_below_60_w_at_the_wall_is_flagged_at_stop_and_by_doctor(let_home,
         farm.close()
     notes = [str(f) for f in diagnose(let_home).findings if "below 60 W" in str(f)]
     assert len(notes) == 1 and "1 wall-socket (tasmota) row(s)" in notes[0]
+
+
+# ------------------------------------------------------------------ seen
+def test_view_data_and_plot_of_a_calibration(calibrated_store, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is the plot extra")
+    from let_core.results.calibration import view_data
+
+    calibration = fit(paired_runs(load_results(), "ws28"))
+    save(calibration)
+    view = view_data(load_results(), calibration)
+    assert len(view["paired"]["wall_w"]) == 120 and len(view["corrected"]["calibrated_w"]) == 5
+    line = view["line"]
+    assert all(lo <= mid <= hi for lo, mid, hi in zip(line["low_w"], line["wall_w"], line["high_w"]))
+    # The fitted line in power: wall = a * estimate + P_base.
+    assert line["wall_w"][0] == pytest.approx(calibration.scale * line["estimate_w"][0] + calibration.base_power_w,
+                                              rel=1e-3)
+    output = tmp_path / "calibration.png"
+    code, out, _ = run_cli(capsys, "plot", "--calibration", "-o", str(output))
+    assert code == 0 and "calibration of ws28" in out
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 20_000

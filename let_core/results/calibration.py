@@ -704,3 +704,49 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
 
 def _join_words(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -> dict[str, Any]:
+    """What the calibration view draws (``let ui``, ``let plot --calibration``), as mean powers (W):
+    the paired runs (estimate against wall), the fitted line and its band for a run of the
+    fitted runs' median duration and component shares, and the estimate-only runs it corrected."""
+    import numpy as np
+
+    paired = paired_runs(frame, calibration.hostname, calibration.estimate_backend,
+                         calibration.metered_backend).frame
+    hours = paired["duration_s"].to_numpy(float) / 3600.0
+    duration = float(np.median(paired["duration_s"])) if len(paired) else math.sqrt(
+        calibration.duration_s[0] * calibration.duration_s[1])
+    shares = {c: float(np.nanmedian(paired[c] / paired["estimate"])) if len(paired) else math.nan for c in COMPONENTS}
+    low_w, high_w = calibration.power_w
+    grid = np.linspace(low_w * 0.8, high_w * 1.2, points)
+    hours_grid = np.full(points, duration / 3600.0)
+    energy = grid * hours_grid / 1000.0
+    columns = {"estimate": energy, "duration": hours_grid, **{c: energy * shares[c] for c in COMPONENTS}}
+    line, low, high, _ = calibration.predict(np.column_stack([columns[t] for t in calibration.terms]), grid,
+                                             np.full(points, duration))
+    corrected = calibrate_frame(frame[_text(frame, "hostname") == calibration.hostname],
+                                {calibration.hostname: calibration})
+    metered_runs = set(_text(corrected[_text(corrected, "kind") == "metered"], "run_id"))
+    alone = corrected[corrected["calibrated_kwh"].notna() & ~_text(corrected, "run_id").isin(metered_runs)
+                      & (_text(corrected, "task") == "")]
+    alone_hours = _number(alone, "duration").to_numpy(float) / 3600.0
+
+    def watts(kwh: Any, h: Any) -> list[float]:
+        return [round(float(v), 3) for v in np.asarray(kwh, float) * 1000.0 / h]
+
+    return {
+        "host": calibration.hostname, "description": calibration.describe(), "details": calibration.details(),
+        "model": calibration.model, "level": calibration.level, "cv_error": calibration.cv_error,
+        "interval_coverage": calibration.interval_coverage, "runs": calibration.runs,
+        "band_duration_s": duration,
+        "paired": {"estimate_w": watts(paired["estimate"], hours), "wall_w": watts(paired["wall"], hours)},
+        "line": {"estimate_w": [round(float(v), 3) for v in grid], "wall_w": watts(line, hours_grid),
+                 "low_w": watts(low, hours_grid), "high_w": watts(high, hours_grid)},
+        "corrected": {"estimate_w": watts(_number(alone, "energy_consumed"), alone_hours),
+                      "calibrated_w": watts(alone["calibrated_kwh"], alone_hours),
+                      "low_w": watts(alone["calibrated_low_kwh"], alone_hours),
+                      "high_w": watts(alone["calibrated_high_kwh"], alone_hours),
+                      "outside_range": [bool(v) for v in alone["calibrated_outside_range"]],
+                      "run_id": [str(v) for v in alone["run_id"]]},
+    }
