@@ -718,19 +718,22 @@ def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -
     duration = float(np.median(paired["duration_s"])) if len(paired) else math.sqrt(
         calibration.duration_s[0] * calibration.duration_s[1])
     shares = {c: float(np.nanmedian(paired[c] / paired["estimate"])) if len(paired) else math.nan for c in COMPONENTS}
-    low_w, high_w = calibration.power_w
-    grid = np.linspace(low_w * 0.8, high_w * 1.2, points)
-    hours_grid = np.full(points, duration / 3600.0)
-    energy = grid * hours_grid / 1000.0
-    columns = {"estimate": energy, "duration": hours_grid, **{c: energy * shares[c] for c in COMPONENTS}}
-    line, low, high, _ = calibration.predict(np.column_stack([columns[t] for t in calibration.terms]), grid,
-                                             np.full(points, duration))
     corrected = calibrate_frame(frame[_text(frame, "hostname") == calibration.hostname],
                                 {calibration.hostname: calibration})
     metered_runs = set(_text(corrected[_text(corrected, "kind") == "metered"], "run_id"))
     alone = corrected[corrected["calibrated_kwh"].notna() & ~_text(corrected, "run_id").isin(metered_runs)
                       & (_text(corrected, "task") == "")]
     alone_hours = _number(alone, "duration").to_numpy(float) / 3600.0
+    alone_w = _number(alone, "energy_consumed").to_numpy(float) * 1000.0 / alone_hours
+    # The band spans the fitted range and every corrected run, so a widened interval is seen widening.
+    low_w = min(calibration.power_w[0], *alone_w) if len(alone_w) else calibration.power_w[0]
+    high_w = max(calibration.power_w[1], *alone_w) if len(alone_w) else calibration.power_w[1]
+    grid = np.linspace(low_w * 0.9, high_w * 1.1, points)
+    hours_grid = np.full(points, duration / 3600.0)
+    energy = grid * hours_grid / 1000.0
+    columns = {"estimate": energy, "duration": hours_grid, **{c: energy * shares[c] for c in COMPONENTS}}
+    line, low, high, _ = calibration.predict(np.column_stack([columns[t] for t in calibration.terms]), grid,
+                                             np.full(points, duration))
 
     def watts(kwh: Any, h: Any) -> list[float]:
         return [round(float(v), 3) for v in np.asarray(kwh, float) * 1000.0 / h]
@@ -750,3 +753,17 @@ def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -
                       "outside_range": [bool(v) for v in alone["calibrated_outside_range"]],
                       "run_id": [str(v) for v in alone["run_id"]]},
     }
+
+
+def calibration_views(output_dir: str | os.PathLike[str] | None, dataset: str | os.PathLike[str] | None,
+                      hostname: str | None = None) -> dict[str, Any]:
+    """``view_data`` of every stored calibration (or one host's), and the files that were ignored."""
+    from let_core.results.loading import load_results
+
+    with warnings.catch_warnings(record=True) as ignored:
+        warnings.simplefilter("always", LetWarning)
+        found = load_calibrations()
+    found = {h: c for h, c in found.items() if hostname is None or h == hostname}
+    frame = load_results(output_dir, dataset=dataset) if found else None
+    return {"hosts": [view_data(frame, c) for _, c in sorted(found.items())],
+            "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
