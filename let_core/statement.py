@@ -369,19 +369,25 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
     return statement_from_totals(totals, _calibrated_sentence(output_dir, project_name, user, hostname,
-                                                              dataset, transfer) if calibration else None)
+                                                              dataset, calibration, transfer))
 
 
 def _calibrated_sentence(output_dir: str | os.PathLike[str] | None, project_name: str | None, user: str | None,
-                         hostname: str | None, dataset: str | os.PathLike[str] | None, transfer: bool) -> str | None:
+                         hostname: str | None, dataset: str | os.PathLike[str] | None, calibration: bool,
+                         transfer: bool) -> str | None:
+    """The metered figures' interval where their sockets were checked, and (with ``calibration``)
+    the corrected figure of estimate-only runs on calibrated hosts."""
     from let_core.results.calibration import has_calibrations, statement_sentence
 
-    if not has_calibrations():  # the rows are read only when a calibration exists
+    if not has_calibrations():  # the rows are read only when a calibration or socket check exists
         return None
+    from let_core.results.calibration import metered_sentence
     from let_core.results.loading import load_results
 
-    return statement_sentence(load_results(output_dir, project_name, user, hostname, dataset=dataset),
-                              transfer=transfer)
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    sentences = [s for s in (metered_sentence(frame),
+                             statement_sentence(frame, transfer=transfer) if calibration else None) if s]
+    return " ".join(sentences) or None
 
 
 def at_intensity(totals: Any, carbon_intensity: float) -> Any:

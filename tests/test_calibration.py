@@ -308,3 +308,40 @@ def test_view_data_and_plot_of_a_calibration(calibrated_store, tmp_path, capsys)
     code, out, _ = run_cli(capsys, "plot", "--calibration", "-o", str(output))
     assert code == 0 and "calibration of ws28" in out
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 20_000
+
+
+# ------------------------------------------------------------------ metered figures' intervals
+def test_metered_interval_only_where_the_socket_was_checked(let_home, capsys):
+    from click.testing import CliRunner
+
+    from let_backends.tasmota.cli import gt as gt_cli
+    from let_backends.tasmota.emulator import EmulatorFarm
+    from let_core.results.calibration import socket_check_path
+
+    Store(let_home).append(rows(synthetic_runs(10, seed=31)))
+    code, unchecked, _ = run_cli(capsys, "statement")
+    assert code == 0 and "checked against a known load" not in unchecked and "interval" not in unchecked
+    farm = EmulatorFarm([100.0], names=["ws28"]).start()
+    try:
+        result = CliRunner().invoke(gt_cli, ["calibrate", "ws28", "--volts", "230", "--watts", "100",
+                                             "--address", farm.sockets["ws28"].address])
+    finally:
+        farm.close()
+    assert result.exit_code == 0, result.output
+    assert "verdict: OK" in result.output and socket_check_path("ws28").exists()
+    code, checked, _ = run_cli(capsys, "statement")
+    frame = load_results()
+    metered = frame.loc[frame["backend"] == "tasmota", "energy_consumed"].astype(float)
+    total = metered.sum()
+    spread = total * 0.5 / 100 + 10 * 1e-5  # the check read 100 W to half a watt; 10 runs' 0.01 Wh counters
+    from let_core.statement import format_energy
+
+    assert (f"The socket of ws28 was checked against a known load (`let gt calibrate`): the measured "
+            f"{format_energy(total)} lies within {format_energy(total - spread)} to {format_energy(total + spread)}"
+            ) in checked
+    socket_check_path("ws28").write_text("{broken")
+    with pytest.warns(LetWarning, match="socket check .* is ignored"):
+        from let_core.statement import paper_statement
+
+        damaged = paper_statement()
+    assert "checked against a known load" not in damaged

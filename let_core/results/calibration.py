@@ -646,9 +646,9 @@ def calibrated_cells(frame: pd.DataFrame) -> list[str]:
 
 def has_calibrations() -> bool:
     """Cheap: whether any calibration file exists (the statement then reads the rows)."""
-    directory = calibration_dir()
-    return directory.is_dir() and any(p.suffix == ".json" and not p.name.startswith(".tmp-")
-                                      for p in directory.iterdir())
+    return any(directory.is_dir() and any(p.suffix == ".json" and not p.name.startswith(".tmp-")
+                                          for p in directory.iterdir())
+               for directory in (calibration_dir(), calibration_dir() / "sockets"))
 
 
 def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibration] | None = None,
@@ -767,3 +767,87 @@ def calibration_views(output_dir: str | os.PathLike[str] | None, dataset: str | 
     frame = load_results(output_dir, dataset=dataset) if found else None
     return {"hosts": [view_data(frame, c) for _, c in sorted(found.items())],
             "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
+
+
+# ------------------------------------------------------------------ metered figures' own uncertainty
+SOCKET_CHECK_FORMAT = "let-socket-check"
+#: Tasmota reports power in whole watts: a check reads its load to half a watt.
+CHECK_READING_W = 0.5
+
+
+def socket_check_path(host: str) -> Path:
+    return calibration_dir() / "sockets" / (urllib.parse.quote(host, safe="") + ".json")
+
+
+def save_socket_check(host: str, expected_w: float, measured_w: float) -> Path:
+    """Keep the verdict of ``let gt calibrate --watts`` for a socket: its relative error at a known load."""
+    import tempfile
+
+    from let_core._version import __version__
+
+    path = socket_check_path(host)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"format": SOCKET_CHECK_FORMAT, "version": FORMAT_VERSION, "host": host, "expected_w": expected_w,
+            "measured_w": measured_w, "let_version": __version__,
+            "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(body, out)
+    os.replace(tmp, path)
+    return path
+
+
+def socket_error(host: str) -> float | None:
+    """A socket's relative error bound from its stored check (offset found plus the check's own
+    reading resolution); None where no valid check exists (then no interval is printed)."""
+    try:
+        body = json.loads(socket_check_path(host).read_text(encoding="utf-8"))
+        if body.get("format") != SOCKET_CHECK_FORMAT or body.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format {body.get('format')!r} version {body.get('version')!r}")
+        expected, measured = float(body["expected_w"]), float(body["measured_w"])
+        if not (expected > 0 and math.isfinite(measured)):
+            raise ValueError("no positive expected power")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        warnings.warn(f"socket check {socket_check_path(host)} is ignored: {exc}; run `let gt calibrate` again",
+                      LetWarning, stacklevel=2)
+        return None
+    return abs(measured - expected) / expected + CHECK_READING_W / expected
+
+
+def metered_sentence(frame: pd.DataFrame) -> str | None:
+    """The statement's interval for counted wall-socket figures, only where every one of them has
+    a socket check (``let gt calibrate --watts``): the check's error, plus each run's counter
+    resolution; the interpolated share is said, not guessed into the interval."""
+    import numpy as np
+
+    from let_core.results.counting import counted_rows
+    from let_core.statement import format_energy
+
+    if frame.empty:
+        return None
+    counted = counted_rows(frame) & (_text(frame, "kind") == "metered").to_numpy() & (
+        _text(frame, "backend") == "tasmota").to_numpy()
+    if not counted.any():
+        return None
+    part = frame[counted]
+    sockets = [s or h for s, h in zip(_text(part, "hardware"), _text(part, "hostname"))]
+    errors = {s: socket_error(s) for s in set(sockets)}
+    if any(e is None for e in errors.values()):
+        return None  # an interval is printed only where it is known
+    energy = _number(part, "energy_consumed").to_numpy(float)
+    resolution = RESOLUTION_WH["tasmota"] / 1000.0
+    spread = float(sum(e * errors[s] for e, s in zip(energy, sockets))) + resolution * len(energy)
+    total = float(energy.sum())
+    duration = _number(part, "duration").to_numpy(float)
+    gaps = _number(part, "gap_seconds").fillna(0).to_numpy(float)
+    share = float(np.nansum(gaps) / np.nansum(duration)) if np.nansum(duration) > 0 else 0.0
+    names = sorted(set(sockets))
+    text = (f"The socket{'s' if len(names) > 1 else ''} of {_join_words(names)} "
+            f"{'were' if len(names) > 1 else 'was'} checked against a known load (`let gt calibrate`): the measured "
+            f"{format_energy(total)} lies within {format_energy(max(total - spread, 0.0))} to "
+            f"{format_energy(total + spread)} by that check and the counter's {RESOLUTION_WH['tasmota']:g} Wh resolution")
+    if share > 0:
+        text += f"; {share * 100:.1f}% of the metered time was interpolated and is not part of that interval"
+    return text + "."
