@@ -224,7 +224,8 @@ def _total_sd(features: np.ndarray, pred: np.ndarray, cov: np.ndarray, relative:
 
     noise = (relative * np.maximum(pred, 0.0)) ** 2 + _rounding_sd(resolution_kwh) ** 2
     parameters = np.einsum("ij,jk,ik->i", features, cov, features)
-    return np.sqrt(noise + np.maximum(parameters, 0.0))
+    spread: np.ndarray = np.sqrt(noise + np.maximum(parameters, 0.0))
+    return spread
 
 
 def _rounding_sd(resolution_kwh: float) -> float:
@@ -463,7 +464,7 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
             f"(10th-90th percentile {p10:.0f}-{p90:.0f} W), so a scale and a base power cannot be told "
             "apart. Add paired runs at other loads (idle, CPU-only, full GPU) and fit again.")
     y = data["wall"].to_numpy(float)
-    candidates = [("scale+base", ("estimate", "duration"))]
+    candidates: list[tuple[str, tuple[str, ...]]] = [("scale+base", ("estimate", "duration"))]
     components = [c for c in COMPONENTS if data[c].notna().all() and float(data[c].std()) > 0
                   and float(data[c].max()) > 0]
     if len(components) >= 2 and n >= RUNS_PER_TERM * (len(components) + 1):
@@ -764,7 +765,9 @@ def calibration_views(output_dir: str | os.PathLike[str] | None, dataset: str | 
         warnings.simplefilter("always", LetWarning)
         found = load_calibrations()
     found = {h: c for h, c in found.items() if hostname is None or h == hostname}
-    frame = load_results(output_dir, dataset=dataset) if found else None
+    if not found:
+        return {"hosts": [], "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
+    frame = load_results(output_dir, dataset=dataset)
     return {"hosts": [view_data(frame, c) for _, c in sorted(found.items())],
             "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
 
