@@ -134,7 +134,7 @@ def test_runs_all_at_one_power_and_length_are_refused():
 
 
 def test_metered_figures_below_half_coverage_are_refused():
-    with pytest.raises(CalibrationRefused, match="0 run.*left out: 40 metered runs below full coverage"):
+    with pytest.raises(CalibrationRefused, match="40 of its runs measured both ways have gaps.*leaving 0 fully"):
         fitted(40, 0, coverage=0.4)
 
 

@@ -435,6 +435,14 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
     resolution_kwh = resolution_wh / 1000.0
     left = "; left out: " + ", ".join(f"{n} {w}" for w, n in sorted(paired.excluded.items())) if paired.excluded else ""
     n = len(data)
+    gaps = sum(count for why, count in paired.excluded.items() if "coverage" in why)
+    if n < MIN_PAIRED_RUNS and gaps and n + gaps >= MIN_PAIRED_RUNS:
+        raise CalibrationRefused(
+            f"cannot calibrate {host}: {gaps} of its runs measured both ways have gaps in their "
+            f"{metered_backend} figures (coverage below {_FULL_COVERAGE:.0%}, the rest interpolated), "
+            f"leaving {n} fully metered; at least {MIN_PAIRED_RUNS} are needed. Interpolated energy is "
+            "no truth to calibrate against: check the socket's connection to the server (`let gt hosts`) "
+            "and track more runs.")
     if n < MIN_PAIRED_RUNS:
         raise CalibrationRefused(
             f"cannot calibrate {host}: {n} run(s) measured both ways by {estimate_backend} and "
