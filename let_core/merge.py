@@ -141,7 +141,7 @@ def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """One row per (run_id, backend, task): CodeCarbon writes cumulative checkpoint rows while
     a run goes on, so the row of the largest duration (the last among equals) is the run, as
     ``load_results`` and the statement count it."""
-    from let_core.results.counting import _known_duration
+    from let_core.results.rule import checkpoint_duration
 
     best: dict[tuple[str, ...], int] = {}
     for index, row in enumerate(rows):
@@ -150,7 +150,8 @@ def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
             best[key + (str(index),)] = index
             continue
         previous = best.get(key)
-        if previous is None or _known_duration(row) >= _known_duration(rows[previous]):
+        if previous is None or (checkpoint_duration(as_float(row.get("duration")))
+                                    >= checkpoint_duration(as_float(rows[previous].get("duration")))):
             best[key] = index
     keep = set(best.values())
     return [row for index, row in enumerate(rows) if index in keep]

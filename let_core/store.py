@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from let_core import appendlog
 from let_core.errors import LetError, LetWarning, StoreError
 from let_core.records import REQUIRED_COLUMNS, STORE_COLUMNS, is_legacy, legacy_fields
 
@@ -251,8 +252,11 @@ class Store:
             # The file was replaced: append to the new one, under its own lock (ours is on
             # the old inode, which nobody else can lock any more).
             return self._append(rows)
+        before = appendlog.state(fd)
         start = _fix_tail(fd, header, self.path)
         self._write_rows(fd, start, _encode(rows, header, header=False))
+        if start == before[2]:  # (a torn tail set aside changed bytes: no chain)
+            appendlog.record(before, appendlog.state(fd))
 
     def _write_rows(self, fd: int, start: int, data: bytes) -> None:
         """Write ``data`` at the end (``start``) and fsync; on failure cut the file back to

@@ -70,7 +70,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if columns is not None:
             # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
             # the dataset and its deduplication, where every column costs a copy.
-            keep = set(columns) | set(_DEDUP_KEYS) | {"duration"}
+            keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
             frame = frame[[c for c in frame.columns if c in keep]]
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
@@ -178,10 +178,12 @@ def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
 
     # Only rows whose run id repeats are compared in full: hashing three text columns of a
     # million rows cost more than reading them.
-    repeated = duplicated_rows(frame, _DEDUP_KEYS)
+    # CodeCarbon's task API: rows of one run with different task names are parts that add up.
+    dedup_keys = (*_DEDUP_KEYS, "task_name") if "task_name" in frame else _DEDUP_KEYS
+    repeated = duplicated_rows(frame, dedup_keys)
     if not repeated.any():
         return frame
-    keys = frame[list(_DEDUP_KEYS)].astype(object).fillna("")
+    keys = frame[list(dedup_keys)].astype(object).fillna("")
     involved = np.flatnonzero((keys["run_id"] != "").to_numpy()
                               & keys.duplicated(keep=False).to_numpy())
     groups = np.asarray(pd.MultiIndex.from_frame(keys.iloc[involved]).factorize()[0], dtype=np.int64)
