@@ -771,16 +771,6 @@ def _matches(row: Mapping[str, Any], filters: Mapping[str, str | None]) -> bool:
     return all(value is None or row.get(key) == value for key, value in filters.items())
 
 
-def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
-                   user: str | None = None, hostname: str | None = None) -> int:
-    """Delete only the stored rows matching every given filter (none given: all rows).
-
-    Atomic: the store is rewritten to a temporary file and swapped in under the lock.
-    Returns how many rows were deleted.
-    """
-    return Store(output_dir).delete(project_name=project_name, user=user, hostname=hostname)
-
-
 # Reading moved to let_core.results; these names keep old imports working (lazily: no pandas here).
 def __getattr__(name: str) -> Any:
     if name == "load_results":

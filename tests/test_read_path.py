@@ -165,3 +165,24 @@ def test_star_import_of_the_results_package_works() -> None:
     namespace: dict = {}
     exec("from let_core.results import *", namespace)
     assert "load_results" in namespace and "KindTotals" not in namespace
+
+
+def test_delete_removes_runs_from_the_store_and_the_dataset(let_home: Path) -> None:
+    from let_core import delete_results
+    from let_core.dataset import locate, write_run
+
+    store = Store()
+    root = locate(str(let_home / "runs"))  # the default dataset load_results reads beside the store
+    for index, project in enumerate(["P", "P", "Q"]):
+        rows = _run(index, 0.1, project=project).rows(__version__)
+        store.append(rows)
+        write_run(root, rows)  # the same run in both sources (counted once)
+    only_dataset = _run(9, 0.1, project="P").rows(__version__)
+    write_run(root, only_dataset)
+    assert "0.300 kWh" in paper_statement(project_name="P")
+    output = CliRunner().invoke(cli, ["delete", "--project", "P", "--yes"]).output
+    assert "deleted 3 run(s)" in output, output  # what disappears from the statement: 3 runs
+    assert load_results(project_name="P").empty
+    assert "0.100 kWh" in paper_statement()
+    assert delete_results(project_name="Q") == 1
+    assert load_results().empty

@@ -118,6 +118,45 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
     return store, os.fspath(dataset) if dataset is not None else default_dataset_root(store.directory)
 
 
+def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                   user: str | None = None, hostname: str | None = None, *,
+                   dataset: str | os.PathLike[str] | None = None) -> int:
+    """Delete the runs matching every given filter (none given: all) from every source
+    ``load_results`` reads: the CSV store and the Parquet dataset. Returns how many runs
+    disappear from the statement (a run in both sources is one run).
+
+    The dataset goes first: when a file of it cannot be read or deleted the error says so and
+    the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
+    ``dataset.delete_rows``).
+    """
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    _check_filters(filters)
+    store, root = sources(output_dir, dataset)
+    runs: set[str] = set()
+    anonymous = 0
+
+    def note(row: Mapping[str, Any]) -> None:
+        nonlocal anonymous
+        if row.get("task"):
+            return  # parts of a run, not runs
+        if row.get("run_id"):
+            runs.add(str(row["run_id"]))
+        else:
+            anonymous += 1
+
+    if _dataset_present(root):
+        from let_core.dataset import delete_rows, locate
+
+        for row in delete_rows(locate(root), filters):
+            note(row)
+    matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
+    if matching:
+        store.delete(**filters)
+    for row in matching:
+        note(row)
+    return len(runs) + anonymous
+
+
 def _dataset_present(root: str) -> bool:
     if not is_uri(root):
         return os.path.isdir(os.path.expanduser(root))  # no pyarrow needed to see a local folder
