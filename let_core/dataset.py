@@ -32,7 +32,7 @@ from attrs import frozen
 
 from let_core.config import is_uri
 from let_core.errors import ConfigurationError, StoreError
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd

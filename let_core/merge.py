@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 from attrs import frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import MAX_ENERGY_KWH, REQUIRED_COLUMNS, as_float, is_legacy, legacy_fields
+from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.schema import REQUIRED_COLUMNS, is_legacy, legacy_fields
 
 
 
@@ -192,16 +193,3 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
         reports.append(FileReport(str(path), len(rows), len(new), len(latest) - len(new),
                                   len(rows) - len(latest)))
     return MergeReport(str(store.path), tuple(reports))
-
-
-_MOVED = ("GROUP_COLUMNS", "TOTALS_COLUMNS", "AGGREGATE_COLUMNS", "aggregate", "frame_totals",
-          "counted_rows", "primary_rows")
-
-
-def __getattr__(name: str) -> Any:
-    # Counting moved to let_core.results.counting; old imports keep working.
-    if name in _MOVED:
-        from let_core.results import counting
-
-        return getattr(counting, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from let_backends.manual import ManualBackend
 from let_core import EnergyTracker, load_results
 from let_core.cli import cli
-from let_core.records import STORE_COLUMNS
+from let_core.schema import STORE_COLUMNS
 
 strep_index_scale = pytest.importorskip("strep.index_scale")
 DATA = Path(__file__).parent / "data"

@@ -25,9 +25,9 @@ from typing import Any, Iterator, Mapping
 from let_core.config import cache_file
 from let_core.results.counting import Accumulator, Totals
 from let_core.results.loading import blank_energy, warn_blank_energy
-from let_core.store import (FILTER_KEYS, Store, _check_filters, _data_end, _effective,
-                            _header_length, _iter_rows, _matches, _read_header,
-                            check_emissions_header)
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
+from let_core.schema import FILTER_KEYS, check_filters, effective, matches
+from let_core.store import Store
 
 _VERSION = 4
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
@@ -49,17 +49,17 @@ def cache_path(store: Store) -> Path:
 def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: str | None) -> Totals:
     """Totals of the runs in the store at ``directory`` that match the filters, kept current
     by reading only what was appended since the last call."""
-    _check_filters(filters)
+    check_filters(filters)
     store = Store(directory)
-    with store._locked(exclusive=False, create=False) as fd:
+    with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             return Totals()
         check_emissions_header(fd, store.path)
-        header = _read_header(fd)
+        header = read_header(fd)
         if header is None:
             return Totals()
         groups, offset, trusted = _load(store, fd, header)
-        end = _data_end(fd, len(header))
+        end = data_end(fd, len(header))
         if offset < end:
             warned = False
             if not groups and end - offset > VECTORISED_ABOVE:
@@ -68,13 +68,13 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
                 # so the file holds exactly the bytes up to ``end``.
                 groups = _vectorised(store)
             else:
-                warned = _add_rows(_iter_rows(fd, header, offset, end=end), groups, store.path)
+                warned = _add_rows(iter_rows(fd, header, offset, end=end), groups, store.path)
             # Saved past rows it warned about, so the warning is not repeated on every call.
             if not trusted or warned or end - offset > SAVE_ABOVE:
                 _save(store, fd, header, end, groups)
     result = Totals()
     for key, value in groups.items():
-        if _matches(dict(zip(FILTER_KEYS, key)), filters):
+        if matches(dict(zip(FILTER_KEYS, key)), filters):
             result = result.merged(value.totals())
     return result
 
@@ -107,7 +107,7 @@ def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumula
     for raw in rows:
         if path is not None and blank_energy(raw):
             blank.append(raw)
-        row = _effective(dict(raw))
+        row = effective(dict(raw))
         if row.get("task"):
             continue
         if current and (row.get("run_id") != current[0].get("run_id") or not row.get("run_id")):
@@ -129,7 +129,7 @@ def _digest(fd: int, start: int, end: int) -> str:
 
 def _identity(fd: int, offset: int) -> dict[str, Any]:
     stat = os.fstat(fd)
-    header_end = _header_length(fd)
+    header_end = header_length(fd)
     return {"inode": stat.st_ino, "device": stat.st_dev,
             "header": _digest(fd, 0, header_end),
             "tail": _digest(fd, max(header_end, offset - _TAIL), offset)}
@@ -138,7 +138,7 @@ def _identity(fd: int, offset: int) -> dict[str, Any]:
 def _load(store: Store, fd: int, header: list[str]) -> tuple[dict[GroupKey, Accumulator], int, bool]:
     """The cached groups, the offset they cover and True; empty groups from the header on and
     False when the cache is missing, damaged or not provably this file's."""
-    fresh: tuple[dict[GroupKey, Accumulator], int, bool] = ({}, _header_length(fd), False)
+    fresh: tuple[dict[GroupKey, Accumulator], int, bool] = ({}, header_length(fd), False)
     try:
         with open(cache_path(store), encoding="utf-8") as handle:
             cache = json.load(handle)

@@ -18,8 +18,10 @@ from attrs import frozen
 
 from let_core.config import default_dataset_root, is_uri
 from let_core.errors import LetWarning, StoreError
-from let_core.records import MAX_ENERGY_KWH, NUMERIC_COLUMNS, STORE_COLUMNS, as_float, legacy_fields
-from let_core.store import Store, _check_filters, _data_end, _read_header
+from let_core.csvfile import data_end, read_header
+from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
+from let_core.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +55,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     costs a fraction of the memory.
     """
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    _check_filters(filters)
+    check_filters(filters)
     store, root = sources(output_dir, dataset)
     import pandas as pd
 
@@ -270,22 +272,23 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from let_core.store import _renamed_columns, check_emissions_header
+    from let_core.csvfile import check_emissions_header
+    from let_core.schema import renamed_columns
 
     # A cold process (`let statement`) needs pandas only after the parse, and importing it
     # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
     # the import runs meanwhile on another core.
     _import_in_background("pandas")
-    with store._locked(exclusive=False, create=False) as fd:
+    with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             import pandas as pd
 
             return pd.DataFrame(columns=list(STORE_COLUMNS))
         check_emissions_header(fd, store.path)
-        header = _read_header(fd)
+        header = read_header(fd)
         # Only the rows: a killed writer's torn last line is not one (a last line without its
         # line break that parses is, as many tools write files that way).
-        end = 0 if header is None else _data_end(fd, len(header))
+        end = 0 if header is None else data_end(fd, len(header))
         torn = 0 if header is None else os.fstat(fd).st_size - end
         with pa.memory_map(str(store.path)) as mapped:
             data = mapped.read_buffer(end)
@@ -363,7 +366,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     if replaced:
         warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
-    from let_core.store import header_problem
+    from let_core.schema import header_problem
 
     if torn:
         warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
@@ -378,7 +381,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
                       "`let doctor` shows them", LetWarning, stacklevel=3)
-    renamed = _renamed_columns(header)
+    renamed = renamed_columns(header)
     if renamed:
         # In place: DataFrame.rename copies every column (a quarter of a second at 1M rows),
         # even when nothing is renamed.
@@ -428,10 +431,10 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
     numbers of records that are not rows); (None, []) when the header changed meanwhile."""
     import pyarrow as pa
 
-    from let_core.store import scan_lines
+    from let_core.csvfile import scan_lines
 
-    with store._locked(exclusive=False, create=False) as fd:
-        if fd is None or _read_header(fd) != header:
+    with store.locked(exclusive=False, create=False) as fd:
+        if fd is None or read_header(fd) != header:
             return None, []
         indices = [header.index(c) for c in included]
         columns: list[list[str]] = [[] for _ in indices]
