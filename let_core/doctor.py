@@ -24,7 +24,8 @@ from attrs import define, frozen
 
 from let_core.config import recovery_file
 from let_core.errors import StoreError
-from let_core.csvfile import data_end, quarantine, read_header, read_rows_file, scan_lines, tail
+from let_core.csvfile import (DATA_ROW, data_end, header_length, header_trouble_kind, malformed, parse_line,
+                              quarantine, read_header, read_rows_file, scan_lines, tail)
 from let_core.schema import STORE_COLUMNS, header_problem, identity
 from let_core.store import REWRITE_PREFIX, REWRITE_SUFFIX, Store
 
@@ -80,6 +81,13 @@ def _store_findings(store: Store) -> list[Finding]:
             header = read_header(fd)
             if header is None:
                 return [Finding(path, "the store is empty", problem=False)]
+            trouble = header_trouble_kind(fd, path)
+            if trouble is not None:
+                kind, message = trouble
+                if kind == DATA_ROW and _widths(fd, header) | {len(header)} == {len(STORE_COLUMNS)}:
+                    message += "; --repair can: every row has LET's columns"
+                # Nothing below line 1 can be read as rows until this is fixed: no row counts.
+                return [Finding(path, message, 1)]
             if _read_bom(fd):
                 found.append(Finding(path, "starts with a byte order mark (read fine)", 1, problem=False))
             problem, widths = _header_issue(fd, header)
@@ -100,8 +108,9 @@ def _store_findings(store: Store) -> list[Finding]:
                 if len(fields) != len(header):
                     if problem is not None and len(widths) == 1:
                         continue  # the header's fault, reported once above
-                    found.append(Finding(path, f"malformed line: {len(fields)} fields where the "
-                                               f"header names {len(header)}", number))
+                    found.append(Finding(path, f"malformed line: {malformed(fields, len(header))}; "
+                                               "not counted (--repair moves it to the quarantine file)",
+                                         number))
                 elif not valid:
                     found.append(Finding(path, "bytes that are not UTF-8 (read as U+FFFD)", number))
             size, last = tail(fd)
@@ -290,8 +299,19 @@ def _repair_store(store: Store) -> list[str]:
         header = read_header(fd)
         if header is None:
             return actions
+        trouble = header_trouble_kind(fd, store.path)
+        first_row: list[dict[str, str]] = []
+        if trouble is not None:
+            kind, message = trouble
+            if kind != DATA_ROW or _widths(fd, header) | {len(header)} != {len(STORE_COLUMNS)}:
+                return [f"left {store.path} as it is: {message}"]
+            # The header line was deleted: line 1 is the first row, kept, with LET's header above.
+            first_row = [dict(zip(STORE_COLUMNS, parse_line(os.pread(fd, header_length(fd), 0)
+                                                            .decode("utf-8", "replace").rstrip("\r\n"))))]
         columns = header
         problem, widths = _header_issue(fd, header)
+        if first_row:
+            problem, widths = "line 1 is a data row (the header line was deleted)", {len(STORE_COLUMNS)}
         if problem is not None:
             if widths != {len(STORE_COLUMNS)}:
                 return [f"left {store.path} as it is: its header is damaged ({problem}) and its rows "
@@ -310,7 +330,7 @@ def _repair_store(store: Store) -> list[str]:
         shutil.copyfile(store.path, backup)
         actions.append(f"copied {store.path} to {backup} before changing it")
         raw_lines = _raw_lines(fd, data_end(fd, len(header)))
-        keep: list[dict[str, str]] = []
+        keep: list[dict[str, str]] = list(first_row)
         starts = [number for number, _, _ in checks] + [len(raw_lines) + 1]
         for index, (number, fields, valid) in enumerate(checks):
             if not fields:
@@ -331,7 +351,9 @@ def _repair_store(store: Store) -> list[str]:
                            f"{', '.join(str(n) for n, _ in bad[:10])}) to {where}")
         if recoded:
             actions.append(f"kept {recoded} row(s) with bytes that are not UTF-8, those bytes now U+FFFD")
-        if columns is not header:
+        if first_row:
+            actions.append(f"put LET's header line back above line 1 of {store.path}, which is a row")
+        elif columns is not header:
             actions.append(f"restored the damaged header of {store.path} to LET's columns")
         store.rewrite(fd, columns, keep)
         actions.append(f"rewrote {store.path} with {len(keep)} row(s)")

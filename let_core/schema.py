@@ -86,8 +86,15 @@ def legacy_fields(row: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
+#: Columns LET writes on every row and LET 0.1.x / CodeCarbon never wrote: a row with all of
+#: them blank is another tool's, whose method (CodeCarbon) may be derived. A LET row whose
+#: ``backend`` cell is blank (a header name blanked by hand) keeps ``let_version`` and is not
+#: passed off as a CodeCarbon estimate.
+LET_MARKERS: tuple[str, ...] = ("backend", "let_version")
+
+
 def is_legacy(row: Mapping[str, Any]) -> bool:
-    return not row.get("backend")
+    return not any(row.get(column) for column in LET_MARKERS)
 
 
 
@@ -143,11 +150,45 @@ def columns_for(rows: Sequence[Row], base: Sequence[str]) -> list[str]:
     return list(base) + list(extra)
 
 
+#: What CodeCarbon wrote for a run, in cells nothing of LET rewrites (``effective`` derives the
+#: project from experiment_id; ``with_stable_ids`` fills experiment_id): a run without a run id
+#: (CodeCarbon 1.x, some 2.x files) is known by these.
+CONTENT_IDENTITY: tuple[str, ...] = ("timestamp", "duration", "emissions", "energy_consumed",
+                                     "cpu_energy", "gpu_energy", "ram_energy", "codecarbon_version")
+
+
+def stable_run_id(row: Mapping[str, Any]) -> str:
+    """The run id of a row that has none: a UUID (version 5) of what CodeCarbon wrote for it, so
+    the same row merged twice, or read from two copies, gets the same id."""
+    import uuid  # here: importing it costs every tracked run a millisecond (see tracker.new_run_id)
+
+    content = "\x1f".join(str(row.get(column) or "") for column in CONTENT_IDENTITY)
+    return str(uuid.uuid5(uuid.UUID(STABLE_ID_NAMESPACE), content))
+
+
+#: The namespace of stable run ids; never change it (ids of merged rows would change).
+STABLE_ID_NAMESPACE = "5f0c4a52-8c1e-4d7e-9a57-6c6574000001"
+
+
+def with_stable_ids(row: dict[str, str]) -> dict[str, str]:
+    """``row`` with a run id and an experiment id when it lacks them, as STREP's CodeCarbon
+    reader needs both to see a run: ``stable_run_id``, and LET 0.1.x's
+    ``project___user___hostname`` form."""
+    if row.get("run_id") and row.get("experiment_id"):
+        return row
+    filled = dict(row)
+    if not filled.get("run_id"):
+        filled["run_id"] = stable_run_id(row)
+    if not filled.get("experiment_id"):
+        filled["experiment_id"] = "___".join(str(row.get(c) or "") for c in FILTER_KEYS)
+    return filled
+
+
 def identity(row: Mapping[str, Any]) -> tuple[str, ...]:
-    """What makes a stored row the same row: run id, backend, task; the whole row without a run id."""
-    if row.get("run_id"):
-        return (str(row.get("run_id")), str(row.get("backend") or ""), str(row.get("task") or ""))
-    return tuple(f"{k}={v}" for k, v in sorted(row.items()) if v not in (None, ""))
+    """What makes a stored row the same row: run id, backend and task; a row without a run id
+    is known by ``stable_run_id``. Cumulative checkpoint rows of one CodeCarbon run share it."""
+    run_id = str(row.get("run_id") or "") or stable_run_id(row)
+    return (run_id, str(row.get("backend") or ""), str(row.get("task") or ""))
 
 
 def check_filters(filters: Mapping[str, Any]) -> None:

@@ -18,13 +18,12 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from let_core.csvfile import (check_header, encode, fix_tail, iter_rows, read_header,
+from let_core.csvfile import (check_header, encode, fix_tail, iter_rows, open_regular, read_header,
                               read_rows_file, require_parsable, write_all)
 from let_core.errors import LetError, LetWarning, StoreError
 from let_core.schema import (STORE_COLUMNS, Row, check_filters, columns_for, effective, identity,
@@ -71,7 +70,7 @@ class Store:
         deadline = time.monotonic() + lock_timeout()
         while True:
             try:
-                fd = os.open(self.path, flags, 0o644)
+                fd = open_regular(self.path, flags)
             except FileNotFoundError:
                 if create:
                     raise StoreError(f"the LET store {self.path} vanished while opening it; "
@@ -85,9 +84,6 @@ class Store:
                 raise StoreError(f"cannot open the LET store {self.path}: {exc}. Check its "
                                  "permissions, or set LET_HOME / output_dir= elsewhere.") from exc
             try:
-                if stat.S_ISDIR(os.fstat(fd).st_mode):  # O_RDONLY opens a folder without error
-                    raise StoreError(f"{self.path} is a folder, not the store file; move it aside "
-                                     "(LET creates emissions.csv itself)")
                 self._flock(fd, exclusive, deadline)
                 try:
                     current = os.stat(self.path)
@@ -181,7 +177,7 @@ class Store:
         if header is None:
             self._write_rows(fd, 0, encode(rows, columns_for(rows, STORE_COLUMNS), header=True))
             return
-        check_header(header, self.path)
+        check_header(fd, header, self.path)
         wanted = columns_for(rows, STORE_COLUMNS)
         if not set(wanted) <= set(header):
             self._migrate(fd, header, extra=wanted)
@@ -214,7 +210,7 @@ class Store:
         target = recovery_file("rescue", self.path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_regular(target, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 header = read_header(fd)
@@ -257,7 +253,7 @@ class Store:
             header = read_header(fd)
             if header is None:
                 return 0
-            check_header(header, self.path)
+            check_header(fd, header, self.path)
             require_parsable(fd, header, self.path)  # first: a refusal changes nothing
             fix_tail(fd, header, self.path)
             removed = sum(1 for row in iter_rows(fd, header, 0) if matches(effective(row), filters))
@@ -321,7 +317,9 @@ class Store:
             return int(digits) if digits.isdigit() else -2
 
         with contextlib.suppress(OSError):
-            found = [p for p in self.directory.glob(f"{STORE_FILE}*.bak") if number(p) > -2 and p.is_file()]
+            # Symlinks and other non-files are listed too, so that they are reported, not folded.
+            found = [p for p in self.directory.glob(f"{STORE_FILE}*.bak")
+                     if number(p) > -2 and (p.is_symlink() or not p.is_dir())]
             return sorted(found, key=number)
         return []
 
@@ -331,18 +329,14 @@ class Store:
         if not backups:
             return
         with contextlib.suppress(StoreError, OSError):
-            added = self.fold_backups(backups)
-            if added:
-                warnings.warn(f"{self.path}: put back {added} row(s) from "
-                              f"{', '.join(p.name for p in backups)} (files CodeCarbon or LET 0.1.x "
-                              "moved aside on a header change); the .bak files are kept",
-                              LetWarning, stacklevel=3)
+            self.fold_backups(backups, warn=True)
 
-    def fold_backups(self, backups: Sequence[Path] | None = None) -> int:
+    def fold_backups(self, backups: Sequence[Path] | None = None, warn: bool = False) -> int:
         """Append the rows of ``backups`` (CodeCarbon .bak files, the rescue file) that the
-        store lacks (by run id, backend and task; rows without a run id by their whole
-        content); returns how many. Each file is read again only when it changed. Deletes
-        nothing."""
+        store lacks (``schema.identity``); returns how many. Only regular files of the store's
+        owner with an emissions header are read (``csvfile.read_rows_file``); ``warn``: say
+        which files gave rows and which were refused. Each file is read again only when it
+        changed. Deletes nothing."""
         import json
 
         from let_core.config import cache_file
@@ -357,34 +351,53 @@ class Store:
         pending = []
         for path in backups:
             try:
-                info = path.stat()
+                info = path.lstat()
             except OSError:
                 continue
-            state = [info.st_ino, info.st_size, info.st_mtime_ns]
+            state = [info.st_ino, info.st_size, info.st_mtime_ns, info.st_mode, info.st_uid]
             if seen.get(str(path)) != state:
                 pending.append((path, state))
         if not pending:
             return 0
+        folded: list[str] = []
+        refused: list[str] = []
         # Compare and append under one exclusive lock: two processes folding the same .bak at
         # once must not both add its rows.
         with self.locked(exclusive=True, create=True) as fd:
             assert fd is not None
+            owner = os.fstat(fd).st_uid
             header = read_header(fd)
             present = ({identity(effective(row)) for row in iter_rows(fd, header, 0)}
                        if header is not None else set())
             new: list[dict[str, str]] = []
             for path, _ in pending:
-                for row in read_rows_file(path):
+                try:
+                    rows = read_rows_file(path, owner=owner)
+                except StoreError as exc:
+                    refused.append(str(exc))
+                    continue
+                added = 0
+                for row in rows:
                     key = identity(row)
                     if key not in present:
                         present.add(key)
                         new.append(row)
+                        added += 1
+                if added:
+                    folded.append(f"{added} from {path.name}")
             if new:
                 self._append_locked(fd, new)
         with contextlib.suppress(OSError):
             seen.update({str(path): state for path, state in pending})
             seen_file.parent.mkdir(parents=True, exist_ok=True)
             seen_file.write_text(json.dumps(seen))
+        if warn and folded:
+            warnings.warn(f"{self.path}: put back {len(new)} row(s) ({', '.join(folded)}; files "
+                          "CodeCarbon or LET 0.1.x moved aside on a header change); the .bak files "
+                          "are kept", LetWarning, stacklevel=3)
+        if warn:
+            for reason in refused:
+                warnings.warn(f"not folded into {self.path}: {reason}", LetWarning, stacklevel=3)
         return len(new)
 
     # --------------------------------------------------------------------- reading

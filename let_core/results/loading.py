@@ -20,7 +20,7 @@ from let_core.config import default_dataset_root, is_uri
 from let_core.errors import LetWarning, StoreError
 from let_core.csvfile import data_end, read_header
 from let_core.records import MAX_ENERGY_KWH, as_float
-from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
+from let_core.schema import LET_MARKERS, NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
 from let_core.store import Store
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ LEGACY_KEYS: tuple[str, ...] = ("experiment_id", "codecarbon_version", "cpu_mode
 #: Columns load_results always reads: filters, legacy normalization and deduplication need them.
 #: With ``columns=`` the LEGACY_KEYS are read only when the store holds legacy rows (a blank
 #: backend): a million LET rows then parse about 40% faster.
-BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "task",
+BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "let_version", "task",
                                  *LEGACY_KEYS, "methodology", "kind", "scope", "hardware")
 
 
@@ -309,7 +309,9 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
 
     def read(typed: bool, block_size: int | None) -> pa.Table:
         types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
-        read_options = pacsv.ReadOptions() if block_size is None else pacsv.ReadOptions(block_size=block_size)
+        # The names as read_header gives them (a column-aligned copy pads them with spaces).
+        read_options = pacsv.ReadOptions(column_names=header, skip_rows=1,
+                                         **({} if block_size is None else {"block_size": block_size}))
         with _quiet_undecodable_invalid_rows(skip):
             return pacsv.read_csv(
                 pa.BufferReader(data), read_options=read_options,
@@ -513,11 +515,13 @@ def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
     Works on Arrow arrays (join, dictionary-encode, take), so a million legacy rows cost
     about as much as parsing them.
     """
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    legacy = pa.array((frame["backend"].fillna("") == "").to_numpy(dtype=bool))
+    blank = [(frame[c].fillna("") == "").to_numpy(dtype=bool) for c in LET_MARKERS if c in frame]
+    legacy = pa.array(np.logical_and.reduce(blank) if blank else np.ones(len(frame), dtype=bool))
     if not pc.any(legacy).as_py():
         return frame
     keys = list(LEGACY_KEYS)
