@@ -32,7 +32,7 @@ from attrs import frozen
 
 from let_core.config import is_uri
 from let_core.errors import ConfigurationError, StoreError
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -341,9 +341,6 @@ class CompactReport:
 
 def compact(location: Location, min_files: int = 2) -> CompactReport:
     """Merge each partition's files into one file; files that arrive meanwhile are left alone."""
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
 
     if not exists(location):
         return CompactReport(0, 0, 0, 0)

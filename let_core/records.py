@@ -11,6 +11,7 @@ from attrs import field, frozen
 
 from let_core.results.rule import (MAX_ENERGY_KWH, SYSTEM_SCOPE, counted_measurements, primary_measurements,
                                    shared_by_ranks)
+from let_core.schema import STORE_COLUMN_SET
 
 __all__ = ["MAX_ENERGY_KWH", "SYSTEM_SCOPE", "primary_measurements", "shared_by_ranks"]
 
@@ -95,7 +96,7 @@ class Run:
 
     @property
     def primary(self) -> list[Measurement]:
-        """What the run's headline energy is made of (``let_core.results.counting`` decides):
+        """What the run's headline energy is made of (``let_core.results.rule`` decides):
         metered figures, plus estimates of whatever they do not cover."""
         return counted_measurements(self.measurements)
 
@@ -210,86 +211,6 @@ def _blank_none(value: float | None) -> Any:
 
 def _json_or_blank(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, default=str) if value else ""
-
-
-#: CodeCarbon's emissions.csv columns (3.3's EmissionsData), in its order, so CodeCarbon and STREP read our store.
-CODECARBON_COLUMNS: tuple[str, ...] = (
-    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
-    "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
-    "ram_energy", "energy_consumed", "water_consumed", "country_name", "country_iso_code",
-    "region", "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
-    "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
-    "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
-    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
-)
-
-#: LET's own columns, after CodeCarbon's. A run's status is ``run_status``, not ``status``: STREP
-#: (``strep.index_scale.load_database``) takes a CSV with run_id, experiment_id and status for
-#: an MLflow run summary and then finds nothing in an emissions file.
-LET_COLUMNS: tuple[str, ...] = (
-    "let_version", "user", "hostname", "backend", "methodology", "kind", "scope", "hardware",
-    "run_status", "error", "start_time", "carbon_intensity", "task", "parent_run_id", "job_id",
-    "rank", "metrics", "params", "extra", "coverage", "gap_count", "gap_seconds",
-)
-
-STORE_COLUMNS: tuple[str, ...] = CODECARBON_COLUMNS + LET_COLUMNS
-
-#: What makes a CSV an emissions file: the columns every CodeCarbon version wrote (from the
-#: pre-1.0 ``experiment_id`` files on), LET 0.1.x and 1.x included. Not ``run_id``: CodeCarbon
-#: 1.x files have none, and their rows are still runs.
-REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "duration", "emissions", "energy_consumed")
-STORE_COLUMN_SET = frozenset(STORE_COLUMNS)
-
-#: Columns read back as floats; every other column is text.
-NUMERIC_COLUMNS: tuple[str, ...] = (
-    "duration", "emissions", "emissions_rate", "cpu_power", "gpu_power", "ram_power",
-    "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "water_consumed", "cpu_count",
-    "gpu_count", "longitude", "latitude", "ram_total_size", "cpu_utilization_percent",
-    "gpu_utilization_percent", "ram_utilization_percent", "ram_used_gb", "pue", "wue",
-    "carbon_intensity", "coverage", "gap_count", "gap_seconds",
-)
-
-
-def hardware_from_codecarbon(cpu_model: str, gpu_model: str) -> str:
-    """LET 0.1.x's hardware phrase: the CPU model without its clock, and the GPUs if any."""
-    cpu = (cpu_model or "").split(" @ ")[0].strip()
-    gpu = (gpu_model or "").strip()
-    if gpu.lower() in ("", "nan", "none"):
-        return cpu
-    return f"{cpu} and {gpu}" if cpu else gpu
-
-
-def codecarbon_scope(gpu_model: str) -> str:
-    """What a CodeCarbon figure covers: the GPUs only when it found any. A machine without a
-    GPU is measured as CPU+RAM, so a separate GPU figure of the same run adds to it."""
-    return "cpu+gpu+ram" if (gpu_model or "").strip().lower() not in ("", "nan", "none") else "cpu+ram"
-
-
-def legacy_fields(row: Mapping[str, Any]) -> dict[str, str]:
-    """LET's columns for a row written by LET 0.1.x or plain CodeCarbon (empty ``backend``).
-
-    Those files keep CodeCarbon's ``project_name`` ("codecarbon") and encode the real one in
-    ``experiment_id`` as ``project___user___hostname``.
-    """
-    experiment_id = str(row.get("experiment_id") or "")
-    parts = experiment_id.split("___")
-    fields: dict[str, str] = {
-        "backend": "codecarbon",
-        "methodology": f"CodeCarbon {row.get('codecarbon_version') or ''}".strip(),
-        "kind": "estimate",
-        "scope": codecarbon_scope(str(row.get("gpu_model") or "")),
-        "hardware": hardware_from_codecarbon(str(row.get("cpu_model") or ""),
-                                             str(row.get("gpu_model") or "")),
-    }
-    if len(parts) == 3:
-        fields.update(project_name=parts[0], user=parts[1], hostname=parts[2])
-    if not row.get("run_status"):
-        fields["run_status"] = "ok"
-    return fields
-
-
-def is_legacy(row: Mapping[str, Any]) -> bool:
-    return not row.get("backend")
 
 
 

@@ -226,7 +226,7 @@ def _join(items: Sequence[str]) -> str:
 
 
 def hardware_phrase(hardware: Sequence[str]) -> str:
-    # A CodeCarbon run with a GPU is described as "CPU and GPU" (records.hardware_from_codecarbon);
+    # A CodeCarbon run with a GPU is described as "CPU and GPU" (schema.hardware_from_codecarbon);
     # split into devices so a CPU-only run of the same machine does not name its CPU twice.
     named = list(dict.fromkeys(device.strip() for h in hardware if h
                                for device in h.split(" and ") if device.strip()))

@@ -16,7 +16,7 @@ import pytest
 
 from let_core import delete_results, load_results
 from let_core.errors import StoreError
-from let_core.records import STORE_COLUMNS
+from let_core.schema import STORE_COLUMNS
 from let_core.statement import paper_statement
 from let_core.results.cache import cache_path, cached_totals
 from let_core.store import STORE_FILE, Store
@@ -161,7 +161,7 @@ def test_torn_last_line_is_skipped_on_load_and_quarantined_on_next_append(let_ho
 TORN_WRITER = textwrap.dedent("""
     import os, signal, sys
     from let_core.store import Store
-    from let_core.records import STORE_COLUMNS
+    from let_core.schema import STORE_COLUMNS
     store = Store(sys.argv[1])
     row = {c: "x" * 200 for c in STORE_COLUMNS}
     for i in range(3):  # three complete runs of 50 rows (one row per backend)

@@ -27,16 +27,16 @@ import sys
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
 from let_core import appendlog
 from let_core.config import cache_file
 from let_core.results.counting import Accumulator, Totals
 from let_core.results.loading import blank_energy, warn_blank_energy
 from let_core.results.rule import run_unit
-from let_core.store import (FILTER_KEYS, Store, _check_filters, _data_end, _effective,
-                            _header_length, _iter_rows, _matches, _read_header,
-                            check_emissions_header)
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
+from let_core.schema import FILTER_KEYS, check_filters, effective, matches
+from let_core.store import Store
 
 _VERSION = 5
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
@@ -70,23 +70,23 @@ def unit_hash(unit: str) -> int:
 def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: str | None) -> Totals:
     """Totals of the runs in the store at ``directory`` that match the filters, kept current
     by reading only what was appended since the last call."""
-    _check_filters(filters)
+    check_filters(filters)
     store = Store(directory)
-    with store._locked(exclusive=False, create=False) as fd:
+    with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             return Totals()
         check_emissions_header(fd, store.path)
-        header = _read_header(fd)
+        header = read_header(fd)
         if header is None:
             return Totals()
         cache = _load(store, fd)
-        end = _data_end(fd, len(header))
+        end = data_end(fd, len(header))
         if cache.offset < end or not cache.trusted:
             warned = False
             try:
                 if not cache.groups and end - cache.offset > VECTORISED_ABOVE:
                     raise _Recount
-                warned = _add_rows(_iter_rows(fd, header, cache.offset, end=end), cache, store.path)
+                warned = _add_rows(iter_rows(fd, header, cache.offset, end=end), cache, store.path)
                 cache.crc = zlib.crc32(os.pread(fd, end - cache.offset, cache.offset), cache.crc)
             except _Recount:
                 # Appenders wait for our shared lock, so the file holds exactly the bytes up to ``end``.
@@ -96,7 +96,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
             del warned
     result = Totals()
     for key, value in cache.groups.items():
-        if _matches(dict(zip(FILTER_KEYS, key)), filters):
+        if matches(dict(zip(FILTER_KEYS, key)), filters):
             result = result.merged(value.totals())
     return result
 
@@ -167,7 +167,7 @@ def _add_rows(rows: Iterator[Mapping[str, str]], cache: _Cache, path: Path | Non
     for raw in rows:
         if path is not None and blank_energy(raw):
             blank.append(raw)
-        row = _effective(dict(raw))
+        row = effective(dict(raw))
         if row.get("task"):
             continue
         if current and (_unit(row) != _unit(current[0]) or not row.get("run_id")):
@@ -186,7 +186,7 @@ def _unit(row: Mapping[str, str]) -> str:
 
 def _load(store: Store, fd: int) -> _Cache:
     """The cache, proven to cover exactly its bytes; else an empty one from offset 0 (not trusted)."""
-    fresh = _Cache(_header_length(fd), _crc(fd, 0, _header_length(fd)), trusted=False)
+    fresh = _Cache(header_length(fd), _crc(fd, 0, header_length(fd)), trusted=False)
     try:
         with open(cache_path(store), encoding="utf-8") as handle:
             cache = json.load(handle)
@@ -248,13 +248,15 @@ def _save(store: Store, fd: int, cache: _Cache) -> None:
     # their count and checksum last, so a reader never pairs one cache with another's units.
     target, units_target = cache_path(store), _units_path(store)
     suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp, units_tmp = target.with_name(f".{target.name}{suffix}"), units_target.with_name(f".{units_target.name}{suffix}")
+    tmp = target.with_name(f".{target.name}{suffix}")
+    units_tmp = units_target.with_name(f".{units_target.name}{suffix}")
     data = cache.units.tobytes()
     state = appendlog.state(fd)
     # Waiting out the tick costs a millisecond or two; proving a racy cache by its checksum
     # next time costs less than that below WAIT_ABOVE bytes, and more above.
     racy = not _tick_passed(state[3], wait=state[2] > WAIT_ABOVE)
-    body = {"racy": racy, "version": _VERSION, "store": str(store.path.absolute()), "offset": cache.offset, "crc": cache.crc,
+    body = {"racy": racy, "version": _VERSION, "store": str(store.path.absolute()), "offset": cache.offset,
+            "crc": cache.crc,
             "state": list(state), "units": len(cache.units), "units_crc": zlib.crc32(data),
             "groups": [[list(key), value.to_json()] for key, value in cache.groups.items()]}
     try:

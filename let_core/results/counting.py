@@ -520,7 +520,6 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     metered figure set aside for low coverage, whether it is metered (and not set aside), and
     whether the rule considered it at all (usable, not an older checkpoint)."""
     import numpy as np
-    import pandas as pd
 
     roles = np.zeros(columns.size, dtype=np.int8)
     is_estimate = columns.equals("kind", "estimate")
