@@ -42,6 +42,10 @@ _VERSION = 5
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
 VECTORISED_ABOVE = 4 << 20
 _CHUNK = 8 << 20
+#: A cache proven by the file's state is rewritten only once this many bytes were appended
+#: after what it covers (or above WAIT_ABOVE, where a checksum would cost more than a save):
+#: below, the tail is added in memory, and another process proves the cache by its checksum.
+SAVE_ABOVE = 8 << 10
 #: Above this store size a cache is saved only once the file clock has moved on (see _tick_passed).
 WAIT_ABOVE = 4 << 20
 #: Linux's CLOCK_REALTIME_COARSE, the clock file times are taken from (Python does not name it).
@@ -82,7 +86,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         cache = _load(store, fd)
         end = data_end(fd, len(header))
         if cache.offset < end or not cache.trusted:
-            warned = False
+            warned, proven, covered = False, cache.trusted, cache.offset
             try:
                 if not cache.groups and end - cache.offset > VECTORISED_ABOVE:
                     raise _Recount
@@ -90,10 +94,11 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
                 cache.crc = zlib.crc32(os.pread(fd, end - cache.offset, cache.offset), cache.crc)
             except _Recount:
                 # Appenders wait for our shared lock, so the file holds exactly the bytes up to ``end``.
-                cache = _vectorised(store, fd, end)
+                cache, proven = _vectorised(store, fd, end), False
             cache.offset = end
-            _save(store, fd, cache)  # (past rows it warned about, so the warning is not repeated)
-            del warned
+            # (saved past rows it warned about, so the warning is not repeated)
+            if not proven or warned or end - covered > SAVE_ABOVE or end > WAIT_ABOVE:
+                _save(store, fd, cache)
     result = Totals()
     for key, value in cache.groups.items():
         if matches(dict(zip(FILTER_KEYS, key)), filters):

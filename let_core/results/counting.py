@@ -154,9 +154,11 @@ _INT_FIELDS = frozenset({"runs", "metered_runs", "estimated_runs", "paired_runs"
 
 
 def _intensity_of(row: Mapping[str, Any]) -> float:
-    return float(recorded_intensity(as_float(row.get("carbon_intensity")),
-                                    country_g_per_kwh(str(row.get("country_iso_code") or "")),
-                                    where=scalar_where, isfinite=math.isfinite))
+    def country_of(own: bool) -> float:
+        return math.nan if own else country_g_per_kwh(str(row.get("country_iso_code") or ""))
+
+    return float(recorded_intensity(as_float(row.get("carbon_intensity")), country_of, where=scalar_where,
+                                    isfinite=math.isfinite))
 
 
 def _interval(row: Mapping[str, Any]) -> tuple[float, float]:
@@ -387,10 +389,15 @@ class _Columns:
         cell was replaced."""
         import numpy as np
 
-        codes, labels = self.codes("country_iso_code")
-        country = np.array([country_g_per_kwh(label) for label in labels], dtype=float)[codes]
-        intensity = recorded_intensity(self.numbers("carbon_intensity"), country, where=np.where,
-                                       isfinite=np.isfinite)
+        def country_of(own: np.ndarray) -> np.ndarray:
+            if own.all():
+                return np.full(self.size, np.nan)
+            codes, labels = self.codes("country_iso_code")
+            return np.array([country_g_per_kwh(label) for label in labels], dtype=float)[codes]
+
+        with np.errstate(invalid="ignore"):
+            intensity = recorded_intensity(self.numbers("carbon_intensity"), country_of, where=np.where,
+                                           isfinite=np.isfinite)
         with np.errstate(invalid="ignore", divide="ignore"):
             return emissions_rule(self.energy, self.numbers("emissions"), intensity, where=np.where,
                                   isfinite=np.isfinite)

@@ -264,11 +264,13 @@ def country_g_per_kwh(code: str) -> float:
     return _country_cache[code]
 
 
-def recorded_intensity(carbon_intensity: Any, country: Any, *, where: Callable[..., Any],
+def recorded_intensity(carbon_intensity: Any, country_of: Callable[[Any], Any], *, where: Callable[..., Any],
                        isfinite: Callable[[Any], Any]) -> Any:
     """The intensity a row was recorded with: its own ``carbon_intensity``, else its
-    country's (``country_g_per_kwh``); NaN when neither is known."""
-    return where(isfinite(carbon_intensity) & (carbon_intensity >= 0), carbon_intensity, country)
+    country's; NaN when neither is known. ``country_of(own)`` gives the country's intensity
+    (``country_g_per_kwh``) where ``own`` is false, so it is looked up only where needed."""
+    own = isfinite(carbon_intensity) & (carbon_intensity >= 0)
+    return where(own, carbon_intensity, country_of(own))
 
 
 def epoch(text: Any) -> float:
