@@ -164,12 +164,11 @@ def _cache_findings(store: Store, fd: int, header: list[str]) -> list[Finding]:
     try:
         import json
 
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("offset")
+        json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, AttributeError):
         return [Finding(path, "totals cache does not parse; it is rebuilt on the next statement "
                               "(--repair removes it)")]
-    _groups, _offset, trusted = cache._load(store, fd, header)
-    if not trusted:
+    if not cache.covers_its_bytes(store, fd):
         # Never trusted (the cache proves it belongs to the file or is rebuilt), so a note.
         return [Finding(path, "totals cache does not match this store's current file (deleted "
                               "and recreated, restored, edited, or its last line lacks a line "

@@ -144,6 +144,8 @@ class _Cache:
     def __init__(self, offset: int, crc: int, groups: dict[GroupKey, Accumulator] | None = None,
                  units: array.array[int] | None = None, trusted: bool = True) -> None:
         self.offset, self.crc, self.trusted = offset, crc, trusted
+        #: False for the empty cache that stands in for one missing, damaged or not this file's.
+        self.valid = True
         self.groups: dict[GroupKey, Accumulator] = groups if groups is not None else {}
         self.units: array.array[int] = units if units is not None else array.array("I")
 
@@ -154,6 +156,11 @@ class _Cache:
 
     def add_unit(self, unit: str) -> None:
         bisect.insort(self.units, unit_hash(unit))
+
+
+def covers_its_bytes(store: Store, fd: int) -> bool:
+    """Whether the store's cache proves it covers exactly the bytes it claims (``let doctor``)."""
+    return _load(store, fd).valid
 
 
 def _crc(fd: int, start: int, end: int, crc: int = 0) -> int:
@@ -225,6 +232,7 @@ def _unit(row: Mapping[str, str]) -> str:
 def _load(store: Store, fd: int) -> _Cache:
     """The cache, proven to cover exactly its bytes; else an empty one from offset 0 (not trusted)."""
     fresh = _Cache(header_length(fd), _crc(fd, 0, header_length(fd)), trusted=False)
+    fresh.valid = False
     try:
         with open(cache_path(store), encoding="utf-8") as handle:
             cache = json.load(handle)
