@@ -293,12 +293,13 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
     looked = where(output_dir)
-    if not yes:
-        click.confirm(f"Delete the stored runs matching {what} from {looked}?", abort=True)
-    removed = delete_results(output_dir, **filters)
-    if removed == 0:
+    matching = delete_results(output_dir, **filters, dry_run=True)
+    if matching == 0:
         click.echo("no stored runs match; nothing deleted")
         return
+    if not yes:
+        click.confirm(f"Delete {matching} run(s) ({what}) from {looked}?", abort=True)
+    removed = delete_results(output_dir, **filters)
     click.echo(f"deleted {removed} run(s) from {looked}")
 
 

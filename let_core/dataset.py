@@ -460,9 +460,10 @@ def write_frame(location: Location, frame: pd.DataFrame) -> int:
 
 
 # ----------------------------------------------------------------------------- deleting
-def delete_rows(location: Location, filters: Mapping[str, str | None]) -> list[dict[str, str]]:
-    """Remove the rows matching every filter from the dataset's files; returns their
-    run_id/task (what ``load_results`` would have counted).
+def delete_rows(location: Location, filters: Mapping[str, str | None], *,
+                dry_run: bool = False) -> list[dict[str, str]]:
+    """Remove the rows matching every filter from the dataset's files (``dry_run``: only
+    find them); returns their run_id/task (what ``load_results`` would have counted).
 
     Per file: all rows match, the file is deleted; some match, the rest is written to a new
     file of the partition first and the old file deleted after. A reader in between, or a
@@ -497,6 +498,8 @@ def delete_rows(location: Location, filters: Mapping[str, str | None]) -> list[d
             continue
         removed += [{"run_id": r or "", "task": t or ""} for r, t in
                     zip(matched["run_id"].to_pylist(), matched["task"].to_pylist())]
+        if dry_run:
+            continue
         kept = table.filter(pc.invert(mask))
         if kept.num_rows:
             partition = info.path[len(location.path) + 1:].rsplit("/", 1)[0]

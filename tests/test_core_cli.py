@@ -59,10 +59,10 @@ def test_delete_asks_first_and_deletes_only_matches(let_home, runner):
     record("drop")
     record("drop")
     refused = runner.invoke(cli, ["delete", "--project", "drop"], input="n\n")
-    assert refused.exit_code == 1 and "Delete 2 row(s)" in refused.output
+    assert refused.exit_code == 1 and "Delete 2 run(s)" in refused.output
     assert len(load_results()) == 3
     done = runner.invoke(cli, ["delete", "--project", "drop", "--yes"])
-    assert "deleted 2 row(s)" in done.output
+    assert "deleted 2 run(s)" in done.output
     assert list(load_results()["project_name"]) == ["keep"]
     assert "nothing deleted" in runner.invoke(cli, ["delete", "--project", "drop", "--yes"]).output
 

@@ -122,10 +122,10 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
 
 def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                    user: str | None = None, hostname: str | None = None, *,
-                   dataset: str | os.PathLike[str] | None = None) -> int:
+                   dataset: str | os.PathLike[str] | None = None, dry_run: bool = False) -> int:
     """Delete the runs matching every given filter (none given: all) from every source
     ``load_results`` reads: the CSV store and the Parquet dataset. Returns how many runs
-    disappear from the statement (a run in both sources is one run).
+    disappear from the statement (a run in both sources is one run); ``dry_run`` only counts.
 
     The dataset goes first: when a file of it cannot be read or deleted the error says so and
     the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
@@ -149,10 +149,10 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
     if _dataset_present(root):
         from let_core.dataset import delete_rows, locate
 
-        for row in delete_rows(locate(root), filters):
+        for row in delete_rows(locate(root), filters, dry_run=dry_run):
             note(row)
     matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
-    if matching:
+    if matching and not dry_run:
         store.delete(**filters)
     for row in matching:
         note(row)
@@ -316,10 +316,6 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     from let_core.csvfile import check_emissions_header
     from let_core.schema import renamed_columns
 
-    # A cold process (`let statement`) needs pandas only after the parse, and importing it
-    # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
-    # the import runs meanwhile on another core.
-    _import_in_background("pandas")
     with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             import pandas as pd
@@ -399,7 +395,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             if slow.num_rows > table.num_rows:
                 table, typed = slow, False
             skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
-    import pandas as pd  # (waits for the background import when it is still running)
+    import pandas as pd
 
     frame = _to_frame(table)
     if not typed:
@@ -500,28 +496,6 @@ def _is_utf8(data: Any) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _import_in_background(module: str) -> None:
-    """Start importing ``module`` in a daemon thread unless it is imported already; a later
-    ``import`` of it waits for that thread (the import lock), or imports it itself when the
-    thread failed, with the usual error."""
-    import sys
-    import threading
-
-    if module in sys.modules:
-        return
-    threading.Thread(target=_import_quietly, args=(module,), name=f"let-import-{module}",
-                     daemon=True).start()
-
-
-def _import_quietly(module: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except Exception:  # reported by the caller's own import of it
-        pass
 
 
 def _any_blank(column: Any) -> bool:
