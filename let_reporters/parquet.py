@@ -16,6 +16,7 @@ from let_core._version import __version__
 from let_core.errors import StoreError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
+from let_core import config
 from let_core.records import Run
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class ParquetReporter:
     def availability(cls, settings: Settings) -> Availability:
         if importlib.util.find_spec("pyarrow") is None:
             return Availability.no("needs pyarrow: pip install pyarrow")
-        if settings.output_uri or os.environ.get("LET_DATASET"):
+        if settings.output_uri or config.dataset_env():
             return Availability.yes()
         # Off by default: on one machine the CSV store is enough, and this saves every run the
         # pyarrow import. The reason says how to turn it on.

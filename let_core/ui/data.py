@@ -234,7 +234,9 @@ class Dashboard:
             parts.append((stat.st_mtime_ns, stat.st_size))
         except OSError as exc:
             parts.append(type(exc).__name__)
-        dataset = self.dataset or os.environ.get("LET_DATASET") or str(self.store.directory / "runs")
+        from let_core.config import dataset_env
+
+        dataset = self.dataset or dataset_env() or str(self.store.directory / "runs")
         if "://" not in dataset:
             for folder, _, _ in os.walk(dataset):
                 try:
