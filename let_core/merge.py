@@ -10,7 +10,6 @@ What merged rows count for is decided in ``let_core.results.counting``.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -143,9 +142,10 @@ def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """One row per ``schema.identity``: CodeCarbon writes cumulative checkpoint rows while a
     run goes on, so the row of the largest duration (the last among equals) is the run, as
     ``load_results`` and the statement count it."""
+    from let_core.results.rule import checkpoint_duration
+
     def duration(row: Mapping[str, Any]) -> float:
-        value = as_float(row.get("duration"))
-        return value if math.isfinite(value) else -1.0
+        return checkpoint_duration(as_float(row.get("duration")))
 
     best: dict[tuple[str, ...], int] = {}
     for index, row in enumerate(rows):

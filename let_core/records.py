@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
-from typing import Any, Iterable, Literal, Mapping, TypeVar
+from typing import Any, Literal, Mapping
 
 from attrs import field, frozen
 
+from let_core.results.rule import (MAX_ENERGY_KWH, SYSTEM_SCOPE, counted_measurements, primary_measurements,
+                                   shared_by_ranks)
 from let_core.schema import STORE_COLUMN_SET
+
+__all__ = ["MAX_ENERGY_KWH", "SYSTEM_SCOPE", "primary_measurements", "shared_by_ranks"]
 
 Kind = Literal["estimate", "metered"]
 KINDS: tuple[Kind, ...] = ("estimate", "metered")
 Status = Literal["ok", "failed"]
-
-#: Scope of a whole machine at the wall; overlaps every other scope.
-SYSTEM_SCOPE = "system"
-
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value or {})
@@ -68,46 +68,6 @@ class Measurement:
         return frozenset(self.scope.split("+")) if self.scope else frozenset({SYSTEM_SCOPE})
 
 
-def shared_by_ranks(scope: str) -> bool:
-    """Whether every rank of a job on one host measures the same thing at this scope.
-
-    The machine, its CPUs and RAM are shared; GPUs are per device (one rank, one GPU), so
-    GPU-only measurements of different ranks add up rather than repeat each other.
-    """
-    return (scope or SYSTEM_SCOPE) != "gpu"
-
-
-M = TypeVar("M")
-
-
-def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
-    """The measurements of one kind whose energies may be added without double counting.
-
-    Taken in order; one is skipped when its scope overlaps one already taken ("system"
-    overlaps everything). So CodeCarbon alone counts once, RAPL plus NVML count together, and
-    a second whole-system estimate of the same run is ignored.
-    """
-    taken: list[M] = []
-    covered: set[str] = set()
-    for m in measurements:
-        if getattr(m, "kind") != kind or not _finite(getattr(m, "energy_kwh")):
-            continue
-        scope = getattr(m, "scope") or SYSTEM_SCOPE
-        parts = set(scope.split("+"))
-        if SYSTEM_SCOPE in covered or (covered and SYSTEM_SCOPE in parts) or parts & covered:
-            continue
-        taken.append(m)
-        covered |= parts
-    return taken
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
 @frozen
 class Run:
     """One tracked experiment (or one task of it), with every backend's measurement."""
@@ -136,10 +96,8 @@ class Run:
 
     @property
     def primary(self) -> list[Measurement]:
-        """What the run's headline energy is made of (``let_core.results.counting`` decides):
+        """What the run's headline energy is made of (``let_core.results.rule`` decides):
         metered figures, plus estimates of whatever they do not cover."""
-        from let_core.results.counting import counted_measurements
-
         return counted_measurements(self.measurements)
 
     @property
@@ -243,6 +201,10 @@ class Run:
         return row
 
 
+def _finite(value: Any) -> bool:
+    return math.isfinite(as_float(value))
+
+
 def _blank_none(value: float | None) -> Any:
     return "" if value is None else value
 
@@ -251,10 +213,6 @@ def _json_or_blank(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, default=str) if value else ""
 
 
-#: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
-#: New measurements above it are recorded as failed (tracker.validated); stored rows above it
-#: (another tool's file) are not counted, so sums stay finite.
-MAX_ENERGY_KWH = 1e6
 
 
 def as_float(value: Any) -> float:

@@ -185,10 +185,11 @@ def with_stable_ids(row: dict[str, str]) -> dict[str, str]:
 
 
 def identity(row: Mapping[str, Any]) -> tuple[str, ...]:
-    """What makes a stored row the same row: run id, backend and task; a row without a run id
-    is known by ``stable_run_id``. Cumulative checkpoint rows of one CodeCarbon run share it."""
+    """What makes a stored row the same row: run id, backend and task (LET's ``task`` and
+    CodeCarbon's ``task_name``: tasks of one run add up, ``results.rule``); a row without a run
+    id is known by ``stable_run_id``. Cumulative checkpoint rows of one CodeCarbon run share it."""
     run_id = str(row.get("run_id") or "") or stable_run_id(row)
-    return (run_id, str(row.get("backend") or ""), str(row.get("task") or ""))
+    return (run_id, str(row.get("backend") or ""), str(row.get("task") or ""), str(row.get("task_name") or ""))
 
 
 def check_filters(filters: Mapping[str, Any]) -> None:

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from let_core import appendlog
 from let_core.csvfile import (check_header, encode, fix_tail, iter_rows, open_regular, read_header,
                               read_rows_file, require_parsable, write_all)
 from let_core.errors import LetError, LetWarning, StoreError
@@ -184,8 +185,11 @@ class Store:
             # The file was replaced: append to the new one, under its own lock (ours is on
             # the old inode, which nobody else can lock any more).
             return self._append(rows)
+        before = appendlog.state(fd)
         start = fix_tail(fd, header, self.path)
         self._write_rows(fd, start, encode(rows, header, header=False))
+        if start == before[2]:  # (a torn tail set aside changed bytes: no chain)
+            appendlog.record(before, appendlog.state(fd))
 
     def _write_rows(self, fd: int, start: int, data: bytes) -> None:
         """Write ``data`` at the end (``start``) and fsync; on failure cut the file back to
@@ -415,15 +419,3 @@ class Store:
     def header(self) -> list[str] | None:
         with self.locked(exclusive=False, create=False) as fd:
             return None if fd is None else read_header(fd)
-
-
-
-
-def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
-                   user: str | None = None, hostname: str | None = None) -> int:
-    """Delete only the stored rows matching every given filter (none given: all rows).
-
-    Atomic: the store is rewritten to a temporary file and swapped in under the lock.
-    Returns how many rows were deleted.
-    """
-    return Store(output_dir).delete(project_name=project_name, user=user, hostname=hostname)

@@ -90,7 +90,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if columns is not None:
             # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
             # the dataset and its deduplication, where every column costs a copy.
-            keep = set(columns) | set(_DEDUP_KEYS) | {"duration"}
+            keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
             frame = frame[[c for c in frame.columns if c in keep]]
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
@@ -136,6 +136,45 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
         raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
                          f"holding emissions.csv), e.g. {store.directory.parent}")
     return store, os.fspath(dataset) if dataset is not None else default_dataset_root(store.directory)
+
+
+def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                   user: str | None = None, hostname: str | None = None, *,
+                   dataset: str | os.PathLike[str] | None = None) -> int:
+    """Delete the runs matching every given filter (none given: all) from every source
+    ``load_results`` reads: the CSV store and the Parquet dataset. Returns how many runs
+    disappear from the statement (a run in both sources is one run).
+
+    The dataset goes first: when a file of it cannot be read or deleted the error says so and
+    the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
+    ``dataset.delete_rows``).
+    """
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    check_filters(filters)
+    store, root = sources(output_dir, dataset)
+    runs: set[str] = set()
+    anonymous = 0
+
+    def note(row: Mapping[str, Any]) -> None:
+        nonlocal anonymous
+        if row.get("task"):
+            return  # parts of a run, not runs
+        if row.get("run_id"):
+            runs.add(str(row["run_id"]))
+        else:
+            anonymous += 1
+
+    if _dataset_present(root):
+        from let_core.dataset import delete_rows, locate
+
+        for row in delete_rows(locate(root), filters):
+            note(row)
+    matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
+    if matching:
+        store.delete(**filters)
+    for row in matching:
+        note(row)
+    return len(runs) + anonymous
 
 
 def _dataset_present(root: str) -> bool:
@@ -198,10 +237,12 @@ def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
 
     # Only rows whose run id repeats are compared in full: hashing three text columns of a
     # million rows cost more than reading them.
-    repeated = duplicated_rows(frame, _DEDUP_KEYS)
+    # CodeCarbon's task API: rows of one run with different task names are parts that add up.
+    dedup_keys = (*_DEDUP_KEYS, "task_name") if "task_name" in frame else _DEDUP_KEYS
+    repeated = duplicated_rows(frame, dedup_keys)
     if not repeated.any():
         return frame
-    keys = frame[list(_DEDUP_KEYS)].astype(object).fillna("")
+    keys = frame[list(dedup_keys)].astype(object).fillna("")
     involved = np.flatnonzero((keys["run_id"] != "").to_numpy()
                               & keys.duplicated(keep=False).to_numpy())
     groups = np.asarray(pd.MultiIndex.from_frame(keys.iloc[involved]).factorize()[0], dtype=np.int64)
