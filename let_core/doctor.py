@@ -142,7 +142,7 @@ def _store_findings(store: Store) -> list[Finding]:
                     found.append(Finding(path, f"torn last line ({size - last} bytes, an interrupted "
                                                "writer): not a row; --repair moves it to the "
                                                "quarantine file", last_line + 1))
-            found += _cache_findings(store, fd, header)
+            found += _cache_findings(store, fd)
     except StoreError as exc:
         found.append(Finding(path, str(exc)))
     return found
@@ -171,24 +171,21 @@ def _describe(widths: set[int]) -> str:
     return "/".join(str(w) for w in sorted(widths)) or "no"
 
 
-def _cache_findings(store: Store, fd: int, header: list[str]) -> list[Finding]:
+def _cache_findings(store: Store, fd: int) -> list[Finding]:
     """The totals cache: present but not provably this file's (it is then rebuilt, never trusted)."""
-    try:
-        from let_core.results import cache
-    except ImportError:  # pragma: no cover - the read side is part of let_core
-        return []
+    import json
+
+    from let_core.results import cache
+
     path = cache.cache_path(store)
     if not path.exists():
         return []
     try:
-        import json
-
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("offset")
-    except (OSError, ValueError, AttributeError):
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return [Finding(path, "totals cache does not parse; it is rebuilt on the next statement "
                               "(--repair removes it)")]
-    _groups, _offset, trusted = cache._load(store, fd, header)
-    if not trusted:
+    if not cache.matches_store(store, fd):
         # Never trusted (the cache proves it belongs to the file or is rebuilt), so a note.
         return [Finding(path, "totals cache does not match this store's current file (deleted "
                               "and recreated, restored, edited, or its last line lacks a line "

@@ -222,6 +222,13 @@ def _load(store: Store, fd: int) -> _Cache:
         return fresh
 
 
+def matches_store(store: Store, fd: int) -> bool:
+    """Whether the saved totals cache is provably the current store file's (``let doctor``
+    notes one that is not: it is rebuilt, never trusted)."""
+    loaded = _load(store, fd)
+    return loaded.trusted or loaded.offset > header_length(fd)
+
+
 def _tick_passed(mtime_ns: int, wait: bool) -> bool:
     """Whether the file system's clock has moved past ``mtime_ns`` (when ``wait``, waiting a
     tick at most).
