@@ -15,7 +15,8 @@ import importlib.util
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from let_core.errors import ConfigurationError, LetError
 from let_core.hookspecs import hookimpl

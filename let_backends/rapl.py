@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from attrs import frozen
 
-from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
-                                   interval_extras, safe_interval)
+from let_core import config
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
-from let_core import config
 from let_core.records import Measurement
+from let_core.sampling import Channel, Interval, Meter, SampledBackend, Sampler, interval_extras, safe_interval
 
 DEFAULT_ROOT = "/sys/class/powercap"
 ROOT_ENV = "LET_RAPL_ROOT"

@@ -13,8 +13,8 @@ import json
 import os
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from let_core.config import cache_dir
 

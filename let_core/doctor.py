@@ -23,9 +23,20 @@ from pathlib import Path
 from attrs import define, frozen
 
 from let_core.config import recovery_file
+from let_core.csvfile import (
+    DATA_ROW,
+    data_end,
+    header_length,
+    header_trouble_kind,
+    malformed,
+    parse_line,
+    quarantine,
+    read_header,
+    read_rows_file,
+    scan_lines,
+    tail,
+)
 from let_core.errors import StoreError
-from let_core.csvfile import (DATA_ROW, data_end, header_length, header_trouble_kind, malformed, parse_line,
-                              quarantine, read_header, read_rows_file, scan_lines, tail)
 from let_core.schema import STORE_COLUMNS, header_problem, identity
 from let_core.store import REWRITE_PREFIX, REWRITE_SUFFIX, Store
 
@@ -243,8 +254,7 @@ def _sibling_findings(store: Store) -> list[Finding]:
 
 
 def _dataset_files(store: Store, dataset: str | os.PathLike[str] | None) -> list[Path]:
-    from let_core.config import dataset_env
-    from let_core.config import default_dataset_root, is_uri
+    from let_core.config import dataset_env, default_dataset_root, is_uri
 
     root = dataset or dataset_env() or default_dataset_root(store.directory)
     if is_uri(root) and not str(root).startswith("file://"):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from let_core import config
 from let_core._version import __version__
 from let_core.errors import StoreError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
-from let_core import config
 from let_core.records import Run
 
 if TYPE_CHECKING:

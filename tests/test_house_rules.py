@@ -75,7 +75,7 @@ def test_no_private_name_is_imported_from_another_module():
     modules = _modules()
     offences = []
     for name, path in modules.items():
-        for module, names, line in _imports(name, path):
+        for module, names, _line in _imports(name, path):
             if module == name or module.split(".")[0] not in PACKAGES:
                 continue
             for imported in names:
@@ -123,7 +123,7 @@ def test_let_core_has_no_import_circle():
 
 def test_let_environment_variables_are_read_in_config_only():
     offences = []
-    for name, path in _modules().items():
+    for _name, path in _modules().items():
         relative = str(path.relative_to(REPO))
         if relative == "let_core/config.py" or relative in ENV_MOVING_WITH_THE_SERVER:
             continue

@@ -13,8 +13,14 @@ from let_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from let_core.results.cache import cached_totals
-    from let_core.results.counting import (AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals,
-                                           aggregate, counted_rows, frame_totals)
+    from let_core.results.counting import (
+        AGGREGATE_COLUMNS,
+        TOTALS_COLUMNS,
+        Totals,
+        aggregate,
+        counted_rows,
+        frame_totals,
+    )
     from let_core.results.loading import ResultsHandle, counted_totals, load_results
 
 _EXPORTS = {

@@ -15,9 +15,10 @@ import functools
 import math
 import os
 import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
@@ -314,7 +315,6 @@ class Dashboard:
 
     def _subset(self, filters: Filters) -> pd.DataFrame:
         import numpy as np
-
         import pandas as pd
 
         data = self.prepared()
