@@ -18,7 +18,7 @@ from attrs import frozen
 from let_core.errors import ConfigurationError
 
 _MIX_FILE = ("data", "private_infra", "global_energy_mix.json")
-_JSON_SPACE = json.decoder.WHITESPACE
+_JSON_SPACE = json.decoder.WHITESPACE  # type: ignore[attr-defined]  # public at runtime, absent from typeshed
 
 
 @frozen

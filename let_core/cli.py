@@ -439,10 +439,10 @@ def plugins(verbose: bool, as_json: bool) -> None:
 
     width = min(shutil.get_terminal_size((80, 24)).columns, 100)
     headers = ["name", "kind", "source", "auto", "available"]
-    table = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
+    lines = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
                                     "yes" if e["available"] else "no"] for e in entries]).splitlines()
-    click.echo("\n".join(table[:2]))
-    for line, e in zip(table[2:], entries):
+    click.echo("\n".join(lines[:2]))
+    for line, e in zip(lines[2:], entries):
         click.echo(line)
         notes = ([f"why not: {e['reason']}"] if not e["available"] and e["reason"] else [])
         notes += [e["description"]] if verbose and e["description"] else []
