@@ -196,7 +196,7 @@ def _cache_findings(store: Store, fd: int) -> list[Finding]:
     except (OSError, ValueError):
         return [Finding(path, "totals cache does not parse; it is rebuilt on the next statement "
                               "(--repair removes it)")]
-    if not cache.matches_store(store, fd):
+    if not cache.covers_its_bytes(store, fd):
         # Never trusted (the cache proves it belongs to the file or is rebuilt), so a note.
         return [Finding(path, "totals cache does not match this store's current file (deleted "
                               "and recreated, restored, edited, or its last line lacks a line "
