@@ -135,6 +135,11 @@ def current_user() -> str:
         return os.environ.get("USER") or f"uid{os.getuid()}"
 
 
+def rapl_root_env() -> str | None:
+    """LET_RAPL_ROOT: another powercap tree (tests, containers that mount it elsewhere)."""
+    return os.environ.get("LET_RAPL_ROOT") or None
+
+
 def dataset_env() -> str | None:
     return os.environ.get(DATASET_ENV) or None
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
@@ -11,6 +12,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from let_core.records import Measurement, Run
+
+
+def _as_dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
 
 
 @frozen
@@ -28,7 +33,7 @@ class Settings:
     cuda_devices: tuple[str, ...] | None = None
     pue: float | None = None
     log_level: str = "error"
-    options: Mapping[str, Any] = field(factory=dict, converter=lambda v: dict(v or {}))
+    options: Mapping[str, Any] = field(factory=dict, converter=_as_dict)
     #: A pyarrow filesystem URI given as output_dir (``s3://bucket/let``); the central CSV store
     #: then stays local in ``output_dir`` ($LET_HOME) so a run is recorded even when it is offline.
     output_uri: str | None = None

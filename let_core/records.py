@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from attrs import field, frozen
 
-from let_core.results.rule import (MAX_ENERGY_KWH, SYSTEM_SCOPE, counted_measurements, primary_measurements,
-                                   shared_by_ranks)
+from let_core.results.rule import (
+    MAX_ENERGY_KWH,
+    SYSTEM_SCOPE,
+    counted_measurements,
+    primary_measurements,
+    shared_by_ranks,
+)
 from let_core.schema import STORE_COLUMN_SET
 
 __all__ = ["MAX_ENERGY_KWH", "SYSTEM_SCOPE", "primary_measurements", "shared_by_ranks"]

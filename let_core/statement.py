@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from attrs import frozen
 
@@ -472,7 +473,7 @@ def _custom_citations(methodology: str) -> list[str]:
             cited = list(chooser([methodology]))
         else:
             labels = [name, *getattr(factory, "statement_phrases", {}).keys()]
-            cited = list(_factory_citations(factory)) if any(lowered.startswith(str(l).lower()) for l in labels) else []
+            cited = list(_factory_citations(factory)) if any(lowered.startswith(str(label).lower()) for label in labels) else []
         keys.extend(k for k in cited if k not in keys)
     return keys
 

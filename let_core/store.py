@@ -20,15 +20,32 @@ import fcntl
 import os
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from let_core import appendlog
-from let_core.csvfile import (check_header, encode, fix_tail, iter_rows, open_regular, read_header,
-                              read_rows_file, require_parsable, write_all)
+from let_core.csvfile import (
+    check_header,
+    encode,
+    fix_tail,
+    iter_rows,
+    open_regular,
+    read_header,
+    read_rows_file,
+    require_parsable,
+    write_all,
+)
 from let_core.errors import LetError, LetWarning, StoreError
-from let_core.schema import (STORE_COLUMNS, Row, check_filters, columns_for, effective, identity,
-                             matches, renamed_columns)
+from let_core.schema import (
+    STORE_COLUMNS,
+    Row,
+    check_filters,
+    columns_for,
+    effective,
+    identity,
+    matches,
+    renamed_columns,
+)
 
 STORE_FILE = "emissions.csv"
 #: Temporary files of a rewrite (migration, delete, repair); renamed over the store when

@@ -10,9 +10,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
@@ -491,7 +491,7 @@ def _close_backends(backends: tuple[Backend, ...]) -> None:
             try:
                 close()
             except Exception as exc:  # releasing must never raise into the user's program
-                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning)
+                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning, stacklevel=2)
 
 
 def _name_of(plugin: Any) -> str:

@@ -9,10 +9,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from let_backends.manual import ManualBackend
 from let_core import load_results
 from let_core.cli import cli, main
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 
 
 def record(project: str, kwh: float = 0.2) -> None:

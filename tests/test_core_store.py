@@ -9,19 +9,18 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import delete_results, load_results
 from let_core.errors import StoreError
+from let_core.results.cache import cache_path, cached_totals
 from let_core.schema import STORE_COLUMNS
 from let_core.statement import paper_statement
-from let_core.results.cache import cache_path, cached_totals
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 from tests.launches import launched_together
 from tests.privileges import as_unprivileged
 

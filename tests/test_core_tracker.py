@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import re
-
 import asyncio
+import csv
 import inspect
 import math
+import re
 from datetime import datetime, timezone
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import EnergyTracker, load_results, track_energy
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning, PluginError
 from let_core.records import Measurement
-from let_backends.manual import ManualBackend
 
 
 def manual(watts: float = 3600.0, **kwargs) -> ManualBackend:

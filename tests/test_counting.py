@@ -15,19 +15,19 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from let_backends.manual import ManualBackend
+from let_core import dataset as dataset_module
 from let_core._version import __version__
 from let_core.cli import cli
+from let_core.dataset import locate, write_run
 from let_core.errors import ConfigurationError, LetError, LetWarning
 from let_core.records import Measurement, Run
 from let_core.results import aggregate, cached_totals, frame_totals, load_results
 from let_core.results.cache import cache_path
-from let_core import dataset as dataset_module
-from let_core.dataset import locate, write_run
-from let_core.results.counting import AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals, _FIELDS
+from let_core.results.counting import _FIELDS, AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals
 from let_core.statement import custom_paper_statement, paper_statement, statement_from_totals
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 from tests.launches import launched_together
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

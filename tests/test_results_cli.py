@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
-from let_core.results import aggregate, cached_totals, frame_totals
+from let_core.results import aggregate, cached_totals, frame_totals, load_results
 from let_core.statement import statement_from_totals
-from let_core.results import load_results
 from let_core.tracker import EnergyTracker
 from tests.launches import launched_together
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _run(project: str = "p", energy: float = 1.0, hardware: str = "Xeon", kind: str = "estimate",
@@ -140,7 +143,7 @@ def test_compact_and_export_parquet_commands(let_home: Path, tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ vectorised paths at scale
-def _arrow(values: list) -> "pd.Series":
+def _arrow(values: list) -> pd.Series:
     import pandas as pd
     import pyarrow as pa
 
@@ -222,8 +225,8 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
     import numpy as np
     import pandas as pd
 
-    from let_core.results.counting import primary_rows
     from let_core.records import primary_measurements
+    from let_core.results.counting import primary_rows
 
     rng = np.random.default_rng(7)
     scopes = ["", "system", "cpu", "gpu", "ram", "cpu+ram", "cpu+gpu+ram"]

@@ -22,10 +22,10 @@ from let_backends.manual import ManualBackend
 from let_core import doctor, load_results
 from let_core.cli import cli
 from let_core.config import recovery_file
-from let_core.errors import LetWarning, StoreError
-from let_core.schema import STORE_COLUMNS
-from let_core.results.cache import cached_totals
 from let_core.csvfile import MAX_FIELD_CHARS
+from let_core.errors import LetWarning, StoreError
+from let_core.results.cache import cached_totals
+from let_core.schema import STORE_COLUMNS
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
 

@@ -31,10 +31,10 @@ from typing import Any, Iterator, Mapping
 
 from let_core import appendlog
 from let_core.config import cache_file
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
 from let_core.results.counting import Accumulator, Totals
 from let_core.results.loading import blank_energy, warn_blank_energy
 from let_core.results.rule import run_unit
-from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
 from let_core.schema import FILTER_KEYS, check_filters, effective, matches
 from let_core.store import Store
 

@@ -12,17 +12,38 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
 from let_core.errors import ConfigurationError
 from let_core.records import as_float
-from let_core.results.rule import (COUNTED, EST_PRIMARY, FULL_COVERAGE, JOB_KEYS, MAX_ENERGY_KWH, MET_PRIMARY,
-                                   MIN_COVERAGE, SYSTEM_SCOPE, Launches, View, country_g_per_kwh, decide,
-                                   epoch, interval, job_rule_applies, latest_checkpoints, low_coverage,
-                                   recorded_intensity, row_emissions, run_unit, scalar_where, shared_by_ranks,
-                                   usable_energy)
+from let_core.results.rule import (
+    COUNTED,
+    EST_PRIMARY,
+    FULL_COVERAGE,
+    JOB_KEYS,
+    MAX_ENERGY_KWH,
+    MET_PRIMARY,
+    MIN_COVERAGE,
+    SYSTEM_SCOPE,
+    Launches,
+    View,
+    country_g_per_kwh,
+    decide,
+    epoch,
+    interval,
+    job_rule_applies,
+    latest_checkpoints,
+    low_coverage,
+    recorded_intensity,
+    row_emissions,
+    run_unit,
+    scalar_where,
+    shared_by_ranks,
+    usable_energy,
+)
 from let_core.results.rule import emissions as emissions_rule
 
 if TYPE_CHECKING:
@@ -686,7 +707,7 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         labels = []
         for value in uniques.tolist():
             names_g = []
-            for codes_k, labels_k in reversed(key_codes):
+            for _codes_k, labels_k in reversed(key_codes):
                 value, code = divmod(value, len(labels_k))
                 names_g.append(labels_k[code])
             labels.append(tuple(reversed(names_g)))

@@ -12,13 +12,14 @@ import json
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
 from let_core.config import default_dataset_root, is_uri
-from let_core.errors import LetWarning, StoreError
 from let_core.csvfile import data_end, read_header
+from let_core.errors import LetWarning, StoreError
 from let_core.records import MAX_ENERGY_KWH, as_float
 from let_core.schema import LET_MARKERS, NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
 from let_core.store import Store
