@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 #: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
 #: New measurements above it are recorded as failed (tracker.validated); stored rows above it
@@ -69,7 +69,18 @@ def shared_by_ranks(scope: str) -> bool:
     return (scope or SYSTEM_SCOPE) != "gpu"
 
 
-M = TypeVar("M")
+class Figure(Protocol):
+    """What the scope rule reads of a measurement (a ``Measurement``, a ``View``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def energy_kwh(self) -> float: ...
+
+
+M = TypeVar("M", bound=Figure)
 
 
 def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
