@@ -321,13 +321,13 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
     looked = where(output_dir)
-    matching = delete_results(output_dir, **filters, dry_run=True)
+    matching = delete_results(output_dir, project_name, user, hostname, dry_run=True)
     if matching == 0:
         click.echo("no stored runs match; nothing deleted")
         return
     if not yes:
         click.confirm(f"Delete {matching} run(s) ({what}) from {looked}?", abort=True)
-    removed = delete_results(output_dir, **filters)
+    removed = delete_results(output_dir, project_name, user, hostname)
     click.echo(f"deleted {removed} run(s) from {looked}")
 
 
