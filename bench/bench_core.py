@@ -86,19 +86,20 @@ def main() -> None:
         theirs = whole_process(args.let014, LET014_RUN, args.repeat)
         print(f"  LET 0.1.4 default (CodeCarbon) {theirs * 1000:8.1f} ms   ratio {theirs / ours:5.1f}x less wall time")
 
+    import io
+
+    from let_core import Store, load_results
     from let_core._version import __version__
     from let_core.statement import paper_statement
-    from let_core.store import Store, load_results
-    from let_reporters.statement import StatementReporter
     from let_core.tracker import EnergyTracker
-    import io
+    from let_reporters.statement import StatementReporter
 
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sorted({1_000, 100_000, args.rows}):
             folder = Path(tmp) / f"store{rows}"
             build_store(folder, rows)
             store = Store(folder)
-            append = median_ms(lambda: store.append(sample_run().rows(__version__)), 50)
+            append = median_ms(lambda: store.append(sample_run().rows(__version__)), 50)  # noqa: B023 - called at once
             print(f"append one run with {rows:>9,} rows stored: {append:6.2f} ms (median of 50, incl. fsync)")
         folder = Path(tmp) / f"store{args.rows}"
         size_mb = (folder / "emissions.csv").stat().st_size / 1e6
@@ -106,7 +107,7 @@ def main() -> None:
         load_results(Path(tmp) / "store1000")
         print(f"first load_results in a process (imports pandas + pyarrow), 1,000 rows: "
               f"{time.perf_counter() - t0:6.2f} s")
-        from let_core.merge import TOTALS_COLUMNS
+        from let_core.results.counting import TOTALS_COLUMNS
 
         for label, columns in (("all columns", None), ("the statement's columns", TOTALS_COLUMNS)):
             times = []

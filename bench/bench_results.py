@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 
 def synthetic(n: int, seed: int = 0) -> pd.DataFrame:
@@ -110,11 +110,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--let014", default="/tmp/let014venv/bin/python")
     args = parser.parse_args()
-    from let_core.dataset import compact, locate, write_frame, write_run
     from let_core import keys
-    from let_core.results import TOTALS_COLUMNS, frame_totals
+    from let_core.dataset import compact, locate, write_frame, write_run
+    from let_core.results import TOTALS_COLUMNS, frame_totals, load_results
     from let_core.statement import paper_statement, statement_from_totals
-    from let_core.results import load_results
 
     work = Path(tempfile.mkdtemp(prefix="let-bench-results-"))
     os.environ.pop("LET_DATASET", None)
@@ -149,7 +148,7 @@ def main() -> None:
         del loaded_pq
         t_pq_proj, projected = best(lambda: load_results(ds_dir, columns=TOTALS_COLUMNS))
         keys._last = None  # the statement alone, without the run-id codes load_results just made
-        t_pq_stmt, text_pq = best(lambda: statement_from_totals(frame_totals(projected)), repeats=1)
+        t_pq_stmt, text_pq = best(lambda: statement_from_totals(frame_totals(projected)), repeats=1)  # noqa: F821 - run before the del below
         del projected
         t_pq_both, (rows, text_pq) = best(lambda: load_and_state(ds_dir, TOTALS_COLUMNS), repeats=5)
         assert rows == args.runs and text_pq.split("kWh")[0] == text.split("kWh")[0], (text, text_pq)
@@ -205,7 +204,7 @@ def main() -> None:
         rows = [{**r, "run_id": str(uuid.uuid4()), "project_name": "project-1",
                  "start_time": "2026-06-01T00:00:00+00:00"} for r in rows]
         timings = []
-        for i, row in enumerate(rows):
+        for _i, row in enumerate(rows):
             t = time.perf_counter()
             write_run(location, [row])
             timings.append(time.perf_counter() - t)

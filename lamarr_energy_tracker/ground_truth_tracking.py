@@ -12,8 +12,9 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote, unquote
 
 from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker

@@ -22,8 +22,13 @@ import click
 
 from let_core.errors import ConfigurationError, LetError
 from let_core.results import load_results
-from let_core.statement import (REFERENCES, comparison_phrase, custom_paper_statement,
-                                format_energy, print_paper_statement)
+from let_core.statement import (
+    REFERENCES,
+    comparison_phrase,
+    custom_paper_statement,
+    format_energy,
+    print_paper_statement,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +85,7 @@ def format_summary(results: pd.DataFrame) -> tuple[str, str, str, int]:
 
     if "kind" not in results.columns:
         # a frame read by hand (pd.read_csv of a 0.1.x or CodeCarbon file): LET's columns first
-        from let_core.records import legacy_fields
+        from let_core.schema import legacy_fields
 
         results = results.assign(**{
             column: values for column, values in _legacy_columns(results, legacy_fields).items()})

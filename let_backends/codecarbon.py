@@ -15,12 +15,14 @@ import importlib.util
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from let_core.errors import ConfigurationError, LetError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, LiveReading, Settings
-from let_core.records import CODECARBON_COLUMNS, Measurement, codecarbon_scope, hardware_from_codecarbon
+from let_core.records import Measurement
+from let_core.schema import CODECARBON_COLUMNS, codecarbon_scope, hardware_from_codecarbon
 
 if TYPE_CHECKING:
     import click
@@ -626,14 +628,15 @@ def let_register_commands(cli: click.Group) -> None:
     def detect_command(as_json: bool, refresh: bool) -> None:
         """What CodeCarbon would measure on this machine (no run is started)."""
         import json
-        import os
 
         if importlib.util.find_spec("codecarbon") is None:
             raise click.ClickException("CodeCarbon is not installed: pip install codecarbon")
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = None if visible is None else tuple(d.strip() for d in visible.split(",") if d.strip())
+        from let_core import config
+
+        visible = config.cuda_visible_devices()
+        devices = None if visible is None else tuple(visible)
         try:
-            info = detect(devices, log_level=os.environ.get("LET_LOG_LEVEL", "error").lower(),
+            info = detect(devices, log_level=(config.log_level_env() or "error").lower(),
                           refresh=refresh)
         except Exception as exc:
             raise click.ClickException(explain("detecting the hardware", exc)) from exc

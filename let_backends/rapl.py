@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from attrs import frozen
 
-from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
-                                   interval_extras, safe_interval)
+from let_core import config
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Measurement
+from let_core.sampling import Channel, Interval, Meter, SampledBackend, Sampler, interval_extras, safe_interval
 
 DEFAULT_ROOT = "/sys/class/powercap"
 ROOT_ENV = "LET_RAPL_ROOT"
@@ -70,7 +71,7 @@ class Zone:
 
 def rapl_root(settings: Settings | None = None) -> Path:
     options = settings.options.get("rapl", {}) if settings is not None else {}
-    return Path(options.get("root") or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+    return Path(options.get("root") or config.rapl_root_env() or DEFAULT_ROOT)
 
 
 def discover(root: Path) -> list[Zone]:
@@ -307,7 +308,7 @@ def _register_rapl_access(cli: Any) -> None:
         Security: readable counters let local users observe power use, which leaks secrets
         through power side channels (CVE-2020-8694, PLATYPUS); grant it on machines you trust.
         """
-        root = Path(root_opt or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+        root = Path(root_opt or config.rapl_root_env() or DEFAULT_ROOT)
         if not do_apply:
             if persistent:
                 raise click.UsageError("--persistent needs --apply")

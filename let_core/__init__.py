@@ -12,15 +12,19 @@ from let_core._lazy import lazy_exports
 from let_core._version import __version__
 
 if TYPE_CHECKING:
-    from let_core.errors import (BackendUnavailable, ConfigurationError, LetError, LetWarning,
-                                 PluginError, StoreError)
+    from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning, PluginError, StoreError
     from let_core.hookspecs import hookimpl
     from let_core.interfaces import Availability, Settings
     from let_core.records import Measurement, Run
-    from let_core.statement import (custom_paper_statement, paper_statement,
-                                    print_custom_paper_statement, print_paper_statement)
     from let_core.results import load_results
-    from let_core.store import Store, delete_results
+    from let_core.results.loading import delete_results
+    from let_core.statement import (
+        custom_paper_statement,
+        paper_statement,
+        print_custom_paper_statement,
+        print_paper_statement,
+    )
+    from let_core.store import Store
     from let_core.tracker import EnergyTracker, track_energy
 
 _EXPORTS = {
@@ -32,7 +36,7 @@ _EXPORTS = {
     "Availability": "let_core.interfaces",
     "Settings": "let_core.interfaces",
     "load_results": "let_core.results.loading",
-    "delete_results": "let_core.store",
+    "delete_results": "let_core.results.loading",
     "Store": "let_core.store",
     "paper_statement": "let_core.statement",
     "print_paper_statement": "let_core.statement",

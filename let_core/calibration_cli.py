@@ -32,8 +32,8 @@ def let_register_commands(cli: Any) -> None:
     def fit_command(hostname: str | None, estimate_backend: str, metered_backend: str,
                     resolution_wh: float | None, output_dir: str | None, dataset: str | None) -> None:
         """Fit per host: wall = a x estimate + base power x duration, with cross-validated error."""
-        from let_core.results.loading import load_results
         from let_core.results.calibration import CalibrationRefused, fit, paired_runs, save
+        from let_core.results.loading import load_results
 
         frame = load_results(output_dir, hostname=hostname, dataset=dataset)
         if hostname is not None:

@@ -18,7 +18,6 @@ from attrs import frozen
 from let_core.errors import ConfigurationError
 
 _MIX_FILE = ("data", "private_infra", "global_energy_mix.json")
-_JSON_SPACE = json.decoder.WHITESPACE
 
 
 @frozen
@@ -62,28 +61,6 @@ def _energy_mix() -> dict[str, dict[str, Any]]:
     return data
 
 
-def _mix_entry(iso: str) -> Any:
-    """One country's entry of the energy mix.
-
-    Every tracker needs one country, and decoding the whole 130 kB file costs a millisecond
-    of each tracked run; so the entry is decoded where its key stands, and taken only when it
-    is that country's object. Anything else (another layout, a key not found) decodes the
-    whole file, so the answer is the same either way.
-    """
-    path, text = _mix_text()
-    key = json.dumps(iso) + ":"
-    at = text.find(key)
-    if at != -1 and text.count(key) == 1:
-        try:
-            start = _JSON_SPACE.match(text, at + len(key)).end()  # type: ignore[union-attr]
-            entry, _ = json.JSONDecoder().raw_decode(text, start)
-        except ValueError:
-            entry = None
-        if isinstance(entry, dict) and entry.get("iso_code", iso) == iso:
-            return entry
-    return _energy_mix().get(iso)
-
-
 @functools.lru_cache(maxsize=1)
 def _alpha2_to_alpha3() -> dict[str, str]:
     # pycountry is installed with CodeCarbon; it is only needed for two-letter codes.
@@ -108,7 +85,7 @@ def normalize_country_code(code: str) -> str:
 def country_intensity(code: str) -> CountryIntensity:
     """Carbon intensity of a country's electricity. Unknown codes are an error, never a guess."""
     iso = normalize_country_code(code)
-    entry = _mix_entry(iso)
+    entry = _energy_mix().get(iso)
     if not isinstance(entry, dict) or "carbon_intensity" not in entry:
         raise ConfigurationError(_unknown_message(code))
     year = entry.get("year")

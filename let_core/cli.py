@@ -8,7 +8,8 @@ import math
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -95,7 +96,7 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
     tracker's default (LET_CARBON_INTENSITY, else LET_COUNTRY's grid, else Germany's).
     """
     from let_core.carbon import country_intensity, resolve_intensity, validate_intensity
-    from let_core.statement import paper_statement, custom_paper_statement
+    from let_core.statement import custom_paper_statement, paper_statement
 
     intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
                  else country_intensity(country).carbon_intensity if country is not None else None)
@@ -271,9 +272,9 @@ def merge(files: tuple[str, ...], into: str) -> None:
 @click.option("-d", "--dataset", default=None, help="Dataset folder or URI (default: LET_DATASET or STORE/runs).")
 def compact(output_dir: str | None, dataset: str | None) -> None:
     """Merge the Parquet dataset's small per-run files, one file per partition."""
-    from let_core.config import default_dataset_root, is_uri
-    from let_core.dataset import compact as compact_dataset, locate
-    from let_core.config import let_home
+    from let_core.config import default_dataset_root, is_uri, let_home
+    from let_core.dataset import compact as compact_dataset
+    from let_core.dataset import locate
 
     if dataset is None and is_uri(output_dir):
         dataset, output_dir = output_dir, None
@@ -376,21 +377,21 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 def delete(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
            yes: bool) -> None:
-    """Delete the stored rows that match the filters (all rows without filters)."""
-    from let_core.store import Store
+    """Delete the stored runs that match the filters (all runs without filters) from the
+    central store and the Parquet dataset, every source the statement reads."""
+    from let_core.results.loading import delete_results, where
 
-    store = Store(output_dir)
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    matching = sum(1 for row in store.rows()
-                   if all(v is None or row.get(k) == v for k, v in filters.items()))
+    what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
+    looked = where(output_dir)
+    matching = delete_results(output_dir, project_name, user, hostname, dry_run=True)
     if matching == 0:
-        click.echo("no stored rows match; nothing deleted")
+        click.echo("no stored runs match; nothing deleted")
         return
-    what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL rows"
     if not yes:
-        click.confirm(f"Delete {matching} row(s) ({what}) from {store.path}?", abort=True)
-    removed = store.delete(**filters)
-    click.echo(f"deleted {removed} row(s) from {store.path}")
+        click.confirm(f"Delete {matching} run(s) ({what}) from {looked}?", abort=True)
+    removed = delete_results(output_dir, project_name, user, hostname)
+    click.echo(f"deleted {removed} run(s) from {looked}")
 
 
 @cli.command()
@@ -428,8 +429,8 @@ def _store_path(output_dir: str | None) -> str:
 def cite(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
          all_keys: bool) -> None:
     """Print the BibTeX entries the statement cites."""
-    from let_core.statement import bibtex, cited_keys, paper_statement
     from let_core.errors import ConfigurationError
+    from let_core.statement import bibtex, cited_keys, paper_statement
 
     if all_keys:
         click.echo(bibtex())
@@ -510,10 +511,10 @@ def plugins(verbose: bool, as_json: bool) -> None:
 
     width = min(shutil.get_terminal_size((80, 24)).columns, 100)
     headers = ["name", "kind", "source", "auto", "available"]
-    table = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
+    lines = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
                                     "yes" if e["available"] else "no"] for e in entries]).splitlines()
-    click.echo("\n".join(table[:2]))
-    for line, e in zip(table[2:], entries):
+    click.echo("\n".join(lines[:2]))
+    for line, e in zip(lines[2:], entries):
         click.echo(line)
         notes = ([f"why not: {e['reason']}"] if not e["available"] and e["reason"] else [])
         notes += [e["description"]] if verbose and e["description"] else []
@@ -615,8 +616,10 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
 def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> None:
     """Local web dashboard: runs, a project view, the paper statement (needs the `server` extra)."""
     try:
+        import fastapi  # noqa: F401,E401
+        import uvicorn  # noqa: F401 - availability check
+
         from let_core.ui.app import bind_socket, serve
-        import fastapi, uvicorn  # noqa: F401,E401
     except ImportError as exc:
         raise click.ClickException(f"`lett ui` needs FastAPI and uvicorn ({exc}); install the server "
                                    "extra: pip install 'lamarr-energy-tracker[server]'") from exc

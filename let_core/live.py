@@ -11,7 +11,8 @@ import shutil
 import sys
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from attrs import frozen
 

@@ -13,7 +13,8 @@ import importlib
 import re
 import threading
 import warnings
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pluggy
 from attrs import define, field, frozen

@@ -10,9 +10,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
@@ -26,14 +26,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 AUTO = "auto"
-
-
-def let_home() -> Path:
-    """The central store's folder (kept here for old imports; ``let_core.config`` owns it)."""
-    return config.let_home()
-
-
-current_user = config.current_user
 
 
 def new_run_id() -> str:
@@ -107,11 +99,6 @@ class EnergyTracker:
         self._last_result: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------- settings
-    @staticmethod
-    def _settings(*args: Any) -> Settings:
-        """Old private spelling of ``Settings.resolve`` (positional, as the 1.0 CLI called it)."""
-        return Settings.resolve(*args)
-
     @staticmethod
     def _spec_items(spec: Sequence[Any] | str | None, env_var: str) -> list[Any]:
         if spec is None:
@@ -510,7 +497,7 @@ def _close_backends(backends: tuple[Backend, ...]) -> None:
             try:
                 close()
             except Exception as exc:  # releasing must never raise into the user's program
-                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning)
+                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning, stacklevel=2)
 
 
 def _is_plugin(kind: PluginKind, name: str) -> bool:

@@ -6,7 +6,8 @@ itself, before any reporter runs, whatever reporters are chosen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings

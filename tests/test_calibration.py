@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from paired_runs import rows, synthetic_runs, true_wall
 
 from let_core.cli import main
 from let_core.errors import LetWarning
 from let_core.results import load_results
-from let_core.results.calibration import (CalibrationRefused, calibration_path, fit, load_calibrations,
-                                          paired_runs, save)
+from let_core.results.calibration import CalibrationRefused, calibration_path, fit, load_calibrations, paired_runs, save
 from let_core.store import Store
-from paired_runs import rows, synthetic_runs, true_wall
 
 
 def frame_of(runs) -> pd.DataFrame:

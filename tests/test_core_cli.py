@@ -9,10 +9,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from let_backends.manual import ManualBackend
 from let_core import load_results
 from let_core.cli import cli, main
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 
 
 def record(project: str, kwh: float = 0.2) -> None:
@@ -62,10 +62,10 @@ def test_delete_asks_first_and_deletes_only_matches(let_home, runner):
     record("drop")
     record("drop")
     refused = runner.invoke(cli, ["delete", "--project", "drop"], input="n\n")
-    assert refused.exit_code == 1 and "Delete 2 row(s)" in refused.output
+    assert refused.exit_code == 1 and "Delete 2 run(s)" in refused.output
     assert len(load_results()) == 3
     done = runner.invoke(cli, ["delete", "--project", "drop", "--yes"])
-    assert "deleted 2 row(s)" in done.output
+    assert "deleted 2 run(s)" in done.output
     assert list(load_results()["project_name"]) == ["keep"]
     assert "nothing deleted" in runner.invoke(cli, ["delete", "--project", "drop", "--yes"]).output
 

@@ -8,14 +8,22 @@ import sys
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import print_custom_paper_statement
 from let_core.errors import ConfigurationError
 from let_core.results.counting import Totals
-from let_core.statement import (bibtex, cited_keys, comparison, custom_paper_statement,
-                                format_emissions, format_energy, hardware_phrase, methodology_phrase,
-                                paper_statement, print_paper_statement, statement_from_totals)
+from let_core.statement import (
+    bibtex,
+    cited_keys,
+    comparison,
+    custom_paper_statement,
+    hardware_phrase,
+    methodology_phrase,
+    paper_statement,
+    print_paper_statement,
+    statement_from_totals,
+)
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 
 # LET 0.1.x's statement with its defects fixed: the intensity printed is the one used, rounded
 # (380.95 -> 381, not truncated to 380), and the emissions show three significant digits.

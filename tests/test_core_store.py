@@ -9,19 +9,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import delete_results, load_results
 from let_core.errors import StoreError
-from let_core.records import STORE_COLUMNS
-from let_core.statement import paper_statement
 from let_core.results.cache import cache_path, cached_totals
+from let_core.schema import STORE_COLUMNS
+from let_core.statement import paper_statement
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
+from tests.launches import launched_together
 from tests.privileges import as_unprivileged
 
 DATA = Path(__file__).parent / "data"
@@ -161,7 +161,7 @@ def test_torn_last_line_is_skipped_on_load_and_quarantined_on_next_append(let_ho
 TORN_WRITER = textwrap.dedent("""
     import os, signal, sys
     from let_core.store import Store
-    from let_core.records import STORE_COLUMNS
+    from let_core.schema import STORE_COLUMNS
     store = Store(sys.argv[1])
     row = {c: "x" * 200 for c in STORE_COLUMNS}
     for i in range(3):  # three complete runs of 50 rows (one row per backend)
@@ -289,6 +289,7 @@ def test_ranks_of_one_job_measuring_one_machine_count_once_in_the_statement(let_
         monkeypatch.setenv("RANK", str(rank))
         record(project="ddp", kwh=kwh)  # each rank's estimate covers the whole (same) machine
     monkeypatch.delenv("SLURM_JOB_ID")
+    launched_together(let_home / STORE_FILE, "777")  # (tracked one after another here; ranks run at once)
     record(project="ddp", kwh=0.2)      # an ordinary run counts fully
     totals = cached_totals(project_name="ddp")
     assert totals.energy_kwh == pytest.approx(0.5 + 0.2)

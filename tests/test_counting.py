@@ -1,11 +1,11 @@
-"""One counting truth: the totals cache (row by row), the frame path (vectorised), `lett results`
-and the statement agree exactly on random stores; and each defect of issue 9 stays fixed."""
+"""One counting truth: the totals cache (row by row) and the frame path (vectorised) agree on
+random stores of every scope and coverage shape (the readers against an independent reference:
+test_counting_property.py); and each defect of issue 9 stays fixed."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,19 +15,20 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from let_backends.manual import ManualBackend
+from let_core import dataset as dataset_module
 from let_core._version import __version__
 from let_core.cli import cli
+from let_core.dataset import locate, write_run
 from let_core.errors import ConfigurationError, LetError, LetWarning
 from let_core.records import Measurement, Run
 from let_core.results import aggregate, cached_totals, frame_totals, load_results
 from let_core.results.cache import cache_path
-from let_core import dataset as dataset_module
-from let_core.dataset import locate, write_run
-from let_core.results.counting import AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals, _FIELDS
-from let_core.statement import custom_paper_statement, format_energy, paper_statement, statement_from_totals
+from let_core.results.counting import _FIELDS, AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals
+from let_core.statement import custom_paper_statement, paper_statement, statement_from_totals
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
+from tests.launches import launched_together
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -71,51 +72,6 @@ def _same(a: Totals, b: Totals) -> None:
         assert getattr(a, name) == getattr(b, name), name
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs=st.lists(run, min_size=1, max_size=25))
-def test_cache_frame_results_and_statement_agree(runs: list[dict], tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder = tmp_path_factory.mktemp("store")
-    store = Store(folder)
-    for index, spec in enumerate(runs):
-        store.append(_rows(spec, index))
-    frame = load_results(folder, dataset=str(folder / "none"))
-    streamed, vectorised = cached_totals(folder), frame_totals(frame)
-    _same(streamed, vectorised)
-    _same(cached_totals(folder), streamed)  # from the cache file this time
-    # A missing cache over a large store is rebuilt vectorised: the same totals, and a cache
-    # that later appends continue row by row.
-    from let_core.results import cache as cache_module
-
-    cache_path(store).unlink()
-    threshold, cache_module.VECTORISED_ABOVE = cache_module.VECTORISED_ABOVE, 0
-    try:
-        _same(cached_totals(folder), streamed)
-    finally:
-        cache_module.VECTORISED_ABOVE = threshold
-    store.append(_rows(runs[0], len(runs)))
-    _same(cached_totals(folder), frame_totals(load_results(folder, dataset=str(folder / "none"))))
-    store.append(_rows(runs[-1], len(runs) + 1))
-    frame = load_results(folder, dataset=str(folder / "none"))
-    streamed, vectorised = cached_totals(folder), frame_totals(frame)
-    _same(streamed, vectorised)
-    for project in ("p", "q", "r\x1fs"):  # filters, with a separator character in a name
-        _same(cached_totals(folder, project_name=project), frame_totals(frame[frame["project_name"] == project]))
-    by_project = aggregate(frame, "project")
-    assert by_project["kwh"].sum() == streamed.energy_kwh and by_project["runs"].sum() == streamed.runs
-    by_job = aggregate(frame, "job")
-    assert by_job["kwh"].sum() == streamed.energy_kwh
-    if streamed.empty:
-        with pytest.raises(ConfigurationError, match=r"no stored runs|stored row\(s\) .* has an energy value"):
-            paper_statement(folder, dataset=str(folder / "none"))
-        return
-    text = paper_statement(folder, dataset=str(folder / "none"))
-    assert text == statement_from_totals(vectorised)
-    result = CliRunner().invoke(cli, ["results", "--by", "project", "--output-dir", str(folder),
-                                      "--dataset", str(folder / "none")])
-    total = [line.split() for line in result.output.splitlines() if line.startswith("total")][0]
-    assert " ".join(total[2:4]) == format_energy(streamed.energy_kwh) and int(total[1]) == streamed.runs
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(runs=st.lists(run, min_size=1, max_size=20))
 def test_parquet_dataset_counts_as_the_store(runs: list[dict], tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -150,17 +106,11 @@ def test_parquet_dataset_counts_as_the_store(runs: list[dict], tmp_path_factory:
         assert paper_statement(only_dataset, dataset=dataset) == paper_statement(folder, dataset=str(folder / "none"))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs=st.lists(run, min_size=1, max_size=20), save_above=st.sampled_from([0, 1, 600, 8 << 10, 1 << 30]))
-def test_cache_that_lags_behind_the_store_still_counts_exactly(
-        runs: list[dict], save_above: int, tmp_path_factory: pytest.TempPathFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache is rewritten only after SAVE_ABOVE new bytes; in between each call folds the
-    uncovered rows in memory. Whatever the threshold, after every append the cached totals are
-    the frame totals, and the cache file never covers bytes the store does not hold."""
-    from let_core.results import cache as cache_module
-
-    monkeypatch.setattr(cache_module, "SAVE_ABOVE", save_above)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(run, min_size=1, max_size=20))
+def test_cache_after_every_append_counts_exactly(runs: list[dict], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """After every append the cached totals are the frame totals, and the cache file never
+    covers bytes the store does not hold."""
     folder = tmp_path_factory.mktemp("store")
     store = Store(folder)
     for index, spec in enumerate(runs):
@@ -168,23 +118,6 @@ def test_cache_that_lags_behind_the_store_still_counts_exactly(
         _same(cached_totals(folder), frame_totals(load_results(folder, dataset=str(folder / "none"))))
         covered = json.loads(cache_path(store).read_text())["offset"]
         assert covered <= store.path.stat().st_size
-
-
-def test_small_appends_fold_in_memory_and_large_ones_rewrite_the_cache(let_home: Path) -> None:
-    from let_core.results import cache as cache_module
-
-    _track("lag", backends=[ManualBackend(energy_kwh=0.5)])
-    assert cached_totals().energy_kwh == 0.5
-    cache = cache_path(Store())
-    before = cache.read_bytes()
-    _track("lag", backends=[ManualBackend(energy_kwh=0.25)])
-    assert cached_totals().energy_kwh == 0.75  # counted, from the cache plus the new line
-    assert cache.read_bytes() == before  # ... without rewriting the cache
-    while Store().path.stat().st_size - json.loads(before)["offset"] <= cache_module.SAVE_ABOVE:
-        _track("lag", backends=[ManualBackend(energy_kwh=0.25)])
-    runs = len(load_results(project_name="lag"))
-    assert cached_totals().energy_kwh == 0.5 + 0.25 * (runs - 1)
-    assert json.loads(cache.read_text())["offset"] == Store().path.stat().st_size
 
 
 def test_blank_energy_warning_is_given_once_though_small_tails_are_not_saved(let_home: Path) -> None:
@@ -252,6 +185,7 @@ def test_ranks_measured_both_ways_agree_on_every_path(let_home: Path, monkeypatc
         _track("job", backends=[ManualBackend(energy_kwh=1.0, name="cc", hardware="Xeon"),
                                 ManualBackend(energy_kwh=1.5, kind="metered", name="socket", hardware="box",
                                               methodology="Tasmota smart socket")])
+    launched_together(let_home / STORE_FILE, "99")
     cached, framed = cached_totals(project_name="job"), frame_totals(load_results(project_name="job"))
     _same(cached, framed)
     assert cached.energy_kwh == pytest.approx(1.5) and cached.paired_runs == 4

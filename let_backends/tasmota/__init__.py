@@ -12,7 +12,8 @@ Importing this package is cheap: requests, fastapi and uvicorn load when first u
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from let_backends.tasmota.backend import TasmotaBackend
 from let_core.hookspecs import hookimpl

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_hostname, server_location
 from let_core.errors import ConfigurationError, LetError, LetWarning

@@ -10,8 +10,13 @@ from typing import Any
 
 import click
 
-from let_backends.tasmota.config import (DEFAULT_SERVER_PORT, load_server_config, parse_server_config,
-                                         server_location, write_remote_config)
+from let_backends.tasmota.config import (
+    DEFAULT_SERVER_PORT,
+    load_server_config,
+    parse_server_config,
+    server_location,
+    write_remote_config,
+)
 from let_core.errors import LetError
 
 

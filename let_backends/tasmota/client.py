@@ -15,8 +15,15 @@ import warnings
 from datetime import datetime, timezone
 from typing import Any
 
-from let_backends.tasmota.config import (NOT_CONFIGURED, ServerLocation, ca_bundle, client_hostname,
-                                         client_timeout, server_location, token)
+from let_backends.tasmota.config import (
+    NOT_CONFIGURED,
+    ServerLocation,
+    ca_bundle,
+    client_hostname,
+    client_timeout,
+    server_location,
+    token,
+)
 from let_core.errors import LetError, LetWarning
 
 TRACKING_MODE = "GroundTruth"

@@ -10,8 +10,9 @@ import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from attrs import frozen
 

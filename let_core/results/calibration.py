@@ -35,8 +35,9 @@ import os
 import re
 import urllib.parse
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
 
