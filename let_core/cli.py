@@ -293,10 +293,8 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
            user: str | None, hostname: str | None, dataset: str | None) -> None:
     """Export stored runs with a reporter: `lett export strep --project NAME DIR`, `lett export parquet URI`."""
     from let_core.interfaces import Settings
-    from let_core.plugins import get_factory
+    from let_core.plugins import get_factory, registry
     from let_core.results import load_results
-
-    from let_core.plugins import registry
 
     formats = sorted(name for name, item in registry().reporters.items()
                      if callable(getattr(item.factory, "export", None)))

@@ -501,8 +501,8 @@ def _close_backends(backends: tuple[Backend, ...]) -> None:
 
 
 def _is_plugin(kind: PluginKind, name: str) -> bool:
-    from let_core.plugins import get_factory
     from let_core.errors import PluginError
+    from let_core.plugins import get_factory
 
     try:
         get_factory(kind, name)
