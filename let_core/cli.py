@@ -159,7 +159,7 @@ def no_match_message(output_dir: str | None, dataset: str | None, project_name: 
         names = sorted({str(v) for v in present[column].dropna().unique()}) if column in present else []
         if value in names:
             continue
-        close = difflib.get_close_matches(value, names, n=3)
+        close = difflib.get_close_matches(str(value), names, n=3)
         hints.append(f"{flag} {value!r} matches none; did you mean {' or '.join(map(repr, close))}?" if close
                      else f"{flag} {value!r} matches none; stored: {', '.join(names[:10]) or 'none'}"
                      + (" ..." if len(names) > 10 else ""))

@@ -286,7 +286,7 @@ def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = (
         declared = getattr(_backend_factory(backend), "statement_phrases", None)
         if isinstance(declared, Mapping):
             phrases.update({k: v for k, v in declared.items() if isinstance(k, str) and isinstance(v, str)})
-    labels = _versions_once(dict.fromkeys(phrases.get(m, m) for m in methodologies if m))
+    labels = _versions_once(list(dict.fromkeys(phrases.get(m, m) for m in methodologies if m)))
     counters = [m[: -len(_COUNTERS_SUFFIX)] for m in labels if m.endswith(_COUNTERS_SUFFIX)]
     others = [m for m in labels if not m.endswith(_COUNTERS_SUFFIX)]
     if counters:

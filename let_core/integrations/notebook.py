@@ -14,7 +14,7 @@ import argparse
 import contextvars
 import shlex
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from let_core.errors import ConfigurationError
 from let_core.live import format_status
@@ -65,8 +65,9 @@ class LiveDisplay:
 
     def __enter__(self) -> LiveDisplay:
         if self.enabled:
-            from IPython.display import display
+            from IPython.display import display as untyped_display
 
+            display: Callable[..., Any] = untyped_display  # IPython's display() has no annotations
             self._handle = display({"text/plain": "LET 0:00 | starting"}, raw=True, display_id=True)
             # The kernel sends output to the cell whose context it runs in: the thread gets this one's.
             context = contextvars.copy_context()
