@@ -9,8 +9,12 @@ from typing import Any, Iterable, Literal, Mapping, TypeVar
 
 from attrs import field, frozen
 
-Kind = Literal["estimate", "metered"]
-KINDS: tuple[Kind, ...] = ("estimate", "metered")
+from let_core.jobs import JOB_COLUMNS
+
+Kind = Literal["estimate", "metered", "attributed"]
+#: "attributed": a process tree's share of another row's machine figure (``let_core.attribution``);
+#: never added to the figures it is a share of.
+KINDS: tuple[Kind, ...] = ("estimate", "metered", "attributed")
 Status = Literal["ok", "failed"]
 
 #: Scope of a whole machine at the wall; overlaps every other scope.
@@ -229,8 +233,7 @@ class Run:
             "carbon_intensity": self.carbon_intensity,
             "task": self.task,
             "parent_run_id": self.parent_run_id,
-            "job_id": self.environment.get("job_id", ""),
-            "rank": self.environment.get("rank", ""),
+            **{column: self.environment.get(column, "") for column in JOB_COLUMNS},
             "metrics": _json_or_blank(self.metrics),
             "params": _json_or_blank(self.params),
             "extra": _json_or_blank(leftovers),
@@ -267,6 +270,7 @@ LET_COLUMNS: tuple[str, ...] = (
     "let_version", "user", "hostname", "backend", "methodology", "kind", "scope", "hardware",
     "run_status", "error", "start_time", "carbon_intensity", "task", "parent_run_id", "job_id",
     "rank", "metrics", "params", "extra", "coverage", "gap_count", "gap_seconds",
+    *(column for column in JOB_COLUMNS if column not in ("job_id", "rank")),
 )
 
 STORE_COLUMNS: tuple[str, ...] = CODECARBON_COLUMNS + LET_COLUMNS
