@@ -126,8 +126,8 @@ class ProcessTree:
 class ProcessShare:
     """Samples a process tree beside a run and turns the machine's figures into its shares."""
 
-    def __init__(self, interval_s: float, root_pid: int | None = None, proc: Path = PROC) -> None:
-        self.tree = ProcessTree(os.getpid() if root_pid is None else root_pid, proc)
+    def __init__(self, interval_s: float, root_pid: int | None = None, proc: Path | None = None) -> None:
+        self.tree = ProcessTree(os.getpid() if root_pid is None else root_pid, PROC if proc is None else proc)
         self.meter = Meter([Channel("process_cpu", "counter", TICK_S), Channel("machine_cpu", "counter", TICK_S),
                             Channel("process_ram", "power", 1.0), Channel("machine_ram", "power", 1.0)],
                            self.tree.read)

@@ -436,17 +436,21 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.option("--project", "project_name", default="default", show_default=True)
 @click.option("--backend", "backends", multiple=True, help="Backend name (repeatable; default: auto).")
 @click.option("--output-dir", default=None)
+@click.option("--attribution", type=click.Choice(["none", "process"]), default=None,
+              help="process: also record the command's share of the machine's figures "
+                   "(CPU time, memory), beside them (default: LET_ATTRIBUTION, else none).")
 @_country_options
 @_QUIET
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, country: str | None,
-        carbon_intensity: float | None, quiet: bool, command: tuple[str, ...]) -> None:
+def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, attribution: str | None,
+        country: str | None, carbon_intensity: float | None, quiet: bool, command: tuple[str, ...]) -> None:
     """Track a command: `let run --project NAME -- python train.py`."""
     from let_core.live import StatusLine
     from let_core.tracker import EnergyTracker
 
     tracker = EnergyTracker(project_name=project_name, backends=list(backends) or None,
-                            output_dir=output_dir, **_tracker_country(country, carbon_intensity))
+                            output_dir=output_dir, attribution=attribution,
+                            **_tracker_country(country, carbon_intensity))
     tracker.start()
     try:
         with StatusLine(tracker, enabled=False if quiet else None):

@@ -126,10 +126,15 @@ def detect(env: Mapping[str, str] | None = None) -> Job:
         size_var, size = _first(env, "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
         local = _first(env, "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")[1]
         node = _first(env, "SLURM_NODEID")[1]
-    else:
+    elif _first(env, "SLURM_STEP_ID", "SLURM_STEPID")[1]:
         rank_var, rank = _first(env, "SLURM_PROCID")
         size_var, size = _first(env, "SLURM_NTASKS") if rank else ("", "")
         local = _first(env, "SLURM_LOCALID")[1]
+        node = _first(env, "SLURM_NODEID")[1]
+    else:
+        # A Slurm batch script (or no launcher): Slurm sets SLURM_PROCID=0 there too, but the
+        # script is no rank of a launch; its runs one after another each count.
+        rank_var = rank = size_var = size = local = ""
         node = _first(env, "SLURM_NODEID")[1]
     if not size_var:
         size_var = {"RANK": "WORLD_SIZE", "SLURM_PROCID": "SLURM_NTASKS"}.get(rank_var, "OMPI_COMM_WORLD_SIZE")

@@ -130,3 +130,13 @@ def test_codecarbon_inside_slurm_without_scontrol_still_estimates(tmp_path: Path
     assert result["error"] == "" and result["energy"] > 0
     assert "scontrol" in result["note"] and "4242" in result["note"]
     assert result["cpu_count"] == os.cpu_count()
+
+
+def test_slurm_batch_script_is_no_rank(no_launcher: pytest.MonkeyPatch) -> None:
+    # What sbatch -n 2 sets in the batch script itself (no SLURM_STEP_ID): not a launch's rank.
+    for name, value in {"SLURM_JOB_ID": "3", "SLURM_PROCID": "0", "SLURM_NTASKS": "2",
+                        "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        no_launcher.setenv(name, value)
+    job = jobs.detect()
+    assert job.fields() == {"launcher": "slurm", "job_id": "3", "node_id": "0"}
+    assert not job.multi_rank

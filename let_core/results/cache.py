@@ -29,7 +29,7 @@ from let_core.store import (FILTER_KEYS, Store, _check_filters, _data_end, _effe
                             _header_length, _iter_rows, _matches, _read_header,
                             check_emissions_header)
 
-_VERSION = 4
+_VERSION = 5  # 5: the job rule keys ranks by step and launch too
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
 VECTORISED_ABOVE = 4 << 20
 _TAIL = 4096  # bytes before the offset whose digest must match

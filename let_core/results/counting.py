@@ -20,9 +20,11 @@ The rule, per run (the rows of one run id; task rows are parts of a run and neve
    estimate).
 5. A run is *measured both ways* when metered figures replaced its estimates entirely; the
    statement then gives the ratio.
-6. Ranks of one multi-process job on one host that measured the same shared devices (same
-   job, host, backend and hardware; any scope but ``gpu``) count once: each row adds only what
-   it exceeds the largest such row stored before it.
+6. Ranks of one multi-process launch on one host that measured the same shared devices (same
+   job, step, launch, host, backend and hardware; any scope but ``gpu``) count once: each row
+   adds only what it exceeds the largest such row stored before it. A run that is no rank of
+   a launch (no rank recorded, or a launch of one process: runs one after another in a
+   Slurm batch script) counts in full.
 """
 
 from __future__ import annotations
@@ -303,7 +305,8 @@ class Accumulator:
 
     def _job_part(self, row: Mapping[str, Any], scope: str, energy: float) -> float:
         job = row.get("job_id") or ""
-        if not job or not shared_by_ranks(scope):
+        one_of_ranks = bool(row.get("rank") or "") and str(row.get("world_size") or "") != "1"
+        if not job or not one_of_ranks or not shared_by_ranks(scope):
             return energy
         import json
 
@@ -328,7 +331,7 @@ class Accumulator:
 
 
 #: The columns that identify "the same devices measured by several ranks of one job".
-_JOB_KEYS = ("project_name", "user", "job_id", "hostname", "backend", "hardware")
+_JOB_KEYS = ("project_name", "user", "job_id", "step_id", "launch_id", "hostname", "backend", "hardware")
 
 
 def _bump(counts: dict[str, int], name: Any) -> None:
@@ -369,13 +372,15 @@ GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "back
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
                                    "carbon_intensity", "methodology", "hardware", "job_id", "hostname",
-                                   "backend", "project_name", "user", "duration", "coverage")
+                                   "backend", "project_name", "user", "duration", "coverage",
+                                   "step_id", "launch_id", "rank", "world_size")
 #: The text columns counting groups by (``_Columns.codes``): the Parquet reader keeps their
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
 #: What ``aggregate`` (``let results --by``) reads.
-AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS
+#: ``--by job`` also shows each job's nodes, ranks and wall time.
+AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("node_id", "start_time", "timestamp")
 
 # A run's rows are encoded as one integer, base (row states + 1), one digit per row; runs
 # longer than this go through ``decide`` one by one.
@@ -650,7 +655,8 @@ def _shared_job_rows(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     host measures alike (not a per-GPU figure)."""
     import numpy as np
 
-    candidates = (roles > 0) & ~columns.empty("job_id")
+    candidates = ((roles > 0) & ~columns.empty("job_id") & ~columns.empty("rank")
+                  & ~columns.equals("world_size", "1"))
     if not candidates.any():
         return np.flatnonzero(candidates)
     scope_codes, scope_labels = columns.codes("scope")
