@@ -163,14 +163,19 @@ def _print_groups(frame: Any, by: str, as_json: bool, looked: Any) -> None:
         return
     rows = [[str(r[by]) or "(none)", str(int(r["runs"])), f"{r['kwh']:.6f}", f"{r['kg']:.6f}", f"{r['hours']:.3f}",
              _coverage(r["coverage"])] for r in groups.to_dict(orient="records")]
+    header = [by, "runs", "kWh", "kg CO2e", "hours", "metered"]
+    if by == "job":
+        header += ["nodes", "ranks", "wall"]
+        for row, r in zip(rows, groups.to_dict(orient="records")):
+            row += [str(int(r["nodes"])), str(int(r["ranks"])), _fmt(r["wall_s"], "s")]
     # The total is what the runs count for (the statement's figure), each run once. Per
     # project, host or job that is the groups' sum; backends that measured the same run
     # overlap, so per backend it is not, and the label says so.
     totals = frame_totals(frame)
     label = "total" if by != "backend" else "total (each run once)"
     rows.append([label, str(totals.runs), f"{totals.energy_kwh:.6f}", f"{totals.emissions_kg:.6f}",
-                 f"{run_hours(frame):.3f}", _coverage(totals.coverage)])
-    click.echo(format_table([by, "runs", "kWh", "kg CO2e", "hours", "metered"], rows))
+                 f"{run_hours(frame):.3f}", _coverage(totals.coverage)] + [""] * (len(header) - 6))
+    click.echo(format_table(header, rows))
     if by == "backend":
         click.echo("\nBackends that measured the same run overlap: the total counts each run once, "
                    "as the statement does, not the column's sum.")
