@@ -76,10 +76,14 @@ def _tracker_country(country: str | None, carbon_intensity: float | None) -> dic
               help="Custom statement: whether the energy was measured or estimated "
                    "(default: by what the methodology names).")
 @_country_options
+@click.option("--no-calibration", "no_calibration", is_flag=True,
+              help="Leave out the wall-socket-calibrated figures of estimate-only runs.")
+@click.option("--transfer", is_flag=True,
+              help="Hosts with identical CPU and GPU models may borrow a calibration (the statement says so).")
 def statement(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
               dataset: str | None, methodology: str | None, hardware: str | None,
               consumed_energy: float | None, kind: str | None, country: str | None,
-              carbon_intensity: float | None) -> None:
+              carbon_intensity: float | None, no_calibration: bool, transfer: bool) -> None:
     """Print the paper statement for the stored runs (or a custom one).
 
     --country / --carbon-intensity restate the emissions at that grid's intensity (a custom
@@ -99,7 +103,8 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
                                           kind=kind))
         return
     click.echo(paper_statement(output_dir, project_name, user, hostname, dataset=dataset,
-                               carbon_intensity=intensity))
+                               carbon_intensity=intensity, calibration=not no_calibration,
+                               transfer=transfer))
 
 
 _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
@@ -113,15 +118,21 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 @click.option("--by", type=click.Choice(["project", "host", "backend", "job"]), default=None,
               help="Sum per project, host, backend or job (ranks of a multi-node job count as one).")
 @click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("--calibrated", is_flag=True,
+              help="Add each estimate's wall-socket-calibrated kWh and interval (`let calibration`).")
+@click.option("--transfer", is_flag=True,
+              help="With --calibrated: hosts with identical CPU and GPU models borrow a calibration.")
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
-            as_json: bool, limit: int, by: str | None, dataset: str | None) -> None:
+            as_json: bool, limit: int, by: str | None, dataset: str | None, calibrated: bool,
+            transfer: bool) -> None:
     """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
     from let_core.results import AGGREGATE_COLUMNS, load_results
     from let_core.results.loading import where
 
     # Only the columns shown or summed: over a million runs that is a third of the memory.
     columns = AGGREGATE_COLUMNS if by is not None else None if as_json else _TABLE_COLUMNS
-    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=columns)
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=columns,
+                         calibrated=calibrated and by is None, transfer=transfer)
     if by is not None:
         _print_groups(frame, by, as_json, lambda: where(output_dir, dataset))
         return
@@ -142,6 +153,10 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     shown["emissions"] = shown["emissions"].map(lambda v: _scaled_or_dash(format_emissions, v * 1000))
     shown["duration"] = shown["duration"].map(lambda v: _fmt(v, "s"))
     shown["run_id"] = shown["run_id"].astype(str).str[:8]
+    if calibrated:
+        from let_core.results.calibration import calibrated_cells
+
+        shown["calibrated"] = calibrated_cells(frame)
     click.echo(format_table(list(shown.columns), shown.astype(str).values.tolist()))
 
 
@@ -244,11 +259,23 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
 @filter_options
 @click.option("-o", "--output", "output", default="energy.png", show_default=True, help="Image file to write.")
 @click.option("--dataset", default=None, help="Parquet dataset to read too.")
+@click.option("--calibration", "calibration", is_flag=True,
+              help="Draw each calibrated host's calibration (paired runs, fitted line and band, corrected runs).")
 def plot(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
-         output: str, dataset: str | None) -> None:
+         output: str, dataset: str | None, calibration: bool) -> None:
     """Draw energy per run over time (and estimate vs metered when both exist) with matplotlib."""
     from let_core.plot import PLOT_COLUMNS, plot_energy
     from let_core.results import load_results
+
+    if calibration:
+        from let_core.plot import plot_calibration
+        from let_core.results.calibration import load_calibrations, view_data
+
+        found = load_calibrations()
+        stored = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+        click.echo(plot_calibration([view_data(stored, c) for h, c in sorted(found.items())
+                                     if hostname is None or h == hostname], output))
+        return
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=PLOT_COLUMNS)
     if frame.empty:

@@ -63,7 +63,26 @@ def diagnose(output_dir: str | os.PathLike[str] | None = None,
     findings += _store_findings(store)
     findings += _sibling_findings(store)
     findings += _dataset_findings(store, dataset)
+    findings += _low_power_findings(store)
     return Report(findings, [])
+
+
+def _low_power_findings(store: Store) -> list[Finding]:
+    """Wall-socket runs whose mean power was below what a Tasmota socket reads well."""
+    from let_core.records import as_float
+    from let_core.results.calibration import LOW_POWER_W, low_power
+
+    if not store.path.is_file():
+        return []
+    try:
+        low = sum(1 for row in store.rows() if row.get("backend") == "tasmota" and row.get("kind") == "metered"
+                  and low_power(as_float(row.get("energy_consumed")), as_float(row.get("duration"))))
+    except (StoreError, OSError):
+        return []  # the store's own findings say why it cannot be read
+    if not low:
+        return []
+    return [Finding(store.path, f"{low} wall-socket (tasmota) row(s) with a mean power below {LOW_POWER_W:.0f} W, "
+                                "where Tasmota sockets read poorly: treat those figures as rough", problem=False)]
 
 
 def _store_findings(store: Store) -> list[Finding]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from let_core.errors import ConfigurationError
 
@@ -75,3 +75,42 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     figure.savefig(output, dpi=120)
     plt.close(figure)
     return f"wrote {output}: {described}"
+
+
+def plot_calibration(views: list[dict[str, Any]], output: str) -> str:
+    """One panel per calibrated host (``calibration.view_data``): paired runs, the fitted line
+    and its band, and the estimate-only runs it corrected with their intervals."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigurationError("`let plot` needs matplotlib: pip install 'lamarr-energy-tracker[plot]'") from None
+    if not views:
+        raise ConfigurationError("no calibration to draw; `let calibration fit` makes one from runs measured both ways")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(views), figsize=(7 * len(views), 5), squeeze=False)
+    for axis, view in zip(axes[0], views):
+        line = view["line"]
+        axis.fill_between(line["estimate_w"], line["low_w"], line["high_w"], color="#1f6feb", alpha=0.15,
+                          label=f"{view['level']:.0%} interval ({view['band_duration_s'] / 60:.0f} min run)")
+        axis.plot(line["estimate_w"], line["wall_w"], color="#1f6feb", label="fitted calibration")
+        axis.plot(line["estimate_w"], line["estimate_w"], color="grey", linestyle="--", label="wall = estimate")
+        axis.scatter(view["paired"]["estimate_w"], view["paired"]["wall_w"], s=12, color="#333",
+                     label=f"paired runs ({len(view['paired']['wall_w'])})")
+        corrected = view["corrected"]
+        if corrected["calibrated_w"]:
+            lows = [c - lo for c, lo in zip(corrected["calibrated_w"], corrected["low_w"])]
+            highs = [hi - c for c, hi in zip(corrected["calibrated_w"], corrected["high_w"])]
+            axis.errorbar(corrected["estimate_w"], corrected["calibrated_w"], yerr=[lows, highs], fmt="o",
+                          color="#d97706", markersize=4, capsize=2,
+                          label=f"corrected estimate-only runs ({len(corrected['calibrated_w'])})")
+        axis.set_title(f"{view['host']}: held-out error {view['cv_error'] * 100:.1f}%, "
+                       f"{view['interval_coverage']:.0%} inside the interval", fontsize=10)
+        axis.set_xlabel("estimate's mean power (W)")
+        axis.set_ylabel("wall mean power (W)")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return f"wrote {output}: calibration of {', '.join(v['host'] for v in views)}"

@@ -37,6 +37,7 @@ BUILTINS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "let_reporters.strep": (("reporter", "strep", False),),
     "let_reporters.mlflow": (("reporter", "mlflow", True),),
     "let_reporters.statement": (("reporter", "statement", True),),
+    "let_core.calibration_cli": (),  # commands only: `let calibration`
 }
 DEFAULT_PLUGINS: tuple[str, ...] = tuple(BUILTINS)
 ENTRY_POINT_GROUP = "let"

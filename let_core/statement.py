@@ -279,9 +279,10 @@ def _percent(fraction: float) -> str:
     return f"{math.floor(fraction * 100)}%"
 
 
-def statement_from_totals(totals: Any) -> str:
+def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     """The statement for counted ``Totals`` (``let_core.results.counting``): every number in it
-    is one of the totals' fields, formatted by one rule."""
+    is one of the totals' fields, formatted by one rule. ``calibrated`` is the sentence on
+    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any."""
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
                                  "(`let demo` runs one) or check the project/user/host filters")
@@ -322,6 +323,8 @@ def statement_from_totals(totals: Any) -> str:
         parts.append(f"For {runs}, {methodology_phrase(paired_methods, paired_backends)} estimated "
                      f"{format_energy(totals.paired_estimate_kwh)}{_cite(cite)}; the measured "
                      f"{format_energy(totals.paired_metered_kwh)} is {ratio:.2f}x the estimate.")
+    if calibrated:
+        parts.append(calibrated)
     parts.append(_ESTIMATE_NOTE if estimated else _METERED_NOTE)
     text = " ".join(parts)
     compared = comparison(totals.emissions_kg * 1000)
@@ -334,12 +337,15 @@ def statement_from_totals(totals: Any) -> str:
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                     user: str | None = None, hostname: str | None = None, *,
                     dataset: str | os.PathLike[str] | None = None,
-                    carbon_intensity: float | None = None) -> str:
+                    carbon_intensity: float | None = None, calibration: bool = True,
+                    transfer: bool = False) -> str:
     """The statement for every stored run matching the filters, from every source
     ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``).
 
     ``carbon_intensity`` (gCO2/kWh) restates the emissions at that intensity instead of the
-    one each run was recorded with.
+    one each run was recorded with. With ``calibration`` (the default), estimate-only runs of
+    hosts with a wall-socket calibration also get the corrected figure and its interval;
+    ``transfer`` lets hosts of identical CPU and GPU models borrow a calibration.
     """
     from let_core.results.loading import counted_totals, where
 
@@ -362,7 +368,26 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
                                  + "; track a run first or check the filters (`let results`)")
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
-    return statement_from_totals(totals)
+    return statement_from_totals(totals, _calibrated_sentence(output_dir, project_name, user, hostname,
+                                                              dataset, calibration, transfer))
+
+
+def _calibrated_sentence(output_dir: str | os.PathLike[str] | None, project_name: str | None, user: str | None,
+                         hostname: str | None, dataset: str | os.PathLike[str] | None, calibration: bool,
+                         transfer: bool) -> str | None:
+    """The metered figures' interval where their sockets were checked, and (with ``calibration``)
+    the corrected figure of estimate-only runs on calibrated hosts."""
+    from let_core.results.calibration import has_calibrations, statement_sentence
+
+    if not has_calibrations():  # the rows are read only when a calibration or socket check exists
+        return None
+    from let_core.results.calibration import metered_sentence
+    from let_core.results.loading import load_results
+
+    frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    sentences = [s for s in (metered_sentence(frame),
+                             statement_sentence(frame, transfer=transfer) if calibration else None) if s]
+    return " ".join(sentences) or None
 
 
 def at_intensity(totals: Any, carbon_intensity: float) -> Any:

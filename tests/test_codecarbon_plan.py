@@ -253,8 +253,9 @@ def test_runs_of_one_tracker_equal_runs_of_fresh_trackers(new_process):
         assert a.energy_kwh == pytest.approx(b.energy_kwh, rel=0.6)
     # A run that went on counting from the previous one (CodeCarbon's own restart) would hold
     # the 2 s burn: the idle 1 s run would be above it, and its RAM energy 3x the fresh one's.
+    # CodeCarbon's own stray on a loaded machine (up to 1.5x, above) stays under the 2x bound.
     assert one[1].energy_kwh < 0.8 * one[0].energy_kwh
-    assert one[1].ram_kwh < 1.2 * fresh[1].ram_kwh
+    assert one[1].ram_kwh < 2.0 * fresh[1].ram_kwh
 
 
 def test_a_reused_tracker_samples_during_the_run():

@@ -9,6 +9,7 @@ from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_h
 from let_core.errors import ConfigurationError, LetError, LetWarning
 from let_core.interfaces import Availability, LiveReading, Settings
 from let_core.records import Measurement
+from let_core.results.calibration import LOW_POWER_W, low_power
 
 METHODOLOGY = "Tasmota smart socket"
 # The validation study of CodeCarbon against wall measurements: what ground truth is cited with.
@@ -152,7 +153,12 @@ class TasmotaBackend:
         if q.get("partial"):
             _warn_once(f"ground truth: {self.location.url} was lost at stop ({q['partial']}); recorded the "
                        f"last figures seen, metered for {float(q.get('coverage') or 0):.0%} of the run.")
-        return self._measurement(result)
+        measurement = self._measurement(result)
+        if low_power(measurement.energy_kwh, measurement.duration_s):
+            _warn_once(f"ground truth: the socket saw a mean {measurement.energy_kwh * 3.6e6 / measurement.duration_s:.0f} W "
+                       f"over this run; Tasmota sockets read poorly below {LOW_POWER_W:.0f} W, so treat its "
+                       "figure as rough (and leave such runs out of a calibration's judgement)")
+        return measurement
 
     def stop(self) -> Measurement:
         if self._session is None:

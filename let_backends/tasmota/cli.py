@@ -137,6 +137,11 @@ def calibrate(host: str, volts: float | None, watts: float | None, amps: float |
         click.echo(f"verdict: measured {measured:g} W; give --watts (the load's true power) to check it")
         return
     off = (measured - watts) / watts * 100.0 if watts else float("inf")
+    if watts > 0:
+        from let_core.results.calibration import save_socket_check
+
+        # Kept, so statements can give this socket's metered figures an interval from it.
+        click.echo(f"check kept in {save_socket_check(host, watts, measured)}")
     if abs(off) <= tolerance:
         click.echo(f"verdict: OK - measured {measured:g} W vs expected {watts:g} W ({off:+.1f}%, within "
                    f"{tolerance:g}%)")

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                  user: str | None = None, hostname: str | None = None, *,
                  dataset: str | os.PathLike[str] | None = None,
-                 columns: Sequence[str] | None = None, latest_only: bool = True) -> pd.DataFrame:
+                 columns: Sequence[str] | None = None, latest_only: bool = True,
+                 calibrated: bool = False, transfer: bool = False) -> pd.DataFrame:
     """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
 
     Reads the central CSV store and the Parquet dataset together (``dataset=``, else
@@ -51,7 +52,24 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     A filter that matches nothing gives an empty frame. ``columns=`` reads only those columns
     (and the few that filtering and deduplication need): a table over millions of runs then
     costs a fraction of the memory.
+
+    ``calibrated=True`` adds ``calibrated_kwh``, ``calibrated_low_kwh``, ``calibrated_high_kwh``
+    (and ``calibrated_by``, ``calibrated_outside_range``) for estimate rows of hosts with a
+    wall-socket calibration (``let calibration fit``), blank elsewhere; ``transfer=True`` lets a
+    host with identical CPU and GPU models borrow one (``let_core.results.calibration``).
     """
+    if calibrated:
+        from let_core.results.calibration import CALIBRATION_COLUMNS, calibrate_frame
+
+        wanted = None if columns is None else list(columns)
+        read = None if columns is None else [*columns, *CALIBRATION_COLUMNS]
+        frame = calibrate_frame(load_results(output_dir, project_name, user, hostname, dataset=dataset,
+                                             columns=read, latest_only=latest_only), transfer=transfer)
+        if wanted is None:
+            return frame
+        from let_core.results.calibration import CALIBRATED_COLUMNS
+
+        return frame[[c for c in frame.columns if c in {*wanted, *CALIBRATED_COLUMNS}]]
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     _check_filters(filters)
     store, root = sources(output_dir, dataset)

@@ -8,6 +8,7 @@ offline); their data comes from the JSON API below, one page of rows or one aggr
 - ``GET /api/runs``                         one sorted page of rows of a filter
 - ``GET /api/summary``                      energy/emissions per day, estimate vs metered, totals
 - ``GET /api/statement``                    the statement of a filter and its BibTeX
+- ``GET /calibration``, ``/api/calibration``  each host's wall-socket calibration (``let calibration``)
 
 A bad filter is a 400 with a message; an unreadable store is a 503 whose message the pages
 show, and the server keeps serving (it retries when the store changes).
@@ -67,6 +68,7 @@ def create_app(dashboard: Dashboard) -> Any:
     app.get("/", include_in_schema=False)(page("runs", "Runs"))
     app.get("/project", include_in_schema=False)(page("project", "Project view"))
     app.get("/statement", include_in_schema=False)(page("statement", "Statement"))
+    app.get("/calibration", include_in_schema=False)(page("calibration", "Calibration"))
 
     def filters(project: Optional[str], user: Optional[str], host: Optional[str],
                 backend: Optional[str], status: Optional[str], kind: Optional[str],
@@ -98,6 +100,15 @@ def create_app(dashboard: Dashboard) -> Any:
                   backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
                   since: Optional[str] = None, until: Optional[str] = None) -> dict[str, Any]:
         return dashboard.statement(filters(project, user, host, backend, status, kind, since, until))
+
+    @app.get("/api/calibration", summary="Each calibrated host's paired runs, fitted line, band and corrected runs")
+    def calibration(host: Optional[str] = None) -> dict[str, Any]:
+        from let_core.results.calibration import calibration_views
+
+        try:
+            return calibration_views(dashboard.store.directory, dashboard.dataset, host)
+        except (OSError, ValueError) as exc:
+            raise StoreUnreadable(f"cannot read the LET store {dashboard.location}: {exc}") from exc
 
     return app
 
