@@ -8,8 +8,9 @@ from pathlib import Path
 
 from let_core._version import __version__
 from let_core.records import Measurement, Run
-from let_core.store import STORE_FILE, _encode
-from let_core.records import STORE_COLUMNS
+from let_core.csvfile import encode
+from let_core.store import STORE_FILE
+from let_core.schema import STORE_COLUMNS
 
 
 def sample_run(index: int = 0, project: str = "bench") -> Run:
@@ -29,14 +30,14 @@ def build_store(directory: Path, rows: int, projects: int = 10) -> Path:
     path = directory / STORE_FILE
     template = [sample_run(i, f"project-{i % projects}").rows(__version__)[0] for i in range(projects)]
     with open(path, "wb") as out:
-        out.write(_encode([], STORE_COLUMNS, header=True))
+        out.write(encode([], STORE_COLUMNS, header=True))
         batch = []
         for i in range(rows):
             row = dict(template[i % projects])
             row["run_id"] = f"{i:08d}-0000-4000-8000-{i:012d}"
             batch.append(row)
             if len(batch) == 50_000:
-                out.write(_encode(batch, STORE_COLUMNS, header=False))
+                out.write(encode(batch, STORE_COLUMNS, header=False))
                 batch = []
-        out.write(_encode(batch, STORE_COLUMNS, header=False))
+        out.write(encode(batch, STORE_COLUMNS, header=False))
     return path

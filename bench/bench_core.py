@@ -88,7 +88,7 @@ def main() -> None:
 
     from let_core._version import __version__
     from let_core.statement import paper_statement
-    from let_core.store import Store, load_results
+    from let_core import Store, load_results
     from let_reporters.statement import StatementReporter
     from let_core.tracker import EnergyTracker
     import io
@@ -106,7 +106,7 @@ def main() -> None:
         load_results(Path(tmp) / "store1000")
         print(f"first load_results in a process (imports pandas + pyarrow), 1,000 rows: "
               f"{time.perf_counter() - t0:6.2f} s")
-        from let_core.merge import TOTALS_COLUMNS
+        from let_core.results.counting import TOTALS_COLUMNS
 
         for label, columns in (("all columns", None), ("the statement's columns", TOTALS_COLUMNS)):
             times = []

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 
 def synthetic(n: int, seed: int = 0) -> pd.DataFrame:

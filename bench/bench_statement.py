@@ -64,13 +64,13 @@ def main() -> None:
         import pandas as pd  # noqa: F401  (imported before timing, as in a notebook)
 
         from let_core.dataset import locate, write_frame
-        from let_core.merge import TOTALS_COLUMNS, frame_totals
+        from let_core.results.counting import TOTALS_COLUMNS, frame_totals
         from let_core.statement import statement_from_totals
 
         try:
             from let_core.results import load_results
         except ImportError:  # before the read side moved
-            from let_core.store import load_results  # type: ignore[no-redef]
+            from let_core import load_results  # type: ignore[no-redef]
         frame = load_results(store, dataset=str(work / "none"))
         dataset = work / "dataset"
         write_frame(locate(dataset), frame)

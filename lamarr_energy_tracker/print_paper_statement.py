@@ -80,7 +80,7 @@ def format_summary(results: pd.DataFrame) -> tuple[str, str, str, int]:
 
     if "kind" not in results.columns:
         # a frame read by hand (pd.read_csv of a 0.1.x or CodeCarbon file): LET's columns first
-        from let_core.records import legacy_fields
+        from let_core.schema import legacy_fields
 
         results = results.assign(**{
             column: values for column, values in _legacy_columns(results, legacy_fields).items()})

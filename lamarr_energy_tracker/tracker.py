@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from let_core.errors import LetWarning
 from let_core.results import load_results
 from let_core.statement import print_paper_statement
-from let_core.store import delete_results
+from let_core.results.loading import delete_results
 from let_core.tracker import EnergyTracker as _LetTracker
 
 __all__ = ["EnergyTracker", "delete_results", "format_summary", "load_results",

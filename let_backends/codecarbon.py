@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 from let_core.errors import ConfigurationError, LetError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, LiveReading, Settings
-from let_core.records import CODECARBON_COLUMNS, Measurement, codecarbon_scope, hardware_from_codecarbon
+from let_core.records import Measurement
+from let_core.schema import CODECARBON_COLUMNS, codecarbon_scope, hardware_from_codecarbon
 
 if TYPE_CHECKING:
     import click

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from let_core.statement import (custom_paper_statement, paper_statement,
                                     print_custom_paper_statement, print_paper_statement)
     from let_core.results import load_results
-    from let_core.store import Store, delete_results
+    from let_core.results.loading import delete_results
+    from let_core.store import Store
     from let_core.tracker import EnergyTracker, track_energy
 
 _EXPORTS = {
@@ -32,7 +33,7 @@ _EXPORTS = {
     "Availability": "let_core.interfaces",
     "Settings": "let_core.interfaces",
     "load_results": "let_core.results.loading",
-    "delete_results": "let_core.store",
+    "delete_results": "let_core.results.loading",
     "Store": "let_core.store",
     "paper_statement": "let_core.statement",
     "print_paper_statement": "let_core.statement",

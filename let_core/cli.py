@@ -318,21 +318,20 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 def delete(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
            yes: bool) -> None:
-    """Delete the stored rows that match the filters (all rows without filters)."""
-    from let_core.store import Store
+    """Delete the stored runs that match the filters (all runs without filters) from the
+    central store and the Parquet dataset, every source the statement reads."""
+    from let_core.results.loading import delete_results, where
 
-    store = Store(output_dir)
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    matching = sum(1 for row in store.rows()
-                   if all(v is None or row.get(k) == v for k, v in filters.items()))
-    if matching == 0:
-        click.echo("no stored rows match; nothing deleted")
-        return
-    what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL rows"
+    what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
+    looked = where(output_dir)
     if not yes:
-        click.confirm(f"Delete {matching} row(s) ({what}) from {store.path}?", abort=True)
-    removed = store.delete(**filters)
-    click.echo(f"deleted {removed} row(s) from {store.path}")
+        click.confirm(f"Delete the stored runs matching {what} from {looked}?", abort=True)
+    removed = delete_results(output_dir, **filters)
+    if removed == 0:
+        click.echo("no stored runs match; nothing deleted")
+        return
+    click.echo(f"deleted {removed} run(s) from {looked}")
 
 
 @cli.command()

@@ -32,7 +32,7 @@ from attrs import frozen
 
 from let_core.config import is_uri
 from let_core.errors import ConfigurationError, StoreError
-from let_core.records import NUMERIC_COLUMNS, STORE_COLUMNS
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -341,9 +341,6 @@ class CompactReport:
 
 def compact(location: Location, min_files: int = 2) -> CompactReport:
     """Merge each partition's files into one file; files that arrive meanwhile are left alone."""
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
 
     if not exists(location):
         return CompactReport(0, 0, 0, 0)
@@ -460,3 +457,49 @@ def write_frame(location: Location, frame: pd.DataFrame) -> int:
         part = table.filter(pc.equal(key_array, partition))
         _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet", part)
     return table.num_rows
+
+
+# ----------------------------------------------------------------------------- deleting
+def delete_rows(location: Location, filters: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """Remove the rows matching every filter from the dataset's files; returns their
+    run_id/task (what ``load_results`` would have counted).
+
+    Per file: all rows match, the file is deleted; some match, the rest is written to a new
+    file of the partition first and the old file deleted after. A reader in between, or a
+    crash, sees the kept rows twice, which ``load_results`` reads once (one row per run,
+    backend and task); no matching row is ever kept and no other row lost.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    if not exists(location):
+        return []
+    fs = location.filesystem
+    removed: list[dict[str, str]] = []
+    for info in fs.get_file_info(pafs.FileSelector(location.path, recursive=True)):
+        if (info.type != pafs.FileType.File or not info.base_name.endswith(".parquet")
+                or info.base_name.startswith((".", "_"))):
+            continue
+        try:
+            with fs.open_input_file(info.path) as handle:
+                table = _conform(pq.read_table(handle))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `let doctor` "
+                             "names files that do not open, --repair moves them aside.") from exc
+        mask = pa.array([True] * table.num_rows, pa.bool_())
+        for key, value in filters.items():
+            if value is not None:
+                mask = pc.and_(mask, pc.fill_null(pc.equal(table[key], value), False))
+        matched = table.filter(mask)
+        if not matched.num_rows:
+            continue
+        removed += [{"run_id": r or "", "task": t or ""} for r, t in
+                    zip(matched["run_id"].to_pylist(), matched["task"].to_pylist())]
+        kept = table.filter(pc.invert(mask))
+        if kept.num_rows:
+            partition = info.path[len(location.path) + 1:].rsplit("/", 1)[0]
+            _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet", kept)
+        fs.delete_file(info.path)
+    return removed

@@ -24,10 +24,10 @@ from attrs import define, frozen
 
 from let_core.config import recovery_file
 from let_core.errors import StoreError
-from let_core.records import STORE_COLUMNS
-from let_core.store import (REWRITE_PREFIX, REWRITE_SUFFIX, Store, _data_end,
-                            _identity, _quarantine, _read_header, _tail,
-                            header_problem, read_rows_file, scan_lines)
+from let_core.csvfile import (DATA_ROW, data_end, header_length, header_trouble_kind, malformed, parse_line,
+                              quarantine, read_header, read_rows_file, scan_lines, tail)
+from let_core.schema import STORE_COLUMNS, header_problem, identity
+from let_core.store import REWRITE_PREFIX, REWRITE_SUFFIX, Store
 
 
 @frozen
@@ -94,12 +94,19 @@ def _store_findings(store: Store) -> list[Finding]:
         return [Finding(path, "no store yet (nothing recorded here)", problem=False)]
     found: list[Finding] = []
     try:
-        with store._locked(exclusive=False, create=False) as fd:
+        with store.locked(exclusive=False, create=False) as fd:
             if fd is None:
                 return []
-            header = _read_header(fd)
+            header = read_header(fd)
             if header is None:
                 return [Finding(path, "the store is empty", problem=False)]
+            trouble = header_trouble_kind(fd, path)
+            if trouble is not None:
+                kind, message = trouble
+                if kind == DATA_ROW and _widths(fd, header) | {len(header)} == {len(STORE_COLUMNS)}:
+                    message += "; --repair can: every row has LET's columns"
+                # Nothing below line 1 can be read as rows until this is fixed: no row counts.
+                return [Finding(path, message, 1)]
             if _read_bom(fd):
                 found.append(Finding(path, "starts with a byte order mark (read fine)", 1, problem=False))
             problem, widths = _header_issue(fd, header)
@@ -120,13 +127,14 @@ def _store_findings(store: Store) -> list[Finding]:
                 if len(fields) != len(header):
                     if problem is not None and len(widths) == 1:
                         continue  # the header's fault, reported once above
-                    found.append(Finding(path, f"malformed line: {len(fields)} fields where the "
-                                               f"header names {len(header)}", number))
+                    found.append(Finding(path, f"malformed line: {malformed(fields, len(header))}; "
+                                               "not counted (--repair moves it to the quarantine file)",
+                                         number))
                 elif not valid:
                     found.append(Finding(path, "bytes that are not UTF-8 (read as U+FFFD)", number))
-            size, last = _tail(fd)
+            size, last = tail(fd)
             if last < size:
-                if _data_end(fd, len(header)) == size:
+                if data_end(fd, len(header)) == size:
                     found.append(Finding(path, "the last line has no final line break; it is a row, "
                                                "the next append adds the line break", last_line,
                                          problem=False))
@@ -196,14 +204,14 @@ def _sibling_findings(store: Store) -> list[Finding]:
         nonlocal present
         if present is None:
             try:
-                present = {_identity(row) for row in store.rows()}
+                present = {identity(row) for row in store.rows()}
             except StoreError:
                 present = set()
         return present
 
     for backup in store.backups():
         try:
-            missing = sum(1 for row in read_rows_file(backup) if _identity(row) not in stored())
+            missing = sum(1 for row in read_rows_file(backup) if identity(row) not in stored())
         except StoreError as exc:
             found.append(Finding(backup, f"CodeCarbon backup does not open: {exc}"))
             continue
@@ -214,7 +222,7 @@ def _sibling_findings(store: Store) -> list[Finding]:
     rescue = recovery_file("rescue", store.path)
     if rescue.exists():
         try:
-            missing = sum(1 for row in read_rows_file(rescue) if _identity(row) not in stored())
+            missing = sum(1 for row in read_rows_file(rescue) if identity(row) not in stored())
         except StoreError as exc:
             missing = 0
             found.append(Finding(rescue, f"rescue file does not open: {exc}"))
@@ -304,14 +312,25 @@ def repair(output_dir: str | os.PathLike[str] | None = None,
 
 def _repair_store(store: Store) -> list[str]:
     actions: list[str] = []
-    with store._locked(exclusive=True, create=False) as fd:  # also removes orphan temporary files
+    with store.locked(exclusive=True, create=False) as fd:  # also removes orphan temporary files
         if fd is None:
             return actions
-        header = _read_header(fd)
+        header = read_header(fd)
         if header is None:
             return actions
+        trouble = header_trouble_kind(fd, store.path)
+        first_row: list[dict[str, str]] = []
+        if trouble is not None:
+            kind, message = trouble
+            if kind != DATA_ROW or _widths(fd, header) | {len(header)} != {len(STORE_COLUMNS)}:
+                return [f"left {store.path} as it is: {message}"]
+            # The header line was deleted: line 1 is the first row, kept, with LET's header above.
+            first_row = [dict(zip(STORE_COLUMNS, parse_line(os.pread(fd, header_length(fd), 0)
+                                                            .decode("utf-8", "replace").rstrip("\r\n"))))]
         columns = header
         problem, widths = _header_issue(fd, header)
+        if first_row:
+            problem, widths = "line 1 is a data row (the header line was deleted)", {len(STORE_COLUMNS)}
         if problem is not None:
             if widths != {len(STORE_COLUMNS)}:
                 return [f"left {store.path} as it is: its header is damaged ({problem}) and its rows "
@@ -319,8 +338,8 @@ def _repair_store(store: Store) -> list[str]:
             columns = list(STORE_COLUMNS)
         bad: list[tuple[int, bytes]] = []
         recoded = 0
-        size, last = _tail(fd)
-        torn = last < size and _data_end(fd, len(header)) < size
+        size, last = tail(fd)
+        torn = last < size and data_end(fd, len(header)) < size
         checks = list(scan_lines(fd, header))
         if problem is None and not torn and all(
                 not fields or (len(fields) == len(header) and valid) for _, fields, valid in checks):
@@ -329,8 +348,8 @@ def _repair_store(store: Store) -> list[str]:
         backup.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(store.path, backup)
         actions.append(f"copied {store.path} to {backup} before changing it")
-        raw_lines = _raw_lines(fd, _data_end(fd, len(header)))
-        keep: list[dict[str, str]] = []
+        raw_lines = _raw_lines(fd, data_end(fd, len(header)))
+        keep: list[dict[str, str]] = list(first_row)
         starts = [number for number, _, _ in checks] + [len(raw_lines) + 1]
         for index, (number, fields, valid) in enumerate(checks):
             if not fields:
@@ -346,14 +365,16 @@ def _repair_store(store: Store) -> list[str]:
         if torn:
             bad.append((len(checks) + 2, os.pread(fd, size - last, last)))
         if bad:
-            where = _quarantine(store.path, [line for _, line in bad])
+            where = quarantine(store.path, [line for _, line in bad])
             actions.append(f"moved {len(bad)} line(s) LET cannot parse (line "
                            f"{', '.join(str(n) for n, _ in bad[:10])}) to {where}")
         if recoded:
             actions.append(f"kept {recoded} row(s) with bytes that are not UTF-8, those bytes now U+FFFD")
-        if columns is not header:
+        if first_row:
+            actions.append(f"put LET's header line back above line 1 of {store.path}, which is a row")
+        elif columns is not header:
             actions.append(f"restored the damaged header of {store.path} to LET's columns")
-        store._rewrite(fd, columns, keep)
+        store.rewrite(fd, columns, keep)
         actions.append(f"rewrote {store.path} with {len(keep)} row(s)")
     return actions
 

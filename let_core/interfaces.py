@@ -47,10 +47,11 @@ class Settings:
 
         if not isinstance(project_name, str) or not project_name.strip():
             raise ConfigurationError(f"project_name must be a non-empty string, got {project_name!r}")
-        if "___" in project_name or "\n" in project_name:
-            raise ConfigurationError(
-                f"project_name {project_name!r} must not contain '___' or line breaks: LET stores "
-                "it in experiment_id as project___user___hostname.")
+        user, hostname = config.current_user(), config.hostname()
+        for what, name, fix in (("project_name", project_name, "choose another project_name"),
+                                ("user name", user, "set USER to a plain name"),
+                                ("host name", hostname, "set LET_HOSTNAME to a plain name")):
+            check_name(what, name, fix)
         interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
         if pue is not None:
             pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
@@ -72,8 +73,8 @@ class Settings:
             project_name=project_name,
             output_dir=Path(output_dir).expanduser() if output_dir is not None else config.let_home(),
             output_uri=output_uri,
-            user=config.current_user(),
-            hostname=config.hostname(),
+            user=user,
+            hostname=hostname,
             country_iso_code=country.iso_code,
             country_name=country.country_name,
             carbon_intensity=intensity,
@@ -83,6 +84,31 @@ class Settings:
             log_level=level,
             options=options,
         )
+
+
+#: Longest project, user or host name LET stores: far above any real one, and a bound on
+#: what one run adds to every row of the store.
+MAX_NAME_CHARS = 200
+
+
+def check_name(what: str, name: str, fix: str) -> None:
+    """Refuse a name the store would alter or that no filter could find again: ``___`` (the
+    separator of experiment_id's project___user___hostname), a control character (a line
+    break, ``\\r``, NUL ...), or more than MAX_NAME_CHARS characters."""
+    from let_core.errors import ConfigurationError
+    from let_core.schema import CONTROL_CHARACTERS
+
+    if "___" in name:
+        problem = "contains '___', the separator of experiment_id's project___user___hostname"
+    elif CONTROL_CHARACTERS.search(name) or "\t" in name or "\n" in name:
+        problem = "contains a control character (line break, carriage return, NUL, tab ...)"
+    elif len(name) > MAX_NAME_CHARS:
+        problem = f"is {len(name)} characters long, more than the {MAX_NAME_CHARS} LET stores"
+    else:
+        return
+    shown = name if len(name) <= 80 else name[:80] + "..."
+    raise ConfigurationError(f"{what} {shown!r} {problem}; {fix}. LET stores it in every row and "
+                             "filters results by it exactly, so it must be stored unchanged.")
 
 
 def _validate_cuda_devices(devices: Any) -> tuple[str, ...] | None:

@@ -23,6 +23,8 @@ from typing import Mapping
 
 from attrs import frozen
 
+from let_core.schema import JOB_COLUMNS
+
 #: Every variable ``detect`` reads (tests clear them; nothing else in LET reads them).
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_STEP_ID", "SLURM_STEPID", "SLURM_ARRAY_JOB_ID",
                    "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS")
@@ -34,9 +36,6 @@ MPI_VARIABLES = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COM
 OTHER_SCHEDULERS = ("LSB_JOBID", "PBS_JOBID")
 LAUNCHER_VARIABLES = SLURM_VARIABLES + TORCH_VARIABLES + ACCELERATE_VARIABLES + MPI_VARIABLES + OTHER_SCHEDULERS
 
-#: The stored columns a job fills, in order (``Run.environment`` keys of the same names).
-JOB_COLUMNS = ("launcher", "job_id", "step_id", "array_job_id", "array_task_id", "launch_id", "rank",
-               "local_rank", "node_id", "world_size", "job_note", "node_meter")
 
 
 @frozen
@@ -212,7 +211,8 @@ def elect_node_leader(job: Job, runtime_dir: Path, hostname: str) -> Leadership:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        return Leadership(False, note=f"node figure is the leader's ({holder}); this rank measured only its own devices")
+        return Leadership(False, note=f"node figure is the leader's ({holder}); "
+                                      "this rank measured only its own devices")
     except OSError as exc:  # a file system without flock: every rank measures, as before
         os.close(fd)
         return Leadership(True, note=f"no node election ({exc}); this rank measured the node itself")

@@ -16,8 +16,10 @@ from typing import Any, Mapping, Sequence
 
 from attrs import frozen
 
-from let_core.errors import ConfigurationError
-from let_core.records import MAX_ENERGY_KWH, REQUIRED_COLUMNS, as_float, is_legacy, legacy_fields
+from let_core.csvfile import check_emissions_header, open_regular, read_header, scan_lines
+from let_core.errors import ConfigurationError, StoreError
+from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.schema import effective, identity, with_stable_ids
 
 
 
@@ -61,19 +63,6 @@ class MergeReport:
         return "\n".join(lines)
 
 
-def _key(row: Mapping[str, Any]) -> tuple[str, ...]:
-    run_id = str(row.get("run_id") or "")
-    if run_id:
-        return ("id", run_id, str(row.get("backend") or ""), str(row.get("task") or ""))
-    # No run id (CodeCarbon 1.x): the row is identified by what CodeCarbon wrote for it. Not by
-    # every column: a stored row also has LET's columns, and the file's does not.
-    return ("row",) + tuple(str(row.get(column) or "") for column in _ROW_IDENTITY)
-
-
-_ROW_IDENTITY = ("timestamp", "project_name", "experiment_id", "duration", "emissions",
-                 "energy_consumed")
-
-
 def _resolve(path: str | os.PathLike[str]) -> Path:
     candidate = Path(path).expanduser()
     if candidate.is_dir():
@@ -85,50 +74,62 @@ def _resolve(path: str | os.PathLike[str]) -> Path:
     return candidate
 
 
-def check_file(path: Path) -> list[str]:
-    """The file's header; raises ConfigurationError naming the file and what it lacks."""
+def _open(path: Path) -> int:
+    """The file's descriptor, opened without blocking (a FIFO, a device such as /dev/zero or a
+    folder is refused, naming it): a file given to merge is never a hang."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), [])
+        return open_regular(path, os.O_RDONLY, follow_symlinks=True)
     except FileNotFoundError:
         raise ConfigurationError(f"{path}: no such file; give emissions.csv files or their folders") from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{path} is not a text (UTF-8) CSV file, so not an emissions file "
-                                 "(LET or CodeCarbon). Nothing was merged.") from None
-    except (OSError, csv.Error) as exc:
+    except StoreError as exc:
+        raise ConfigurationError(f"{exc} Nothing was merged.") from None
+    except OSError as exc:
         raise ConfigurationError(f"{path}: cannot be read as an emissions file ({exc}). "
                                  "Nothing was merged.") from exc
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise ConfigurationError(
-            f"{path} is not an emissions file (LET or CodeCarbon): it lacks the column(s) "
-            f"{', '.join(missing)}. Nothing was merged.")
+
+
+def check_file(path: Path) -> list[str]:
+    """The file's header; raises ConfigurationError naming the file and what it lacks."""
+    fd = _open(path)
+    try:
+        check_emissions_header(fd, path)
+        header = read_header(fd)
+    except StoreError as exc:
+        raise ConfigurationError(f"{exc} Nothing was merged.") from None
+    finally:
+        os.close(fd)
+    if header is None:
+        raise ConfigurationError(f"{path} is empty, not an emissions file. Nothing was merged.")
     return header
 
 
 def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
     """Every row of the file; read whole before anything is merged, so that a file damaged
-    half-way (binary bytes, a stray NUL) merges nothing rather than part of itself."""
+    half-way (binary bytes, a stray NUL) merges nothing rather than part of itself. Rows
+    short of trailing fields are rows (``csvfile.fit``); a torn last line is not."""
     rows = []
     invalid: list[str] = []
+    fd = _open(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            next(reader, None)
-            for fields in reader:
-                if len(fields) != len(header):
-                    continue  # a truncated last line of a killed writer
-                row = dict(zip(header, fields))
-                energy = row.get("energy_consumed", "").strip()
-                # An empty cell is a known gap (warned, not counted); a value that is there but
-                # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
-                # store a figure that the statement then silently leaves out.
-                if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
-                    invalid.append(f"line {reader.line_num}: {energy!r}")
-                rows.append({**row, **legacy_fields(row)} if is_legacy(row) else row)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        for number, fields, valid in scan_lines(fd, header):
+            if not valid:
+                raise ConfigurationError(f"{path}: line {number} holds bytes that are not UTF-8; is it "
+                                         "damaged? Nothing was merged.")
+            if len(fields) != len(header):
+                continue  # no row: said by the warning below
+            row = dict(zip(header, fields))
+            energy = row.get("energy_consumed", "").strip()
+            # An empty cell is a known gap (warned, not counted); a value that is there but
+            # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
+            # store a figure that the statement then silently leaves out.
+            if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
+                invalid.append(f"line {number}: {energy!r}")
+            rows.append(with_stable_ids(effective(row)))
+    except (OSError, csv.Error) as exc:
         raise ConfigurationError(f"{path}: cannot be read as an emissions file past its header "
                                  f"({exc}); is it damaged? Nothing was merged.") from exc
+    finally:
+        os.close(fd)
     if invalid:
         shown = "; ".join(invalid[:5]) + (f" and {len(invalid) - 5} more" if len(invalid) > 5 else "")
         raise ConfigurationError(
@@ -138,19 +139,19 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
 
 
 def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """One row per (run_id, backend, task): CodeCarbon writes cumulative checkpoint rows while
-    a run goes on, so the row of the largest duration (the last among equals) is the run, as
+    """One row per ``schema.identity``: CodeCarbon writes cumulative checkpoint rows while a
+    run goes on, so the row of the largest duration (the last among equals) is the run, as
     ``load_results`` and the statement count it."""
-    from let_core.results.counting import _known_duration
+    from let_core.results.rule import checkpoint_duration
+
+    def duration(row: Mapping[str, Any]) -> float:
+        return checkpoint_duration(as_float(row.get("duration")))
 
     best: dict[tuple[str, ...], int] = {}
     for index, row in enumerate(rows):
-        key = _key(row)
-        if key[0] != "id":
-            best[key + (str(index),)] = index
-            continue
+        key = identity(row)
         previous = best.get(key)
-        if previous is None or _known_duration(row) >= _known_duration(rows[previous]):
+        if previous is None or duration(row) >= duration(rows[previous]):
             best[key] = index
     keep = set(best.values())
     return [row for index, row in enumerate(rows) if index in keep]
@@ -177,13 +178,13 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
     store = Store(into)
     if any(p.resolve() == store.path.resolve() for p in paths if p.exists()):
         raise ConfigurationError(f"{store.path} is the target store itself; merge other files into it")
-    seen = {_key(row) for row in store.rows()}
+    seen = {identity(row) for row in store.rows()}
     reports = []
     for path, rows in zip(paths, contents):
         latest = _latest_checkpoints(rows)
         new: list[dict[str, str]] = []
         for row in latest:
-            key = _key(row)
+            key = identity(row)
             if key in seen:
                 continue
             seen.add(key)
@@ -192,16 +193,3 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
         reports.append(FileReport(str(path), len(rows), len(new), len(latest) - len(new),
                                   len(rows) - len(latest)))
     return MergeReport(str(store.path), tuple(reports))
-
-
-_MOVED = ("GROUP_COLUMNS", "TOTALS_COLUMNS", "AGGREGATE_COLUMNS", "aggregate", "frame_totals",
-          "counted_rows", "primary_rows")
-
-
-def __getattr__(name: str) -> Any:
-    # Counting moved to let_core.results.counting; old imports keep working.
-    if name in _MOVED:
-        from let_core.results import counting
-
-        return getattr(counting, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -226,7 +226,7 @@ def _join(items: Sequence[str]) -> str:
 
 
 def hardware_phrase(hardware: Sequence[str]) -> str:
-    # A CodeCarbon run with a GPU is described as "CPU and GPU" (records.hardware_from_codecarbon);
+    # A CodeCarbon run with a GPU is described as "CPU and GPU" (schema.hardware_from_codecarbon);
     # split into devices so a CPU-only run of the same machine does not name its CPU twice.
     named = list(dict.fromkeys(device.strip() for h in hardware if h
                                for device in h.split(" and ") if device.strip()))
@@ -290,7 +290,16 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     backends = _ordered(totals.backends)
     measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
     energy = format_energy(totals.energy_kwh)
-    intensity = totals.emissions_kg * 1000 / totals.energy_kwh if totals.energy_kwh > 0 else 0.0
+    intensity = totals.intensity if totals.intensity is not None else 0.0
+    if totals.replaced_emissions:
+        import warnings
+
+        from let_core.errors import LetWarning
+
+        warnings.warn(f"{totals.replaced_emissions} row(s) had a stored emissions figure that disagrees with "
+                      "their energy times the carbon intensity they were recorded with (negative, absurd or "
+                      "beyond rounding); the statement uses energy x intensity instead. `let results --json` "
+                      "shows the stored cells.", LetWarning, stacklevel=2)
     coverage = totals.coverage
     covered = ""
     if measured and coverage is not None and coverage < FULL_COVERAGE:
@@ -394,7 +403,8 @@ def at_intensity(totals: Any, carbon_intensity: float) -> Any:
     """Counted totals restated at one carbon intensity (gCO2/kWh)."""
     import attrs
 
-    return attrs.evolve(totals, emissions_kg=totals.energy_kwh * carbon_intensity / 1000)
+    return attrs.evolve(totals, emissions_kg=totals.energy_kwh * carbon_intensity / 1000,
+                        intensity_sum=float(carbon_intensity), intensity_rows=1, replaced_emissions=0)
 
 
 def print_paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,

@@ -30,14 +30,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 AUTO = "auto"
 
 
-def let_home() -> Path:
-    """The central store's folder (kept here for old imports; ``let_core.config`` owns it)."""
-    return config.let_home()
-
-
-current_user = config.current_user
-
-
 def new_run_id() -> str:
     """A random (version 4) UUID in its usual text form, as ``str(uuid.uuid4())`` gives.
 
@@ -116,11 +108,6 @@ class EnergyTracker:
         self._last_result: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------- settings
-    @staticmethod
-    def _settings(*args: Any) -> Settings:
-        """Old private spelling of ``Settings.resolve`` (positional, as the 1.0 CLI called it)."""
-        return Settings.resolve(*args)
-
     @staticmethod
     def _spec_items(spec: Sequence[Any] | str | None, env_var: str) -> list[Any]:
         if spec is None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from let_core.cli import cli
-from let_core.store import load_results
+from let_core import load_results
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from click.testing import CliRunner
 from let_backends.codecarbon import EXTRA_COLUMNS, CodeCarbonBackend, explain
 from let_backends.manual import ManualBackend
 from let_core.errors import ConfigurationError
-from let_core.records import CODECARBON_COLUMNS, Run, hardware_from_codecarbon
+from let_core.records import Run
+from let_core.schema import CODECARBON_COLUMNS, hardware_from_codecarbon
 from let_core.tracker import EnergyTracker
 
 CC_VERSION = importlib.metadata.version("codecarbon")

@@ -206,6 +206,34 @@ def test_bad_settings_fail_at_construction(kwargs, message):
         EnergyTracker(backends=[manual()], reporters=[], **kwargs)
 
 
+@pytest.mark.parametrize("name, message", [
+    ("paper\rv2", "control character"),
+    ("paper\x00", "control character"),
+    ("paper\x1b[31m", "control character"),
+    ("paper\tv2", "control character"),
+    ("p" * 201, "201 characters long, more than the 200"),
+])
+def test_names_the_store_would_alter_are_refused_at_construction(name, message, monkeypatch, let_home):
+    # Stored altered (or unfindable by an exact filter), such a name would lose its runs.
+    with pytest.raises(ConfigurationError, match=message):
+        EnergyTracker(project_name=name, backends=[manual()], reporters=[])
+    if "\x00" not in name:  # the environment cannot hold NUL
+        monkeypatch.setenv("LET_HOSTNAME", name)
+        with pytest.raises(ConfigurationError, match="host name .*LET_HOSTNAME"):
+            EnergyTracker(project_name="fine", backends=[manual()], reporters=[])
+        monkeypatch.delenv("LET_HOSTNAME")
+    monkeypatch.setattr("getpass.getuser", lambda: name)
+    with pytest.raises(ConfigurationError, match="user name"):
+        EnergyTracker(project_name="fine", backends=[manual()], reporters=[])
+
+
+def test_longest_allowed_name_is_stored_and_found_unchanged(let_home):
+    name = "p" * 200
+    with EnergyTracker(project_name=name, backends=[manual()], reporters=[]):
+        pass
+    assert len(load_results(let_home, project_name=name)) == 1
+
+
 def test_carbon_intensity_override_and_alpha2_country(let_home):
     with EnergyTracker(backends=[manual()], reporters=[], carbon_intensity=100) as t:
         pass

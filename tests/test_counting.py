@@ -150,17 +150,11 @@ def test_parquet_dataset_counts_as_the_store(runs: list[dict], tmp_path_factory:
         assert paper_statement(only_dataset, dataset=dataset) == paper_statement(folder, dataset=str(folder / "none"))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs=st.lists(run, min_size=1, max_size=20), save_above=st.sampled_from([0, 1, 600, 8 << 10, 1 << 30]))
-def test_cache_that_lags_behind_the_store_still_counts_exactly(
-        runs: list[dict], save_above: int, tmp_path_factory: pytest.TempPathFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache is rewritten only after SAVE_ABOVE new bytes; in between each call folds the
-    uncovered rows in memory. Whatever the threshold, after every append the cached totals are
-    the frame totals, and the cache file never covers bytes the store does not hold."""
-    from let_core.results import cache as cache_module
-
-    monkeypatch.setattr(cache_module, "SAVE_ABOVE", save_above)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(run, min_size=1, max_size=20))
+def test_cache_after_every_append_counts_exactly(runs: list[dict], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """After every append the cached totals are the frame totals, and the cache file never
+    covers bytes the store does not hold."""
     folder = tmp_path_factory.mktemp("store")
     store = Store(folder)
     for index, spec in enumerate(runs):
@@ -168,23 +162,6 @@ def test_cache_that_lags_behind_the_store_still_counts_exactly(
         _same(cached_totals(folder), frame_totals(load_results(folder, dataset=str(folder / "none"))))
         covered = json.loads(cache_path(store).read_text())["offset"]
         assert covered <= store.path.stat().st_size
-
-
-def test_small_appends_fold_in_memory_and_large_ones_rewrite_the_cache(let_home: Path) -> None:
-    from let_core.results import cache as cache_module
-
-    _track("lag", backends=[ManualBackend(energy_kwh=0.5)])
-    assert cached_totals().energy_kwh == 0.5
-    cache = cache_path(Store())
-    before = cache.read_bytes()
-    _track("lag", backends=[ManualBackend(energy_kwh=0.25)])
-    assert cached_totals().energy_kwh == 0.75  # counted, from the cache plus the new line
-    assert cache.read_bytes() == before  # ... without rewriting the cache
-    while Store().path.stat().st_size - json.loads(before)["offset"] <= cache_module.SAVE_ABOVE:
-        _track("lag", backends=[ManualBackend(energy_kwh=0.25)])
-    runs = len(load_results(project_name="lag"))
-    assert cached_totals().energy_kwh == 0.5 + 0.25 * (runs - 1)
-    assert json.loads(cache.read_text())["offset"] == Store().path.stat().st_size
 
 
 def test_blank_energy_warning_is_given_once_though_small_tails_are_not_saved(let_home: Path) -> None:

@@ -15,7 +15,7 @@ np = pytest.importorskip("numpy")
 from let_backends.manual import ManualBackend  # noqa: E402
 from let_core.errors import LetWarning  # noqa: E402
 from let_core.integrations.keras import LetKerasCallback  # noqa: E402
-from let_core.store import load_results  # noqa: E402
+from let_core import load_results  # noqa: E402
 from let_core.tracker import EnergyTracker  # noqa: E402
 
 

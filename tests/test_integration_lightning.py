@@ -15,8 +15,8 @@ pytest.importorskip("lightning")
 from let_backends.manual import ManualBackend  # noqa: E402
 from let_core.errors import LetWarning  # noqa: E402
 from let_core.integrations.lightning import LetLightningCallback  # noqa: E402
-from let_core.merge import aggregate  # noqa: E402
-from let_core.store import load_results  # noqa: E402
+from let_core.results.counting import aggregate  # noqa: E402
+from let_core import load_results  # noqa: E402
 from let_core.tracker import EnergyTracker  # noqa: E402
 from tests.lightning_model import fit  # noqa: E402
 

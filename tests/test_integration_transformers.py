@@ -17,7 +17,7 @@ pytest.importorskip("accelerate")
 from let_backends.manual import ManualBackend  # noqa: E402
 from let_core.errors import ConfigurationError, LetWarning  # noqa: E402
 from let_core.integrations.transformers import LetTrainerCallback  # noqa: E402
-from let_core.store import load_results  # noqa: E402
+from let_core import load_results  # noqa: E402
 from let_core.tracker import EnergyTracker  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from let_backends.rapl import RaplBackend, discover, select as select_zones
 from let_core.errors import LetError
 from let_core.interfaces import LiveReading
 from let_core.live import LiveStatus, StatusLine, format_status
-from let_core.store import load_results
+from let_core import load_results
 from let_core.tracker import EnergyTracker
 from tests.fakes.powercap import FakePowercap
 

@@ -23,9 +23,10 @@ from let_core import doctor, load_results
 from let_core.cli import cli
 from let_core.config import recovery_file
 from let_core.errors import LetWarning, StoreError
-from let_core.records import STORE_COLUMNS
+from let_core.schema import STORE_COLUMNS
 from let_core.results.cache import cached_totals
-from let_core.store import MAX_FIELD_CHARS, STORE_FILE, Store
+from let_core.csvfile import MAX_FIELD_CHARS
+from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
 
 
@@ -165,7 +166,7 @@ def test_unparsable_lines_block_rewrites_until_doctor_sets_them_aside(let_home):
 HOLDER = textwrap.dedent("""
     import sys, time
     from let_core.store import Store
-    with Store(sys.argv[1])._locked(exclusive=True, create=True):
+    with Store(sys.argv[1]).locked(exclusive=True, create=True):
         print("locked", flush=True)
         time.sleep(120)
 """)
@@ -448,7 +449,7 @@ def test_invalid_utf8_row_prints_no_traceback_on_stderr(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from let_core.records import STORE_COLUMNS
+    from let_core.schema import STORE_COLUMNS
 
     store = tmp_path / "store"
     store.mkdir()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from let_core import doctor, load_results
 from let_core.cli import cli
 from let_core.errors import LetError, StoreError
-from let_core.records import STORE_COLUMNS
+from let_core.schema import STORE_COLUMNS
 from let_core.results.cache import cached_totals
 from let_core.store import STORE_FILE, Store
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from let_backends.manual import ManualBackend
 from let_core import EnergyTracker, load_results
 from let_core.cli import cli
-from let_core.records import STORE_COLUMNS
+from let_core.schema import STORE_COLUMNS
 
 strep_index_scale = pytest.importorskip("strep.index_scale")
 DATA = Path(__file__).parent / "data"
@@ -97,3 +97,21 @@ def test_dev_store_status_column_is_renamed(tmp_path: Path) -> None:
     database, _ = strep_index_scale.load_database(str(path))
     assert len(database) == len(ENERGIES) + 1
     shutil.rmtree(store)
+
+
+def test_strep_reads_every_run_merged_from_codecarbon_files(tmp_path: Path) -> None:
+    """CodeCarbon 1.x/2.x files without run_id (or experiment_id): merged rows get stable ids
+    (a UUID of what CodeCarbon wrote, and the project___user___hostname form), so STREP's
+    CodeCarbon reader sees each run; merging again adds nothing."""
+    corpus = sorted((DATA / "codecarbon").glob("cc*.csv"))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(cli, ["merge", *map(str, corpus), "--into", str(store)])
+    assert result.exit_code == 0, result.output
+    stored = list(csv.DictReader((store / "emissions.csv").open(newline="")))
+    assert stored and all(row["run_id"] and row["experiment_id"] for row in stored)
+    database, _ = strep_index_scale.load_database(str(store / "emissions.csv"))
+    assert len(database) == len({(row["run_id"], row["experiment_id"]) for row in stored})
+    counted = load_results(store, dataset=str(tmp_path / "none"))
+    assert database["energy_consumed"].sum() == pytest.approx(counted["energy_consumed"].sum())
+    again = CliRunner().invoke(cli, ["merge", *map(str, corpus), "--into", str(store)])
+    assert "merged 0 new row(s)" in again.output, again.output

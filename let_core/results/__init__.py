@@ -13,7 +13,7 @@ from let_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from let_core.results.cache import cached_totals
-    from let_core.results.counting import (AGGREGATE_COLUMNS, TOTALS_COLUMNS, KindTotals, Totals,
+    from let_core.results.counting import (AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals,
                                            aggregate, counted_rows, frame_totals)
     from let_core.results.loading import ResultsHandle, counted_totals, load_results
 
@@ -23,7 +23,6 @@ _EXPORTS = {
     "ResultsHandle": "let_core.results.loading",
     "cached_totals": "let_core.results.cache",
     "Totals": "let_core.results.counting",
-    "KindTotals": "let_core.results.counting",
     "aggregate": "let_core.results.counting",
     "counted_rows": "let_core.results.counting",
     "frame_totals": "let_core.results.counting",

@@ -1,104 +1,169 @@
 """The totals cache: a run's statement costs the same with 10 or 10 million stored rows.
 
-Per (project, user, host) the counting module's totals, and the byte offset of the store they
-cover; each call reads only the bytes appended since. The cache lives under
-``config.cache_dir()`` (never in a user's ``output_dir``), keyed by the store's path.
+Per (project, user, host) the counting rule's totals (``counting.Accumulator``), the byte
+offset of the store they cover, and the run units they counted; each call reads only the
+bytes appended since. The cache lives under ``config.cache_dir()`` (never in a user's
+``output_dir``), keyed by the store's path.
 
-A cache is trusted only when it proves it belongs to the file: same inode, a digest of the
-header line and a digest of the bytes just before the recorded offset (the last complete lines
-it counted). A store that was deleted and recreated (inode reuse), restored from a backup,
-edited or rewritten fails one of these and the cache is rebuilt; so is a cache file that does
-not parse or has the wrong types. Group keys are JSON lists, not joined strings, so no
-character inside a project, user or host name can collide with a separator.
+A cache is trusted only when it proves it covers exactly the bytes it claims: the file's
+state (device, inode, size, mtime) is the one it was saved at, or follows from it through
+this process's own appends (``appendlog``); else a CRC-32 of every byte it covers must match
+(an in-place edit, a truncate-and-regrow, a restored backup all fail it, and the store is
+counted afresh). A run unit of the new tail that the cache already counted (a checkpoint or
+rank whose rows straddle the cached part and the tail, checkpoints of runs interleaved) cannot
+be added to totals: the whole store is then counted afresh, vectorised. A cache file that
+does not parse or has the wrong types is rebuilt. Group keys are JSON lists, so no character
+inside a project, user or host name can collide with a separator.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import contextlib
 import json
 import os
+import sys
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
+from let_core import appendlog
 from let_core.config import cache_file
 from let_core.results.counting import Accumulator, Totals
 from let_core.results.loading import blank_energy, warn_blank_energy
-from let_core.store import (FILTER_KEYS, Store, _check_filters, _data_end, _effective,
-                            _header_length, _iter_rows, _matches, _read_header,
-                            check_emissions_header)
+from let_core.results.rule import run_unit
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
+from let_core.schema import FILTER_KEYS, check_filters, effective, matches
+from let_core.store import Store
 
-_VERSION = 5  # 5: the job rule keys ranks by step and launch too
+_VERSION = 5
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
 VECTORISED_ABOVE = 4 << 20
-_TAIL = 4096  # bytes before the offset whose digest must match
-#: A valid cache is rewritten only once this many bytes were appended after what it covers.
-#: Below that the new rows are folded in memory: a tracked run's statement at stop is one
-#: cache read plus its own few lines, not a read, a rewrite and a rename each time. The
-#: totals are the same either way (the same rows go through the same Accumulator).
+_CHUNK = 8 << 20
+#: A cache proven by the file's state is rewritten only once this many bytes were appended
+#: after what it covers (or above WAIT_ABOVE, where a checksum would cost more than a save):
+#: below, the tail is added in memory, and another process proves the cache by its checksum.
 SAVE_ABOVE = 8 << 10
+#: Above this store size a cache is saved only once the file clock has moved on (see _tick_passed).
+WAIT_ABOVE = 4 << 20
+#: Linux's CLOCK_REALTIME_COARSE, the clock file times are taken from (Python does not name it).
+_REALTIME_COARSE = 5
 
 GroupKey = tuple[str, str, str]
+
+
+class _Recount(Exception):
+    """A run unit of the tail was counted before: totals cannot be added to, only recounted."""
 
 
 def cache_path(store: Store) -> Path:
     return cache_file("totals", store.path)
 
 
+def _units_path(store: Store) -> Path:
+    path = cache_path(store)
+    return path.with_name(path.name + ".units")
+
+
+def unit_hash(unit: str) -> int:
+    return zlib.crc32(unit.encode("utf-8", "surrogatepass"))
+
+
 def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: str | None) -> Totals:
     """Totals of the runs in the store at ``directory`` that match the filters, kept current
     by reading only what was appended since the last call."""
-    _check_filters(filters)
+    check_filters(filters)
     store = Store(directory)
-    with store._locked(exclusive=False, create=False) as fd:
+    with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             return Totals()
         check_emissions_header(fd, store.path)
-        header = _read_header(fd)
+        header = read_header(fd)
         if header is None:
             return Totals()
-        groups, offset, trusted = _load(store, fd, header)
-        end = _data_end(fd, len(header))
-        if offset < end:
-            warned = False
-            if not groups and end - offset > VECTORISED_ABOVE:
-                # No usable cache over a large store: count it vectorised (pandas, pyarrow) in
-                # a fraction of the time the row path needs. Appenders wait for our shared lock,
-                # so the file holds exactly the bytes up to ``end``.
-                groups = _vectorised(store)
-            else:
-                warned = _add_rows(_iter_rows(fd, header, offset, end=end), groups, store.path)
-            # Saved past rows it warned about, so the warning is not repeated on every call.
-            if not trusted or warned or end - offset > SAVE_ABOVE:
-                _save(store, fd, header, end, groups)
+        cache = _load(store, fd)
+        end = data_end(fd, len(header))
+        if cache.offset < end or not cache.trusted:
+            warned, proven, covered = False, cache.trusted, cache.offset
+            try:
+                if not cache.groups and end - cache.offset > VECTORISED_ABOVE:
+                    raise _Recount
+                warned = _add_rows(iter_rows(fd, header, cache.offset, end=end), cache, store.path)
+                cache.crc = zlib.crc32(os.pread(fd, end - cache.offset, cache.offset), cache.crc)
+            except _Recount:
+                # Appenders wait for our shared lock, so the file holds exactly the bytes up to ``end``.
+                cache, proven = _vectorised(store, fd, end), False
+            cache.offset = end
+            # (saved past rows it warned about, so the warning is not repeated)
+            if not proven or warned or end - covered > SAVE_ABOVE or end > WAIT_ABOVE:
+                _save(store, fd, cache)
     result = Totals()
-    for key, value in groups.items():
-        if _matches(dict(zip(FILTER_KEYS, key)), filters):
+    for key, value in cache.groups.items():
+        if matches(dict(zip(FILTER_KEYS, key)), filters):
             result = result.merged(value.totals())
     return result
 
 
-def _vectorised(store: Store) -> dict[GroupKey, Accumulator]:
-    from let_core.results.counting import TOTALS_COLUMNS, frame_accumulators
+class _Cache:
+    """What the cache holds: per-group accumulators, the offset and CRC-32 of the bytes they
+    cover, the sorted hashes of the run units counted, and whether it proved itself."""
+
+    def __init__(self, offset: int, crc: int, groups: dict[GroupKey, Accumulator] | None = None,
+                 units: array.array[int] | None = None, trusted: bool = True) -> None:
+        self.offset, self.crc, self.trusted = offset, crc, trusted
+        self.groups: dict[GroupKey, Accumulator] = groups if groups is not None else {}
+        self.units: array.array[int] = units if units is not None else array.array("I")
+
+    def counted(self, unit: str) -> bool:
+        value = unit_hash(unit)
+        at = bisect.bisect_left(self.units, value)
+        return at < len(self.units) and self.units[at] == value
+
+    def add_unit(self, unit: str) -> None:
+        bisect.insort(self.units, unit_hash(unit))
+
+
+def _crc(fd: int, start: int, end: int, crc: int = 0) -> int:
+    while start < end:
+        data = os.pread(fd, min(_CHUNK, end - start), start)
+        if not data:
+            break
+        crc, start = zlib.crc32(data, crc), start + len(data)
+    return crc
+
+
+def _vectorised(store: Store, fd: int, end: int) -> _Cache:
+    from let_core.results.counting import TOTALS_COLUMNS, _run_units, frame_accumulators
     from let_core.results.loading import _normalize_legacy, _read_frame
 
-    return frame_accumulators(_normalize_legacy(_read_frame(store, TOTALS_COLUMNS)))
+    frame = _normalize_legacy(_read_frame(store, TOTALS_COLUMNS))
+    top = frame[frame["task"].fillna("") == ""] if "task" in frame else frame
+    units = array.array("I", sorted({unit_hash(str(u)) for u in _run_units(top).tolist() if u}))
+    return _Cache(end, _crc(fd, 0, end), frame_accumulators(frame), units, trusted=True)
 
 
-def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumulator],
-              path: Path | None = None) -> bool:
-    """Feed rows, run by run, into per-(project, user, host) totals; True when some rows had
-    no usable energy (and were named in a warning, which is given once: the caller then saves
-    the cache past them).
+def _add_rows(rows: Iterator[Mapping[str, str]], cache: _Cache, path: Path | None = None) -> bool:
+    """Feed rows, run unit by run unit, into per-(project, user, host) totals; True when some
+    rows had no usable energy (and were named in a warning, which is given once: the caller
+    then saves the cache past them). Raises _Recount on a unit counted before.
 
-    A run's rows are contiguous: they are appended in one locked write. Task rows are parts
-    of a run, already inside the run's own energy.
+    LET appends a run's rows in one locked write, so they are contiguous; rows of a unit that
+    are not (CodeCarbon checkpoints of runs interleaved, a later checkpoint appended after the
+    cache was saved) are what _Recount hands to the vectorised count. LET's task rows are
+    parts of a run, already inside the run's own energy.
     """
     current: list[Mapping[str, str]] = []
+    groups = cache.groups
 
     def finish() -> None:
         if current:
+            unit = _unit(current[0])
+            if unit:
+                if cache.counted(unit):
+                    raise _Recount
+                cache.add_unit(unit)
             key = tuple(str(current[0].get(k, "")) for k in FILTER_KEYS)
             groups.setdefault(key, Accumulator()).add_run(current)  # type: ignore[arg-type]
             current.clear()
@@ -107,10 +172,10 @@ def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumula
     for raw in rows:
         if path is not None and blank_energy(raw):
             blank.append(raw)
-        row = _effective(dict(raw))
+        row = effective(dict(raw))
         if row.get("task"):
             continue
-        if current and (row.get("run_id") != current[0].get("run_id") or not row.get("run_id")):
+        if current and (_unit(row) != _unit(current[0]) or not row.get("run_id")):
             finish()
         current.append(row)
     finish()
@@ -119,37 +184,27 @@ def _add_rows(rows: Iterator[Mapping[str, str]], groups: dict[GroupKey, Accumula
     return bool(blank)
 
 
-def _digest(fd: int, start: int, end: int) -> str:
-    # Tells an edited, truncated or restored file from the one the cache counted, beside the
-    # inode: a checksum of the bytes and their length, not a defence against forgery.
-    # (hashlib would cost every tracked run 3 ms at import.)
-    data = os.pread(fd, max(0, end - start), start)
-    return f"{zlib.crc32(data):08x}-{len(data)}"
+def _unit(row: Mapping[str, str]) -> str:
+    run_id = row.get("run_id") or ""
+    return run_unit(run_id, row.get("task_name") or "") if run_id else ""
 
 
-def _identity(fd: int, offset: int) -> dict[str, Any]:
-    stat = os.fstat(fd)
-    header_end = _header_length(fd)
-    return {"inode": stat.st_ino, "device": stat.st_dev,
-            "header": _digest(fd, 0, header_end),
-            "tail": _digest(fd, max(header_end, offset - _TAIL), offset)}
-
-
-def _load(store: Store, fd: int, header: list[str]) -> tuple[dict[GroupKey, Accumulator], int, bool]:
-    """The cached groups, the offset they cover and True; empty groups from the header on and
-    False when the cache is missing, damaged or not provably this file's."""
-    fresh: tuple[dict[GroupKey, Accumulator], int, bool] = ({}, _header_length(fd), False)
+def _load(store: Store, fd: int) -> _Cache:
+    """The cache, proven to cover exactly its bytes; else an empty one from offset 0 (not trusted)."""
+    fresh = _Cache(header_length(fd), _crc(fd, 0, header_length(fd)), trusted=False)
     try:
         with open(cache_path(store), encoding="utf-8") as handle:
             cache = json.load(handle)
-        offset = cache["offset"]
-        size = os.fstat(fd).st_size
-        if (cache["version"] != _VERSION or type(offset) is not int
-                or not fresh[1] <= offset <= size or cache["store"] != str(store.path.absolute())):
+        offset, crc, saved = cache["offset"], cache["crc"], tuple(cache["state"])
+        now = appendlog.state(fd)
+        if (cache["version"] != _VERSION or type(offset) is not int or type(crc) is not int
+                or not fresh.offset <= offset <= now[2] or cache["store"] != str(store.path.absolute())
+                or len(saved) != 4 or not all(type(v) is int for v in saved)):
             return fresh
-        if offset > fresh[1] and os.pread(fd, 1, offset - 1) != b"\n":
+        if offset > fresh.offset and os.pread(fd, 1, offset - 1) != b"\n":
             return fresh
-        if cache["identity"] != _identity(fd, offset):
+        proven = not cache["racy"] and (saved == now or appendlog.only_own_appends(saved, now))  # type: ignore[arg-type]
+        if not proven and _crc(fd, 0, offset) != crc:
             return fresh
         groups: dict[GroupKey, Accumulator] = {}
         for key, value in cache["groups"]:
@@ -157,24 +212,67 @@ def _load(store: Store, fd: int, header: list[str]) -> tuple[dict[GroupKey, Accu
                     or not all(isinstance(part, str) for part in key)):
                 return fresh
             groups[(key[0], key[1], key[2])] = Accumulator.from_json(value)
-        return groups, offset, True
+        units = array.array("I")
+        with open(_units_path(store), "rb") as handle:
+            units.frombytes(handle.read())
+        if len(units) != cache["units"] or zlib.crc32(units.tobytes()) != cache["units_crc"]:
+            return fresh
+        return _Cache(offset, crc, groups, units, trusted=proven)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return fresh
 
 
-def _save(store: Store, fd: int, header: list[str], offset: int, groups: Mapping[GroupKey, Accumulator]) -> None:
+def _tick_passed(mtime_ns: int, wait: bool) -> bool:
+    """Whether the file system's clock has moved past ``mtime_ns`` (when ``wait``, waiting a
+    tick at most).
+
+    File times come from the kernel's coarse clock (one tick, 1-10 ms): a write in the same
+    tick as the last one leaves the mtime as it was, so an unchanged state proves nothing
+    until the clock has moved on (git's "racily clean" index entries). A cache saved in the
+    same tick is marked racy and proves itself by its checksum next time.
+    """
+    import time
+
+    if sys.platform != "linux":
+        return False  # no coarse clock to ask: nothing proves the tick passed
+    for _ in range(40 if wait else 1):
+        try:
+            now = time.clock_gettime_ns(_REALTIME_COARSE)
+        except OSError:  # not Linux: no coarse clock to ask, so nothing proves the tick passed
+            return False
+        if now > mtime_ns:
+            return True
+        if wait:
+            time.sleep(0.0005)
+    return False
+
+
+def _save(store: Store, fd: int, cache: _Cache) -> None:
     # Best effort: without a writable cache folder the totals are still right, just recomputed.
-    # Each process writes its own temporary name; the newest complete cache wins.
-    target = cache_path(store)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    cache = {"version": _VERSION, "store": str(store.path.absolute()), "offset": offset,
-             "identity": _identity(fd, offset),
-             "groups": [[list(key), value.to_json()] for key, value in groups.items()]}
+    # Each process writes its own temporary names; the units go first, the JSON that names
+    # their count and checksum last, so a reader never pairs one cache with another's units.
+    target, units_target = cache_path(store), _units_path(store)
+    suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp = target.with_name(f".{target.name}{suffix}")
+    units_tmp = units_target.with_name(f".{units_target.name}{suffix}")
+    data = cache.units.tobytes()
+    state = appendlog.state(fd)
+    # Waiting out the tick costs a millisecond or two; proving a racy cache by its checksum
+    # next time costs less than that below WAIT_ABOVE bytes, and more above.
+    racy = not _tick_passed(state[3], wait=state[2] > WAIT_ABOVE)
+    body = {"racy": racy, "version": _VERSION, "store": str(store.path.absolute()), "offset": cache.offset,
+            "crc": cache.crc,
+            "state": list(state), "units": len(cache.units), "units_crc": zlib.crc32(data),
+            "groups": [[list(key), value.to_json()] for key, value in cache.groups.items()]}
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        with open(units_tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(units_tmp, units_target)
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(cache, handle)
+            json.dump(body, handle)
         os.replace(tmp, target)
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        for leftover in (tmp, units_tmp):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)

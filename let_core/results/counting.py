@@ -1,122 +1,37 @@
-"""What stored runs count for: the one place that decides it.
+"""What stored runs count for: the rules of ``rule`` applied to a set of rows.
 
 Every number LET reports about runs (a run's own headline energy, the paper statement,
-``let results``, plots, STREP exports, the totals cache) is decided here, by one rule
-(``decide``) applied either run by run (``Accumulator.add_run``, which the incremental totals
-cache uses and which needs only the standard library) or vectorised over a frame
-(``frame_totals``, ``aggregate``). Property tests check that the two agree exactly.
-
-The rule, per run (the rows of one run id; task rows are parts of a run and never add):
-
-1. A measurement is usable when its energy is a finite, non-negative number of kWh.
-2. A metered measurement that covers less than half of its run (``coverage`` < 0.5) is not
-   presented as metered: it is set aside, and used as an estimate only when the run has no
-   estimate of its own.
-3. Within a kind, measurements are taken in stored order, each one only when its scope is
-   disjoint from those already taken (``"system"`` overlaps everything): RAPL (cpu+ram) plus
-   NVML (gpu) add up, two whole-machine figures do not (``records.primary_measurements``).
-4. What the run counts for: its metered measurements, then every estimate whose scope none of
-   them covers (a GPU figure beside a CPU+RAM estimate adds up; a wall socket replaces the
-   estimate).
-5. A run is *measured both ways* when metered figures replaced its estimates entirely; the
-   statement then gives the ratio.
-6. Ranks of one multi-process launch on one host that measured the same shared devices (same
-   job, step, launch, host, backend and hardware; any scope but ``gpu``) count once: each row
-   adds only what it exceeds the largest such row stored before it. A run that is no rank of
-   a launch (no rank recorded, or a launch of one process: runs one after another in a
-   Slurm batch script) counts in full.
+``let results``, plots, STREP exports, the totals cache) comes from ``rule``, applied either
+run by run (``Accumulator.add_run``, which the totals cache uses and which needs only the
+standard library) or over a frame (``frame_totals``, ``aggregate``), where ``rule.decide`` is
+evaluated once per distinct shape of a run, ``rule.emissions`` on columns, and the job rule
+(``rule.Launches``) on the job rows in stored order.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from attrs import define, field, frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import MAX_ENERGY_KWH, SYSTEM_SCOPE, as_float, primary_measurements, shared_by_ranks
+from let_core.records import as_float
+from let_core.results.rule import (COUNTED, EST_PRIMARY, FULL_COVERAGE, JOB_KEYS, MAX_ENERGY_KWH, MET_PRIMARY,
+                                   MIN_COVERAGE, SYSTEM_SCOPE, Launches, View, country_g_per_kwh, decide,
+                                   epoch, interval, job_rule_applies, latest_checkpoints, low_coverage,
+                                   recorded_intensity, row_emissions, run_unit, scalar_where, shared_by_ranks,
+                                   usable_energy)
+from let_core.results.rule import emissions as emissions_rule
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-#: Below this fraction of its run metered, a metered figure is not presented as metered.
-MIN_COVERAGE = 0.5
-#: Below this, the statement says how much of the run was metered and that the rest was interpolated.
-FULL_COVERAGE = 0.99
-
-EST_PRIMARY, MET_PRIMARY, COUNTED = 1, 2, 4
-
-
-# ------------------------------------------------------------------------- the rule
-class _View:
-    """What ``decide`` needs to know of a measurement: its kind, scope and whether it was set aside."""
-
-    __slots__ = ("index", "kind", "scope", "demoted", "energy_kwh")
-
-    def __init__(self, index: Any, kind: str, scope: str, demoted: bool = False) -> None:
-        self.index, self.kind, self.scope, self.demoted = index, kind, scope or SYSTEM_SCOPE, demoted
-        self.energy_kwh = 0.0  # usable by construction: decide() never sees unusable rows
-
-
-def _overlaps(parts: set[str], covered: set[str]) -> bool:
-    return bool(covered) and (SYSTEM_SCOPE in covered or SYSTEM_SCOPE in parts or bool(parts & covered))
-
-
-def decide(views: Sequence[Any]) -> list[int]:
-    """Each usable measurement's role in its run: a bit set of EST_PRIMARY, MET_PRIMARY, COUNTED.
-
-    ``views`` are one run's usable measurements in stored order, each with ``kind``, ``scope``
-    and ``demoted`` (a metered figure covering less than half of the run).
-    """
-    metered = [v for v in views if v.kind == "metered" and not v.demoted]
-    estimates = [v for v in views if v.kind == "estimate"]
-    if not estimates:
-        estimates = [v for v in views if v.kind == "metered" and v.demoted]
-    metered_primary = primary_measurements(metered, "metered")
-    estimate_primary = primary_measurements([_as_estimate(v) for v in estimates], "estimate")
-    roles = {id(v): MET_PRIMARY | COUNTED for v in metered_primary}
-    covered: set[str] = set()
-    for v in metered_primary:
-        covered |= set(v.scope.split("+"))
-    for wrapped in estimate_primary:
-        view = wrapped.view
-        role = roles.get(id(view), 0) | EST_PRIMARY
-        parts = set(view.scope.split("+"))
-        if not _overlaps(parts, covered):
-            role |= COUNTED
-        roles[id(view)] = role
-    return [roles.get(id(v), 0) for v in views]
-
-
-class _AsEstimate:
-    __slots__ = ("view", "kind", "scope", "energy_kwh")
-
-    def __init__(self, view: Any) -> None:
-        self.view, self.kind, self.scope, self.energy_kwh = view, "estimate", view.scope or SYSTEM_SCOPE, 0.0
-
-
-def _as_estimate(view: Any) -> _AsEstimate:
-    return _AsEstimate(view)
-
-
-def usable_energy(value: Any) -> bool:
-    return 0 <= value <= MAX_ENERGY_KWH if isinstance(value, float) else False  # NaN fails too
-
-
-def counted_measurements(measurements: Sequence[Any]) -> list[Any]:
-    """The measurements a single run counts for (``Run.primary``), by ``decide``."""
-    usable = [m for m in measurements if m.kind in ("estimate", "metered") and not getattr(m, "error", "")
-              and usable_energy(float(m.energy_kwh))]
-    views = [_View(m, m.kind, m.scope, m.kind == "metered" and _low_coverage(getattr(m, "coverage", None)))
-             for m in usable]
-    return [view.index for view, role in zip(views, decide(views)) if role & COUNTED]
-
-
-def _low_coverage(coverage: Any) -> bool:
-    value = as_float(coverage)
-    return math.isfinite(value) and value < MIN_COVERAGE
+__all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
+           "aggregate", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "run_hours",
+           "usable_energy"]
 
 
 # ------------------------------------------------------------------------- totals
@@ -181,6 +96,11 @@ class Totals:
     metered_seconds: float = 0.0
     covered_seconds: float = 0.0
     low_coverage_runs: int = 0
+    #: Counted rows whose stored emissions cell disagreed with energy x intensity (replaced).
+    replaced_emissions: int = 0
+    #: Sum and count of the intensities (g/kWh) of the counted rows: what a run of 0 kWh states.
+    intensity_sum: float = 0.0
+    intensity_rows: int = 0
 
     @property
     def empty(self) -> bool:
@@ -189,6 +109,14 @@ class Totals:
     @property
     def estimate_kwh(self) -> float:
         return self.energy_kwh - self.metered_kwh
+
+    @property
+    def intensity(self) -> float | None:
+        """The carbon intensity (g/kWh) behind the emissions: their ratio to the energy, else
+        (no energy) the mean intensity the counted rows were recorded with; None if unknown."""
+        if self.energy_kwh > 0:
+            return self.emissions_kg * 1000 / self.energy_kwh
+        return self.intensity_sum / self.intensity_rows if self.intensity_rows else None
 
     @property
     def coverage(self) -> float | None:
@@ -221,37 +149,46 @@ class Totals:
 
 _FIELDS = tuple(a.name for a in Totals.__attrs_attrs__)  # type: ignore[attr-defined]
 _COUNT_FIELDS = frozenset({"methodologies", "hardware", "backends", "paired_methodologies", "paired_backends"})
-_INT_FIELDS = frozenset({"runs", "metered_runs", "estimated_runs", "paired_runs", "low_coverage_runs"})
+_INT_FIELDS = frozenset({"runs", "metered_runs", "estimated_runs", "paired_runs", "low_coverage_runs",
+                         "replaced_emissions", "intensity_rows"})
 
 
-def _row_emissions(row: Mapping[str, Any], energy: float) -> float:
-    stored = as_float(row.get("emissions"))
-    if math.isfinite(stored):
-        return stored
-    intensity = as_float(row.get("carbon_intensity"))
-    return energy * intensity / 1000.0 if math.isfinite(intensity) else 0.0
+def _intensity_of(row: Mapping[str, Any]) -> float:
+    def country_of(own: bool) -> float:
+        return math.nan if own else country_g_per_kwh(str(row.get("country_iso_code") or ""))
+
+    return float(recorded_intensity(as_float(row.get("carbon_intensity")), country_of, where=scalar_where,
+                                    isfinite=math.isfinite))
+
+
+def _interval(row: Mapping[str, Any]) -> tuple[float, float]:
+    return interval(epoch(row.get("start_time")), epoch(row.get("timestamp")), as_float(row.get("duration")))
+
+
+def job_key(texts: Sequence[str]) -> str:
+    """The job rule's key of a row (``rule.JOB_KEYS``' values)."""
+    return json.dumps(list(texts))
 
 
 @define
 class Accumulator:
-    """Totals being summed run by run (the totals cache's state for one project/user/host).
-
-    ``job_max`` remembers, per (job, host, backend, hardware), the largest figure counted so
-    far, so a later rank of the same job adds only what exceeds it.
-    """
+    """Totals being summed run by run (the totals cache's state for one project/user/host),
+    with the job rule's memory of the last launch of each job key."""
 
     sums: dict[str, Any] = field(factory=lambda: Totals().to_json())
-    job_max: dict[str, float] = field(factory=dict)
+    launches: Launches = field(factory=Launches)
 
     def add_run(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Add one run's top-level rows (in stored order)."""
-        usable = [(row, as_float(row.get("energy_consumed")))
-                  for row in _latest_per_backend([row for row in rows if row.get("kind") in ("estimate", "metered")
-                                                  and usable_energy(as_float(row.get("energy_consumed")))])]
+        """Add one run unit's top-level rows (in stored order): rules 1, 2, 4-8."""
+        candidates = [row for row in rows if row.get("kind") in ("estimate", "metered")
+                      and usable_energy(as_float(row.get("energy_consumed")))]
+        keep = latest_checkpoints([as_float(row.get("duration")) for row in candidates],
+                                  [str(row.get("backend") or "") for row in candidates])
+        usable = [(row, as_float(row.get("energy_consumed"))) for row, kept in zip(candidates, keep) if kept]
         if not usable:
             return
-        views = [_View(i, str(row.get("kind")), str(row.get("scope") or ""),
-                       row.get("kind") == "metered" and _low_coverage(row.get("coverage")))
+        views = [View(i, str(row.get("kind")), str(row.get("scope") or ""),
+                      row.get("kind") == "metered" and low_coverage(as_float(row.get("coverage"))))
                  for i, (row, _) in enumerate(usable)]
         roles = decide(views)
         s = self.sums
@@ -261,8 +198,12 @@ class Accumulator:
         for (row, energy), view, role in zip(usable, views, roles):
             if not role:
                 continue
-            part = self._job_part(row, view.scope, energy)
-            emissions = _row_emissions(row, energy) * (part / energy if energy > 0 else 1.0)
+            part = energy
+            if job_rule_applies(str(row.get("job_id") or ""), view.scope):
+                start, end = _interval(row)
+                part = self.launches.part(job_key([str(row.get(k) or "") for k in JOB_KEYS]), start, end, energy)
+            kg, intensity, replaced = row_emissions(energy, as_float(row.get("emissions")), _intensity_of(row))
+            kg = kg * (part / energy) if energy > 0 else kg
             metered = view.kind == "metered" and not view.demoted
             if role & EST_PRIMARY:
                 estimate_primary = True
@@ -271,7 +212,11 @@ class Accumulator:
             if role & COUNTED:
                 counted_any = True
                 s["energy_kwh"] += part
-                s["emissions_kg"] += emissions
+                s["emissions_kg"] += kg
+                s["replaced_emissions"] += int(replaced)
+                if math.isfinite(intensity):
+                    s["intensity_sum"] += intensity
+                    s["intensity_rows"] += 1
                 _bump(s["methodologies"], row.get("methodology"))
                 _bump(s["hardware"], row.get("hardware"))
                 _bump(s["backends"], row.get("backend"))
@@ -303,59 +248,35 @@ class Accumulator:
                 _bump(s["paired_methodologies"], row.get("methodology"))
                 _bump(s["paired_backends"], row.get("backend"))
 
-    def _job_part(self, row: Mapping[str, Any], scope: str, energy: float) -> float:
-        job = row.get("job_id") or ""
-        one_of_ranks = bool(row.get("rank") or "") and str(row.get("world_size") or "") != "1"
-        if not job or not one_of_ranks or not shared_by_ranks(scope):
-            return energy
-        import json
-
-        key = json.dumps([str(row.get(k) or "") for k in _JOB_KEYS])
-        before = self.job_max.get(key, 0.0)
-        self.job_max[key] = max(before, energy)
-        return max(0.0, energy - before)
-
     def totals(self) -> Totals:
         return Totals.from_json(self.sums)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sums": self.sums, "job_max": self.job_max}
+        return {"sums": self.sums, "launches": self.launches.last}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Accumulator:
         sums = Totals.from_json(data["sums"]).to_json()  # validates every field and type
-        job_max = data["job_max"]
-        if not isinstance(job_max, dict):
-            raise TypeError("job_max must be a mapping")
-        return cls(sums, {str(k): _number(v) for k, v in job_max.items()})
+        launches = data["launches"]
+        if not isinstance(launches, dict):
+            raise TypeError("launches must be a mapping")
+        last = {}
+        for key, value in launches.items():
+            if not isinstance(value, list) or len(value) != 3:
+                raise TypeError("a launch is [start, end, largest]")
+            last[str(key)] = [_time(value[0]), _time(value[1]), _number(value[2])]
+        return cls(sums, Launches(last))
 
 
-#: The columns that identify "the same devices measured by several ranks of one job".
-_JOB_KEYS = ("project_name", "user", "job_id", "step_id", "launch_id", "hostname", "backend", "hardware")
+def _time(value: Any) -> float:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    return _number(value)
 
 
 def _bump(counts: dict[str, int], name: Any) -> None:
     if name:
         counts[str(name)] = counts.get(str(name), 0) + 1
-
-
-def _latest_per_backend(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """CodeCarbon checkpoints: several rows of one run id and backend are cumulative; the run
-    counts once, with the row of the largest duration (the last among equals), as ``keep_latest``."""
-    if len(rows) < 2:
-        return list(rows)
-    best: dict[str, int] = {}
-    for index, row in enumerate(rows):
-        backend = str(row.get("backend") or "")
-        previous = best.get(backend)
-        if previous is None or _known_duration(row) >= _known_duration(rows[previous]):
-            best[backend] = index
-    return [row for index, row in enumerate(rows) if best[str(row.get("backend") or "")] == index]
-
-
-def _known_duration(row: Mapping[str, Any]) -> float:
-    value = as_float(row.get("duration"))
-    return value if math.isfinite(value) else -1.0
 
 
 def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
@@ -372,15 +293,15 @@ GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "back
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
                                    "carbon_intensity", "methodology", "hardware", "job_id", "hostname",
-                                   "backend", "project_name", "user", "duration", "coverage",
-                                   "step_id", "launch_id", "rank", "world_size")
+                                   "backend", "project_name", "user", "duration", "coverage", "timestamp",
+                                   "start_time", "country_iso_code", "task_name")
 #: The text columns counting groups by (``_Columns.codes``): the Parquet reader keeps their
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
 #: What ``aggregate`` (``let results --by``) reads.
 #: ``--by job`` also shows each job's nodes, ranks and wall time.
-AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("node_id", "start_time", "timestamp")
+AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 
 # A run's rows are encoded as one integer, base (row states + 1), one digit per row; runs
 # longer than this go through ``decide`` one by one.
@@ -404,7 +325,7 @@ class _Columns:
         import numpy as np
 
         if "run_id" in frame:
-            self.runs, self.run_count = row_codes(frame["run_id"])
+            self.runs, self.run_count = row_codes(_run_units(frame))
         else:
             self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
         #: Every row a run of its own (one backend per run, no tasks: the usual store). Runs
@@ -464,17 +385,33 @@ class _Columns:
             return np.full(self.size, np.nan)
         return pd.to_numeric(self.frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
-    def emissions(self) -> np.ndarray:
-        """Stored kg CO2e, else energy x carbon intensity, else 0."""
+    def emissions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rule.emissions`` of every row: kg CO2e, the intensity used, whether the stored
+        cell was replaced."""
         import numpy as np
 
-        stored = self.numbers("emissions")
-        finite = np.isfinite(stored)
-        if finite.all():
-            return stored
-        result = np.where(finite, stored, self.energy * self.numbers("carbon_intensity") / 1000.0)
-        result[~np.isfinite(result)] = 0.0
-        return result
+        def country_of(own: np.ndarray) -> np.ndarray:
+            if own.all():
+                return np.full(self.size, np.nan)
+            codes, labels = self.codes("country_iso_code")
+            return np.array([country_g_per_kwh(label) for label in labels], dtype=float)[codes]
+
+        with np.errstate(invalid="ignore"):
+            intensity = recorded_intensity(self.numbers("carbon_intensity"), country_of, where=np.where,
+                                           isfinite=np.isfinite)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return emissions_rule(self.energy, self.numbers("emissions"), intensity, where=np.where,
+                                  isfinite=np.isfinite)
+
+    def times(self, rows: np.ndarray) -> tuple[list[float], list[float]]:
+        """``rule.interval`` of the given rows, in epoch seconds."""
+        start = [_seconds(v) for v in self.frame["start_time"].iloc[rows]] if "start_time" in self.frame \
+            else [math.nan] * len(rows)
+        end = [_seconds(v) for v in self.frame["timestamp"].iloc[rows]] if "timestamp" in self.frame \
+            else [math.nan] * len(rows)
+        duration = self.numbers("duration")[rows].tolist()
+        pairs = [interval(a, b, d) for a, b, d in zip(start, end, duration)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def per_run(self, mask: np.ndarray) -> np.ndarray:
         """How many rows of each run ``mask`` holds for."""
@@ -536,6 +473,24 @@ class _Columns:
         return values.astype(object).where(values.notna(), "").to_numpy(dtype=object)
 
 
+def _run_units(frame: pd.DataFrame) -> pd.Series:
+    """``rule.run_unit`` of every row: the run id, with CodeCarbon's task name where there is one."""
+    if "task_name" not in frame:
+        return frame["run_id"]
+    task = frame["task_name"].astype(object).where(frame["task_name"].notna(), "")
+    if not (task != "").any():
+        return frame["run_id"]
+    run = frame["run_id"].astype(object).where(frame["run_id"].notna(), "")
+    return run.combine(task, lambda r, t: run_unit(str(r), str(t)) if r else "")
+
+
+def _seconds(value: Any) -> float:
+    """A stored time (a datetime or ISO text) in epoch seconds, NaN when missing."""
+    if hasattr(value, "timestamp") and not (value != value):
+        return float(value.timestamp())
+    return epoch(value) if isinstance(value, str) and value else math.nan
+
+
 def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
     """True for the row of each group with the largest duration (unknown counts as -1), the last
     among equals: CodeCarbon's checkpoint rows are cumulative, the latest holds the whole run."""
@@ -573,7 +528,6 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     metered figure set aside for low coverage, whether it is metered (and not set aside), and
     whether the rule considered it at all (usable, not an older checkpoint)."""
     import numpy as np
-    import pandas as pd
 
     roles = np.zeros(columns.size, dtype=np.int8)
     is_estimate = columns.equals("kind", "estimate")
@@ -605,11 +559,11 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     names = [(int(u) // len(scope_labels), scope_labels[int(u) % len(scope_labels)] or SYSTEM_SCOPE)
              for u in uniques]
 
-    def views_of(code_list: Sequence[int]) -> list[_View]:
+    def views_of(code_list: Sequence[int]) -> list[View]:
         views = []
         for place, code in enumerate(code_list):
             kind_state, scope = names[code]
-            views.append(_View(place, "estimate" if kind_state == 0 else "metered", scope, kind_state == 2))
+            views.append(View(place, "estimate" if kind_state == 0 else "metered", scope, kind_state == 2))
         return views
 
     # Most runs have one usable row: its role depends on its state alone (a handful of them).
@@ -655,8 +609,7 @@ def _shared_job_rows(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     host measures alike (not a per-GPU figure)."""
     import numpy as np
 
-    candidates = ((roles > 0) & ~columns.empty("job_id") & ~columns.empty("rank")
-                  & ~columns.equals("world_size", "1"))
+    candidates = (roles > 0) & ~columns.empty("job_id")
     if not candidates.any():
         return np.flatnonzero(candidates)
     scope_codes, scope_labels = columns.codes("scope")
@@ -664,37 +617,35 @@ def _shared_job_rows(columns: _Columns, roles: np.ndarray) -> np.ndarray:
     return np.flatnonzero(candidates & shared_label[scope_codes])
 
 
-def _job_parts(columns: _Columns, roles: np.ndarray) -> np.ndarray:
-    """Each row's energy after the job rule: what it adds beyond the largest figure stored
-    before it for the same (project, user, job, host, backend, hardware), when its scope is shared."""
+def _job_parts(columns: _Columns, roles: np.ndarray) -> tuple[np.ndarray, Launches]:
+    """Each row's energy after the job rule (``rule.Launches``, fed the job rows in stored
+    order as the row path feeds them), and the rule's memory afterwards."""
     import numpy as np
-    import pandas as pd
 
     parts = np.where(roles > 0, columns.energy, 0.0)
+    launches = Launches()
     rows = _shared_job_rows(columns, roles)
     if not len(rows):
-        return parts
-    keys = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
-    energy = pd.Series(columns.energy[rows])
-    running = energy.groupby([keys[k] for k in _JOB_KEYS], sort=False).cummax()
-    before = running.groupby([keys[k] for k in _JOB_KEYS], sort=False).shift(1).fillna(0.0)
-    parts[rows] = np.maximum(0.0, energy.to_numpy() - before.to_numpy())
-    return parts
+        return parts, launches
+    texts = [columns.text(k)[rows].tolist() for k in JOB_KEYS]
+    starts, ends = columns.times(rows)
+    energy = columns.energy[rows].tolist()
+    for place, row in enumerate(rows.tolist()):
+        key = job_key([str(t[place]) for t in texts])
+        parts[row] = launches.part(key, starts[place], ends[place], energy[place])
+    return parts, launches
 
 
-def _part_emissions(columns: _Columns, roles: np.ndarray, parts: np.ndarray) -> np.ndarray:
-    """Each row's kg CO2e for the part of its energy it counts for (``_job_parts``), in proportion.
-    Valid for rows with a role: when the job rule applied to none, their parts are their whole
-    energy (the ratio would be exactly 1), so no division is needed."""
+def _part_emissions(columns: _Columns, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Columns.emissions`` with each row's kg in proportion to the part of its energy it
+    counts for (``_job_parts``), as the row path does."""
     import numpy as np
 
-    emissions = columns.emissions()
-    if not len(_shared_job_rows(columns, roles)):
-        return emissions
+    kg, used, replaced = columns.emissions()
     energy = columns.energy
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(energy > 0, parts / np.where(energy > 0, energy, 1.0), 1.0)
-    return emissions * ratio
+    return np.where(energy > 0, kg * ratio, kg), used, replaced
 
 
 def _value_counts(columns: _Columns, name: str, mask: np.ndarray) -> dict[str, int]:
@@ -704,10 +655,12 @@ def _value_counts(columns: _Columns, name: str, mask: np.ndarray) -> dict[str, i
     return {str(k): int(v) for k, v in counts.items() if isinstance(k, str) and k}
 
 
-def _frame_counting(frame: pd.DataFrame) -> tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _frame_counting(frame: pd.DataFrame) -> tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                  Launches]:
     columns = _Columns(frame)
     roles, demoted, metered, considered = _roles(columns)
-    return columns, roles, _job_parts(columns, roles), demoted & considered, metered
+    parts, launches = _job_parts(columns, roles)
+    return columns, roles, parts, demoted & considered, metered, launches
 
 
 def frame_totals(frame: pd.DataFrame) -> Totals:
@@ -724,7 +677,7 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     import numpy as np
     import pandas as pd
 
-    columns, roles, parts, demoted, metered = _frame_counting(frame)
+    columns, roles, parts, demoted, metered, launches = _frame_counting(frame)
     if by_group:
         key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
         combined = np.zeros(columns.size, dtype=np.int64)
@@ -745,7 +698,8 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         return {}
     group = np.asarray(group, dtype=np.int64)
     counted = (roles & COUNTED) > 0
-    emissions = _part_emissions(columns, roles, parts)
+    emissions, used, replaced = _part_emissions(columns, parts)
+    known = counted & np.isfinite(used)
     counted_metered = counted & metered
     estimate_primary = (roles & EST_PRIMARY) > 0
     has_metered = columns.per_run(counted_metered) > 0
@@ -797,6 +751,8 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         "paired_estimate_kwh": sums(estimate_primary & paired_rows, parts),
         "paired_metered_kwh": sums(counted_metered & paired_rows, parts),
         "low_coverage_runs": run_counts(low),
+        "replaced_emissions": sums(counted, replaced.astype(float)).round(),
+        "intensity_sum": sums(known, np.where(known, used, 0.0)), "intensity_rows": sums(known, np.ones(columns.size)),
     }
     numbers["metered_seconds"] = numbers["covered_seconds"] = np.zeros(count)
     if counted_metered.any():
@@ -809,33 +765,25 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
                "backends": counts("backend", counted),
                "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
                "paired_backends": counts("backend", estimate_primary & paired_rows)}
-    job_max = _job_maxima(columns, roles, group, count)
+    job_max = _launches_by_group(launches, labels)
     result = {}
     for index, label in enumerate(labels):
         data: dict[str, Any] = {name: (int(values[index]) if name in _INT_FIELDS else float(values[index]))
                                 for name, values in numbers.items()}
         data.update({name: values[index] for name, values in tallies.items()})
-        result[label] = Accumulator(Totals(**data).to_json(), job_max[index])  # type: ignore[index]
+        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))  # type: ignore[index]
     return result  # type: ignore[return-value]
 
 
-def _job_maxima(columns: _Columns, roles: np.ndarray, group: np.ndarray, count: int) -> list[dict[str, float]]:
-    """Per group, the largest figure of each (job, host, backend, hardware): the job rule's memory."""
-    import json
-
-    import pandas as pd
-
-    result: list[dict[str, float]] = [{} for _ in range(count)]
-    rows = _shared_job_rows(columns, roles)
-    if not len(rows):
-        return result
-    table = pd.DataFrame({k: columns.codes(k)[0][rows] for k in _JOB_KEYS})
-    table["g"] = group[rows]
-    table["e"] = columns.energy[rows]
-    labels = [columns.codes(k)[1] for k in _JOB_KEYS]
-    for key, value in table.groupby(["g", *_JOB_KEYS], sort=False)["e"].max().items():
-        text = [labels[i][int(code)] for i, code in enumerate(key[1:])]
-        result[int(key[0])][json.dumps(text)] = float(value)
+def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[float]]]:
+    """The job rule's memory split by (project, user, host): a key's texts are ``JOB_KEYS``."""
+    where = {label: index for index, label in enumerate(labels)}
+    result: list[dict[str, list[float]]] = [{} for _ in labels]
+    for key, launch in launches.last.items():
+        project, user, _, host, _, _ = json.loads(key)
+        index = where.get((project, user, host), 0 if len(labels) == 1 else -1)
+        if index >= 0:
+            result[index][key] = launch
     return result
 
 
@@ -878,15 +826,15 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
 
     if by not in GROUP_COLUMNS:
         raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
-    columns, roles, parts, _, metered = _frame_counting(frame)
+    columns, roles, parts, _, metered, _ = _frame_counting(frame)
     energy = columns.energy
     if by == "backend":
         with np.errstate(invalid="ignore"):
             counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
-        values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions(), 0.0)
+        values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions()[0], 0.0)
     else:
         counted = (roles & COUNTED) > 0
-        values, kg = np.where(counted, parts, 0.0), np.where(counted, _part_emissions(columns, roles, parts), 0.0)
+        values, kg = np.where(counted, parts, 0.0), np.where(counted, _part_emissions(columns, parts)[0], 0.0)
     rows = np.flatnonzero(columns.top_level)
     if by == "job":
         job = pd.Series(columns.text("job_id")[rows])
@@ -922,8 +870,7 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
                            "kwh": kwh[order], "kg": kg_sum[order], "hours": hours[order],
                            "coverage": group_coverage[order]})
     if by == "job":
-        layout = _job_layout(columns, rows, groups, len(names))
-        for name, values in layout.items():
+        for name, values in _job_layout(columns, rows, groups, len(names)).items():
             result[name] = values[order]
     return result[result["runs"] > 0].reset_index(drop=True)
 
@@ -939,11 +886,11 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
     start = pd.to_datetime(pd.Series(columns.text("start_time")[rows]), utc=True, errors="coerce", format="ISO8601")
     end = pd.to_datetime(pd.Series(columns.text("timestamp")[rows]), utc=True, errors="coerce", format="ISO8601")
     table["start"], table["end"] = start.to_numpy(), end.to_numpy()
-    grouped = table.groupby("g")
-    nodes = grouped["host"].nunique().reindex(range(count), fill_value=0).to_numpy()
     # A run without a rank (one process) is a rank of its own.
     table["who"] = np.where(table["rank"] == "", "run:" + table["run"].astype(str), "rank:" + table["rank"])
-    ranks = table.groupby("g")["who"].nunique().reindex(range(count), fill_value=0).to_numpy()
+    grouped = table.groupby("g")
+    nodes = grouped["host"].nunique().reindex(range(count), fill_value=0).to_numpy()
+    ranks = grouped["who"].nunique().reindex(range(count), fill_value=0).to_numpy()
     span = (grouped["end"].max() - grouped["start"].min()).dt.total_seconds()
     wall = span.reindex(range(count)).to_numpy(dtype=float, na_value=np.nan)
     return {"nodes": nodes.astype(np.int64), "ranks": ranks.astype(np.int64), "wall_s": wall}
@@ -953,7 +900,7 @@ def run_hours(frame: pd.DataFrame) -> float:
     """Hours of the counted runs, each run's longest measurement."""
     import numpy as np
 
-    columns, roles, _, _, _ = _frame_counting(frame)
+    columns, roles, _, _, _, _ = _frame_counting(frame)
     counted = (roles & COUNTED) > 0
     if not counted.any():
         return 0.0

@@ -18,8 +18,10 @@ from attrs import frozen
 
 from let_core.config import default_dataset_root, is_uri
 from let_core.errors import LetWarning, StoreError
-from let_core.records import MAX_ENERGY_KWH, NUMERIC_COLUMNS, STORE_COLUMNS, as_float, legacy_fields
-from let_core.store import Store, _check_filters, _data_end, _read_header
+from let_core.csvfile import data_end, read_header
+from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.schema import LET_MARKERS, NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
+from let_core.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +73,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
 
         return frame[[c for c in frame.columns if c in {*wanted, *CALIBRATED_COLUMNS}]]
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    _check_filters(filters)
+    check_filters(filters)
     store, root = sources(output_dir, dataset)
     import pandas as pd
 
@@ -88,7 +90,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if columns is not None:
             # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
             # the dataset and its deduplication, where every column costs a copy.
-            keep = set(columns) | set(_DEDUP_KEYS) | {"duration"}
+            keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
             frame = frame[[c for c in frame.columns if c in keep]]
         frames.append(frame)
     elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
@@ -134,6 +136,45 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
         raise StoreError(f"{store.directory} is a file; output_dir names the store's folder (the one "
                          f"holding emissions.csv), e.g. {store.directory.parent}")
     return store, os.fspath(dataset) if dataset is not None else default_dataset_root(store.directory)
+
+
+def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+                   user: str | None = None, hostname: str | None = None, *,
+                   dataset: str | os.PathLike[str] | None = None) -> int:
+    """Delete the runs matching every given filter (none given: all) from every source
+    ``load_results`` reads: the CSV store and the Parquet dataset. Returns how many runs
+    disappear from the statement (a run in both sources is one run).
+
+    The dataset goes first: when a file of it cannot be read or deleted the error says so and
+    the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
+    ``dataset.delete_rows``).
+    """
+    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    check_filters(filters)
+    store, root = sources(output_dir, dataset)
+    runs: set[str] = set()
+    anonymous = 0
+
+    def note(row: Mapping[str, Any]) -> None:
+        nonlocal anonymous
+        if row.get("task"):
+            return  # parts of a run, not runs
+        if row.get("run_id"):
+            runs.add(str(row["run_id"]))
+        else:
+            anonymous += 1
+
+    if _dataset_present(root):
+        from let_core.dataset import delete_rows, locate
+
+        for row in delete_rows(locate(root), filters):
+            note(row)
+    matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
+    if matching:
+        store.delete(**filters)
+    for row in matching:
+        note(row)
+    return len(runs) + anonymous
 
 
 def _dataset_present(root: str) -> bool:
@@ -196,10 +237,12 @@ def _deduplicate(frame: pd.DataFrame) -> pd.DataFrame:
 
     # Only rows whose run id repeats are compared in full: hashing three text columns of a
     # million rows cost more than reading them.
-    repeated = duplicated_rows(frame, _DEDUP_KEYS)
+    # CodeCarbon's task API: rows of one run with different task names are parts that add up.
+    dedup_keys = (*_DEDUP_KEYS, "task_name") if "task_name" in frame else _DEDUP_KEYS
+    repeated = duplicated_rows(frame, dedup_keys)
     if not repeated.any():
         return frame
-    keys = frame[list(_DEDUP_KEYS)].astype(object).fillna("")
+    keys = frame[list(dedup_keys)].astype(object).fillna("")
     involved = np.flatnonzero((keys["run_id"] != "").to_numpy()
                               & keys.duplicated(keep=False).to_numpy())
     groups = np.asarray(pd.MultiIndex.from_frame(keys.iloc[involved]).factorize()[0], dtype=np.int64)
@@ -259,7 +302,7 @@ LEGACY_KEYS: tuple[str, ...] = ("experiment_id", "codecarbon_version", "cpu_mode
 #: Columns load_results always reads: filters, legacy normalization and deduplication need them.
 #: With ``columns=`` the LEGACY_KEYS are read only when the store holds legacy rows (a blank
 #: backend): a million LET rows then parse about 40% faster.
-BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "task",
+BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "let_version", "task",
                                  *LEGACY_KEYS, "methodology", "kind", "scope", "hardware")
 
 
@@ -288,22 +331,23 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from let_core.store import _renamed_columns, check_emissions_header
+    from let_core.csvfile import check_emissions_header
+    from let_core.schema import renamed_columns
 
     # A cold process (`let statement`) needs pandas only after the parse, and importing it
     # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
     # the import runs meanwhile on another core.
     _import_in_background("pandas")
-    with store._locked(exclusive=False, create=False) as fd:
+    with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             import pandas as pd
 
             return pd.DataFrame(columns=list(STORE_COLUMNS))
         check_emissions_header(fd, store.path)
-        header = _read_header(fd)
+        header = read_header(fd)
         # Only the rows: a killed writer's torn last line is not one (a last line without its
         # line break that parses is, as many tools write files that way).
-        end = 0 if header is None else _data_end(fd, len(header))
+        end = 0 if header is None else data_end(fd, len(header))
         torn = 0 if header is None else os.fstat(fd).st_size - end
         with pa.memory_map(str(store.path)) as mapped:
             data = mapped.read_buffer(end)
@@ -324,7 +368,9 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
 
     def read(typed: bool, block_size: int | None) -> pa.Table:
         types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
-        read_options = pacsv.ReadOptions() if block_size is None else pacsv.ReadOptions(block_size=block_size)
+        # The names as read_header gives them (a column-aligned copy pads them with spaces).
+        read_options = pacsv.ReadOptions(column_names=header, skip_rows=1,
+                                         **({} if block_size is None else {"block_size": block_size}))
         with _quiet_undecodable_invalid_rows(skip):
             return pacsv.read_csv(
                 pa.BufferReader(data), read_options=read_options,
@@ -381,7 +427,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     if replaced:
         warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
-    from let_core.store import header_problem
+    from let_core.schema import header_problem
 
     if torn:
         warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
@@ -396,7 +442,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
                       "`let doctor` shows them", LetWarning, stacklevel=3)
-    renamed = _renamed_columns(header)
+    renamed = renamed_columns(header)
     if renamed:
         # In place: DataFrame.rename copies every column (a quarter of a second at 1M rows),
         # even when nothing is renamed.
@@ -446,10 +492,10 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
     numbers of records that are not rows); (None, []) when the header changed meanwhile."""
     import pyarrow as pa
 
-    from let_core.store import scan_lines
+    from let_core.csvfile import scan_lines
 
-    with store._locked(exclusive=False, create=False) as fd:
-        if fd is None or _read_header(fd) != header:
+    with store.locked(exclusive=False, create=False) as fd:
+        if fd is None or read_header(fd) != header:
             return None, []
         indices = [header.index(c) for c in included]
         columns: list[list[str]] = [[] for _ in indices]
@@ -528,11 +574,13 @@ def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
     Works on Arrow arrays (join, dictionary-encode, take), so a million legacy rows cost
     about as much as parsing them.
     """
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    legacy = pa.array((frame["backend"].fillna("") == "").to_numpy(dtype=bool))
+    blank = [(frame[c].fillna("") == "").to_numpy(dtype=bool) for c in LET_MARKERS if c in frame]
+    legacy = pa.array(np.logical_and.reduce(blank) if blank else np.ones(len(frame), dtype=bool))
     if not pc.any(legacy).as_py():
         return frame
     keys = list(LEGACY_KEYS)

@@ -1,0 +1,188 @@
+"""Issue 19, the counting half: each input of the issue's table that printed a wrong number,
+counted the same by the statement at stop (totals cache), the cold statement (frame) and
+`let results --by`, and right."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from let_core._version import __version__
+from let_core.cli import cli
+from let_core.errors import LetWarning
+from let_core.records import Measurement, Run
+from let_core.results import cached_totals, frame_totals, load_results
+from let_core.results.counting import TOTALS_COLUMNS
+from let_core.statement import paper_statement
+from let_core.store import Store
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _run(index: int, kwh: float, *, project: str = "p", job: str = "", rank: str = "",
+         start: datetime | None = None, seconds: float = 60.0, backend: str = "manual",
+         intensity: float = 1000.0) -> Run:
+    begin = start if start is not None else START + timedelta(hours=index)
+    environment = {"job_id": job, "rank": rank} if job else {}
+    return Run(run_id=f"run-{index:04d}", project_name=project, user="u", hostname="h",
+               start_time=begin, end_time=begin + timedelta(seconds=seconds), status="ok",
+               measurements=(Measurement(backend=backend, methodology="Manual", kind="estimate",
+                                         energy_kwh=kwh, duration_s=seconds, scope="system"),),
+               country_iso_code="DEU", country_name="Germany", carbon_intensity=intensity,
+               environment=environment)
+
+
+def _by(what: str, *args: str) -> list[dict]:
+    output = CliRunner().invoke(cli, ["results", "--by", what, "--json", *args]).output
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def _every_path(expected_kwh: float, **filters: str) -> None:
+    """The statement at stop (cache), the cold statement (frame) and --by project|job agree."""
+    assert cached_totals(**filters).energy_kwh == pytest.approx(expected_kwh)
+    frame = load_results(**filters, columns=TOTALS_COLUMNS)
+    assert frame_totals(frame).energy_kwh == pytest.approx(expected_kwh)
+    assert f"{expected_kwh:.3f} kWh" in paper_statement(**filters)
+    for by in ("project", "job"):
+        assert sum(group["kwh"] for group in _by(by)) == pytest.approx(expected_kwh), by
+
+
+def test_sequential_runs_in_one_allocation_each_count(let_home: Path) -> None:
+    store = Store()
+    for index in range(5):  # one after the other inside one SLURM_JOB_ID, never overlapping
+        store.append(_run(index, 0.1, job="4711", rank="0").rows(__version__))
+    _every_path(0.5)
+
+
+def test_ranks_of_one_launch_running_together_count_once(let_home: Path) -> None:
+    store = Store()
+    for index in range(4):  # four ranks of one launch, same node, same time: one machine's figure
+        store.append(_run(index, 0.1 + index * 0.01, job="4711", rank=str(index), start=START).rows(__version__))
+    # then a second launch in the same allocation, after the first ended
+    for index in range(4, 6):
+        store.append(_run(index, 0.2, job="4711", rank=str(index - 4),
+                          start=START + timedelta(hours=1)).rows(__version__))
+    _every_path(0.13 + 0.2)
+
+
+def test_interleaved_checkpoints_count_once_with_each_runs_latest(let_home: Path) -> None:
+    header = "timestamp,project_name,run_id,duration,emissions,energy_consumed,codecarbon_version\n"
+    lines = ["2024-05-01T10:00:00,codecarbon,A,10,0.00004,0.1,2.3.4",
+             "2024-05-01T10:00:00,codecarbon,B,10,0.00004,0.1,2.3.4",
+             "2024-05-01T10:00:10,codecarbon,A,20,0.00008,0.2,2.3.4",
+             "2024-05-01T10:00:10,codecarbon,B,20,0.00008,0.2,2.3.4"]
+    let_home.mkdir(parents=True, exist_ok=True)
+    (let_home / "emissions.csv").write_text(header + "\n".join(lines) + "\n")
+    _every_path(0.4)
+
+
+def test_codecarbon_task_rows_of_one_run_add_up(let_home: Path) -> None:
+    header = ("timestamp,project_name,run_id,experiment_id,duration,emissions,energy_consumed,"
+              "country_iso_code,codecarbon_version,task_name\n")
+    lines = [f"2024-05-01T10:00:0{i},codecarbon,R,x___u___h,10,0.0001,{kwh},DEU,2.8.0,task{i}"
+             for i, kwh in enumerate([0.5, 0.25, 0.125])]
+    let_home.mkdir(parents=True, exist_ok=True)
+    (let_home / "emissions.csv").write_text(header + "\n".join(lines) + "\n")
+    _every_path(0.875)
+
+
+def test_an_in_place_edit_after_a_statement_is_counted(let_home: Path) -> None:
+    store = Store()
+    for index in range(100):  # (at 400 g/kWh, so 0.1 is the energy cell only)
+        store.append(_run(index, 0.1, intensity=400.0).rows(__version__))
+    assert cached_totals().energy_kwh == pytest.approx(10.0)
+    path = store.path
+    text = path.read_text()
+    row = text.splitlines()[40]
+    edited = row.replace(",0.1,", ",0.9,", 1)
+    assert edited != row and len(edited) == len(row)
+    path.write_text(text.replace(row, edited))
+    _every_path(10.8)
+
+
+def test_a_truncated_and_regrown_store_is_counted_afresh(let_home: Path) -> None:
+    store = Store()
+    for index in range(10):
+        store.append(_run(index, 0.1).rows(__version__))
+    assert cached_totals().energy_kwh == pytest.approx(1.0)
+    path = store.path
+    original = path.read_bytes()
+    lines = original.splitlines(keepends=True)
+    # Truncated to its first 5 runs, then other runs appended until it is longer than before.
+    path.write_bytes(b"".join(lines[:6]))
+    for index in range(10, 16):
+        store.append(_run(index, 0.3).rows(__version__))
+    assert path.stat().st_size >= len(original)
+    _every_path(0.5 + 1.8)
+
+
+def test_a_run_straddling_the_cached_part_and_the_tail_counts_once(let_home: Path) -> None:
+    store = Store()
+    first = _run(0, 0.1)
+    store.append(first.rows(__version__))
+    assert cached_totals().energy_kwh == pytest.approx(0.1)
+    # A later checkpoint of the same run (CodeCarbon style: same run id, cumulative), after the cache.
+    later = Run(run_id=first.run_id, project_name="p", user="u", hostname="h", start_time=first.start_time,
+                end_time=first.start_time + timedelta(seconds=120), status="ok",
+                measurements=(Measurement(backend="manual", methodology="Manual", kind="estimate",
+                                          energy_kwh=0.25, duration_s=120, scope="system"),),
+                country_iso_code="DEU", country_name="Germany", carbon_intensity=1000.0)
+    store.append(later.rows(__version__))
+    _every_path(0.25)
+
+
+def test_a_bad_emissions_cell_is_recomputed_and_said_once(let_home: Path) -> None:
+    store = Store()
+    rows = _run(0, 0.1, intensity=400.0).rows(__version__)
+    rows[0]["emissions"] = -0.2
+    store.append(rows)
+    other = _run(1, 0.1, intensity=400.0).rows(__version__)
+    other[0]["emissions"] = 1e9
+    store.append(other)
+    store.append(_run(2, 0.1, intensity=400.0).rows(__version__))
+    assert cached_totals().emissions_kg == pytest.approx(0.12)
+    assert frame_totals(load_results(columns=TOTALS_COLUMNS)).emissions_kg == pytest.approx(0.12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = paper_statement()
+    assert "0.120 kg" in text and "400 gCO2/kWh" in text
+    said = [w for w in caught if issubclass(w.category, LetWarning) and "emissions" in str(w.message)]
+    assert len(said) == 1 and "2 row" in str(said[0].message)
+
+
+def test_a_zero_kwh_run_states_its_own_intensity(let_home: Path) -> None:
+    Store().append(_run(0, 0.0, intensity=380.95).rows(__version__))
+    text = paper_statement()
+    assert "381 gCO2/kWh" in text and " 0 gCO2/kWh" not in text
+
+
+def test_star_import_of_the_results_package_works() -> None:
+    namespace: dict = {}
+    exec("from let_core.results import *", namespace)
+    assert "load_results" in namespace and "KindTotals" not in namespace
+
+
+def test_delete_removes_runs_from_the_store_and_the_dataset(let_home: Path) -> None:
+    from let_core import delete_results
+    from let_core.dataset import locate, write_run
+
+    store = Store()
+    root = locate(str(let_home / "runs"))  # the default dataset load_results reads beside the store
+    for index, project in enumerate(["P", "P", "Q"]):
+        rows = _run(index, 0.1, project=project).rows(__version__)
+        store.append(rows)
+        write_run(root, rows)  # the same run in both sources (counted once)
+    only_dataset = _run(9, 0.1, project="P").rows(__version__)
+    write_run(root, only_dataset)
+    assert "0.300 kWh" in paper_statement(project_name="P")
+    output = CliRunner().invoke(cli, ["delete", "--project", "P", "--yes"]).output
+    assert "deleted 3 run(s)" in output, output  # what disappears from the statement: 3 runs
+    assert load_results(project_name="P").empty
+    assert "0.100 kWh" in paper_statement()
+    assert delete_results(project_name="Q") == 1
+    assert load_results().empty
