@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from let_core._version import __version__
-from let_core.records import Measurement, Run
 from let_core.csvfile import encode
-from let_core.store import STORE_FILE
+from let_core.records import Measurement, Run
 from let_core.schema import STORE_COLUMNS
+from let_core.store import STORE_FILE
 
 
 def sample_run(index: int = 0, project: str = "bench") -> Run:

@@ -9,7 +9,7 @@ devices) / PSU efficiency that rises with load (0.85-0.91), a 1.5% meter scatter
 0.01 Wh counter. Estimates end up 20-32% below the wall.
 
 Workload A (GPU training, 200-450 W, 10-120 min) is stored measured both ways and fitted with
-``let calibration``'s code (store -> load_results -> paired_runs -> fit); workload B (CPU-heavy
+``lett calibration``'s code (store -> load_results -> paired_runs -> fit); workload B (CPU-heavy
 preprocessing and inference, 150-320 W, 2-60 min) is held out: its estimates are corrected with
 ``calibrate_frame`` and compared with its wall figures. Prints a Markdown table over all seeds.
 """

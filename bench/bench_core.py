@@ -86,19 +86,20 @@ def main() -> None:
         theirs = whole_process(args.let014, LET014_RUN, args.repeat)
         print(f"  LET 0.1.4 default (CodeCarbon) {theirs * 1000:8.1f} ms   ratio {theirs / ours:5.1f}x less wall time")
 
+    import io
+
+    from let_core import Store, load_results
     from let_core._version import __version__
     from let_core.statement import paper_statement
-    from let_core import Store, load_results
-    from let_reporters.statement import StatementReporter
     from let_core.tracker import EnergyTracker
-    import io
+    from let_reporters.statement import StatementReporter
 
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sorted({1_000, 100_000, args.rows}):
             folder = Path(tmp) / f"store{rows}"
             build_store(folder, rows)
             store = Store(folder)
-            append = median_ms(lambda: store.append(sample_run().rows(__version__)), 50)
+            append = median_ms(lambda: store.append(sample_run().rows(__version__)), 50)  # noqa: B023 - called at once
             print(f"append one run with {rows:>9,} rows stored: {append:6.2f} ms (median of 50, incl. fsync)")
         folder = Path(tmp) / f"store{args.rows}"
         size_mb = (folder / "emissions.csv").stat().st_size / 1e6

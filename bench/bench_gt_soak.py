@@ -5,8 +5,8 @@ crash and restart in the middle (issue 12).
                                             [--watts 3000] [--session-s 3 8]
 
 - ``--sockets`` emulated sockets at a constant ``--watts`` each (so the truth of a session is
-  ``watts x duration``), in their own `let gt emulate` process as real sockets are their own
-  devices, behind one real `let gt serve` process (SQLite state in a temp dir);
+  ``watts x duration``), in their own `lett gt emulate` process as real sockets are their own
+  devices, behind one real `lett gt serve` process (SQLite state in a temp dir);
 - ``--clients`` threads, each: open a session on one host, wait a random ``--session-s`` span,
   stop it, record both latencies; forever until the end;
 - halfway, the server is SIGKILLed and started again on the same port and state: sessions
@@ -69,7 +69,7 @@ def rss_mb(pid: int) -> float:
 
 
 class Farm:
-    """The emulated sockets in their own process (`let gt emulate`), as real sockets are their own
+    """The emulated sockets in their own process (`lett gt emulate`), as real sockets are their own
     devices: in the bench's process they shared one GIL with the client threads, so an answer
     was computed at one moment and reached the server a scheduling delay later."""
 
@@ -86,7 +86,7 @@ class Farm:
         self.hosts = list(json.loads(config.read_text()))
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGINT)  # `let gt emulate` closes its sockets on Ctrl-C
+        self.proc.send_signal(signal.SIGINT)  # `lett gt emulate` closes its sockets on Ctrl-C
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -1,6 +1,6 @@
 """Result-set scale: load_results + statement over 1,000,000 runs (CSV store, Parquet dataset),
 LET 0.1.4's load for comparison, Parquet append cost with 100k runs stored, and peak memory of
-`let results --by project`.
+`lett results --by project`.
 
     .venv/bin/python bench/bench_results.py [--runs 1000000] [--let014 /tmp/let014venv/bin/python]
 
@@ -110,11 +110,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--let014", default="/tmp/let014venv/bin/python")
     args = parser.parse_args()
-    from let_core.dataset import compact, locate, write_frame, write_run
     from let_core import keys
-    from let_core.results import TOTALS_COLUMNS, frame_totals
+    from let_core.dataset import compact, locate, write_frame, write_run
+    from let_core.results import TOTALS_COLUMNS, frame_totals, load_results
     from let_core.statement import paper_statement, statement_from_totals
-    from let_core.results import load_results
 
     work = Path(tempfile.mkdtemp(prefix="let-bench-results-"))
     os.environ.pop("LET_DATASET", None)
@@ -149,7 +148,7 @@ def main() -> None:
         del loaded_pq
         t_pq_proj, projected = best(lambda: load_results(ds_dir, columns=TOTALS_COLUMNS))
         keys._last = None  # the statement alone, without the run-id codes load_results just made
-        t_pq_stmt, text_pq = best(lambda: statement_from_totals(frame_totals(projected)), repeats=1)
+        t_pq_stmt, text_pq = best(lambda: statement_from_totals(frame_totals(projected)), repeats=1)  # noqa: F821 - run before the del below
         del projected
         t_pq_both, (rows, text_pq) = best(lambda: load_and_state(ds_dir, TOTALS_COLUMNS), repeats=5)
         assert rows == args.runs and text_pq.split("kWh")[0] == text.split("kWh")[0], (text, text_pq)
@@ -205,7 +204,7 @@ def main() -> None:
         rows = [{**r, "run_id": str(uuid.uuid4()), "project_name": "project-1",
                  "start_time": "2026-06-01T00:00:00+00:00"} for r in rows]
         timings = []
-        for i, row in enumerate(rows):
+        for _i, row in enumerate(rows):
             t = time.perf_counter()
             write_run(location, [row])
             timings.append(time.perf_counter() - t)
@@ -214,12 +213,12 @@ def main() -> None:
               f"first 200 appends, {statistics.median(last) * 1000:.1f} ms for appends 1,800-2,000 "
               f"(p95 {np.percentile(last, 95) * 1000:.1f} ms); target < 20 ms, constant")
         t_compact, report = best(lambda: compact(location), repeats=1)
-        print(f"let compact: {report.files_before} files -> {report.files_after} in {t_compact:.2f} s")
+        print(f"lett compact: {report.files_before} files -> {report.files_after} in {t_compact:.2f} s")
 
         env = {**os.environ, "LET_LOAD_PLUGINS": "", "LET_HOME": str(work / "home")}
         size = csv_path.stat().st_size / 2**20
         pq_size = sum(p.stat().st_size for p in (ds_dir / "runs").rglob("*.parquet")) / 2**20
-        print(f"\n`let results --by project`, {args.runs:,} runs, peak RSS of a fresh process:")
+        print(f"\n`lett results --by project`, {args.runs:,} runs, peak RSS of a fresh process:")
         (work / "empty").mkdir()
         _, baseline = child_peak_rss([sys.executable, "-m", "let_core.cli", "results", "--by", "project",
                                       "--output-dir", str(work / "empty"), "--dataset", str(work / "none")], env)

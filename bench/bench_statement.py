@@ -1,4 +1,4 @@
-"""`let statement` over a large store with no totals cache, and Parquet load + statement.
+"""`lett statement` over a large store with no totals cache, and Parquet load + statement.
 
     PYTHONPATH=. python bench/bench_statement.py --runs 1000000
 
@@ -57,7 +57,7 @@ def main() -> None:
             if done.returncode:
                 raise SystemExit(done.stderr)
             text = done.stdout
-        print(f"let statement, {args.runs:,} runs, no totals cache: median {statistics.median(cold):.3f} s "
+        print(f"lett statement, {args.runs:,} runs, no totals cache: median {statistics.median(cold):.3f} s "
               f"(of {args.repeat}: {', '.join(f'{t:.2f}' for t in cold)})")
         print("  " + text.split(". ")[0][:160])
 

@@ -1,4 +1,4 @@
-"""`let ui` over a large store: a real `let ui` process, timed over HTTP and in headless Chromium.
+"""`lett ui` over a large store: a real `lett ui` process, timed over HTTP and in headless Chromium.
 
 Run: .venv/bin/python bench/bench_ui.py [--rows 1000000] [--repeats 5] [--no-browser]
 
@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -80,7 +81,7 @@ def main() -> None:
                 except requests.ConnectionError:
                     time.sleep(0.05)
                 if proc.poll() is not None:
-                    raise SystemExit(f"let ui exited with {proc.returncode}")
+                    raise SystemExit(f"lett ui exited with {proc.returncode}")
             start_s = time.perf_counter() - t0
             print(f"start (load {args.rows:,} rows, index, first answer): {start_s:.2f} s")
 

@@ -26,7 +26,7 @@ import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # The LET tree under test: this checkout, or LET_BENCH_ROOT (to measure another checkout, e.g. main).
 ROOT = Path(os.environ.get("LET_BENCH_ROOT") or Path(__file__).resolve().parents[1])
@@ -245,12 +245,12 @@ def statement_rows(python: str, runs: int, notes: list[str]) -> list[Row]:
     if done.returncode:
         notes.append(f"bench_statement.py failed: {done.stderr.strip().splitlines()[-1:]}")
         return []
-    found = dict(re.findall(r"^(let statement|Parquet load_results)[^\n]*?median ([0-9.]+) s",
+    found = dict(re.findall(r"^(lett statement|Parquet load_results)[^\n]*?median ([0-9.]+) s",
                             done.stdout, flags=re.M))
     rows: list[Row] = []
-    if "let statement" in found:
-        rows.append((f"`let statement` over {runs:,} stored runs, no totals cache, whole process",
-                     f"{float(found['let statement']):.2f} s", "goal < 1 s", "-", 5))
+    if "lett statement" in found:
+        rows.append((f"`lett statement` over {runs:,} stored runs, no totals cache, whole process",
+                     f"{float(found['lett statement']):.2f} s", "goal < 1 s", "-", 5))
     if "Parquet load_results" in found:
         rows.append((f"Parquet dataset: load_results(columns=TOTALS_COLUMNS) + statement, {runs:,} runs, "
                      "in process", f"{float(found['Parquet load_results']):.2f} s", "goal < 0.3 s", "-", 5))
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         run_process(python, LET_DEFAULT, env=_env(warm_home), cwd=cwd)
 
         # --- whole-process runs, interleaved: LET warm, LET cold, LET manual, LET 0.1.4 --------
-        warm, cold, manual, old, old_rss, let_rss, cc_rss = [], [], [], [], [], [], []
+        warm, cold, manual, old, let_rss, cc_rss = [], [], [], [], [], []  # noqa: F841
         old_failures: list[str] = []
         for i in range(args.reps):
             warm.append(run_process(python, LET_DEFAULT, env=_env(warm_home), cwd=cwd)[0])
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("same, LET default backends vs CodeCarbon alone",
                      f"{(wall['let'] / wall['none'] - 1) * 100:+.2f} %",
                      f"{(wall['codecarbon'] / wall['none'] - 1) * 100:+.2f} %", "-", n))
-        rows.append((f"tracker-thread CPU over that loop, 1 s interval, vs CodeCarbon alone",
+        rows.append(("tracker-thread CPU over that loop, 1 s interval, vs CodeCarbon alone",
                      f"{cpu['let'] * 1000:.0f} ms", f"{cpu['codecarbon'] * 1000:.0f} ms",
                      f"{cpu['codecarbon'] / cpu['let']:.2f}x" if cpu["let"] > 0 else "-", n))
         rows.append(("energy of one workload, LET's CodeCarbon backend / CodeCarbon alone, same run",

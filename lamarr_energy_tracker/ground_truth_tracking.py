@@ -12,8 +12,9 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote, unquote
 
 from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker
@@ -25,7 +26,7 @@ __all__ = ["GroundTruthTracker", "GroundTruthTrackingServer", "GroundTruthError"
 
 _RESETS = ("tasmota_start() resets the socket's energy counters (EnergyTotal 0): every other user of "
            "that socket loses their figures. Use sessions instead: GroundTruthTracker, or "
-           "EnergyTracker(backends=['tasmota']) against `let gt serve`.")
+           "EnergyTracker(backends=['tasmota']) against `lett gt serve`.")
 
 
 def send_tasmota_query(ip: str, cmd: str) -> dict[str, Any] | None:

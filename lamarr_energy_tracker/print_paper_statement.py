@@ -22,8 +22,13 @@ import click
 
 from let_core.errors import ConfigurationError, LetError
 from let_core.results import load_results
-from let_core.statement import (REFERENCES, comparison_phrase, custom_paper_statement,
-                                format_energy, print_paper_statement)
+from let_core.statement import (
+    REFERENCES,
+    comparison_phrase,
+    custom_paper_statement,
+    format_energy,
+    print_paper_statement,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,16 +15,17 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from let_core.errors import LetWarning
 from let_core.results import load_results
-from let_core.statement import print_paper_statement
 from let_core.results.loading import delete_results
+from let_core.statement import print_paper_statement
 from let_core.tracker import EnergyTracker as _LetTracker
 
-__all__ = ["EnergyTracker", "delete_results", "format_summary", "load_results",
+__all__ = ["EnergyTracker", "delete_results", "format_summary", "load_results",  # noqa: F822 - format_summary is a lazy module __getattr__ name (0.1.x)
            "print_paper_statement"]
 
 #: 0.1.x's ``tracking_mode`` for its (only) CodeCarbon figure.

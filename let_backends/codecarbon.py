@@ -4,7 +4,7 @@ LET runs ``OfflineEmissionsTracker`` only: no geo-IP lookup, no cloud metadata p
 ``emissions.csv`` of CodeCarbon's own, no lock file in /tmp, and its logging at LET's level.
 CodeCarbon's final ``EmissionsData`` becomes the measurement, every column of it kept.
 
-Importing this module is cheap: CodeCarbon is imported when a backend starts (or ``let detect``
+Importing this module is cheap: CodeCarbon is imported when a backend starts (or ``lett detect``
 runs), never at import time.
 """
 
@@ -16,7 +16,8 @@ import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from let_core.errors import ConfigurationError, LetError
 from let_core.hookspecs import hookimpl
@@ -203,6 +204,31 @@ def _extras(data: Any) -> dict[str, Any]:
     return {column: _clean(getattr(data, column)) for column in EXTRA_COLUMNS if hasattr(data, column)}
 
 
+#: Zenodo's DOI of each CodeCarbon release LET knows; other versions are cited by their tag.
+_ZENODO_DOIS: dict[str, str] = {"3.2.3": "10.5281/zenodo.18731928"}
+
+
+def codecarbon_bibtex(versions: list[str]) -> str:
+    """CodeCarbon's BibTeX entry for the versions used (oldest first): a version's own DOI where
+    LET knows it, else its release on GitHub; never another version's DOI."""
+    tags = ", ".join(f"v{v}" for v in versions)
+    dois = [_ZENODO_DOIS[v] for v in versions if v in _ZENODO_DOIS]
+    where = (f"  doi       = {{{dois[0]}}},\n  url       = {{https://doi.org/{dois[0]}}},"
+             if len(versions) == 1 and dois
+             else f"  url       = {{https://github.com/mlco2/codecarbon/releases/tag/v{versions[-1]}}},")
+    return f"""@software{{codecarbon,
+  author    = {{Courty, Benoît and
+               Schmidt, Victor and
+               Kamal, Goyal and
+               others}},
+  title     = {{mlco2/codecarbon: {tags}}},
+  year      = 2025,
+  publisher = {{Zenodo}},
+  version   = {{{tags}}},
+{where}
+}}"""
+
+
 class CodeCarbonBackend:
     """CodeCarbon's ``OfflineEmissionsTracker``: RAPL (or TDP times load) for the CPU, NVML for
     NVIDIA GPUs, a RAM power model; an estimate for the whole machine by default."""
@@ -213,19 +239,19 @@ class CodeCarbonBackend:
     scope: ClassVar[str] = SCOPE
     description: ClassVar[str] = ("CodeCarbon's estimate: RAPL or TDP x load (CPU), NVML (NVIDIA "
                                   "GPUs), a RAM model; offline, no files")
-    #: What the paper statement cites for CodeCarbon's figures.
-    citations: ClassVar[Mapping[str, str]] = {"codecarbon": """@software{codecarbon,
-  author    = {Courty, Benoît and
-               Schmidt, Victor and
-               Kamal, Goyal and
-               others},
-  title     = {mlco2/codecarbon: v3.2.3},
-  year      = 2025,
-  publisher = {Zenodo},
-  version   = {v3.2.3},
-  doi       = {10.5281/zenodo.18731928},
-  url       = {https://doi.org/10.5281/zenodo.18731928},
-}"""}
+    #: What the paper statement cites for CodeCarbon's figures (the version LET was written
+    #: against; ``citation_entries`` names the versions the cited runs used).
+    citations: ClassVar[Mapping[str, str]] = {"codecarbon": codecarbon_bibtex(["3.2.3"])}
+
+    @staticmethod
+    def citation_entries(methodologies: list[str]) -> dict[str, str]:
+        """The ``codecarbon`` entry for the CodeCarbon versions in these methodology labels
+        ("CodeCarbon 3.3.2"), so that `lett cite` names the version the statement says."""
+        versions = sorted({m.split(" ", 1)[1] for m in methodologies
+                           if m.startswith("CodeCarbon ") and m.split(" ", 1)[1][:1].isdigit()},
+                          key=lambda v: tuple(int(p) if p.isdigit() else 0 for p in v.split(".")))
+        return {"codecarbon": codecarbon_bibtex(versions)} if versions else {}
+
 
     def __init__(self, country_iso_code: str = "DEU", measure_power_secs: float = 1.0,
                  cuda_devices: tuple[str, ...] | None = None, pue: float | None = None,
@@ -630,14 +656,15 @@ def let_register_commands(cli: click.Group) -> None:
     def detect_command(as_json: bool, refresh: bool) -> None:
         """What CodeCarbon would measure on this machine (no run is started)."""
         import json
-        import os
 
         if importlib.util.find_spec("codecarbon") is None:
             raise click.ClickException("CodeCarbon is not installed: pip install codecarbon")
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = None if visible is None else tuple(d.strip() for d in visible.split(",") if d.strip())
+        from let_core import config
+
+        visible = config.cuda_visible_devices()
+        devices = None if visible is None else tuple(visible)
         try:
-            info = detect(devices, log_level=os.environ.get("LET_LOG_LEVEL", "error").lower(),
+            info = detect(devices, log_level=(config.log_level_env() or "error").lower(),
                           refresh=refresh)
         except Exception as exc:
             raise click.ClickException(explain("detecting the hardware", exc)) from exc
@@ -655,7 +682,7 @@ def let_register_commands(cli: click.Group) -> None:
                    + (f" ({info.get('gpu_count')})" if info.get("gpu_count") else ""))
         ram = info.get("ram_total_size")
         click.echo(f"RAM:         {ram:.1f} GB (CodeCarbon's RAM power model)" if ram else "RAM: unknown")
-        plan = {"file": f"cached, from {info['plan_file']} (`let detect --refresh` probes again)",
+        plan = {"file": f"cached, from {info['plan_file']} (`lett detect --refresh` probes again)",
                 "process": "reused from an earlier tracker in this process",
                 "probe": "probed now" + (f", stored in {info['plan_file']}" if info["plan_file"] else
                                          " (this CodeCarbon has no plan cache; every process probes)")}

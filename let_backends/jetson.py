@@ -8,14 +8,14 @@ whole board ("system" scope, at the module's input, not at the wall socket), rai
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
-from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
-                                   interval_extras)
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Measurement
+from let_core.sampling import Channel, Interval, Meter, SampledBackend, Sampler, interval_extras
 
 TOTAL = "tot"
 NOT_INSTALLED = ("jetson-stats is not installed; on an NVIDIA Jetson run "

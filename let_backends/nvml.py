@@ -11,16 +11,16 @@ measured and is named in the measurement's error.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, ClassVar, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from attrs import frozen
 
-from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
-                                   interval_extras)
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Measurement
+from let_core.sampling import Channel, Interval, Meter, SampledBackend, Sampler, interval_extras
 
 ENERGY = "energy counter"
 POWER = "power samples"

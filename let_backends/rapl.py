@@ -1,4 +1,4 @@
-"""RAPL energy counters (Intel and AMD CPUs) read from Linux powercap, plus ``let rapl-access``.
+"""RAPL energy counters (Intel and AMD CPUs) read from Linux powercap, plus ``lett rapl-access``.
 
 Zones under ``/sys/class/powercap`` (or ``options={"rapl": {"root": ...}}`` / ``LET_RAPL_ROOT``):
 
@@ -19,26 +19,27 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from attrs import frozen
 
-from let_core.sampling import (Channel, Interval, Meter, SampledBackend, Sampler,
-                                   interval_extras, safe_interval)
+from let_core import config
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Measurement
+from let_core.sampling import Channel, Interval, Meter, SampledBackend, Sampler, interval_extras, safe_interval
 
 DEFAULT_ROOT = "/sys/class/powercap"
 ROOT_ENV = "LET_RAPL_ROOT"
 #: A zone drawing more than this is a counter reset, not a wrap. No CPU socket or DRAM bank
 #: comes near it; the figure only has to separate a wrap from a reset of a 262 kJ counter.
 DEFAULT_MAX_POWER_W = 1000.0
-ACCESS_HINT = "RAPL counters are root-only since Linux 5.10; run `let rapl-access`"
+ACCESS_HINT = "RAPL counters are root-only since Linux 5.10; run `lett rapl-access`"
 UDEV_RULE_PATH = "/etc/udev/rules.d/99-let-rapl.rules"
-UDEV_RULE = ('# LET: let every user read RAPL energy counters (see `let rapl-access`)\n'
+UDEV_RULE = ('# LET: let every user read RAPL energy counters (see `lett rapl-access`)\n'
              'ACTION=="add", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", '
              'RUN+="/bin/chmod a+r /sys%p/energy_uj"\n'
              'ACTION=="add", SUBSYSTEM=="powercap", KERNEL=="intel-rapl-mmio:*", '
@@ -70,7 +71,7 @@ class Zone:
 
 def rapl_root(settings: Settings | None = None) -> Path:
     options = settings.options.get("rapl", {}) if settings is not None else {}
-    return Path(options.get("root") or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+    return Path(options.get("root") or config.rapl_root_env() or DEFAULT_ROOT)
 
 
 def discover(root: Path) -> list[Zone]:
@@ -268,7 +269,7 @@ def counter_files(root: Path) -> list[Path]:
 def access_commands(root: Path) -> list[str]:
     return [
         f"sudo chmod a+r {root}/intel-rapl:*/energy_uj {root}/intel-rapl-mmio:*/energy_uj",
-        "# to keep it after reboots: sudo let rapl-access --apply --persistent",
+        "# to keep it after reboots: sudo lett rapl-access --apply --persistent",
     ]
 
 
@@ -307,7 +308,7 @@ def _register_rapl_access(cli: Any) -> None:
         Security: readable counters let local users observe power use, which leaks secrets
         through power side channels (CVE-2020-8694, PLATYPUS); grant it on machines you trust.
         """
-        root = Path(root_opt or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+        root = Path(root_opt or config.rapl_root_env() or DEFAULT_ROOT)
         if not do_apply:
             if persistent:
                 raise click.UsageError("--persistent needs --apply")
@@ -326,13 +327,13 @@ def _register_rapl_access(cli: Any) -> None:
         try:
             changed = apply_access(root)
         except PermissionError as exc:
-            raise click.ClickException(f"{exc}; run it as root: sudo let rapl-access --apply") from None
+            raise click.ClickException(f"{exc}; run it as root: sudo lett rapl-access --apply") from None
         click.echo(f"made {len(changed)} RAPL counter file(s) under {root} readable by every user")
         if persistent:
             try:
                 write_udev_rule(Path(rule_path))
             except PermissionError as exc:
-                raise click.ClickException(f"{exc}; run it as root: sudo let rapl-access --apply "
+                raise click.ClickException(f"{exc}; run it as root: sudo lett rapl-access --apply "
                                            "--persistent") from None
             click.echo(f"wrote udev rule {rule_path}; it applies at every boot")
 

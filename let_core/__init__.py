@@ -12,15 +12,18 @@ from let_core._lazy import lazy_exports
 from let_core._version import __version__
 
 if TYPE_CHECKING:
-    from let_core.errors import (BackendUnavailable, ConfigurationError, LetError, LetWarning,
-                                 PluginError, StoreError)
+    from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning, PluginError, StoreError
     from let_core.hookspecs import hookimpl
     from let_core.interfaces import Availability, Settings
     from let_core.records import Measurement, Run
-    from let_core.statement import (custom_paper_statement, paper_statement,
-                                    print_custom_paper_statement, print_paper_statement)
     from let_core.results import load_results
     from let_core.results.loading import delete_results
+    from let_core.statement import (
+        custom_paper_statement,
+        paper_statement,
+        print_custom_paper_statement,
+        print_paper_statement,
+    )
     from let_core.store import Store
     from let_core.tracker import EnergyTracker, track_energy
 
@@ -51,3 +54,11 @@ __all__ = ["__version__", *_EXPORTS]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext let_core`` in IPython/Jupyter: the ``%%track`` magics
+    (``let_core.integrations.notebook``)."""
+    from let_core.integrations.notebook import load_ipython_extension as load
+
+    load(shell)

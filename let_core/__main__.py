@@ -1,4 +1,4 @@
-"""``python -m let_core``: the ``let`` command line, for shells where ``let`` is a builtin."""
+"""``python -m let_core``: the ``lett`` command line, runnable without the console script."""
 
 from let_core.cli import main
 

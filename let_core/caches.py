@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -51,9 +50,11 @@ def fingerprint() -> list[list[object]]:
 def cached(group: str, scan: Callable[[], EntryPoints]) -> EntryPoints:
     """The group's entry points from the cache when sys.path is unchanged, else ``scan()`` (stored)."""
     key = {"group": group, "python": sys.executable, "path": fingerprint()}
-    # The file holds its whole key and is used only when it matches, so a checksum names it
-    # (hashlib would cost 3 ms per process).
-    path = cache_dir() / f"entry-points-{group}-{zlib.crc32(json.dumps(key).encode()):08x}.json"
+    # The file holds its whole key and is used only when it matches; a digest of it names it.
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(key).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    path = cache_dir() / f"entry-points-{group}-{digest}.json"
     try:
         stored = json.loads(path.read_text())
         if stored.get("key") == key and isinstance(stored.get("entry_points"), list):

@@ -1,4 +1,4 @@
-"""``let calibration fit|show|remove``: a host's wall-socket calibration of its estimates
+"""``lett calibration fit|show|remove``: a host's wall-socket calibration of its estimates
 (``let_core.results.calibration``), registered through ``let_register_commands``."""
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def let_register_commands(cli: Any) -> None:
     def fit_command(hostname: str | None, estimate_backend: str, metered_backend: str,
                     resolution_wh: float | None, output_dir: str | None, dataset: str | None) -> None:
         """Fit per host: wall = a x estimate + base power x duration, with cross-validated error."""
-        from let_core.results.loading import load_results
         from let_core.results.calibration import CalibrationRefused, fit, paired_runs, save
+        from let_core.results.loading import load_results
 
         frame = load_results(output_dir, hostname=hostname, dataset=dataset)
         if hostname is not None:
@@ -71,7 +71,7 @@ def let_register_commands(cli: Any) -> None:
             found = {h: c for h, c in found.items() if h == hostname}
         if not found:
             click.echo(f"no calibration{' of ' + hostname if hostname else ''} in {calibration_dir()}; "
-                       "`let calibration fit` makes one from runs measured both ways")
+                       "`lett calibration fit` makes one from runs measured both ways")
             return
         for calibrated in found.values():
             click.echo(calibrated.to_json().rstrip() if as_json else "\n".join(calibrated.details()))

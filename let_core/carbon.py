@@ -18,7 +18,6 @@ from attrs import frozen
 from let_core.errors import ConfigurationError
 
 _MIX_FILE = ("data", "private_infra", "global_energy_mix.json")
-_JSON_SPACE = json.decoder.WHITESPACE
 
 
 @frozen
@@ -62,28 +61,6 @@ def _energy_mix() -> dict[str, dict[str, Any]]:
     return data
 
 
-def _mix_entry(iso: str) -> Any:
-    """One country's entry of the energy mix.
-
-    Every tracker needs one country, and decoding the whole 130 kB file costs a millisecond
-    of each tracked run; so the entry is decoded where its key stands, and taken only when it
-    is that country's object. Anything else (another layout, a key not found) decodes the
-    whole file, so the answer is the same either way.
-    """
-    path, text = _mix_text()
-    key = json.dumps(iso) + ":"
-    at = text.find(key)
-    if at != -1 and text.count(key) == 1:
-        try:
-            start = _JSON_SPACE.match(text, at + len(key)).end()  # type: ignore[union-attr]
-            entry, _ = json.JSONDecoder().raw_decode(text, start)
-        except ValueError:
-            entry = None
-        if isinstance(entry, dict) and entry.get("iso_code", iso) == iso:
-            return entry
-    return _energy_mix().get(iso)
-
-
 @functools.lru_cache(maxsize=1)
 def _alpha2_to_alpha3() -> dict[str, str]:
     # pycountry is installed with CodeCarbon; it is only needed for two-letter codes.
@@ -108,12 +85,26 @@ def normalize_country_code(code: str) -> str:
 def country_intensity(code: str) -> CountryIntensity:
     """Carbon intensity of a country's electricity. Unknown codes are an error, never a guess."""
     iso = normalize_country_code(code)
-    entry = _mix_entry(iso)
+    entry = _energy_mix().get(iso)
     if not isinstance(entry, dict) or "carbon_intensity" not in entry:
         raise ConfigurationError(_unknown_message(code))
     year = entry.get("year")
     return CountryIntensity(iso, str(entry.get("country_name", iso)),
                             float(entry["carbon_intensity"]), int(year) if year else None)
+
+
+def resolve_intensity(country_iso_code: str | None = None,
+                      carbon_intensity: float | None = None) -> tuple[CountryIntensity, float]:
+    """The one default rule for every figure LET computes, tracked or custom: the intensity
+    given, else ``LET_CARBON_INTENSITY``, else the country's (the code given, else
+    ``LET_COUNTRY``, else Germany) from CodeCarbon's data. Returns the country and gCO2/kWh."""
+    from let_core import config
+
+    country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
+    if carbon_intensity is None:
+        carbon_intensity = config.carbon_intensity_env()
+    return country, (validate_intensity(carbon_intensity) if carbon_intensity is not None
+                     else country.carbon_intensity)
 
 
 def _suggestion(code: Any) -> str:
@@ -136,7 +127,7 @@ def _suggestion(code: Any) -> str:
 def _unknown_message(code: Any) -> str:
     return (f"unknown country code {code!r}:{_suggestion(code)} Use an ISO 3166-1 alpha-3 code such as 'DEU', "
             "'FRA' or 'USA' (alpha-2 such as 'DE' works too; look yours up at "
-            "https://www.iso.org/obp/ui/#search or with `let countries`), or pass "
+            "https://www.iso.org/obp/ui/#search or with `lett countries`), or pass "
             "carbon_intensity= in gCO2/kWh.")
 
 

@@ -1,4 +1,4 @@
-"""The ``let`` command line. Plugins add commands through the ``let_register_commands`` hook."""
+"""The ``lett`` command line (``let`` is its alias). Plugins add commands through the ``let_register_commands`` hook."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import math
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from let_core._version import __version__
 from let_core.errors import LetError
 
+#: The primary console script. ``let`` is kept as an alias for those who call it by path, but
+#: in bash and zsh ``let`` is a builtin that wins over ``PATH``, so messages name this one.
+COMMAND_NAME = "lett"
+
 _FILTERS = [
-    click.option("--output-dir", "--output_dir", "output_dir", default=None,
+    click.option("-o", "--output-dir", "--output_dir", "output_dir", default=None,
                  help="Store folder (default: $LET_HOME or ~/.let)."),
-    click.option("--project", "--project_name", "project_name", default=None, help="Only this project."),
-    click.option("--user", default=None, help="Only this user."),
-    click.option("--hostname", default=None, help="Only this host."),
+    click.option("-p", "--project", "--project_name", "project_name", default=None, help="Only this project."),
+    click.option("-u", "--user", default=None, help="Only this user."),
+    click.option("-H", "--hostname", default=None, help="Only this host."),
 ]
 
 
@@ -41,18 +46,18 @@ class LetGroup(click.Group):
 
 
 @click.group(cls=LetGroup)
-@click.version_option(__version__, prog_name="let")
+@click.version_option(__version__, prog_name=COMMAND_NAME)
 def cli() -> None:
     """LET, the Lamarr Energy Tracker: measure the energy of experiments, report it honestly."""
 
 
 def _country_options(func: Any) -> Any:
-    """--country / --carbon-intensity, shared by `let run`, `let demo` and `let statement`."""
+    """--country / --carbon-intensity, shared by `lett run`, `lett demo` and `lett statement`."""
     func = click.option("--carbon-intensity", "carbon_intensity", type=float, default=None,
                         help="gCO2/kWh; overrides the country's figure.")(func)
-    return click.option("--country", "country", default=None,
+    return click.option("-c", "--country", "country", default=None,
                         help="ISO 3166 code (DEU, FRA, US ...) for the carbon intensity; "
-                             "`let countries` lists them.")(func)
+                             "`lett countries` lists them.")(func)
 
 
 def _tracker_country(country: str | None, carbon_intensity: float | None) -> dict[str, Any]:
@@ -68,7 +73,7 @@ def _tracker_country(country: str | None, carbon_intensity: float | None) -> dic
 
 @cli.command()
 @filter_options
-@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
 @click.option("--methodology", default=None, help="Custom statement: how the energy was obtained.")
 @click.option("--hardware", default=None, help="Custom statement: the hardware used.")
 @click.option("--energy", "consumed_energy", type=float, default=None, help="Custom statement: energy in kWh.")
@@ -86,11 +91,12 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
               carbon_intensity: float | None, no_calibration: bool, transfer: bool) -> None:
     """Print the paper statement for the stored runs (or a custom one).
 
-    --country / --carbon-intensity restate the emissions at that grid's intensity (a custom
-    statement assumes 380 gCO2/kWh without them).
+    --country / --carbon-intensity restate the emissions at that grid's intensity. Without them
+    stored runs keep the intensity each was recorded with, and a custom statement uses the
+    tracker's default (LET_CARBON_INTENSITY, else LET_COUNTRY's grid, else Germany's).
     """
-    from let_core.carbon import country_intensity, validate_intensity
-    from let_core.statement import paper_statement, custom_paper_statement
+    from let_core.carbon import country_intensity, resolve_intensity, validate_intensity
+    from let_core.statement import custom_paper_statement, paper_statement
 
     intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
                  else country_intensity(country).carbon_intensity if country is not None else None)
@@ -99,12 +105,65 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
         if any(v is None for v in custom):
             raise click.UsageError("a custom statement needs --methodology, --hardware and --energy")
         click.echo(custom_paper_statement(methodology, hardware, consumed_energy,  # type: ignore[arg-type]
-                                          carbon_intensity=380 if intensity is None else intensity,
+                                          carbon_intensity=resolve_intensity(country, carbon_intensity)[1],
                                           kind=kind))
         return
-    click.echo(paper_statement(output_dir, project_name, user, hostname, dataset=dataset,
+    from let_core.errors import ConfigurationError
+
+    try:
+        text = paper_statement(output_dir, project_name, user, hostname, dataset=dataset,
                                carbon_intensity=intensity, calibration=not no_calibration,
-                               transfer=transfer))
+                               transfer=transfer)
+    except ConfigurationError:
+        _raise_if_no_match(output_dir, dataset, project_name, user, hostname)
+        raise  # rows match but none has an energy value: its own message says so
+    click.echo(text)
+
+
+def _raise_if_no_match(output_dir: str | None, dataset: str | None, project_name: str | None,
+                       user: str | None, hostname: str | None) -> None:
+    """A filter that matches nothing gets the names that exist (no filter: the caller's own message)."""
+    from let_core.results import load_results
+
+    if all(v is None for v in (project_name, user, hostname)):
+        return
+    if load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=["run_id"]).empty:
+        raise click.ClickException(no_match_message(output_dir, dataset, project_name, user, hostname))
+
+
+def newest(frame: Any, limit: int) -> Any:
+    """The ``limit`` runs that started last, oldest first: sources (the CSV store, each
+    dataset partition) come in their own order, so position says nothing about time."""
+    keys = [c for c in ("start_time", "timestamp") if c in frame]  # stored to the second: ties
+    return frame.sort_values(keys, kind="stable", na_position="first").tail(limit)
+
+
+def no_match_message(output_dir: str | None, dataset: str | None, project_name: str | None,
+                     user: str | None, hostname: str | None) -> str:
+    """"no stored runs match", where it looked, and for a filter value that exists nowhere the
+    close names that do (a typo in a project name must not read as "no runs yet")."""
+    import difflib
+
+    from let_core.results import load_results
+    from let_core.results.loading import where
+
+    message = f"no stored runs match in {where(output_dir, dataset)}"
+    given = {"project_name": ("--project", project_name), "user": ("--user", user),
+             "hostname": ("--hostname", hostname)}
+    given = {column: flag for column, flag in given.items() if flag[1] is not None}
+    if not given:
+        return message + "; track a run first (`lett demo --keep` stores one)"
+    present = load_results(output_dir, dataset=dataset, columns=list(given))
+    hints = []
+    for column, (flag, value) in given.items():
+        names = sorted({str(v) for v in present[column].dropna().unique()}) if column in present else []
+        if value in names:
+            continue
+        close = difflib.get_close_matches(value, names, n=3)
+        hints.append(f"{flag} {value!r} matches none; did you mean {' or '.join(map(repr, close))}?" if close
+                     else f"{flag} {value!r} matches none; stored: {', '.join(names[:10]) or 'none'}"
+                     + (" ..." if len(names) > 10 else ""))
+    return message + ("; " + "; ".join(hints) if hints else " with these filters together")
 
 
 _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "energy_consumed",
@@ -114,12 +173,12 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 @cli.command()
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
-@click.option("--limit", type=int, default=50, show_default=True, help="Newest rows to show (0: all).")
+@click.option("-n", "--limit", type=int, default=50, show_default=True, help="Newest rows to show (0: all).")
 @click.option("--by", type=click.Choice(["project", "host", "backend", "job"]), default=None,
               help="Sum per project, host, backend or job (ranks of a multi-node job count as one).")
-@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
 @click.option("--calibrated", is_flag=True,
-              help="Add each estimate's wall-socket-calibrated kWh and interval (`let calibration`).")
+              help="Add each estimate's wall-socket-calibrated kWh and interval (`lett calibration`).")
 @click.option("--transfer", is_flag=True,
               help="With --calibrated: hosts with identical CPU and GPU models borrow a calibration.")
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
@@ -127,22 +186,19 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
             transfer: bool) -> None:
     """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
     from let_core.results import AGGREGATE_COLUMNS, load_results
-    from let_core.results.loading import where
-
     # Only the columns shown or summed: over a million runs that is a third of the memory.
-    columns = AGGREGATE_COLUMNS if by is not None else None if as_json else _TABLE_COLUMNS
+    columns = AGGREGATE_COLUMNS if by is not None else None if as_json else (*_TABLE_COLUMNS, "timestamp")
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=columns,
                          calibrated=calibrated and by is None, transfer=transfer)
+    if frame.empty and not as_json:
+        raise click.ClickException(no_match_message(output_dir, dataset, project_name, user, hostname))
     if by is not None:
-        _print_groups(frame, by, as_json, lambda: where(output_dir, dataset))
+        _print_groups(frame, by, as_json)
         return
     if limit > 0:
-        frame = frame.tail(limit)
+        frame = newest(frame, limit)
     if as_json:
         _echo_json_lines(frame)
-        return
-    if frame.empty:
-        click.echo(f"no stored runs match in {where(output_dir, dataset)}")
         return
     shown = frame[list(_TABLE_COLUMNS)].copy()
     shown["coverage"] = shown["coverage"].map(_coverage)
@@ -165,7 +221,7 @@ def _echo_json_lines(frame: Any) -> None:
         click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
 
 
-def _print_groups(frame: Any, by: str, as_json: bool, looked: Any) -> None:
+def _print_groups(frame: Any, by: str, as_json: bool) -> None:
     from let_core.results import aggregate, frame_totals
     from let_core.results.counting import run_hours
 
@@ -173,12 +229,13 @@ def _print_groups(frame: Any, by: str, as_json: bool, looked: Any) -> None:
     if as_json:
         _echo_json_lines(groups)
         return
-    if groups.empty:
-        click.echo(f"no stored runs match in {looked()}")
-        return
-    rows = [[str(r[by]) or "(none)", str(int(r["runs"])), f"{r['kwh']:.6f}", f"{r['kg']:.6f}", f"{r['hours']:.3f}",
+    from let_core.statement import format_emissions, format_energy
+
+    # The statement's units, as the plain table: "5.000 mWh", never "0.000005 kWh".
+    rows = [[str(r[by]) or "(none)", str(int(r["runs"])), _scaled_or_dash(format_energy, r["kwh"]),
+             _scaled_or_dash(format_emissions, r["kg"] * 1000), f"{r['hours']:.3f}",
              _coverage(r["coverage"])] for r in groups.to_dict(orient="records")]
-    header = [by, "runs", "kWh", "kg CO2e", "hours", "metered"]
+    header = [by, "runs", "energy", "CO2e", "hours", "metered"]
     if by == "job":
         header += ["nodes", "ranks", "wall"]
         for row, r in zip(rows, groups.to_dict(orient="records")):
@@ -188,8 +245,9 @@ def _print_groups(frame: Any, by: str, as_json: bool, looked: Any) -> None:
     # overlap, so per backend it is not, and the label says so.
     totals = frame_totals(frame)
     label = "total" if by != "backend" else "total (each run once)"
-    rows.append([label, str(totals.runs), f"{totals.energy_kwh:.6f}", f"{totals.emissions_kg:.6f}",
-                 f"{run_hours(frame):.3f}", _coverage(totals.coverage)] + [""] * (len(header) - 6))
+    rows.append([label, str(totals.runs), format_energy(totals.energy_kwh),
+                 format_emissions(totals.emissions_kg * 1000), f"{run_hours(frame):.3f}", _coverage(totals.coverage)]
+                + [""] * (len(header) - 6))
     click.echo(format_table(header, rows))
     if by == "backend":
         click.echo("\nBackends that measured the same run overlap: the total counts each run once, "
@@ -215,14 +273,14 @@ def merge(files: tuple[str, ...], into: str) -> None:
 
 
 @cli.command()
-@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+@click.option("-o", "--output-dir", "--output_dir", "output_dir", default=None,
               help="Store folder whose dataset (STORE/runs) to compact.")
-@click.option("--dataset", default=None, help="Dataset folder or URI (default: LET_DATASET or STORE/runs).")
+@click.option("-d", "--dataset", default=None, help="Dataset folder or URI (default: LET_DATASET or STORE/runs).")
 def compact(output_dir: str | None, dataset: str | None) -> None:
     """Merge the Parquet dataset's small per-run files, one file per partition."""
-    from let_core.config import default_dataset_root, is_uri
-    from let_core.dataset import compact as compact_dataset, locate
-    from let_core.config import let_home
+    from let_core.config import default_dataset_root, is_uri, let_home
+    from let_core.dataset import compact as compact_dataset
+    from let_core.dataset import locate
 
     if dataset is None and is_uri(output_dir):
         dataset, output_dir = output_dir, None
@@ -236,20 +294,23 @@ def compact(output_dir: str | None, dataset: str | None) -> None:
 @click.argument("format_name", metavar="FORMAT")
 @click.argument("destination")
 @filter_options
-@click.option("--dataset", default=None, help="Parquet dataset to read too.")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too.")
 def export(format_name: str, destination: str, output_dir: str | None, project_name: str | None,
            user: str | None, hostname: str | None, dataset: str | None) -> None:
-    """Export stored runs with a reporter: `let export strep --project NAME DIR`, `let export parquet URI`."""
+    """Export stored runs with a reporter: `lett export strep --project NAME DIR`, `lett export parquet URI`."""
     from let_core.interfaces import Settings
-    from let_core.plugins import get_factory
+    from let_core.plugins import get_factory, registry
     from let_core.results import load_results
 
+    formats = sorted(name for name, item in registry().reporters.items()
+                     if callable(getattr(item.factory, "export", None)))
+    if format_name not in formats:
+        raise click.ClickException(f"unknown export format {format_name!r}; formats: {', '.join(formats)}")
     factory = get_factory("reporter", format_name).factory
-    if not callable(getattr(factory, "export", None)):
-        raise click.ClickException(f"reporter {format_name!r} cannot export; see `let plugins -v`")
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
     if frame.empty:
-        raise click.ClickException("no stored runs match; nothing exported (check the filters with `let results`)")
+        raise click.ClickException(no_match_message(output_dir, dataset, project_name, user, hostname)
+                                   + "; nothing exported")
     settings = Settings.resolve(project_name or "default")
     factory.from_settings(settings).export(frame, destination)
     click.echo(f"exported {len(frame)} row(s) as {format_name} to {destination}")
@@ -257,8 +318,9 @@ def export(format_name: str, destination: str, output_dir: str | None, project_n
 
 @cli.command()
 @filter_options
-@click.option("-o", "--output", "output", default="energy.png", show_default=True, help="Image file to write.")
-@click.option("--dataset", default=None, help="Parquet dataset to read too.")
+@click.option("--output", "output", default="energy.png", show_default=True,
+              help="Image file to write (its folder must exist).")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too.")
 @click.option("--calibration", "calibration", is_flag=True,
               help="Draw each calibrated host's calibration (paired runs, fitted line and band, corrected runs).")
 def plot(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
@@ -279,7 +341,8 @@ def plot(output_dir: str | None, project_name: str | None, user: str | None, hos
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset, columns=PLOT_COLUMNS)
     if frame.empty:
-        raise click.ClickException("no stored runs match; nothing to plot (check the filters with `let results`)")
+        raise click.ClickException(no_match_message(output_dir, dataset, project_name, user, hostname)
+                                   + "; nothing to plot")
     click.echo(plot_energy(frame, output))
 
 
@@ -325,19 +388,20 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
     filters = {"project_name": project_name, "user": user, "hostname": hostname}
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
     looked = where(output_dir)
-    if not yes:
-        click.confirm(f"Delete the stored runs matching {what} from {looked}?", abort=True)
-    removed = delete_results(output_dir, **filters)
-    if removed == 0:
+    matching = delete_results(output_dir, project_name, user, hostname, dry_run=True)
+    if matching == 0:
         click.echo("no stored runs match; nothing deleted")
         return
+    if not yes:
+        click.confirm(f"Delete {matching} run(s) ({what}) from {looked}?", abort=True)
+    removed = delete_results(output_dir, project_name, user, hostname)
     click.echo(f"deleted {removed} run(s) from {looked}")
 
 
 @cli.command()
-@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+@click.option("-o", "--output-dir", "--output_dir", "output_dir", default=None,
               help="Store folder to check (default: LET_HOME).")
-@click.option("--dataset", default=None, help="Dataset folder to check too (default: LET_DATASET or STORE/runs).")
+@click.option("-d", "--dataset", default=None, help="Dataset folder to check too (default: LET_DATASET or STORE/runs).")
 @click.option("--repair", is_flag=True,
               help="Fix what can be fixed without losing a row (the store is backed up first).")
 def doctor(output_dir: str | None, dataset: str | None, repair: bool) -> None:
@@ -352,7 +416,7 @@ def doctor(output_dir: str | None, dataset: str | None, repair: bool) -> None:
     for finding in report.findings:
         click.echo(str(finding))
     if report.problems:
-        hint = "" if repair else "; `let doctor --repair` fixes what it can without losing a row"
+        hint = "" if repair else "; `lett doctor --repair` fixes what it can without losing a row"
         raise click.ClickException(f"{len(report.problems)} problem(s){hint}")
     click.echo(f"{_store_path(output_dir)}: no problems found")
 
@@ -369,8 +433,8 @@ def _store_path(output_dir: str | None) -> str:
 def cite(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
          all_keys: bool) -> None:
     """Print the BibTeX entries the statement cites."""
-    from let_core.statement import bibtex, cited_keys, paper_statement
     from let_core.errors import ConfigurationError
+    from let_core.statement import bibtex, cited_keys, paper_statement
 
     if all_keys:
         click.echo(bibtex())
@@ -381,10 +445,18 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
         # Guessing the entries of runs that do not exist would cite a method nobody used.
         filters = ", ".join(f"--{k} {v}" for k, v in (("project", project_name), ("user", user),
                                                       ("hostname", hostname)) if v is not None)
+        reason = str(exc)
+        try:
+            _raise_if_no_match(output_dir, None, project_name, user, hostname)
+        except click.ClickException as no_match:
+            reason = no_match.message  # with the names that do exist
         raise click.ClickException(
-            f"nothing to cite for {filters or 'the whole store (no filter)'}: {exc}. "
-            "`let cite --all` prints every entry LET knows.") from exc
-    click.echo(bibtex(keys))
+            f"nothing to cite for {filters or 'the whole store (no filter)'}: {reason}. "
+            "`lett cite --all` prints every entry LET knows.") from None
+    from let_core.results import counted_totals
+
+    used = counted_totals(output_dir, project_name, user, hostname).methodologies
+    click.echo(bibtex(keys, methodologies=list(used)))
 
 
 @cli.command()
@@ -404,7 +476,7 @@ def countries(search: str | None, as_json: bool) -> None:
                                for c in rows], indent=2))
         return
     if not rows:
-        raise click.ClickException(f"no country matches {search!r}; run `let countries` for all")
+        raise click.ClickException(f"no country matches {search!r}; run `lett countries` for all")
     click.echo(f"{'code':<5} {'gCO2/kWh':>9}  {'year':<4}  country")
     for c in rows:
         click.echo(f"{c.iso_code:<5} {c.carbon_intensity:>9.2f}  {c.year or '':<4}  {c.country_name}")
@@ -443,10 +515,10 @@ def plugins(verbose: bool, as_json: bool) -> None:
 
     width = min(shutil.get_terminal_size((80, 24)).columns, 100)
     headers = ["name", "kind", "source", "auto", "available"]
-    table = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
+    lines = format_table(headers, [[e["name"], e["kind"], e["source"], "yes" if e["auto"] else "no",
                                     "yes" if e["available"] else "no"] for e in entries]).splitlines()
-    click.echo("\n".join(table[:2]))
-    for line, e in zip(table[2:], entries):
+    click.echo("\n".join(lines[:2]))
+    for line, e in zip(lines[2:], entries):
         click.echo(line)
         notes = ([f"why not: {e['reason']}"] if not e["available"] and e["reason"] else [])
         notes += [e["description"]] if verbose and e["description"] else []
@@ -464,9 +536,9 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--project", "project_name", default="default", show_default=True)
-@click.option("--backend", "backends", multiple=True, help="Backend name (repeatable; default: auto).")
-@click.option("--output-dir", default=None)
+@click.option("-p", "--project", "project_name", default="default", show_default=True)
+@click.option("-b", "--backend", "backends", multiple=True, help="Backend name (repeatable; default: auto).")
+@click.option("-o", "--output-dir", default=None)
 @click.option("--attribution", type=click.Choice(["none", "process"]), default=None,
               help="process: also record the command's share of the machine's figures "
                    "(CPU time, memory), beside them (default: LET_ATTRIBUTION, else none).")
@@ -475,7 +547,7 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, attribution: str | None,
         country: str | None, carbon_intensity: float | None, quiet: bool, command: tuple[str, ...]) -> None:
-    """Track a command: `let run --project NAME -- python train.py`."""
+    """Track a command: `lett run --project NAME -- python train.py`."""
     from let_core.live import StatusLine
     from let_core.tracker import EnergyTracker
 
@@ -501,7 +573,7 @@ def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, at
 
 @cli.command()
 @click.option("--seconds", type=float, default=3.0, show_default=True, help="How long the workload runs.")
-@click.option("--project", "project_name", default="let-demo", show_default=True)
+@click.option("-p", "--project", "project_name", default="let-demo", show_default=True)
 @click.option("--keep", is_flag=True, help="Store the demo run in the central store (default: a "
                                            "temporary store, so it never enters your statement).")
 @_country_options
@@ -514,6 +586,10 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
     from let_core.live import StatusLine
     from let_core.tracker import EnergyTracker
 
+    if country is not None:
+        from let_core.carbon import country_intensity
+
+        country_intensity(country)  # an unknown code fails now, not after the workload ran
     with contextlib.ExitStack() as stack:
         output_dir = None if keep else stack.enter_context(tempfile.TemporaryDirectory(prefix="let-demo-"))
         click.echo(f"Tracking a {seconds:g} s CPU workload in project {project_name!r} ...")
@@ -532,32 +608,41 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
                      f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")
             click.echo(f"  {backend}: {shown}")
         if keep:
-            click.echo(f"Stored in {tracker.output_dir / 'emissions.csv'}; see `let results` and `let statement`.")
+            click.echo(f"Stored in {tracker.output_dir / 'emissions.csv'}; see `lett results` and `lett statement`.")
         else:
-            click.echo("Not stored: the demo stays out of `let results` and `let statement` "
-                       "(`let demo --keep` stores it).")
+            click.echo("Not stored: the demo stays out of `lett results` and `lett statement` "
+                       "(`lett demo --keep` stores it).")
 
 
 @cli.command()
-@click.option("--output-dir", "--output_dir", "output_dir", default=None,
+@click.option("-o", "--output-dir", "--output_dir", "output_dir", default=None,
               help="Store folder (default: $LET_HOME or ~/.let).")
-@click.option("--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; only this machine can connect unless you change it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> None:
     """Local web dashboard: runs, a project view, the paper statement (needs the `server` extra)."""
     try:
-        from let_core.ui.app import serve
-        import fastapi, uvicorn  # noqa: F401,E401
+        import fastapi  # noqa: F401,E401
+        import uvicorn  # noqa: F401 - availability check
+
+        from let_core.ui.app import bind_socket, serve
     except ImportError as exc:
-        raise click.ClickException(f"`let ui` needs FastAPI and uvicorn ({exc}); install the server "
+        raise click.ClickException(f"`lett ui` needs FastAPI and uvicorn ({exc}); install the server "
                                    "extra: pip install 'lamarr-energy-tracker[server]'") from exc
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: other machines can read your results", err=True)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}; another "
+                                   f"program (an earlier `{COMMAND_NAME} ui`?) may use it: stop it, or "
+                                   f"pick another port: {COMMAND_NAME} ui --port {port + 1}") from exc
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
     click.echo(f"LET dashboard on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
                "(Ctrl+C stops it)", err=True)
-    serve(output_dir, dataset, host=host, port=port)
+    serve(output_dir, dataset, host=host, port=port, sock=sock)
 
 
 def _load_plugin_commands() -> None:
@@ -569,7 +654,7 @@ def _load_plugin_commands() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     _load_plugin_commands()
-    return cli.main(args=argv, prog_name="let")
+    return cli.main(args=argv, prog_name=COMMAND_NAME)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Launcher variables (Slurm, torchrun, MPI) are not LET's settings; ``let_core.job
 from __future__ import annotations
 
 import os
-import zlib
 from pathlib import Path
 
 from let_core.errors import ConfigurationError
@@ -56,19 +55,15 @@ def _absolute(store_path: str | os.PathLike[str]) -> bytes:
 
 
 def _store_key(store_path: str | os.PathLike[str]) -> str:
-    import hashlib  # 3 ms at import (it loads OpenSSL); only recovery paths need it
+    import hashlib
 
     return hashlib.sha256(_absolute(store_path)).hexdigest()[:24]
 
 
 def cache_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".json") -> Path:
-    """A cache file for one store, keyed by the store's absolute path (a checksum, so any path fits).
-
-    CRC-32, not a cryptographic digest: every cache proves it belongs to its store from its own
-    contents (the totals cache checks the file's inode and digests), so a clash of two names
-    costs a rebuild, never a wrong number; and hashlib would cost each tracked run 3 ms.
-    """
-    return cache_dir() / f"{kind}-{zlib.crc32(_absolute(store_path)):08x}{suffix}"
+    """A cache file for one store, keyed by a digest of the store's absolute path (any path fits),
+    the one the recovery files use; each cache also names its store inside and proves it."""
+    return cache_dir() / f"{kind}-{_store_key(store_path)}{suffix}"
 
 
 def recovery_dir() -> Path:
@@ -143,6 +138,11 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # containers without a passwd entry for the uid
         return os.environ.get("USER") or f"uid{os.getuid()}"
+
+
+def rapl_root_env() -> str | None:
+    """LET_RAPL_ROOT: another powercap tree (tests, containers that mount it elsewhere)."""
+    return os.environ.get("LET_RAPL_ROOT") or None
 
 
 def dataset_env() -> str | None:

@@ -22,8 +22,9 @@ import re
 import stat
 import sys
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from let_core.errors import LetWarning, StoreError
 from let_core.schema import CONTROL_CHARACTERS, REQUIRED_COLUMNS, Row, effective, header_problem

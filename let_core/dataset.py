@@ -24,8 +24,9 @@ import contextlib
 import math
 import os
 import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from attrs import frozen
@@ -300,7 +301,7 @@ def _scan(location: Location, project_name: str | None, user: str | None, hostna
                 raise StoreError(f"cannot read the LET dataset {location.display}: its files keep "
                                  "changing under the reader; retry") from None
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"cannot read the LET dataset {location.display}: {exc}. `let doctor "
+            raise StoreError(f"cannot read the LET dataset {location.display}: {exc}. `lett doctor "
                              "--dataset ...` names files that do not open; --repair moves them aside.") from exc
     raise AssertionError("unreachable")
 
@@ -404,7 +405,7 @@ def _compact(location: Location, min_files: int) -> CompactReport:
                 continue  # another compaction (object store) merged it already
             except (OSError, pa.ArrowInvalid) as exc:
                 raise StoreError(f"cannot compact {path}: {exc}; nothing was changed in its partition. "
-                                 "`let doctor` names files that do not open, --repair moves them aside.") from exc
+                                 "`lett doctor` names files that do not open, --repair moves them aside.") from exc
         if len(taken) < min_files:
             continue
         table = pa.concat_tables(tables)
@@ -460,9 +461,10 @@ def write_frame(location: Location, frame: pd.DataFrame) -> int:
 
 
 # ----------------------------------------------------------------------------- deleting
-def delete_rows(location: Location, filters: Mapping[str, str | None]) -> list[dict[str, str]]:
-    """Remove the rows matching every filter from the dataset's files; returns their
-    run_id/task (what ``load_results`` would have counted).
+def delete_rows(location: Location, filters: Mapping[str, str | None], *,
+                dry_run: bool = False) -> list[dict[str, str]]:
+    """Remove the rows matching every filter from the dataset's files (``dry_run``: only
+    find them); returns their run_id/task (what ``load_results`` would have counted).
 
     Per file: all rows match, the file is deleted; some match, the rest is written to a new
     file of the partition first and the old file deleted after. A reader in between, or a
@@ -497,6 +499,8 @@ def delete_rows(location: Location, filters: Mapping[str, str | None]) -> list[d
             continue
         removed += [{"run_id": r or "", "task": t or ""} for r, t in
                     zip(matched["run_id"].to_pylist(), matched["task"].to_pylist())]
+        if dry_run:
+            continue
         kept = table.filter(pc.invert(mask))
         if kept.num_rows:
             partition = info.path[len(location.path) + 1:].rsplit("/", 1)[0]

@@ -1,4 +1,4 @@
-"""``let doctor``: what is wrong with a store, line by line, and ``--repair`` for what can be fixed.
+"""``lett doctor``: what is wrong with a store, line by line, and ``--repair`` for what can be fixed.
 
 Checks the central store (its header, torn or malformed lines, bytes that are not UTF-8, a last
 line without its line break), the totals cache, CodeCarbon ``.bak`` files beside it, the rescue
@@ -23,9 +23,20 @@ from pathlib import Path
 from attrs import define, frozen
 
 from let_core.config import recovery_file
+from let_core.csvfile import (
+    DATA_ROW,
+    data_end,
+    header_length,
+    header_trouble_kind,
+    malformed,
+    parse_line,
+    quarantine,
+    read_header,
+    read_rows_file,
+    scan_lines,
+    tail,
+)
 from let_core.errors import StoreError
-from let_core.csvfile import (DATA_ROW, data_end, header_length, header_trouble_kind, malformed, parse_line,
-                              quarantine, read_header, read_rows_file, scan_lines, tail)
 from let_core.schema import STORE_COLUMNS, header_problem, identity
 from let_core.store import REWRITE_PREFIX, REWRITE_SUFFIX, Store
 
@@ -142,7 +153,7 @@ def _store_findings(store: Store) -> list[Finding]:
                     found.append(Finding(path, f"torn last line ({size - last} bytes, an interrupted "
                                                "writer): not a row; --repair moves it to the "
                                                "quarantine file", last_line + 1))
-            found += _cache_findings(store, fd, header)
+            found += _cache_findings(store, fd)
     except StoreError as exc:
         found.append(Finding(path, str(exc)))
     return found
@@ -171,24 +182,21 @@ def _describe(widths: set[int]) -> str:
     return "/".join(str(w) for w in sorted(widths)) or "no"
 
 
-def _cache_findings(store: Store, fd: int, header: list[str]) -> list[Finding]:
+def _cache_findings(store: Store, fd: int) -> list[Finding]:
     """The totals cache: present but not provably this file's (it is then rebuilt, never trusted)."""
-    try:
-        from let_core.results import cache
-    except ImportError:  # pragma: no cover - the read side is part of let_core
-        return []
+    import json
+
+    from let_core.results import cache
+
     path = cache.cache_path(store)
     if not path.exists():
         return []
     try:
-        import json
-
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("offset")
-    except (OSError, ValueError, AttributeError):
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return [Finding(path, "totals cache does not parse; it is rebuilt on the next statement "
                               "(--repair removes it)")]
-    _groups, _offset, trusted = cache._load(store, fd, header)
-    if not trusted:
+    if not cache.covers_its_bytes(store, fd):
         # Never trusted (the cache proves it belongs to the file or is rebuilt), so a note.
         return [Finding(path, "totals cache does not match this store's current file (deleted "
                               "and recreated, restored, edited, or its last line lacks a line "
@@ -246,12 +254,11 @@ def _sibling_findings(store: Store) -> list[Finding]:
 
 
 def _dataset_files(store: Store, dataset: str | os.PathLike[str] | None) -> list[Path]:
-    from let_core.config import dataset_env
-    from let_core.config import default_dataset_root, is_uri
+    from let_core.config import dataset_env, default_dataset_root, is_uri
 
     root = dataset or dataset_env() or default_dataset_root(store.directory)
     if is_uri(root) and not str(root).startswith("file://"):
-        return []  # remote datasets are checked by reading them (`let results --dataset`)
+        return []  # remote datasets are checked by reading them (`lett results --dataset`)
     folder = Path(str(root)[len("file://"):] if str(root).startswith("file://") else root)
     if not folder.is_dir():
         return []
@@ -276,7 +283,7 @@ def _dataset_findings(store: Store, dataset: str | os.PathLike[str] | None) -> l
 
 def check(output_dir: str | os.PathLike[str] | None = None,
           dataset: str | os.PathLike[str] | None = None) -> Report:
-    """``let doctor``: diagnose, after folding CodeCarbon ``.bak`` rows back in as the next
+    """``lett doctor``: diagnose, after folding CodeCarbon ``.bak`` rows back in as the next
     append would (only adds rows the store lacks; deletes nothing)."""
     store = Store(output_dir)
     actions = []

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
@@ -11,6 +12,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from let_core.records import Measurement, Run
+
+
+def _as_dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
 
 
 @frozen
@@ -28,7 +33,7 @@ class Settings:
     cuda_devices: tuple[str, ...] | None = None
     pue: float | None = None
     log_level: str = "error"
-    options: Mapping[str, Any] = field(factory=dict, converter=lambda v: dict(v or {}))
+    options: Mapping[str, Any] = field(factory=dict, converter=_as_dict)
     #: A pyarrow filesystem URI given as output_dir (``s3://bucket/let``); the central CSV store
     #: then stays local in ``output_dir`` ($LET_HOME) so a run is recorded even when it is offline.
     output_uri: str | None = None
@@ -42,7 +47,7 @@ class Settings:
         the rest: ``LET_HOME``, ``LET_COUNTRY``, ``LET_CARBON_INTENSITY``, ``LET_LOG_LEVEL``,
         ``LET_HOSTNAME``. Every bad value is a ``ConfigurationError`` naming it."""
         from let_core import config
-        from let_core.carbon import checked_number, country_intensity, validate_intensity
+        from let_core.carbon import checked_number, resolve_intensity
         from let_core.errors import ConfigurationError
 
         if not isinstance(project_name, str) or not project_name.strip():
@@ -55,11 +60,7 @@ class Settings:
         interval = checked_number(measure_power_secs, "measure_power_secs", strict=True, unit="seconds")
         if pue is not None:
             pue = checked_number(pue, "pue (power usage effectiveness)", minimum=1.0)
-        country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
-        if carbon_intensity is None:
-            carbon_intensity = config.carbon_intensity_env()
-        intensity = (validate_intensity(carbon_intensity) if carbon_intensity is not None
-                     else country.carbon_intensity)
+        country, intensity = resolve_intensity(country_iso_code, carbon_intensity)
         level = (log_level or config.log_level_env() or "error").lower()
         if level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigurationError(

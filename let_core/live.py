@@ -1,4 +1,4 @@
-"""Live figures of a running tracker, and the one-line status that ``let run`` and ``let demo``
+"""Live figures of a running tracker, and the one-line status that ``lett run`` and ``lett demo``
 keep updated on a terminal.
 
 The status line only reads (``tracker.live()``); it never stops, flushes or restarts a
@@ -11,7 +11,8 @@ import shutil
 import sys
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from attrs import frozen
 

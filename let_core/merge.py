@@ -1,4 +1,4 @@
-"""Collecting results: ``let merge`` of emissions files, and aggregation of runs into jobs/groups.
+"""Collecting results: ``lett merge`` of emissions files, and aggregation of runs into jobs/groups.
 
 ``merge`` takes files colleagues sent in (LET 1.x, LET 0.1.x or plain CodeCarbon) and appends
 to one store every row it does not hold yet, identified by (run_id, backend, task); rows without
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from attrs import frozen
 
@@ -20,7 +21,6 @@ from let_core.csvfile import check_emissions_header, open_regular, read_header, 
 from let_core.errors import ConfigurationError, StoreError
 from let_core.records import MAX_ENERGY_KWH, as_float
 from let_core.schema import effective, identity, with_stable_ids
-
 
 
 @frozen

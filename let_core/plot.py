@@ -1,4 +1,4 @@
-"""``let plot``: energy per run over time, and estimates against metered values (matplotlib, Agg)."""
+"""``lett plot``: energy per run over time, and estimates against metered values (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ if TYPE_CHECKING:
 
 
 #: What ``plot_energy`` reads: ``load_results(columns=PLOT_COLUMNS)``.
-PLOT_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "start_time", "timestamp",
-                                 "backend", "duration", "coverage")
+PLOT_COLUMNS: tuple[str, ...] = ("run_id", "project_name", "task", "kind", "scope", "energy_consumed",
+                                 "start_time", "timestamp", "backend", "duration", "coverage")
 
 
 def plot_energy(frame: pd.DataFrame, output: str) -> str:
     """Write the figure to ``output``; returns a one-line description of what was drawn."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise ConfigurationError(f"cannot write {output}: the folder {folder} does not exist; "
+                                 "create it first or give another --output")
     try:
         import matplotlib
     except ImportError:
-        raise ConfigurationError("`let plot` needs matplotlib: pip install 'lamarr-energy-tracker[plot]'") from None
+        raise ConfigurationError("`lett plot` needs matplotlib: pip install 'lamarr-energy-tracker[plot]'") from None
     matplotlib.use("Agg")  # files only: no display needed on a cluster node
     import matplotlib.pyplot as plt
     import pandas as pd
@@ -37,8 +43,10 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     for kind, bit in (("estimate", EST_PRIMARY), ("metered", MET_PRIMARY)):
         mask = (roles & bit) > 0
         if mask.any():
-            per_run = pd.DataFrame({"run": columns.runs[mask], "start": start[mask], "kwh": columns.energy[mask]})
-            per_kind[kind] = per_run.groupby("run").agg(start=("start", "min"), kwh=("kwh", "sum"))
+            per_run = pd.DataFrame({"run": columns.runs[mask], "start": start[mask], "kwh": columns.energy[mask],
+                                    "project": frame["project_name"].to_numpy()[mask]})
+            per_kind[kind] = per_run.groupby("run").agg(start=("start", "min"), kwh=("kwh", "sum"),
+                                                        project=("project", "first"))
     if not per_kind:
         raise ConfigurationError("no run with a usable energy value to plot")
     paired = None
@@ -49,17 +57,26 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     figure, axes = plt.subplots(1, 2 if paired is not None else 1, figsize=(11 if paired is not None else 7, 4),
                                 squeeze=False)
     timeline = axes[0][0]
+    projects = sorted({str(p) for runs in per_kind.values() for p in runs["project"].unique()})
+    many = len(projects) > 10  # past that a legend entry per project says nothing
     for kind, runs in per_kind.items():
-        runs = runs.sort_values("start")
-        # Markers only where they can be told apart; a million of them take minutes to draw.
-        timeline.plot(runs["start"], runs["kwh"] * 1000, marker="o" if len(runs) <= 2000 else None,
-                      linestyle="-", label=f"{kind} ({len(runs)} runs)")
+        # One line per project: a line from one project's run to another's would read as a trend.
+        for project, of_project in (runs.groupby("project", sort=True) if not many else [("", runs)]):
+            of_project = of_project.sort_values("start")
+            label = f"{project}, {kind} ({len(of_project)} runs)" if not many else f"{kind} ({len(of_project)} runs)"
+            # Markers only where they can be told apart; a million of them take minutes to draw.
+            timeline.plot(of_project["start"], of_project["kwh"] * 1000,
+                          marker="o" if len(of_project) <= 2000 else None,
+                          linestyle="-" if len(per_kind) == 1 or kind == "estimate" else "--",
+                          label=label)
     timeline.set_title("Energy per run")
     timeline.set_xlabel("run start (UTC)")
     timeline.set_ylabel("energy (Wh)")
     timeline.legend()
     figure.autofmt_xdate()
-    described = f"{sum(len(r) for r in per_kind.values())} run energies"
+    runs_drawn = len(set().union(*(set(r.index) for r in per_kind.values())))
+    described = (f"{runs_drawn} run{'s' if runs_drawn != 1 else ''} of {len(projects)} "
+                 f"project{'s' if len(projects) != 1 else ''}")
     if paired is not None:
         compare = axes[0][1]
         compare.scatter(paired["kwh_estimate"] * 1000, paired["kwh_metered"] * 1000)
@@ -72,8 +89,12 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
         compare.legend()
         described += f" and {len(paired)} estimate/metered pairs (metered = {ratio:.2f}x estimate)"
     figure.tight_layout()
-    figure.savefig(output, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(output, dpi=120)
+    except (OSError, ValueError) as exc:  # ValueError: an image format matplotlib does not write
+        raise ConfigurationError(f"cannot write {output}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        plt.close(figure)
     return f"wrote {output}: {described}"
 
 
@@ -83,9 +104,9 @@ def plot_calibration(views: list[dict[str, Any]], output: str) -> str:
     try:
         import matplotlib
     except ImportError:
-        raise ConfigurationError("`let plot` needs matplotlib: pip install 'lamarr-energy-tracker[plot]'") from None
+        raise ConfigurationError("`lett plot` needs matplotlib: pip install 'lamarr-energy-tracker[plot]'") from None
     if not views:
-        raise ConfigurationError("no calibration to draw; `let calibration fit` makes one from runs measured both ways")
+        raise ConfigurationError("no calibration to draw; `lett calibration fit` makes one from runs measured both ways")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -4,7 +4,7 @@ Loading is lazy and happens once: importing ``let_core`` calls no hook. Built-in
 the modules in ``DEFAULT_PLUGINS``; third-party ones come from the entry-point group ``let``,
 filtered by ``LET_LOAD_PLUGINS`` (unset: all; empty: none; comma list: only those names).
 A plugin that fails to load or registers something invalid is reported as a warning and listed
-by ``let plugins``; it never stops the built-ins from working.
+by ``lett plugins``; it never stops the built-ins from working.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import importlib
 import re
 import threading
 import warnings
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pluggy
 from attrs import define, field, frozen
@@ -37,7 +38,7 @@ BUILTINS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "let_reporters.strep": (("reporter", "strep", False),),
     "let_reporters.mlflow": (("reporter", "mlflow", True),),
     "let_reporters.statement": (("reporter", "statement", True),),
-    "let_core.calibration_cli": (),  # commands only: `let calibration`
+    "let_core.calibration_cli": (),  # commands only: `lett calibration`
 }
 DEFAULT_PLUGINS: tuple[str, ...] = tuple(BUILTINS)
 ENTRY_POINT_GROUP = "let"
@@ -164,7 +165,7 @@ def _scan_entry_points() -> list[tuple[str, str, str]]:
 
 
 def load_plugins() -> None:
-    """Register every built-in and entry-point plugin (``let plugins``, the CLI); idempotent."""
+    """Register every built-in and entry-point plugin (``lett plugins``, the CLI); idempotent."""
     for module_name in BUILTINS:
         _load_builtin(module_name)
     _load_third_party()
@@ -286,7 +287,7 @@ def get_factory(kind: PluginKind, name: str) -> Registered:
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
         raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}. "
-                          "Run `let plugins` to see every plugin and why one is missing.")
+                          "Run `lett plugins` to see every plugin and why one is missing.")
     return table[name]
 
 

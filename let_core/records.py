@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from attrs import field, frozen
 
-from let_core.results.rule import (MAX_ENERGY_KWH, SYSTEM_SCOPE, counted_measurements, primary_measurements,
-                                   shared_by_ranks)
+from let_core.results.rule import (
+    MAX_ENERGY_KWH,
+    SYSTEM_SCOPE,
+    counted_measurements,
+    primary_measurements,
+    shared_by_ranks,
+)
 from let_core.schema import JOB_COLUMNS, STORE_COLUMN_SET
 
 __all__ = ["MAX_ENERGY_KWH", "SYSTEM_SCOPE", "primary_measurements", "shared_by_ranks"]
@@ -109,6 +115,12 @@ class Run:
 
     def emissions_kg(self, energy_kwh: float) -> float:
         return energy_kwh * self.carbon_intensity / 1000.0
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows the run (IPython's rich display)."""
+        from let_core.display import html_table, run_rows
+
+        return html_table(run_rows(self), caption="LET run")
 
     def result(self) -> dict[str, Any]:
         """The dict ``EnergyTracker.stop()`` returns (LET 0.1.x's keys first)."""

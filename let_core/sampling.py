@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import ClassVar, TYPE_CHECKING, Callable, Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from attrs import define, field, frozen
 

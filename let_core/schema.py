@@ -6,7 +6,8 @@ the store, the loaders, ``let doctor`` and ``let merge`` import it. Standard lib
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 Row = Mapping[str, Any]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from attrs import frozen
 
@@ -93,9 +94,15 @@ def citation_keys(backends: Sequence[str], methodologies: Sequence[str] = ()) ->
     return keys
 
 
-def bibtex(keys: Sequence[str] | None = None) -> str:
-    """BibTeX entries for the given citation keys (all known keys when None)."""
+def bibtex(keys: Sequence[str] | None = None, methodologies: Sequence[str] = ()) -> str:
+    """BibTeX entries for the given citation keys (all known keys when None). A backend whose
+    factory has ``citation_entries(methodologies)`` gives the entries of the methods used
+    ("CodeCarbon 3.3.2" cites v3.3.2, not the version LET was written against)."""
     entries = known_bibtex()
+    for factory in _backend_factories().values() if methodologies else ():
+        chooser = getattr(factory, "citation_entries", None)
+        if callable(chooser):
+            entries.update({k: v for k, v in chooser(list(methodologies)).items() if k in entries})
     chosen = list(entries) if keys is None else list(keys)
     unknown = [key for key in chosen if key not in entries]
     if unknown:
@@ -199,11 +206,17 @@ _POSSESSIVES = frozenset({"my", "our", "your", "his", "her", "their", "its", "th
 _CONSONANT_SOUND = ("eu", "uni", "use", "usu", "one", "once")
 
 
+# A host name, as a socket without a hardware label reports it: lower case with a digit, dot,
+# hyphen or underscore ("host1", "node-07", "gpu01.cluster"). A name takes no article.
+_HOST_NAME = re.compile(r"^(?=.*[0-9._-])[a-z][a-z0-9._-]*$")
+
+
 def _article(phrase: str) -> str:
     """'a' or 'an' by how the phrase is spoken ('an Intel', 'an NVIDIA', 'a Raspberry Pi'), and
-    none before a possessive or a number of devices ('my workstation', '8x A100')."""
+    none before a possessive, a number of devices or a host name ('my workstation', '8x A100',
+    'host1')."""
     word = phrase.split(" ", 1)[0]
-    if not word or word.lower() in _POSSESSIVES or word[0].isdigit():
+    if not word or word.lower() in _POSSESSIVES or word[0].isdigit() or _HOST_NAME.match(word):
         return ""
     acronym = len(word) > 1 and (word[:2].isupper() or word[1].isdigit())
     if acronym:
@@ -236,6 +249,32 @@ def hardware_phrase(hardware: Sequence[str]) -> str:
 
 
 _COUNTERS_SUFFIX = " energy counters"
+_VERSIONED = re.compile(r"^(?P<tool>.+) v?(?P<version>\d+(?:\.\d+)+)$")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _versions_once(labels: Sequence[str]) -> list[str]:
+    """One phrase per tool: "CodeCarbon 3.3.2" and "CodeCarbon 3.2.3" read "CodeCarbon
+    3.2.3-3.3.2" (oldest-newest), at the place of the tool's first label. A range, not "3.2.3
+    and 3.3.2", so that a list of methods has one "and" only: "CodeCarbon 3.2.3-3.3.2 and RAPL"."""
+    versions: dict[str, list[str]] = {}
+    for label in labels:
+        match = _VERSIONED.match(label)
+        if match:
+            versions.setdefault(match["tool"], []).append(match["version"])
+    merged: list[str] = []
+    for label in labels:
+        match = _VERSIONED.match(label)
+        if not match:
+            merged.append(label)
+        elif match["tool"] in versions:
+            ordered = sorted(dict.fromkeys(versions.pop(match["tool"])), key=_version_key)
+            span = ordered[0] if len(ordered) == 1 else f"{ordered[0]}-{ordered[-1]}"
+            merged.append(f"{match['tool']} {span}")
+    return merged
 
 
 def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = ()) -> str:
@@ -247,7 +286,7 @@ def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = (
         declared = getattr(_backend_factory(backend), "statement_phrases", None)
         if isinstance(declared, Mapping):
             phrases.update({k: v for k, v in declared.items() if isinstance(k, str) and isinstance(v, str)})
-    labels = list(dict.fromkeys(phrases.get(m, m) for m in methodologies if m))
+    labels = _versions_once(dict.fromkeys(phrases.get(m, m) for m in methodologies if m))
     counters = [m[: -len(_COUNTERS_SUFFIX)] for m in labels if m.endswith(_COUNTERS_SUFFIX)]
     others = [m for m in labels if not m.endswith(_COUNTERS_SUFFIX)]
     if counters:
@@ -285,7 +324,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     calibrated estimates (``let_core.results.calibration.statement_sentence``), if any."""
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
-                                 "(`let demo` runs one) or check the project/user/host filters")
+                                 "(`lett demo` runs one) or check the project/user/host filters")
     methodologies = _ordered(totals.methodologies)
     backends = _ordered(totals.backends)
     measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
@@ -371,10 +410,10 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
                 f"none of the {stored} stored row(s) in {Store(output_dir).path}"
                 + (f" matching {filters}" if filters else "")
                 + " has an energy value (empty energy_consumed cells, or backends that failed); "
-                "see `let results` and fill in or delete those rows")
+                "see `lett results` and fill in or delete those rows")
         raise ConfigurationError(f"no stored runs in {where(output_dir, dataset)}"
                                  + (f" match {filters}" if filters else "")
-                                 + "; track a run first or check the filters (`let results`)")
+                                 + "; track a run first or check the filters (`lett results`)")
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
     return statement_from_totals(totals, _calibrated_sentence(output_dir, project_name, user, hostname,
@@ -420,17 +459,24 @@ _METERED_WORDS = re.compile(r"meter|measured|smart socket|smart plug|tasmota|rap
 
 
 def custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
-                           energy_unit: str = "kWh", carbon_intensity: float = 380,
+                           energy_unit: str = "kWh", carbon_intensity: float | None = None,
                            kind: str | None = None, *, joined_units: bool = False) -> str:
     """A statement for energy obtained elsewhere (the CO2 Impact Calculator, a wattmeter).
 
     ``kind`` says whether the figure was ``"metered"`` or an ``"estimate"``; by default it
     follows what the methodology names (a meter, a smart socket, RAPL, ... read as metered).
     The wording, the note and the citations follow the kind; the intensity used is printed.
+    Without ``carbon_intensity`` the tracker's rule applies (``carbon.resolve_intensity``:
+    ``LET_CARBON_INTENSITY``, else ``LET_COUNTRY``'s grid, else Germany's), so a custom figure and
+    a tracked one of the same machine are restated alike.
     ``joined_units=True`` writes the emissions as LET 0.1.x's custom statement did and its
     PyPI page shows, "1.216 kgCO2-equivalents", for texts that quote that wording.
     """
     energy = checked_number(consumed_energy, "consumed_energy")
+    if carbon_intensity is None:
+        from let_core.carbon import resolve_intensity
+
+        carbon_intensity = resolve_intensity()[1]
     intensity = checked_number(carbon_intensity, "carbon_intensity", unit="gCO2/kWh")
     if energy_unit not in ("kWh", "Wh"):
         raise ConfigurationError(f"energy_unit must be 'kWh' or 'Wh', got {energy_unit!r}")
@@ -472,13 +518,13 @@ def _custom_citations(methodology: str) -> list[str]:
             cited = list(chooser([methodology]))
         else:
             labels = [name, *getattr(factory, "statement_phrases", {}).keys()]
-            cited = list(_factory_citations(factory)) if any(lowered.startswith(str(l).lower()) for l in labels) else []
+            cited = list(_factory_citations(factory)) if any(lowered.startswith(str(label).lower()) for label in labels) else []
         keys.extend(k for k in cited if k not in keys)
     return keys
 
 
 def print_custom_paper_statement(methodology: str, hardware: str, consumed_energy: float,
-                                 energy_unit: str = "kWh", carbon_intensity: float = 380,
+                                 energy_unit: str = "kWh", carbon_intensity: float | None = None,
                                  kind: str | None = None) -> str:
     """Print a statement for energy measured elsewhere, and return it (LET 0.1.x's API)."""
     text = custom_paper_statement(methodology, hardware, consumed_energy, energy_unit, carbon_intensity, kind)

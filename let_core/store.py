@@ -20,15 +20,32 @@ import fcntl
 import os
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from let_core import appendlog
-from let_core.csvfile import (check_header, encode, fix_tail, iter_rows, open_regular, read_header,
-                              read_rows_file, require_parsable, write_all)
+from let_core.csvfile import (
+    check_header,
+    encode,
+    fix_tail,
+    iter_rows,
+    open_regular,
+    read_header,
+    read_rows_file,
+    require_parsable,
+    write_all,
+)
 from let_core.errors import LetError, LetWarning, StoreError
-from let_core.schema import (STORE_COLUMNS, Row, check_filters, columns_for, effective, identity,
-                             matches, renamed_columns)
+from let_core.schema import (
+    STORE_COLUMNS,
+    Row,
+    check_filters,
+    columns_for,
+    effective,
+    identity,
+    matches,
+    renamed_columns,
+)
 
 STORE_FILE = "emissions.csv"
 #: Temporary files of a rewrite (migration, delete, repair); renamed over the store when
@@ -208,7 +225,7 @@ class Store:
 
     def _rescue(self, rows: Sequence[Row]) -> str:
         """Keep rows the store could not take in the store's rescue file; the sentence to add
-        to the error. ``let doctor --repair`` (or ``let merge``) puts them back."""
+        to the error. ``lett doctor --repair`` (or ``lett merge``) puts them back."""
         from let_core.config import recovery_file
 
         target = recovery_file("rescue", self.path)
@@ -231,7 +248,7 @@ class Store:
         except (OSError, StoreError) as exc:
             return (f"The run could not be saved to the rescue file {target} either ({exc}); "
                     "its figures are in what stop() returned.")
-        return (f"The run was saved to {target}; run `let doctor --repair` to put it into the "
+        return (f"The run was saved to {target}; run `lett doctor --repair` to put it into the "
                 "store once the problem is fixed.")
 
     def _migrate(self, fd: int, header: list[str], extra: Sequence[str] = STORE_COLUMNS) -> None:
@@ -248,7 +265,7 @@ class Store:
         """Remove the rows matching every given filter, atomically; returns how many.
 
         A store with lines LET cannot parse is not rewritten (they would be lost): StoreError
-        pointing to ``let doctor``.
+        pointing to ``lett doctor``.
         """
         check_filters(filters)
         with self.locked(exclusive=True, create=False) as fd:

@@ -10,9 +10,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from let_core import config
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning
@@ -81,6 +81,7 @@ class EnergyTracker:
         self.settings = Settings.resolve(project_name, output_dir, country_iso_code,
                                          carbon_intensity, measure_power_secs, cuda_devices, pue,
                                          log_level, options)
+        _check_option_keys(self.settings.options)
         self.project_name = self.settings.project_name
         self.user = self.settings.user
         self.hostname = self.settings.hostname
@@ -117,11 +118,16 @@ class EnergyTracker:
         return list(spec)
 
     def _auto_factories(self, kind: PluginKind) -> list[Any]:
-        """Registered plugins of a kind that are on by default and available here."""
-        from let_core.plugins import auto_factories
+        """Registered plugins of a kind that are on by default, or given settings in
+        ``options`` (``{"manual": {...}}`` asks for that backend), and available here."""
+        from let_core.plugins import auto_factories, get_factory
 
+        chosen = auto_factories(kind)
+        names = {r.name for r in chosen}
+        chosen += [get_factory(kind, name) for name in self.settings.options
+                   if name not in names and _is_plugin(kind, name)]
         factories = []
-        for registered in auto_factories(kind):
+        for registered in chosen:
             try:
                 available = registered.factory.availability(self.settings).available
             except Exception as exc:  # a plugin's broken check must not stop tracking
@@ -154,7 +160,7 @@ class EnergyTracker:
                 self._owned_backends.extend(created)
                 if items == [AUTO] and not backends:
                     warnings.warn("no energy backend is usable here, so nothing is measured; "
-                                  "`let plugins` says why each one is unavailable.",
+                                  "`lett plugins` says why each one is unavailable.",
                                   LetWarning, stacklevel=3)
             elif isinstance(item, str):
                 backends.append(self._named_factory("backend", item).from_settings(self.settings))
@@ -163,7 +169,7 @@ class EnergyTracker:
                 backends.append(item)
             else:
                 raise ConfigurationError(
-                    f"backends entries are backend names (see `let plugins`) or backend objects "
+                    f"backends entries are backend names (see `lett plugins`) or backend objects "
                     f"with start() and stop(); got {item!r}")
         names = [_name_of(b) for b in backends]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -184,7 +190,7 @@ class EnergyTracker:
                 ranked.append((getattr(item, "order", 50), position, item))
             else:
                 raise ConfigurationError(
-                    f"reporters entries are reporter names (see `let plugins`) or objects with "
+                    f"reporters entries are reporter names (see `lett plugins`) or objects with "
                     f"report(run); got {item!r}")
         ranked.sort(key=lambda entry: (entry[0], entry[1]))
         reporters: list[Reporter] = []
@@ -250,7 +256,7 @@ class EnergyTracker:
         """Stop the run, record it and return its result. Calling it again returns the same result.
 
         ``print_summary=False`` skips the printed statement for this run (LET 0.1.x's flag).
-        ``status="failed"`` with an ``error`` text records a run that did not succeed (``let run``
+        ``status="failed"`` with an ``error`` text records a run that did not succeed (``lett run``
         records a command's exit status this way).
         """
         if status not in ("ok", "failed"):
@@ -331,7 +337,7 @@ class EnergyTracker:
             Store(self.settings.output_dir).append(run.rows(__version__))
         except StoreError as exc:
             # The store has already kept the run in its rescue file; the message says where
-            # and how to put it back (`let doctor --repair`).
+            # and how to put it back (`lett doctor --repair`).
             warnings.warn(str(exc), LetWarning, stacklevel=4)
 
     def _make_run(self, run_id: str, start: datetime, end: datetime, status: str, error: str,
@@ -439,7 +445,7 @@ class EnergyTracker:
         return read_live(self._started, time.perf_counter() - self._t0)
 
     def set_job(self, job_id: str, rank: int | str | None = None) -> None:
-        """Record the running run as one rank of a multi-process job, so that `let results --by
+        """Record the running run as one rank of a multi-process job, so that `lett results --by
         job` and the statement count the job once. Launchers such as torchrun and SLURM are
         recognised from the environment; this is for the others (Lightning's own DDP spawn)."""
         if not self._running:
@@ -537,7 +543,37 @@ def _close_backends(backends: tuple[Backend, ...]) -> None:
             try:
                 close()
             except Exception as exc:  # releasing must never raise into the user's program
-                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning)
+                warnings.warn(f"LET backend {_name_of(backend)!r} failed to close: {exc}", LetWarning, stacklevel=2)
+
+
+def _is_plugin(kind: PluginKind, name: str) -> bool:
+    from let_core.errors import PluginError
+    from let_core.plugins import get_factory
+
+    try:
+        get_factory(kind, name)
+    except PluginError:
+        return False
+    return True
+
+
+def _check_option_keys(options: Mapping[str, Any]) -> None:
+    """Every ``options`` key names a backend or reporter: a typo ("manaul") would otherwise
+    leave the settings unused and the run measured by something else, silently."""
+    unknown = [key for key in options
+               if not (isinstance(key, str) and (_is_plugin("backend", key) or _is_plugin("reporter", key)))]
+    if unknown:
+        import difflib
+
+        from let_core.plugins import registry
+
+        known = sorted({*registry().backends, *registry().reporters})
+        hints = [f"did you mean {close[0]!r} for {key!r}?" for key in unknown
+                 if (close := difflib.get_close_matches(str(key), known, n=1))]
+        raise ConfigurationError(
+            f"options key(s) {', '.join(map(repr, unknown))} name no backend or reporter; "
+            f"known backends: {', '.join(sorted(registry().backends))}; reporters: "
+            f"{', '.join(sorted(registry().reporters))}" + (f"; {' '.join(hints)}" if hints else ""))
 
 
 def _name_of(plugin: Any) -> str:

@@ -1,4 +1,4 @@
-"""``csv``: exports stored runs as an emissions.csv-shaped file (``let export csv FILE``).
+"""``csv``: exports stored runs as an emissions.csv-shaped file (``lett export csv FILE``).
 
 Recording runs is not this reporter's job: the core appends every run to the central store
 itself, before any reporter runs, whatever reporters are chosen.
@@ -6,7 +6,8 @@ itself, before any reporter runs, whatever reporters are chosen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings

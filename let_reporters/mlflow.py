@@ -13,7 +13,8 @@ import math
 import os
 import re
 import sys
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings

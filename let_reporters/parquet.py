@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from let_core import config
 from let_core._version import __version__
 from let_core.errors import StoreError
 from let_core.hookspecs import hookimpl
@@ -38,7 +40,7 @@ class ParquetReporter:
     def availability(cls, settings: Settings) -> Availability:
         if importlib.util.find_spec("pyarrow") is None:
             return Availability.no("needs pyarrow: pip install pyarrow")
-        if settings.output_uri or os.environ.get("LET_DATASET"):
+        if settings.output_uri or config.dataset_env():
             return Availability.yes()
         # Off by default: on one machine the CSV store is enough, and this saves every run the
         # pyarrow import. The reason says how to turn it on.
@@ -70,7 +72,7 @@ class ParquetReporter:
             raise StoreError(
                 f"run {run.run_id} was not written to the dataset {self.location.display}: {exc}. "
                 f"Nothing is lost: the central store {where} has it (csv reporter); copy the "
-                f"project there later with `let export parquet --project {run.project_name} URI` "
+                f"project there later with `lett export parquet --project {run.project_name} URI` "
                 f"(URI: the output_dir you gave, {self.location.display}).") from exc
 
     def export(self, results: pd.DataFrame, destination: str) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
@@ -49,7 +50,7 @@ def strep_database(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[
 
     data = results[results["task"].fillna("") == ""] if "task" in results else results
     if data.empty:
-        raise ConfigurationError("no stored runs to export; track a run first (`let results` lists them)")
+        raise ConfigurationError("no stored runs to export; track a run first (`lett results` lists them)")
     metric_columns = [c for c in data.columns if c.startswith("metrics.") and data[c].notna().any()]
     projects = ", ".join(sorted(set(data["project_name"].astype(str))))
     if not metric_columns:
@@ -109,7 +110,7 @@ def write_strep(results: pd.DataFrame, directory: str | os.PathLike[str]) -> Pat
 
 class StrepReporter:
     name: ClassVar[str] = "strep"
-    auto: ClassVar[bool] = False  # an export; ask for it by name or use `let export strep`
+    auto: ClassVar[bool] = False  # an export; ask for it by name or use `lett export strep`
     order: ClassVar[int] = 60
     description: ClassVar[str] = "STREP database (database.pkl + meta_properties.json) of a project's runs"
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Let every user read the RAPL energy counters (root-only since Linux 5.10), as
-# `let rapl-access --apply [--persistent]` does. Run as root:
+# `lett rapl-access --apply [--persistent]` does. Run as root:
 #
 #   sudo sh scripts/rapl_access.sh               # until the next reboot
 #   sudo sh scripts/rapl_access.sh --persistent  # and a udev rule for every boot
@@ -32,7 +32,7 @@ echo "made $count RAPL counter file(s) under $root readable by every user"
 if [ "${1:-}" = "--persistent" ]; then
     mkdir -p "$(dirname "$rule")"
     cat > "$rule.tmp" <<'RULE'
-# LET: let every user read RAPL energy counters (see `let rapl-access`)
+# LET: let every user read RAPL energy counters (see `lett rapl-access`)
 ACTION=="add", SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", RUN+="/bin/chmod a+r /sys%p/energy_uj"
 ACTION=="add", SUBSYSTEM=="powercap", KERNEL=="intel-rapl-mmio:*", RUN+="/bin/chmod a+r /sys%p/energy_uj"
 RULE

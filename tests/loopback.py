@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Generous: the machine may be loaded, and a wait only ends early on success.
 WAIT_S = 60.0

@@ -1,6 +1,6 @@
 """Files that are not emissions files: refused with a clear error naming the path, nothing written.
 
-Each case goes through ``load_results``, ``let merge`` and ``let results``: no traceback, the
+Each case goes through ``load_results``, ``lett merge`` and ``lett results``: no traceback, the
 path in the message, and neither the bad file nor the merge target changed.
 """
 

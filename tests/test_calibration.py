@@ -1,5 +1,5 @@
 """Wall-socket calibration of estimates: the fit on synthetic paired runs of known truth, its
-intervals, its refusals, the stored file, and where it is applied (load_results, `let results`,
+intervals, its refusals, the stored file, and where it is applied (load_results, `lett results`,
 the statement)."""
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from paired_runs import rows, synthetic_runs, true_wall
 
 from let_core.cli import main
 from let_core.errors import LetWarning
 from let_core.results import load_results
-from let_core.results.calibration import (CalibrationRefused, calibration_path, fit, load_calibrations,
-                                          paired_runs, save)
+from let_core.results.calibration import CalibrationRefused, calibration_path, fit, load_calibrations, paired_runs, save
 from let_core.store import Store
-from paired_runs import rows, synthetic_runs, true_wall
 
 
 def frame_of(runs) -> pd.DataFrame:
@@ -305,7 +304,7 @@ def test_view_data_and_plot_of_a_calibration(calibrated_store, tmp_path, capsys)
     assert line["wall_w"][0] == pytest.approx(calibration.scale * line["estimate_w"][0] + calibration.base_power_w,
                                               rel=1e-3)
     output = tmp_path / "calibration.png"
-    code, out, _ = run_cli(capsys, "plot", "--calibration", "-o", str(output))
+    code, out, _ = run_cli(capsys, "plot", "--calibration", "--output", str(output))
     assert code == 0 and "calibration of ws28" in out
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 20_000
 
@@ -336,7 +335,7 @@ def test_metered_interval_only_where_the_socket_was_checked(let_home, capsys):
     spread = total * 0.5 / 100 + 10 * 1e-5  # the check read 100 W to half a watt; 10 runs' 0.01 Wh counters
     from let_core.statement import format_energy
 
-    assert (f"The socket of ws28 was checked against a known load (`let gt calibrate`): the measured "
+    assert (f"The socket of ws28 was checked against a known load (`lett gt calibrate`): the measured "
             f"{format_energy(total)} lies within {format_energy(total - spread)} to {format_energy(total + spread)}"
             ) in checked
     socket_check_path("ws28").write_text("{broken")

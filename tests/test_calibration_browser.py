@@ -1,4 +1,4 @@
-"""The dashboard's calibration view in headless Chromium over a real `let ui` process: paired runs,
+"""The dashboard's calibration view in headless Chromium over a real `lett ui` process: paired runs,
 the fitted line and band, the held-out error and the runs it corrected, as the API serves them.
 The screenshot's path is printed (`pytest -s`)."""
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import requests
+from paired_runs import rows, synthetic_runs
 
 from let_core.results import load_results
 from let_core.results.calibration import fit, paired_runs, save
 from let_core.store import Store
-from paired_runs import rows, synthetic_runs
 from tests.test_ui_browser import browser, loaded, screenshot, start_ui  # noqa: F401 (browser: a fixture)
 
 By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium is in the test extra").By

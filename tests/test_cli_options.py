@@ -1,4 +1,4 @@
-"""--country / --carbon-intensity, `let demo --keep`, `let cite` on nothing."""
+"""--country / --carbon-intensity, `lett demo --keep`, `lett cite` on nothing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from let_core.cli import cli
 from let_core import load_results
+from let_core.cli import cli
 
 
 @pytest.fixture

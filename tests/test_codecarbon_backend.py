@@ -183,7 +183,7 @@ def test_pue_and_country_reach_codecarbon() -> None:
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, words", [
-    ({"country_iso_code": "XXX"}, "let countries"),
+    ({"country_iso_code": "XXX"}, "lett countries"),
     ({"measure_power_secs": 0}, "measure_power_secs"),
     ({"measure_power_secs": -1}, "measure_power_secs"),
     ({"cuda_devices": ["nope"]}, "nvidia-smi -L"),
@@ -321,7 +321,7 @@ def test_manual_backend_still_works_beside_it() -> None:
     assert [b.name for b in tracker.backends] == ["codecarbon", "manual"]
 
 
-# ----------------------------------------------------------------------------- let detect
+# ----------------------------------------------------------------------------- lett detect
 def test_let_detect_shows_what_codecarbon_would_measure(tracked: dict[str, Any]) -> None:
     from let_core import cli
 

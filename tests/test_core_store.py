@@ -9,19 +9,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import delete_results, load_results
 from let_core.errors import StoreError
+from let_core.results.cache import cache_path, cached_totals
 from let_core.schema import STORE_COLUMNS
 from let_core.statement import paper_statement
-from let_core.results.cache import cache_path, cached_totals
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
-from let_backends.manual import ManualBackend
+from tests.launches import launched_together
 from tests.privileges import as_unprivileged
 
 DATA = Path(__file__).parent / "data"
@@ -283,29 +283,13 @@ def test_output_dir_that_is_a_file_cannot_be_loaded(tmp_path):
         load_results(blocker)
 
 
-def _launched_together(let_home, job):
-    """The job's runs given the one interval of a launch whose ranks run at the same time."""
-    import csv
-
-    path = let_home / STORE_FILE
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        if row["job_id"] == job:
-            row["start_time"], row["timestamp"] = "2026-01-01T10:00:00+00:00", "2026-01-01T10:05:00+00:00"
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def test_ranks_of_one_job_measuring_one_machine_count_once_in_the_statement(let_home, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "777")
     for rank, kwh in enumerate((0.4, 0.5, 0.45)):
         monkeypatch.setenv("RANK", str(rank))
         record(project="ddp", kwh=kwh)  # each rank's estimate covers the whole (same) machine
     monkeypatch.delenv("SLURM_JOB_ID")
-    _launched_together(let_home, "777")  # (tracked one after another here; ranks run at once)
+    launched_together(let_home / STORE_FILE, "777")  # (tracked one after another here; ranks run at once)
     record(project="ddp", kwh=0.2)      # an ordinary run counts fully
     totals = cached_totals(project_name="ddp")
     assert totals.energy_kwh == pytest.approx(0.5 + 0.2)

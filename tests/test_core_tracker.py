@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import re
-
 import asyncio
+import csv
 import inspect
 import math
+import re
 from datetime import datetime, timezone
 
 import pytest
 
+from let_backends.manual import ManualBackend
 from let_core import EnergyTracker, load_results, track_energy
 from let_core.errors import BackendUnavailable, ConfigurationError, LetError, LetWarning, PluginError
 from let_core.records import Measurement
-from let_backends.manual import ManualBackend
 
 
 def manual(watts: float = 3600.0, **kwargs) -> ManualBackend:
@@ -152,7 +151,7 @@ def test_failing_reporter_never_stops_the_store_or_the_result(let_home):
 def test_unwritable_store_saves_a_rescue_file(tmp_path):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("x")
-    with pytest.warns(LetWarning, match="saved to .*rescue-.*let doctor --repair") as caught:
+    with pytest.warns(LetWarning, match="saved to .*rescue-.*lett doctor --repair") as caught:
         with EnergyTracker(output_dir=blocked / "store", backends=[manual()], reporters=["csv"]) as tracker:
             pass
     assert tracker.stop()["energy_consumed"] > 0
@@ -169,7 +168,7 @@ def test_names_and_objects_mix_and_unknown_names_fail_early(let_home):
     assert result["measurements"]["wall"]["kind"] == "metered"
     assert result["energy_consumed"] == result["measurements"]["wall"]["energy_consumed"]  # metered leads
     assert sorted(load_results()["backend"]) == ["manual", "wall"]
-    with pytest.raises(PluginError, match="unknown backend 'nope'.*let plugins"):
+    with pytest.raises(PluginError, match="unknown backend 'nope'.*lett plugins"):
         EnergyTracker(backends=["nope"])
     with pytest.raises(BackendUnavailable, match="needs a figure"):
         EnergyTracker(backends=["manual"])

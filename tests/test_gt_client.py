@@ -1,4 +1,4 @@
-"""Client side: GroundTruthTracker (0.1.x), the ``tasmota`` backend in EnergyTracker, ``let gt``."""
+"""Client side: GroundTruthTracker (0.1.x), the ``tasmota`` backend in EnergyTracker, ``lett gt``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -60,7 +61,7 @@ def test_no_server_default_raises_with_instructions() -> None:
     with pytest.raises(GroundTruthError) as info:
         GroundTruthTracker(verbose=False)
     message = str(info.value)
-    assert "LET_GT_HOST" in message and "LET_GT_PORT" in message and "let gt config" in message
+    assert "LET_GT_HOST" in message and "LET_GT_PORT" in message and "lett gt config" in message
 
 
 def test_no_server_crash_false_warns_and_disables() -> None:

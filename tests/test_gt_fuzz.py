@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -18,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from let_backends.tasmota.emulator import EmulatedSocket
-
 from tests.loopback import free_port, wait_until
 
 TOKEN = "fuzz-token"

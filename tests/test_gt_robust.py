@@ -1,4 +1,4 @@
-"""Ground truth you can trust for days (issue 12): real `let gt serve` processes on 127.0.0.1
+"""Ground truth you can trust for days (issue 12): real `lett gt serve` processes on 127.0.0.1
 in front of emulated sockets, with the faults injected that the issue names."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -319,7 +320,7 @@ def test_configured_server_failures_are_one_warning_each(server: Server, monkeyp
 
     monkeypatch.setenv("LET_GT_PORT", str(free_port()))  # nothing listens
     msgs = [w for w in _start_warnings() if "ground truth" in w]
-    assert len(msgs) == 1 and "cannot reach" in msgs[0] and "let gt serve" in msgs[0]
+    assert len(msgs) == 1 and "cannot reach" in msgs[0] and "lett gt serve" in msgs[0]
 
 
 def test_dead_socket_at_start_warns(server: Server, sockets: dict[str, EmulatedSocket],

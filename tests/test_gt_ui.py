@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-pytest.importorskip("fastapi")
+pytest.importorskip("fastapi", reason="fastapi is not installed: pip install '.[server]' (in the test extra)")
 
 from let_backends.tasmota.config import SocketConfig  # noqa: E402
 from let_backends.tasmota.emulator import EmulatedSocket  # noqa: E402

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras")
-np = pytest.importorskip("numpy")
+keras = pytest.importorskip("keras", reason="keras is not installed: pip install '.[keras]' (in the test extra)")
+np = pytest.importorskip("numpy", reason="numpy is not installed: pip install '.[keras]' (in the test extra)")
 
 from let_backends.manual import ManualBackend  # noqa: E402
+from let_core import load_results  # noqa: E402
 from let_core.errors import LetWarning  # noqa: E402
 from let_core.integrations.keras import LetKerasCallback  # noqa: E402
-from let_core import load_results  # noqa: E402
 from let_core.tracker import EnergyTracker  # noqa: E402
 
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("lightning")
+torch = pytest.importorskip("torch", reason="torch is not installed: pip install '.[lightning]' (in the test extra)")
+pytest.importorskip("lightning", reason="lightning is not installed: pip install '.[lightning]' (in the test extra)")
 
 from let_backends.manual import ManualBackend  # noqa: E402
+from let_core import load_results  # noqa: E402
 from let_core.errors import LetWarning  # noqa: E402
 from let_core.integrations.lightning import LetLightningCallback  # noqa: E402
 from let_core.results.counting import aggregate  # noqa: E402
-from let_core import load_results  # noqa: E402
 from let_core.tracker import EnergyTracker  # noqa: E402
 from tests.lightning_model import fit  # noqa: E402
 

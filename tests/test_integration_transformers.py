@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("accelerate")
+torch = pytest.importorskip("torch", reason="torch is not installed: pip install '.[transformers]' (in the test extra)")
+transformers = pytest.importorskip("transformers", reason="transformers is not installed: pip install '.[transformers]' (in the test extra)")
+pytest.importorskip("accelerate", reason="accelerate is not installed: pip install '.[transformers]' (in the test extra)")
 
 from let_backends.manual import ManualBackend  # noqa: E402
+from let_core import load_results  # noqa: E402
 from let_core.errors import ConfigurationError, LetWarning  # noqa: E402
 from let_core.integrations.transformers import LetTrainerCallback  # noqa: E402
-from let_core import load_results  # noqa: E402
 from let_core.tracker import EnergyTracker  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""tracker.live() and the status line of `let run` / `let demo`: figures so far, nothing changed."""
+"""tracker.live() and the status line of `lett run` / `lett demo`: figures so far, nothing changed."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from let_backends.manual import ManualBackend
-from let_backends.rapl import RaplBackend, discover, select as select_zones
+from let_backends.rapl import RaplBackend, discover
+from let_backends.rapl import select as select_zones
+from let_core import load_results
 from let_core.errors import LetError
 from let_core.interfaces import LiveReading
 from let_core.live import LiveStatus, StatusLine, format_status
-from let_core import load_results
 from let_core.tracker import EnergyTracker
 from tests.fakes.powercap import FakePowercap
 

@@ -1,4 +1,4 @@
-"""`let merge`: collecting stores from colleagues (LET 1.x, LET 0.1.x, CodeCarbon) without duplicates."""
+"""`lett merge`: collecting stores from colleagues (LET 1.x, LET 0.1.x, CodeCarbon) without duplicates."""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("mlflow", reason="mlflow is not installed: pip install '.[mlflow]' (its own extra: "
+                    "mlflow pins pyarrow<26, so the test extra leaves it out)")
+
 from let_backends.manual import ManualBackend
 from let_core.tracker import EnergyTracker
 

@@ -36,7 +36,7 @@ def settings(cuda_devices: tuple[str, ...] | None = None, **nvml: Any) -> Settin
 
 
 def test_fake_follows_the_real_pynvml_api() -> None:
-    real = pytest.importorskip("pynvml")
+    real = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed: pip install '.[nvml]'")
     assert real is not fake
     public = [n for n in vars(fake) if n.startswith(("nvml", "NVML"))]
     for name in public:

@@ -1,4 +1,4 @@
-"""`let plot`: a real PNG from matplotlib (Agg), with the estimate-vs-metered panel when both exist."""
+"""`lett plot`: a real PNG from matplotlib (Agg), with the estimate-vs-metered panel when both exist."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_plot_writes_png_with_comparison(let_home: Path, tmp_path: Path) -> None
                            backends=[ManualBackend(energy_kwh=0.1 * (i + 1)), _Socket(0.12 * (i + 1))]):
             pass
     out = tmp_path / "energy.png"
-    result = CliRunner().invoke(cli, ["plot", "--project", "p", "-o", str(out)])
+    result = CliRunner().invoke(cli, ["plot", "-p", "p", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert "3 estimate/metered pairs (metered = 1.20x estimate)" in result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -41,5 +41,5 @@ def test_plot_writes_png_with_comparison(let_home: Path, tmp_path: Path) -> None
 
 
 def test_plot_without_runs_is_a_clear_error(let_home: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["plot", "--project", "none", "-o", str(tmp_path / "x.png")])
+    result = CliRunner().invoke(cli, ["plot", "--project", "none", "--output", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "no stored runs match" in result.output

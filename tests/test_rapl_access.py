@@ -1,4 +1,4 @@
-"""`let rapl-access` and scripts/rapl_access.sh against a fake powercap tree."""
+"""`lett rapl-access` and scripts/rapl_access.sh against a fake powercap tree."""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from let_core.sampling import Channel
 from let_backends.rapl import ACCESS_HINT, RaplBackend, discover, select
 from let_core.errors import ConfigurationError
 from let_core.interfaces import Settings
+from let_core.sampling import Channel
 from tests.fakes.powercap import REAL_RANGE_UJ, Advancer, FakePowercap, server_tree
 
 

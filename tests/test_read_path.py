@@ -186,3 +186,14 @@ def test_delete_removes_runs_from_the_store_and_the_dataset(let_home: Path) -> N
     assert "0.100 kWh" in paper_statement()
     assert delete_results(project_name="Q") == 1
     assert load_results().empty
+
+
+def test_the_cache_index_hashes_a_column_as_it_hashes_one_unit() -> None:
+    import pandas as pd
+
+    from let_core.results.cache import unit_hash, unit_hashes
+
+    texts = ["", "a", "run-0001", "ü-ÿ\x1ftask0", "0" * 80, "9f8e7d6c-1234-4abc-8def-0123456789ab"]
+    assert unit_hashes(pd.Series(texts)).tolist() == [unit_hash(t) for t in texts if t]
+    uuids = [f"{n:08x}-1234-4abc-8def-0123456789ab" for n in (0, 7, 2**32 - 1)]  # one width: the matrix way
+    assert unit_hashes(pd.Series(uuids)).tolist() == [unit_hash(t) for t in uuids]

@@ -1,19 +1,23 @@
-"""`let results --by`, multi-node jobs counted once, `let compact`, `let export parquet`."""
+"""`lett results --by`, multi-node jobs counted once, `lett compact`, `lett export parquet`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
 from let_backends.manual import ManualBackend
 from let_core.cli import cli
-from let_core.results import aggregate, cached_totals, frame_totals
+from let_core.results import aggregate, cached_totals, frame_totals, load_results
 from let_core.statement import statement_from_totals
-from let_core.results import load_results
 from let_core.tracker import EnergyTracker
+from tests.launches import launched_together
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _run(project: str = "p", energy: float = 1.0, hardware: str = "Xeon", kind: str = "estimate",
@@ -36,23 +40,6 @@ def _job(monkeypatch: pytest.MonkeyPatch, job: str, host: str, rank: int, **kwar
             monkeypatch.delenv(name)
 
 
-def _launched_together(let_home: Path, job: str) -> None:
-    """Give the job's runs (tracked one after another here) the one interval of a launch whose
-    ranks run at the same time; sequential runs of one allocation would each count."""
-    import csv
-
-    path = let_home / "emissions.csv"
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        if row["job_id"] == job:
-            row["start_time"], row["timestamp"] = "2026-01-01T10:00:00+00:00", "2026-01-01T10:05:00+00:00"
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _json_lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.strip()]
 
@@ -65,10 +52,10 @@ def test_results_by_project_and_backend(let_home: Path) -> None:
     result = runner.invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["project", "runs", "kWh", "kg", "CO2e", "hours", "metered"]
-    assert lines[2].split()[:4] == ["a", "2", "2.000000", "0.800000"]
-    assert lines[3].split()[:4] == ["b", "1", "2.000000", "0.800000"]
-    assert lines[4].split()[:4] == ["total", "3", "4.000000", "1.600000"]
+    assert lines[0].split() == ["project", "runs", "energy", "CO2e", "hours", "metered"]
+    assert lines[2].split()[:6] == ["a", "2", "2.000", "kWh", "0.800", "kg"]
+    assert lines[3].split()[:6] == ["b", "1", "2.000", "kWh", "0.800", "kg"]
+    assert lines[4].split()[:6] == ["total", "3", "4.000", "kWh", "1.600", "kg"]
     assert len({len(line) for line in lines[:2]}) == 1  # aligned columns
     rows = _json_lines(runner.invoke(cli, ["results", "--by", "backend", "--json"]).output)
     hours = load_results()["duration"].sum() / 3600  # one measurement per run: its duration
@@ -113,7 +100,7 @@ def test_multi_node_job_is_one_job_and_ranks_do_not_double_count(let_home: Path,
         for rank in (0, 1):
             _job(monkeypatch, "4242", host, rank, energy=1.0 + rank * 0.1, hardware=f"{host} Xeon")
             _job(monkeypatch, "4242", host, rank, project="gpu", energy=0.5, hardware=f"{host} GPU {rank}")
-    _launched_together(let_home, "4242")
+    launched_together(let_home / "emissions.csv", "4242")
     _run("p", 3.0)  # a run outside any job
     frame = load_results()
     by_job = aggregate(frame[frame["project_name"] == "p"], "job")
@@ -125,7 +112,7 @@ def test_multi_node_job_is_one_job_and_ranks_do_not_double_count(let_home: Path,
     statement = statement_from_totals(frame_totals(frame[frame["project_name"] == "p"]))
     assert "5.200 kWh" in statement  # 2.2 for the job + 3.0 for the lone run
     result = CliRunner().invoke(cli, ["results", "--by", "job", "--project", "p"])
-    assert "4242" in result.output and "2.200000" in result.output
+    assert "4242" in result.output and "2.200 kWh" in result.output
 
 
 def test_frame_totals_match_the_store_totals_without_jobs(let_home: Path) -> None:
@@ -152,11 +139,11 @@ def test_compact_and_export_parquet_commands(let_home: Path, tmp_path: Path) -> 
     assert result.exit_code == 0 and "2 file(s) -> 1" in result.output
     assert len(load_results(tmp_path / "nowhere", dataset=str(dataset))) == 3
     result = runner.invoke(cli, ["export", "nosuch", str(dataset)])
-    assert result.exit_code == 1 and "unknown reporter 'nosuch'" in result.output
+    assert result.exit_code == 1 and "unknown export format 'nosuch'; formats: csv, parquet, strep" in result.output
 
 
 # ------------------------------------------------------------------ vectorised paths at scale
-def _arrow(values: list) -> "pd.Series":
+def _arrow(values: list) -> pd.Series:
     import pandas as pd
     import pyarrow as pa
 
@@ -238,8 +225,8 @@ def test_primary_rows_match_primary_measurements_run_by_run() -> None:
     import numpy as np
     import pandas as pd
 
-    from let_core.results.counting import primary_rows
     from let_core.records import primary_measurements
+    from let_core.results.counting import primary_rows
 
     rng = np.random.default_rng(7)
     scopes = ["", "system", "cpu", "gpu", "ram", "cpu+ram", "cpu+gpu+ram"]
@@ -290,5 +277,5 @@ def test_results_by_and_statement_read_only_their_columns(let_home: Path, monkey
     result = CliRunner().invoke(cli, ["results", "--by", "project"])
     assert result.exit_code == 0, result.output
     assert seen == [AGGREGATE_COLUMNS]
-    assert [line.split()[:3] for line in result.output.splitlines()[2:4]] == [["a", "1", "0.500000"],
-                                                                              ["b", "1", "1.200000"]]
+    assert [line.split()[:3] for line in result.output.splitlines()[2:4]] == [["a", "1", "0.500"],
+                                                                              ["b", "1", "1.200"]]

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from let_backends.manual import ManualBackend
 from let_core import EnergyTracker, load_results
 from let_core.cli import cli
 from let_core.errors import LetWarning, StoreError
 from let_core.store import STORE_FILE, Store
-from let_backends.manual import ManualBackend
 
 
 def _runs(folder: Path, count: int, energy: float = 0.01, start: int = 0) -> None:
-    for index in range(start, start + count):
+    for _index in range(start, start + count):
         with EnergyTracker(project_name="p", output_dir=folder, reporters=[],
                            backends=[ManualBackend(energy_kwh=energy)]):
             pass

@@ -22,10 +22,10 @@ from let_backends.manual import ManualBackend
 from let_core import doctor, load_results
 from let_core.cli import cli
 from let_core.config import recovery_file
-from let_core.errors import LetWarning, StoreError
-from let_core.schema import STORE_COLUMNS
-from let_core.results.cache import cached_totals
 from let_core.csvfile import MAX_FIELD_CHARS
+from let_core.errors import LetWarning, StoreError
+from let_core.results.cache import cached_totals
+from let_core.schema import STORE_COLUMNS
 from let_core.store import STORE_FILE, Store
 from let_core.tracker import EnergyTracker
 
@@ -127,7 +127,7 @@ def test_damaged_header_is_never_rewritten_and_doctor_restores_it(let_home, dama
         header = b"\0" * len(header)
     path.write_bytes(header + b"\n" + rest)
     before = path.read_bytes()
-    with pytest.warns(LetWarning, match=r"(header of .* damaged|cannot parse: line 2).*let doctor.*saved to .*rescue-"):
+    with pytest.warns(LetWarning, match=r"(header of .* damaged|cannot parse: line 2).*lett doctor.*saved to .*rescue-"):
         late = track()["run_id"]
     assert path.read_bytes() == before  # not rewritten, not appended to
     assert rescued_ids(let_home) == [late]
@@ -142,7 +142,7 @@ def test_damaged_header_is_never_rewritten_and_doctor_restores_it(let_home, dama
 
 
 def test_unparsable_lines_block_rewrites_until_doctor_sets_them_aside(let_home):
-    """Item 8: `let delete -p q` removed a `p` row that had an extra comma."""
+    """Item 8: `lett delete -p q` removed a `p` row that had an extra comma."""
     track(project="p")
     track(project="q")
     path = let_home / STORE_FILE
@@ -150,7 +150,7 @@ def test_unparsable_lines_block_rewrites_until_doctor_sets_them_aside(let_home):
     lines[1] = lines[1].replace(b",p,", b",p,extra,", 1)  # the p row now has one field too many
     path.write_bytes(b"".join(lines))
     result = CliRunner().invoke(cli, ["delete", "--project", "q", "--yes"])
-    assert result.exit_code == 1 and "line 2" in result.output and "let doctor" in result.output
+    assert result.exit_code == 1 and "line 2" in result.output and "lett doctor" in result.output
     assert path.read_bytes() == b"".join(lines)
     found = CliRunner().invoke(cli, ["doctor"])
     assert found.exit_code == 1 and f"{path}:2: malformed line" in found.output
@@ -253,7 +253,7 @@ def test_zero_byte_parquet_file_is_reported_not_a_traceback(let_home):
     broken = let_home / "runs" / "project=p" / "year=2026"
     broken.mkdir(parents=True)
     (broken / "empty.parquet").write_bytes(b"")
-    with pytest.raises(StoreError, match="let doctor"):
+    with pytest.raises(StoreError, match="lett doctor"):
         load_results()
     found = CliRunner().invoke(cli, ["doctor"])
     assert found.exit_code == 1 and "empty.parquet: dataset file does not open" in found.output
@@ -319,7 +319,7 @@ def test_last_line_without_newline_is_a_row_and_the_next_append_keeps_it(let_hom
 
 # ----------------------------------------------------------------------------- issue 11.3
 def test_codecarbon_backup_of_a_let_store_is_folded_back_once(let_home):
-    codecarbon = pytest.importorskip("codecarbon")
+    codecarbon = pytest.importorskip("codecarbon", reason="codecarbon is a dependency; reinstall LET")
     ids = [track()["run_id"] for _ in range(2)]
     tracker = codecarbon.OfflineEmissionsTracker(country_iso_code="DEU", output_dir=str(let_home),
                                                  log_level="error", save_to_file=True)

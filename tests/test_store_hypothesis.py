@@ -8,17 +8,18 @@ import csv
 import io
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from let_core import doctor, load_results
 from let_core.cli import cli
 from let_core.errors import LetError, StoreError
-from let_core.schema import STORE_COLUMNS
 from let_core.results.cache import cached_totals
+from let_core.schema import STORE_COLUMNS
 from let_core.store import STORE_FILE, Store
 
 LEGACY_COLUMNS = ["timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",

@@ -1,4 +1,4 @@
-"""The real ``strep.index_scale.load_database`` reads LET's emissions.csv and ``let export csv``
+"""The real ``strep.index_scale.load_database`` reads LET's emissions.csv and ``lett export csv``
 output as it reads a CodeCarbon file: one model per (run_id, experiment_id), its energy,
 emissions and duration. LET's run status is the ``run_status`` column: a ``status`` column
 made STREP take the file for an MLflow run summary and find nothing.
@@ -18,7 +18,9 @@ from let_core import EnergyTracker, load_results
 from let_core.cli import cli
 from let_core.schema import STORE_COLUMNS
 
-strep_index_scale = pytest.importorskip("strep.index_scale")
+strep_index_scale = pytest.importorskip(
+    "strep.index_scale", reason="strep is not installed: pip install '.[strep]' (its own extra: strep 0.0.4 "
+                                "pins pandas==2.2.3, so the test extra leaves it out)")
 DATA = Path(__file__).parent / "data"
 ENERGIES = (0.2, 0.5, 0.05)
 

@@ -1,4 +1,4 @@
-"""`let ui`'s JSON API in process: figures from the one counting module, bad input is a 4xx
+"""`lett ui`'s JSON API in process: figures from the one counting module, bad input is a 4xx
 with a message (never a 500), an unreadable store is a 503 and the server goes on."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from let_core.results import aggregate, frame_totals, load_results
 from let_core.statement import statement_from_totals
 from let_core.ui.app import create_app
-from let_core.ui.data import Dashboard, SORT_COLUMNS
+from let_core.ui.data import SORT_COLUMNS, Dashboard
 from tests.ui_store import build_store
 
 

@@ -1,4 +1,4 @@
-"""`let ui` in a real browser: a real `let ui` process over a real store, headless Chromium
+"""`lett ui` in a real browser: a real `lett ui` process over a real store, headless Chromium
 (Debian's `chromium` + `chromium-driver`) driven by Selenium. Screenshots of every page are
 saved in the test's tmp dir (their paths are printed; `pytest -s` shows them)."""
 
@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -32,7 +33,8 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from tests.loopback import free_port
+
+from tests.loopback import free_port  # noqa: E402
 
 
 def start_ui(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -45,14 +47,14 @@ def start_ui(store: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"let ui exited with {proc.returncode}: {log.read_text()}")
+            raise AssertionError(f"lett ui exited with {proc.returncode}: {log.read_text()}")
         try:
             if requests.get(url + "/api/choices", timeout=2).status_code in (200, 503):
                 return proc, url
         except requests.ConnectionError:
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError(f"let ui did not answer within 60 s: {log.read_text()}")
+    raise AssertionError(f"lett ui did not answer within 60 s: {log.read_text()}")
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,15 @@
 - ``client``: ``GroundTruthClient`` and LET 0.1.x's ``GroundTruthTracker``
 - ``backend``: the ``tasmota`` backend (kind "metered", scope "system")
 - ``emulator``: emulated sockets on loopback for tests and demos
-- ``cli``: ``let gt serve | config | emulate | calibrate | hosts``
+- ``cli``: ``lett gt serve | config | emulate | calibrate | hosts``
 
 Importing this package is cheap: requests, fastapi and uvicorn load when first used.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from let_backends.tasmota.backend import TasmotaBackend
 from let_core.hookspecs import hookimpl

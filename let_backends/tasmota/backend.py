@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from let_backends.tasmota.config import NOT_CONFIGURED, ServerLocation, client_hostname, server_location
 from let_core.errors import ConfigurationError, LetError, LetWarning
@@ -35,7 +36,7 @@ def _warn_once(message: str) -> None:
 
 class TasmotaBackend:
     """Wall-socket energy of this computer, metered by a smart socket behind a LET ground-truth
-    server (``let gt serve``). Each run (and each task) is one server session.
+    server (``lett gt serve``). Each run (and each task) is one server session.
 
     Its ``Measurement`` carries ``coverage`` (the fraction of the run the socket's counter actually
     metered), ``gap_count`` and ``gap_seconds`` (the interpolated intervals: socket silent or
@@ -46,7 +47,7 @@ class TasmotaBackend:
     statement_phrases: ClassVar[Mapping[str, str]] = {METHODOLOGY: "Tasmota smart sockets at the wall"}
     citations: ClassVar[Mapping[str, str]] = {"ai_energy_validation": AI_ENERGY_VALIDATION}
     auto: ClassVar[bool] = True
-    description: ClassVar[str] = "metered energy at the wall socket (Tasmota smart socket via `let gt serve`)"
+    description: ClassVar[str] = "metered energy at the wall socket (Tasmota smart socket via `lett gt serve`)"
 
     def __init__(self, location: ServerLocation, hostname: str, label: str = "") -> None:
         from let_backends.tasmota.client import GroundTruthClient

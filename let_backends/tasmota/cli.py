@@ -1,4 +1,4 @@
-"""``let gt ...``: run the ground-truth server, point clients at it, emulate and calibrate sockets."""
+"""``lett gt ...``: run the ground-truth server, point clients at it, emulate and calibrate sockets."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ from typing import Any
 
 import click
 
-from let_backends.tasmota.config import (DEFAULT_SERVER_PORT, load_server_config, parse_server_config,
-                                         server_location, write_remote_config)
+from let_backends.tasmota.config import (
+    DEFAULT_SERVER_PORT,
+    load_server_config,
+    parse_server_config,
+    server_location,
+    write_remote_config,
+)
 from let_core.errors import LetError
 
 
@@ -84,7 +89,7 @@ def config(host: str | None, port: int) -> None:
         if host is None:
             location = server_location()
             click.echo(f"{location.host}:{location.port} (from {location.source})" if location
-                       else "not configured; run `let gt config --host SERVER-IP --port PORT`")
+                       else "not configured; run `lett gt config --host SERVER-IP --port PORT`")
             return
         path = write_remote_config(host, port)
     except LetError as exc:
@@ -178,7 +183,7 @@ def emulate(count: int, watts: tuple[float, ...], host: str, base_port: int, tim
         click.echo(f"{name}: http://{s.address}/cm?cmnd=Status%208  ({s.power} W)")
     if write_config:
         Path(write_config).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        click.echo(f"Server config written to {write_config}; run `let gt serve --config {write_config}`")
+        click.echo(f"Server config written to {write_config}; run `lett gt serve --config {write_config}`")
     else:
         click.echo(json.dumps(cfg))
     sys.stdout.flush()

@@ -15,8 +15,15 @@ import warnings
 from datetime import datetime, timezone
 from typing import Any
 
-from let_backends.tasmota.config import (NOT_CONFIGURED, ServerLocation, ca_bundle, client_hostname,
-                                         client_timeout, server_location, token)
+from let_backends.tasmota.config import (
+    NOT_CONFIGURED,
+    ServerLocation,
+    ca_bundle,
+    client_hostname,
+    client_timeout,
+    server_location,
+    token,
+)
 from let_core.errors import LetError, LetWarning
 
 TRACKING_MODE = "GroundTruth"
@@ -107,7 +114,7 @@ class GroundTruthClient:
             detail = "timed out" if isinstance(exc, (TimeoutError, requests.Timeout)) else type(exc).__name__
             tls = isinstance(exc, requests.exceptions.SSLError)
             fix = ("check its certificate: set LET_GT_CA_BUNDLE to the PEM file that signed it" if tls else
-                   "is it running (`let gt serve --config FILE`) and reachable from here?")
+                   "is it running (`lett gt serve --config FILE`) and reachable from here?")
             raise GroundTruthError(f"cannot reach the ground-truth server at {self.url} (from "
                                    f"{self.location.source}): {detail}; {fix}",
                                    cause="tls" if tls else ("timeout" if detail == "timed out" else "unreachable")) from None

@@ -10,8 +10,9 @@ import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from attrs import frozen
 
@@ -138,7 +139,7 @@ def let_home() -> Path:
 
 
 def default_state_dir() -> Path:
-    """Where ``let gt serve`` keeps its SQLite state unless ``--state-dir`` says otherwise."""
+    """Where ``lett gt serve`` keeps its SQLite state unless ``--state-dir`` says otherwise."""
     return let_home() / "gt-server"
 
 
@@ -196,7 +197,7 @@ def client_timeout() -> float:
 
 
 NOT_CONFIGURED = ("no ground-truth server is configured: set LET_GT_HOST and LET_GT_PORT, or run "
-                  "`let gt config --host SERVER-IP --port PORT` (or `python -m "
+                  "`lett gt config --host SERVER-IP --port PORT` (or `python -m "
                   "lamarr_energy_tracker.ground_truth_tracking --host SERVER-IP --port PORT`)")
 
 
@@ -228,7 +229,7 @@ def server_location() -> ServerLocation | None:
     host, sep, port = rest.rpartition(":")
     if not sep or not host:
         raise ConfigurationError(f"{path} should hold \"HOST:PORT\", found {text!r}; rewrite it with "
-                                 "`let gt config --host SERVER-IP --port PORT`")
+                                 "`lett gt config --host SERVER-IP --port PORT`")
     return ServerLocation(host.strip("[]"), _port(port, str(path)), str(path), scheme)
 
 

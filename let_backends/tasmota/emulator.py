@@ -17,12 +17,13 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Union
 from urllib.parse import parse_qs, urlsplit
 
-PowerProfile = Union[float, Callable[[float], float]]
+PowerProfile = Union[float, Callable[[float], float]]  # noqa: UP007 - a runtime alias; X | Y of a Callable needs 3.10 typing
 _FMT = "%Y-%m-%dT%H:%M:%S"
 #: Largest integration step (emulated seconds) for a power function: Simpson per step.
 _STEP_S = 0.02

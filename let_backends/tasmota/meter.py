@@ -29,7 +29,8 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from attrs import define, field, frozen
 

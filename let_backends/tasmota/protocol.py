@@ -14,8 +14,9 @@ import json
 import re
 import socket as _socket
 import time
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from attrs import evolve, field, frozen
@@ -149,7 +150,7 @@ def http_exchange(address: str, target: str, deadline_s: float,
             conn.settimeout(left())  # the remaining total, not a fresh per-read allowance
             try:
                 chunk = conn.recv(8192)
-            except _socket.timeout:
+            except TimeoutError:
                 raise HttpTimeout(f"no complete answer within {deadline_s:g} s") from None
             if not chunk:
                 break

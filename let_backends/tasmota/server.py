@@ -27,12 +27,18 @@ import hmac
 import os
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from let_backends.tasmota.config import SocketConfig
 from let_backends.tasmota.meter import Limits
-from let_backends.tasmota.service import (GroundTruthService, SocketNeverAnswered, TooManySessions,
-                                          UnknownHost, UnknownSession)
+from let_backends.tasmota.service import (
+    GroundTruthService,
+    SocketNeverAnswered,
+    TooManySessions,
+    UnknownHost,
+    UnknownSession,
+)
 
 _OPEN_PATHS = frozenset({"/health"})
 #: The largest body a route takes is {"label": <= 200 chars}.

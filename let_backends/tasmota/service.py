@@ -10,9 +10,10 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from attrs import asdict, frozen
 

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Deque
+from typing import Any
 
 DEFAULT_WINDOW_S = 600.0
 _PAGE = Path(__file__).with_name("ui.html")
@@ -30,7 +30,7 @@ class PowerHistory:
         self._service = weakref.ref(service)  # the page must not keep a closed service alive
         self.window_s = window_s
         self.interval = interval
-        self._points: dict[str, Deque[tuple[float, float | None]]] = {}
+        self._points: dict[str, collections.deque[tuple[float, float | None]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="let-gt-ui-history", daemon=True)

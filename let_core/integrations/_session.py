@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from let_core.errors import ConfigurationError, LetWarning
 from let_core.tracker import EnergyTracker

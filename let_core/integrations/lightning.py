@@ -5,7 +5,7 @@ validation ("validation 1", ...; the sanity check is not one), the logged valida
 (``val_loss``, ...) in the run and in each validation's task row, the statement at the end.
 
 In DDP every rank records its own run (each measures its own process and devices), and all
-ranks of one ``fit()`` share a job id that rank 0 draws and broadcasts, so `let results --by
+ranks of one ``fit()`` share a job id that rank 0 draws and broadcasts, so `lett results --by
 job` and the statement count the job once, as they do for torchrun or SLURM jobs.
 """
 

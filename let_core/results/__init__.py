@@ -13,8 +13,14 @@ from let_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from let_core.results.cache import cached_totals
-    from let_core.results.counting import (AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals,
-                                           aggregate, counted_rows, frame_totals)
+    from let_core.results.counting import (
+        AGGREGATE_COLUMNS,
+        TOTALS_COLUMNS,
+        Totals,
+        aggregate,
+        counted_rows,
+        frame_totals,
+    )
     from let_core.results.loading import ResultsHandle, counted_totals, load_results
 
 _EXPORTS = {
@@ -30,6 +36,9 @@ _EXPORTS = {
     "AGGREGATE_COLUMNS": "let_core.results.counting",
 }
 
-__all__ = list(_EXPORTS)
+# Spelled out (not list(_EXPORTS)): type checkers read __all__ literally.
+__all__ = ["AGGREGATE_COLUMNS", "TOTALS_COLUMNS", "ResultsHandle", "Totals", "aggregate", "cached_totals",
+           "counted_rows", "counted_totals", "frame_totals", "load_results"]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

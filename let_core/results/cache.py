@@ -27,14 +27,14 @@ import sys
 import threading
 import zlib
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from let_core import appendlog
 from let_core.config import cache_file
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
 from let_core.results.counting import Accumulator, Totals
 from let_core.results.loading import blank_energy, warn_blank_energy
 from let_core.results.rule import run_unit
-from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
 from let_core.schema import FILTER_KEYS, check_filters, effective, matches
 from let_core.store import Store
 
@@ -68,7 +68,38 @@ def _units_path(store: Store) -> Path:
 
 
 def unit_hash(unit: str) -> int:
-    return zlib.crc32(unit.encode("utf-8", "surrogatepass"))
+    """A run unit's 32-bit key in the cache's index: the polynomial hash (base 31, modulo
+    2**32) of its UTF-8 bytes, which ``unit_hashes`` computes for a whole column at once.
+    A clash only makes a new unit look counted: the store is then recounted, never miscounted."""
+    value = 0
+    for byte in unit.encode("utf-8", "surrogatepass"):
+        value = (value * 31 + byte) & 0xFFFFFFFF
+    return value
+
+
+def unit_hashes(units: Any) -> Any:
+    """``unit_hash`` of every non-empty text of a pandas column, as a numpy uint32 array:
+    each byte times 31 to the power of the bytes after it in its text, summed per text."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(units.array) if hasattr(units.array, "__arrow_array__") else pa.array(units, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    array = array.cast(pa.large_string()).fill_null("")
+    array = array.filter(pc.not_equal(array, ""))
+    if not len(array):
+        return np.zeros(0, dtype=np.uint32)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array) + 1, offset=array.offset * 8)
+    lengths = np.diff(offsets)
+    width = int(lengths[0])
+    if not (lengths == width).all():  # texts of several widths (not UUIDs): one by one
+        return np.array([unit_hash(text) for text in array.to_pylist()], dtype=np.uint32)
+    # One width (run ids are UUIDs): a matrix of bytes, times the powers of 31 from the right.
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(len(array), width)
+    powers = np.cumprod(np.r_[np.uint32(1), np.full(width - 1, 31, dtype=np.uint32)], dtype=np.uint32)[::-1]
+    return (data.astype(np.uint32) * powers).sum(axis=1, dtype=np.uint32)
 
 
 def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: str | None) -> Totals:
@@ -113,6 +144,8 @@ class _Cache:
     def __init__(self, offset: int, crc: int, groups: dict[GroupKey, Accumulator] | None = None,
                  units: array.array[int] | None = None, trusted: bool = True) -> None:
         self.offset, self.crc, self.trusted = offset, crc, trusted
+        #: False for the empty cache that stands in for one missing, damaged or not this file's.
+        self.valid = True
         self.groups: dict[GroupKey, Accumulator] = groups if groups is not None else {}
         self.units: array.array[int] = units if units is not None else array.array("I")
 
@@ -123,6 +156,11 @@ class _Cache:
 
     def add_unit(self, unit: str) -> None:
         bisect.insort(self.units, unit_hash(unit))
+
+
+def covers_its_bytes(store: Store, fd: int) -> bool:
+    """Whether the store's cache proves it covers exactly the bytes it claims (``let doctor``)."""
+    return _load(store, fd).valid
 
 
 def _crc(fd: int, start: int, end: int, crc: int = 0) -> int:
@@ -140,7 +178,9 @@ def _vectorised(store: Store, fd: int, end: int) -> _Cache:
 
     frame = _normalize_legacy(_read_frame(store, TOTALS_COLUMNS))
     top = frame[frame["task"].fillna("") == ""] if "task" in frame else frame
-    units = array.array("I", sorted({unit_hash(str(u)) for u in _run_units(top).tolist() if u}))
+    import numpy as np
+
+    units = array.array("I", np.unique(unit_hashes(_run_units(top))).tobytes())
     return _Cache(end, _crc(fd, 0, end), frame_accumulators(frame), units, trusted=True)
 
 
@@ -192,6 +232,7 @@ def _unit(row: Mapping[str, str]) -> str:
 def _load(store: Store, fd: int) -> _Cache:
     """The cache, proven to cover exactly its bytes; else an empty one from offset 0 (not trusted)."""
     fresh = _Cache(header_length(fd), _crc(fd, 0, header_length(fd)), trusted=False)
+    fresh.valid = False
     try:
         with open(cache_path(store), encoding="utf-8") as handle:
             cache = json.load(handle)

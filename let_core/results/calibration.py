@@ -35,8 +35,9 @@ import os
 import re
 import urllib.parse
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
 
@@ -441,7 +442,7 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
             f"cannot calibrate {host}: {gaps} of its runs measured both ways have gaps in their "
             f"{metered_backend} figures (coverage below {_FULL_COVERAGE:.0%}, the rest interpolated), "
             f"leaving {n} fully metered; at least {MIN_PAIRED_RUNS} are needed. Interpolated energy is "
-            "no truth to calibrate against: check the socket's connection to the server (`let gt hosts`) "
+            "no truth to calibrate against: check the socket's connection to the server (`lett gt hosts`) "
             "and track more runs.")
     if n < MIN_PAIRED_RUNS:
         raise CalibrationRefused(
@@ -454,7 +455,7 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
             f"cannot calibrate {host}: its {metered_backend} figures are {1 / float(np.median(ratio)):.0f}x "
             f"below the {estimate_backend} estimates in the median; a wall socket sees at least what the "
             "machine's parts draw, so the socket is probably metering another machine. Check which "
-            "device the socket powers (`let gt` / the socket's settings).")
+            "device the socket powers (`lett gt` / the socket's settings).")
     wrong = ratio < 1 / WRONG_MACHINE_RATIO
     excluded = dict(paired.excluded)
     if wrong.any():
@@ -554,7 +555,7 @@ def load_calibrations(warn: bool = True) -> dict[str, Calibration]:
         except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
             if warn:
                 warnings.warn(f"calibration file {path} is ignored, never applied: {exc}. Fit it again "
-                              "(`let calibration fit`) or remove it (`let calibration remove`).",
+                              "(`lett calibration fit`) or remove it (`lett calibration remove`).",
                               LetWarning, stacklevel=2)
             continue
         found[calibration.hostname] = calibration
@@ -638,7 +639,7 @@ def low_power(energy_kwh: float, duration_s: float) -> bool:
 
 
 def calibrated_cells(frame: pd.DataFrame) -> list[str]:
-    """``let results --calibrated``'s column: "1.234 kWh (1.1-1.3)", "*" outside the fitted range."""
+    """``lett results --calibrated``'s column: "1.234 kWh (1.1-1.3)", "*" outside the fitted range."""
     from let_core.statement import format_energy
 
     cells = []
@@ -716,7 +717,7 @@ def _join_words(items: Sequence[str]) -> str:
 
 
 def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -> dict[str, Any]:
-    """What the calibration view draws (``let ui``, ``let plot --calibration``), as mean powers (W):
+    """What the calibration view draws (``lett ui``, ``lett plot --calibration``), as mean powers (W):
     the paired runs (estimate against wall), the fitted line and its band for a run of the
     fitted runs' median duration and component shares, and the estimate-only runs it corrected."""
     import numpy as np
@@ -791,7 +792,7 @@ def socket_check_path(host: str) -> Path:
 
 
 def save_socket_check(host: str, expected_w: float, measured_w: float) -> Path:
-    """Keep the verdict of ``let gt calibrate --watts`` for a socket: its relative error at a known load."""
+    """Keep the verdict of ``lett gt calibrate --watts`` for a socket: its relative error at a known load."""
     import tempfile
 
     from let_core._version import __version__
@@ -821,7 +822,7 @@ def socket_error(host: str) -> float | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        warnings.warn(f"socket check {socket_check_path(host)} is ignored: {exc}; run `let gt calibrate` again",
+        warnings.warn(f"socket check {socket_check_path(host)} is ignored: {exc}; run `lett gt calibrate` again",
                       LetWarning, stacklevel=2)
         return None
     return abs(measured - expected) / expected + CHECK_READING_W / expected
@@ -829,7 +830,7 @@ def socket_error(host: str) -> float | None:
 
 def metered_sentence(frame: pd.DataFrame) -> str | None:
     """The statement's interval for counted wall-socket figures, only where every one of them has
-    a socket check (``let gt calibrate --watts``): the check's error, plus each run's counter
+    a socket check (``lett gt calibrate --watts``): the check's error, plus each run's counter
     resolution; the interpolated share is said, not guessed into the interval."""
     import numpy as np
 
@@ -856,7 +857,7 @@ def metered_sentence(frame: pd.DataFrame) -> str | None:
     share = float(np.nansum(gaps) / np.nansum(duration)) if np.nansum(duration) > 0 else 0.0
     names = sorted(set(sockets))
     text = (f"The socket{'s' if len(names) > 1 else ''} of {_join_words(names)} "
-            f"{'were' if len(names) > 1 else 'was'} checked against a known load (`let gt calibrate`): the measured "
+            f"{'were' if len(names) > 1 else 'was'} checked against a known load (`lett gt calibrate`): the measured "
             f"{format_energy(total)} lies within {format_energy(max(total - spread, 0.0))} to "
             f"{format_energy(total + spread)} by that check and the counter's {RESOLUTION_WH['tasmota']:g} Wh resolution")
     if share > 0:

@@ -1,7 +1,7 @@
 """What stored runs count for: the rules of ``rule`` applied to a set of rows.
 
 Every number LET reports about runs (a run's own headline energy, the paper statement,
-``let results``, plots, STREP exports, the totals cache) comes from ``rule``, applied either
+``lett results``, plots, STREP exports, the totals cache) comes from ``rule``, applied either
 run by run (``Accumulator.add_run``, which the totals cache uses and which needs only the
 standard library) or over a frame (``frame_totals``, ``aggregate``), where ``rule.decide`` is
 evaluated once per distinct shape of a run, ``rule.emissions`` on columns, and the job rule
@@ -12,17 +12,38 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
 from let_core.errors import ConfigurationError
 from let_core.records import as_float
-from let_core.results.rule import (COUNTED, EST_PRIMARY, FULL_COVERAGE, JOB_KEYS, MAX_ENERGY_KWH, MET_PRIMARY,
-                                   MIN_COVERAGE, SYSTEM_SCOPE, Launches, View, country_g_per_kwh, decide,
-                                   epoch, interval, job_rule_applies, latest_checkpoints, low_coverage,
-                                   recorded_intensity, row_emissions, run_unit, scalar_where, shared_by_ranks,
-                                   usable_energy)
+from let_core.results.rule import (
+    COUNTED,
+    EST_PRIMARY,
+    FULL_COVERAGE,
+    JOB_KEYS,
+    MAX_ENERGY_KWH,
+    MET_PRIMARY,
+    MIN_COVERAGE,
+    SYSTEM_SCOPE,
+    Launches,
+    View,
+    country_g_per_kwh,
+    decide,
+    epoch,
+    interval,
+    job_rule_applies,
+    latest_checkpoints,
+    low_coverage,
+    recorded_intensity,
+    row_emissions,
+    run_unit,
+    scalar_where,
+    shared_by_ranks,
+    usable_energy,
+)
 from let_core.results.rule import emissions as emissions_rule
 
 if TYPE_CHECKING:
@@ -70,7 +91,7 @@ def _integer(value: Any) -> int:
 
 @frozen
 class Totals:
-    """What a set of runs counts for: the paper statement's numbers, and ``let results``' totals.
+    """What a set of runs counts for: the paper statement's numbers, and ``lett results``' totals.
 
     ``energy_kwh`` / ``emissions_kg`` are the counted figures (rule above), ``metered_kwh`` the
     part of them that was metered; ``methodologies``, ``hardware`` and ``backends`` count the
@@ -105,6 +126,12 @@ class Totals:
     @property
     def empty(self) -> bool:
         return self.runs == 0
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows the totals (IPython's rich display)."""
+        from let_core.display import html_table, totals_rows
+
+        return html_table(totals_rows(self), caption="LET totals")
 
     @property
     def estimate_kwh(self) -> float:
@@ -299,8 +326,8 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``let results --by``) reads.
-#: ``--by job`` also shows each job's nodes, ranks and wall time.
+#: What ``aggregate`` (``let results --by``) reads; ``--by job`` also shows each job's nodes,
+#: ranks and wall time.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 
 # A run's rows are encoded as one integer, base (row states + 1), one digit per row; runs
@@ -687,7 +714,7 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
         labels = []
         for value in uniques.tolist():
             names_g = []
-            for codes_k, labels_k in reversed(key_codes):
+            for _codes_k, labels_k in reversed(key_codes):
                 value, code = divmod(value, len(labels_k))
                 names_g.append(labels_k[code])
             labels.append(tuple(reversed(names_g)))
@@ -819,7 +846,7 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
 
     Per project, host or job the counted figures (the groups add up to ``frame_totals``).
     Per backend each backend's own figures: backends that measured the same run overlap, so
-    those groups do not add up (``let results`` labels its total accordingly).
+    those groups do not add up (``lett results`` labels its total accordingly).
     """
     import numpy as np
     import pandas as pd

@@ -12,13 +12,14 @@ import json
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
 from let_core.config import default_dataset_root, is_uri
-from let_core.errors import LetWarning, StoreError
 from let_core.csvfile import data_end, read_header
+from let_core.errors import LetWarning, StoreError
 from let_core.records import MAX_ENERGY_KWH, as_float
 from let_core.schema import LET_MARKERS, NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
 from let_core.store import Store
@@ -57,7 +58,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
 
     ``calibrated=True`` adds ``calibrated_kwh``, ``calibrated_low_kwh``, ``calibrated_high_kwh``
     (and ``calibrated_by``, ``calibrated_outside_range``) for estimate rows of hosts with a
-    wall-socket calibration (``let calibration fit``), blank elsewhere; ``transfer=True`` lets a
+    wall-socket calibration (``lett calibration fit``), blank elsewhere; ``transfer=True`` lets a
     host with identical CPU and GPU models borrow one (``let_core.results.calibration``).
     """
     if calibrated:
@@ -140,10 +141,10 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
 
 def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                    user: str | None = None, hostname: str | None = None, *,
-                   dataset: str | os.PathLike[str] | None = None) -> int:
+                   dataset: str | os.PathLike[str] | None = None, dry_run: bool = False) -> int:
     """Delete the runs matching every given filter (none given: all) from every source
     ``load_results`` reads: the CSV store and the Parquet dataset. Returns how many runs
-    disappear from the statement (a run in both sources is one run).
+    disappear from the statement (a run in both sources is one run); ``dry_run`` only counts.
 
     The dataset goes first: when a file of it cannot be read or deleted the error says so and
     the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
@@ -167,10 +168,10 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
     if _dataset_present(root):
         from let_core.dataset import delete_rows, locate
 
-        for row in delete_rows(locate(root), filters):
+        for row in delete_rows(locate(root), filters, dry_run=dry_run):
             note(row)
     matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
-    if matching:
+    if matching and not dry_run:
         store.delete(**filters)
     for row in matching:
         note(row)
@@ -334,10 +335,6 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     from let_core.csvfile import check_emissions_header
     from let_core.schema import renamed_columns
 
-    # A cold process (`let statement`) needs pandas only after the parse, and importing it
-    # takes about as long as a third of a million-row parse; Arrow's parse releases the GIL, so
-    # the import runs meanwhile on another core.
-    _import_in_background("pandas")
     with store.locked(exclusive=False, create=False) as fd:
         if fd is None:
             import pandas as pd
@@ -383,7 +380,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
     # Arrow's fast path fails on three kinds of input, each retried with what fixes it: a field
     # longer than a parse block (one block as large as the file), bytes that are not UTF-8
     # (replaced, and reported), a damaged cell in a number column (all read as text, numbers
-    # kept where they parse). What still fails is a StoreError pointing to `let doctor`.
+    # kept where they parse). What still fails is a StoreError pointing to `lett doctor`.
     typed, block_size, replaced = True, None, False
     while True:
         skipped.clear()
@@ -406,8 +403,8 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             elif typed:
                 typed = False
             else:
-                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `let doctor` "
-                                 "to see the damaged lines, `let doctor --repair` to set them aside.") from None
+                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `lett doctor` "
+                                 "to see the damaged lines, `lett doctor --repair` to set them aside.") from None
     if skipped:
         # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
         # carriage return next to a long one, say). Before calling them malformed, read the
@@ -417,7 +414,7 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             if slow.num_rows > table.num_rows:
                 table, typed = slow, False
             skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
-    import pandas as pd  # (waits for the background import when it is still running)
+    import pandas as pd
 
     frame = _to_frame(table)
     if not typed:
@@ -425,23 +422,23 @@ def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFr
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if replaced:
-        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `let doctor` "
+        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `lett doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
     from let_core.schema import header_problem
 
     if torn:
         warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
-                      "writer) and is not a row; the next append or `let doctor --repair` moves it "
+                      "writer) and is not a row; the next append or `lett doctor --repair` moves it "
                       "to the quarantine file", LetWarning, stacklevel=3)
 
     damaged = header_problem(header)
     if damaged is not None:
         warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
-                      "misread. Run `let doctor`.", LetWarning, stacklevel=3)
+                      "misread. Run `lett doctor`.", LetWarning, stacklevel=3)
     if skipped:
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
-                      "`let doctor` shows them", LetWarning, stacklevel=3)
+                      "`lett doctor` shows them", LetWarning, stacklevel=3)
     renamed = renamed_columns(header)
     if renamed:
         # In place: DataFrame.rename copies every column (a quarter of a second at 1M rows),
@@ -518,28 +515,6 @@ def _is_utf8(data: Any) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _import_in_background(module: str) -> None:
-    """Start importing ``module`` in a daemon thread unless it is imported already; a later
-    ``import`` of it waits for that thread (the import lock), or imports it itself when the
-    thread failed, with the usual error."""
-    import sys
-    import threading
-
-    if module in sys.modules:
-        return
-    threading.Thread(target=_import_quietly, args=(module,), name=f"let-import-{module}",
-                     daemon=True).start()
-
-
-def _import_quietly(module: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except Exception:  # reported by the caller's own import of it
-        pass
 
 
 def _any_blank(column: Any) -> bool:

@@ -34,7 +34,8 @@ The rules, per run:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 #: No run of one experiment uses a gigawatt-hour: a larger figure is a backend's bug, not energy.
 #: New measurements above it are recorded as failed (tracker.validated); stored rows above it
@@ -68,7 +69,18 @@ def shared_by_ranks(scope: str) -> bool:
     return (scope or SYSTEM_SCOPE) != "gpu"
 
 
-M = TypeVar("M")
+class Figure(Protocol):
+    """What the scope rule reads of a measurement (a ``Measurement``, a ``View``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def energy_kwh(self) -> float: ...
+
+
+M = TypeVar("M", bound=Figure)
 
 
 def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
@@ -81,9 +93,9 @@ def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
     taken: list[M] = []
     covered: set[str] = set()
     for m in measurements:
-        if getattr(m, "kind") != kind or not _finite(getattr(m, "energy_kwh")):
+        if m.kind != kind or not _finite(m.energy_kwh):
             continue
-        scope = getattr(m, "scope") or SYSTEM_SCOPE
+        scope = m.scope or SYSTEM_SCOPE
         parts = set(scope.split("+"))
         if SYSTEM_SCOPE in covered or (covered and SYSTEM_SCOPE in parts) or parts & covered:
             continue

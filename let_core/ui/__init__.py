@@ -1,4 +1,4 @@
-"""`let ui`, LET's local dashboard: runs, a project view and the paper statement of a filter.
+"""`lett ui`, LET's local dashboard: runs, a project view and the paper statement of a filter.
 
 Needs the ``server`` extra (FastAPI, uvicorn); importing this package imports neither.
 """

@@ -1,4 +1,4 @@
-"""`let ui`: the local dashboard (FastAPI + uvicorn from the ``server`` extra).
+"""`lett ui`: the local dashboard (FastAPI + uvicorn from the ``server`` extra).
 
 Pages are static HTML + JavaScript (``static/``, uPlot vendored with its licence: no CDN, works
 offline); their data comes from the JSON API below, one page of rows or one aggregate at a time.
@@ -8,14 +8,15 @@ offline); their data comes from the JSON API below, one page of rows or one aggr
 - ``GET /api/runs``                         one sorted page of rows of a filter
 - ``GET /api/summary``                      energy/emissions per day, estimate vs metered, totals
 - ``GET /api/statement``                    the statement of a filter and its BibTeX
-- ``GET /calibration``, ``/api/calibration``  each host's wall-socket calibration (``let calibration``)
+- ``GET /calibration``, ``/api/calibration``  each host's wall-socket calibration (``lett calibration``)
 
 A bad filter is a 400 with a message; an unreadable store is a 503 whose message the pages
 show, and the server keeps serving (it retries when the store changes).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
-from typing import Any, Optional
+import socket
+from typing import Any
 
 from let_core.errors import ConfigurationError
 from let_core.ui.data import Dashboard, Filters, StoreUnreadable, static_dir
@@ -70,9 +71,9 @@ def create_app(dashboard: Dashboard) -> Any:
     app.get("/statement", include_in_schema=False)(page("statement", "Statement"))
     app.get("/calibration", include_in_schema=False)(page("calibration", "Calibration"))
 
-    def filters(project: Optional[str], user: Optional[str], host: Optional[str],
-                backend: Optional[str], status: Optional[str], kind: Optional[str],
-                since: Optional[str], until: Optional[str]) -> Filters:
+    def filters(project: str | None, user: str | None, host: str | None,
+                backend: str | None, status: str | None, kind: str | None,
+                since: str | None, until: str | None) -> Filters:
         return Filters.parse({"project": project, "user": user, "host": host, "backend": backend,
                               "status": status, "kind": kind, "since": since, "until": until})
 
@@ -81,28 +82,28 @@ def create_app(dashboard: Dashboard) -> Any:
         return dashboard.choices()
 
     @app.get("/api/runs", summary="One sorted page of stored rows")
-    def runs(project: Optional[str] = None, user: Optional[str] = None, host: Optional[str] = None,
-             backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
-             since: Optional[str] = None, until: Optional[str] = None,
+    def runs(project: str | None = None, user: str | None = None, host: str | None = None,
+             backend: str | None = None, status: str | None = None, kind: str | None = None,
+             since: str | None = None, until: str | None = None,
              sort: str = "start_time", order: str = Query("desc", pattern="^(asc|desc)$"),
              page: int = Query(1, ge=1, le=10**9), per_page: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
         return dashboard.runs(filters(project, user, host, backend, status, kind, since, until),
                               sort=sort, descending=order == "desc", page=page, per_page=per_page)
 
     @app.get("/api/summary", summary="Series, estimate vs metered, totals per host/backend/job")
-    def summary(project: Optional[str] = None, user: Optional[str] = None, host: Optional[str] = None,
-                backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
-                since: Optional[str] = None, until: Optional[str] = None) -> dict[str, Any]:
+    def summary(project: str | None = None, user: str | None = None, host: str | None = None,
+                backend: str | None = None, status: str | None = None, kind: str | None = None,
+                since: str | None = None, until: str | None = None) -> dict[str, Any]:
         return dashboard.summary(filters(project, user, host, backend, status, kind, since, until))
 
     @app.get("/api/statement", summary="The paper statement of a filter, with BibTeX")
-    def statement(project: Optional[str] = None, user: Optional[str] = None, host: Optional[str] = None,
-                  backend: Optional[str] = None, status: Optional[str] = None, kind: Optional[str] = None,
-                  since: Optional[str] = None, until: Optional[str] = None) -> dict[str, Any]:
+    def statement(project: str | None = None, user: str | None = None, host: str | None = None,
+                  backend: str | None = None, status: str | None = None, kind: str | None = None,
+                  since: str | None = None, until: str | None = None) -> dict[str, Any]:
         return dashboard.statement(filters(project, user, host, backend, status, kind, since, until))
 
     @app.get("/api/calibration", summary="Each calibrated host's paired runs, fitted line, band and corrected runs")
-    def calibration(host: Optional[str] = None) -> dict[str, Any]:
+    def calibration(host: str | None = None) -> dict[str, Any]:
         from let_core.results.calibration import calibration_views
 
         try:
@@ -113,12 +114,15 @@ def create_app(dashboard: Dashboard) -> Any:
     return app
 
 
-def serve(output_dir: Optional[str] = None, dataset: Optional[str] = None, host: str = DEFAULT_HOST,
-          port: int = DEFAULT_PORT, preload: bool = True) -> None:
-    """Run the dashboard until interrupted. Loads the store first, so the first page is quick."""
-    import uvicorn
+def serve(output_dir: str | None = None, dataset: str | None = None, host: str = DEFAULT_HOST,
+          port: int = DEFAULT_PORT, preload: bool = True, sock: socket.socket | None = None) -> None:
+    """Run the dashboard until interrupted. Loads the store first, so the first page is quick.
 
+    ``sock``: a socket already bound (``bind_socket``), so that a busy port was an error before
+    anything was loaded or announced."""
     import threading
+
+    import uvicorn
 
     from let_core.ui.data import Filters
 
@@ -133,4 +137,21 @@ def serve(output_dir: Optional[str] = None, dataset: Optional[str] = None, host:
             # once in the background while the first pages are served.
             threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
                              daemon=True).start()
-    uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+    if sock is None:
+        uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+    server.run(sockets=[sock])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on host:port; OSError (errno 98 and the like) when taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds its own
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -15,9 +15,10 @@ import functools
 import math
 import os
 import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
@@ -234,7 +235,9 @@ class Dashboard:
             parts.append((stat.st_mtime_ns, stat.st_size))
         except OSError as exc:
             parts.append(type(exc).__name__)
-        dataset = self.dataset or os.environ.get("LET_DATASET") or str(self.store.directory / "runs")
+        from let_core.config import dataset_env
+
+        dataset = self.dataset or dataset_env() or str(self.store.directory / "runs")
         if "://" not in dataset:
             for folder, _, _ in os.walk(dataset):
                 try:
@@ -312,7 +315,6 @@ class Dashboard:
 
     def _subset(self, filters: Filters) -> pd.DataFrame:
         import numpy as np
-
         import pandas as pd
 
         data = self.prepared()

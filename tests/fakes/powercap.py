@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: The real range of most Intel package counters (2^32 units of 61 µJ).
 REAL_RANGE_UJ = 262143328850

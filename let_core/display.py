@@ -1,0 +1,43 @@
+"""How LET's values look in a notebook: the HTML of ``Run._repr_html_`` and
+``Totals._repr_html_``, built here once (stdlib only, so records and counting can use it)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Iterable
+
+
+def html_table(rows: Iterable[tuple[str, str]], caption: str = "") -> str:
+    """A two-column table (label, value), every cell escaped."""
+    head = f"<caption style='text-align:left'><b>{html.escape(caption)}</b></caption>" if caption else ""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+                   f"{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table class='let'>{head}{body}</table>"
+
+
+def run_rows(run: Any) -> list[tuple[str, str]]:
+    """What a person reads of one run: the counted figure, then each backend's."""
+    from let_core.statement import format_emissions, format_energy
+
+    energy = run.energy_kwh
+    rows = [("project", run.project_name), ("run", run.run_id[:8] + (f" task {run.task}" if run.task else "")),
+            ("status", run.status + (f": {run.error}" if run.error else "")),
+            ("duration", f"{run.duration_s:.1f} s"),
+            ("energy", format_energy(energy) if energy == energy else "-"),
+            ("emissions", format_emissions(run.emissions_kg(energy) * 1000) if energy == energy else "-"),
+            ("carbon intensity", f"{run.carbon_intensity:g} gCO2/kWh ({run.country_iso_code})")]
+    for m in run.measurements:
+        shown = f"failed: {m.error}" if m.error else f"{format_energy(m.energy_kwh)} ({m.methodology}, {m.kind})"
+        rows.append((f"  {m.backend}", shown))
+    return rows
+
+
+def totals_rows(totals: Any) -> list[tuple[str, str]]:
+    from let_core.statement import format_emissions, format_energy
+
+    rows = [("runs", str(totals.runs)), ("energy", format_energy(totals.energy_kwh)),
+            ("emissions", format_emissions(totals.emissions_kg * 1000)),
+            ("metered", format_energy(totals.metered_kwh) + f" of {totals.metered_runs} run(s)"),
+            ("estimated runs", str(totals.estimated_runs))]
+    rows += [("methodology", f"{name} ({n})") for name, n in totals.methodologies.items()]
+    return rows

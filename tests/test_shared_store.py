@@ -1,0 +1,170 @@
+"""A shared store stays the owner's: anyone who may write the store's folder can plant files
+there. LET folds back only the owner's regular emissions files, follows no symlink it did not
+create, and never blocks on a FIFO or device: every command ends with an error naming the path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from let_backends.manual import ManualBackend
+from let_core import EnergyTracker, load_results
+from let_core.cli import cli
+from let_core.errors import LetWarning
+from let_core.store import STORE_FILE
+
+REPO = Path(__file__).resolve().parent.parent
+#: Generous: a command that blocks on a FIFO never ends; one that works ends in seconds.
+NO_HANG_S = 120
+
+
+def _run(folder: Path, energy: float = 0.1) -> None:
+    with EnergyTracker(project_name="p", output_dir=folder, reporters=[],
+                       backends=[ManualBackend(energy_kwh=energy)]):
+        pass
+
+
+def _emissions_file(path: Path, energy: float) -> None:
+    path.write_text("timestamp,project_name,run_id,duration,emissions,energy_consumed\n"
+                    f"2025-01-01T00:00:00,secret,planted-{energy},1,0.1,{energy}\n")
+
+
+def _fold(folder: Path) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(folder)
+    return [str(w.message) for w in caught if issubclass(w.category, LetWarning)]
+
+
+def test_a_symlinked_bak_is_not_folded_and_is_said(tmp_path):
+    folder = tmp_path / "shared"
+    _run(folder)
+    private = tmp_path / "owner-key.csv"
+    _emissions_file(private, 5.0)  # even an emissions-shaped private file
+    private.chmod(0o600)
+    (folder / f"{STORE_FILE}.bak").symlink_to(private)
+    said = _fold(folder)
+    assert any("not folded" in m and "symbolic link" in m for m in said), said
+    assert "planted" not in (folder / STORE_FILE).read_text()
+    result = CliRunner().invoke(cli, ["doctor", "--output-dir", str(folder)])
+    assert result.exit_code == 1 and "symbolic link" in result.output and "no problems" not in result.output
+
+
+def test_a_bak_that_is_no_emissions_file_is_not_folded(tmp_path):
+    folder = tmp_path / "shared"
+    _run(folder)
+    header = (folder / STORE_FILE).read_text().split("\n", 1)[0]
+    (folder / f"{STORE_FILE}.bak").write_text("name,age\nalice,31\nbob,42\n")
+    said = _fold(folder)
+    assert any("not folded" in m and "not an emissions file" in m for m in said), said
+    assert (folder / STORE_FILE).read_text().split("\n", 1)[0] == header
+    assert "alice" not in (folder / STORE_FILE).read_text()
+    assert len(load_results(folder, dataset=str(tmp_path / "none"))) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root (chown)")
+def test_a_co_workers_bak_is_not_folded(tmp_path):
+    folder = tmp_path / "shared"
+    _run(folder)
+    planted = folder / f"{STORE_FILE}.bak"
+    _emissions_file(planted, 7.0)
+    os.chown(planted, 65534, 65534)
+    said = _fold(folder)
+    assert any("not folded" in m and "user id 65534" in m for m in said), said
+    assert "planted" not in (folder / STORE_FILE).read_text()
+
+
+def test_the_owners_own_bak_is_folded_and_said(tmp_path):
+    folder = tmp_path / "shared"
+    _run(folder)
+    _emissions_file(folder / f"{STORE_FILE}.bak", 0.3)
+    said = _fold(folder)
+    assert any("put back 1 row(s) (1 from emissions.csv.bak" in m for m in said), said
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "let_core", *args], capture_output=True, text=True,
+                          timeout=NO_HANG_S, env=env, stdin=subprocess.DEVNULL)
+
+
+COMMANDS = {
+    "results": ["results"],
+    "statement": ["statement"],
+    "doctor": ["doctor"],
+    "doctor --repair": ["doctor", "--repair"],
+    "delete": ["delete", "--yes"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_fifo_store_is_an_error_naming_it_in_every_command(tmp_path, name):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.mkfifo(folder / STORE_FILE)
+    done = _cli(*COMMANDS[name], "--output-dir", str(folder))  # subprocess.TimeoutExpired: a hang
+    assert done.returncode != 0, done.stdout
+    output = done.stdout + done.stderr
+    assert f"{folder / STORE_FILE} is a FIFO" in output, output
+    assert "Traceback" not in output and "no problems" not in output
+
+
+def test_merge_into_a_fifo_store_and_of_a_link_to_dev_zero_end_with_errors(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.mkfifo(folder / STORE_FILE)
+    source = tmp_path / "colleague.csv"
+    _emissions_file(source, 0.2)
+    done = _cli("merge", str(source), "--into", str(folder))
+    assert done.returncode != 0 and "is a FIFO" in done.stdout + done.stderr, done.stdout + done.stderr
+    zero = tmp_path / "zero.csv"
+    zero.symlink_to("/dev/zero")
+    done = _cli("merge", str(zero), "--into", str(tmp_path / "mine"))
+    assert done.returncode != 0, done.stdout
+    assert f"{zero} is a character device" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_a_store_that_is_a_symlink_is_not_followed(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere.csv"
+    _emissions_file(elsewhere, 0.4)
+    (folder / STORE_FILE).symlink_to(elsewhere)
+    done = _cli("results", "--output-dir", str(folder))
+    assert done.returncode != 0 and "is a symbolic link" in done.stdout + done.stderr
+
+
+def test_ui_answers_while_the_store_is_a_fifo_and_recovers(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from let_core.ui.app import create_app
+    from let_core.ui.data import Dashboard
+
+    folder = tmp_path / "shared"
+    _run(folder)
+    path = folder / STORE_FILE
+    good = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
+    client = TestClient(create_app(Dashboard(folder)), raise_server_exceptions=False)
+    answers: list[int] = []
+
+    def ask() -> None:
+        answers.extend(client.get(p).status_code for p in ("/api/runs", "/api/summary", "/api/statement"))
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(NO_HANG_S)
+    assert not asking.is_alive(), "a request hung on the FIFO store"
+    assert answers == [503, 503, 503]
+    assert "is a FIFO" in client.get("/api/runs").json()["detail"]
+    path.unlink()
+    path.write_bytes(good)
+    assert client.get("/api/runs").json()["total"] == 1
