@@ -94,8 +94,8 @@ def test_rank_without_world_size_is_a_note_not_a_crash(no_launcher: pytest.Monke
 
 def test_tracker_records_the_job_fields_in_the_store(no_launcher: pytest.MonkeyPatch, let_home: Path) -> None:
     from let_backends.manual import ManualBackend
-    from let_core.tracker import EnergyTracker
     from let_core.results import load_results
+    from let_core.tracker import EnergyTracker
 
     for name, value in {"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "1", "SLURM_PROCID": "0",
                         "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NTASKS": "1"}.items():
