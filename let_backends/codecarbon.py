@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -76,7 +77,32 @@ def _import_codecarbon() -> Any:
             f"Reinstall it: pip install --force-reinstall 'codecarbon=={codecarbon_version() or '3.3.2'}', "
             "or leave it out with backends=[...] / LET_BACKENDS.") from exc
     del set_logger_level
+    _bypass_missing_scontrol()
     return codecarbon
+
+
+#: Set when CodeCarbon's Slurm CPU lookup was bypassed; every measurement of the process says so.
+slurm_note = ""
+
+
+def _bypass_missing_scontrol() -> None:
+    """CodeCarbon 3.3 asks ``scontrol show job`` for a Slurm job's CPUs and memory whenever
+    ``SLURM_JOB_ID`` is set, and raises FileNotFoundError where ``scontrol`` is not on PATH
+    (inside a container on a Slurm node): no estimate at all. Without ``scontrol`` it takes the
+    machine's CPUs and memory instead, its own fallback when ``scontrol`` fails, and the row says so."""
+    global slurm_note
+    import shutil
+
+    from codecarbon.core import util
+    from codecarbon.external import ram
+
+    job = getattr(util, "SLURM_JOB_ID", None)
+    if job and shutil.which("scontrol") is None:
+        # Both modules read their global at each call (ram imported the value by name).
+        util.SLURM_JOB_ID = None
+        ram.SLURM_JOB_ID = None
+        slurm_note = (f"Slurm job {job} but no scontrol on PATH: CodeCarbon took the machine's "
+                      f"{os.cpu_count()} CPUs and its whole memory, not the job's allocation")
 
 
 def _quiet(level: str) -> None:
@@ -403,6 +429,8 @@ class CodeCarbonBackend:
 
     def _measurement(self, data: Any) -> Measurement:
         extras = _extras(data)
+        if slurm_note:
+            extras["note"] = slurm_note
         return Measurement(
             backend=NAME, methodology=self.methodology, kind="estimate",
             energy_kwh=float(data.energy_consumed), duration_s=float(data.duration),

@@ -56,6 +56,8 @@ class NvmlBackend(SampledBackend):
     """GPU energy from NVML counters (or power samples on GPUs older than Volta)."""
 
     name: ClassVar[str] = "nvml"
+    #: Per device: each rank of a launch measures its own GPUs (``records.shared_by_ranks``).
+    scope: ClassVar[str] = "gpu"
     auto: ClassVar[bool] = True
     description: ClassVar[str] = "NVIDIA GPU energy counters through NVML (nvidia-ml-py)"
     methodology: ClassVar[str] = "NVML"

@@ -235,14 +235,20 @@ def _print_groups(frame: Any, by: str, as_json: bool) -> None:
     rows = [[str(r[by]) or "(none)", str(int(r["runs"])), _scaled_or_dash(format_energy, r["kwh"]),
              _scaled_or_dash(format_emissions, r["kg"] * 1000), f"{r['hours']:.3f}",
              _coverage(r["coverage"])] for r in groups.to_dict(orient="records")]
+    header = [by, "runs", "energy", "CO2e", "hours", "metered"]
+    if by == "job":
+        header += ["nodes", "ranks", "wall"]
+        for row, r in zip(rows, groups.to_dict(orient="records")):
+            row += [str(int(r["nodes"])), str(int(r["ranks"])), _fmt(r["wall_s"], "s")]
     # The total is what the runs count for (the statement's figure), each run once. Per
     # project, host or job that is the groups' sum; backends that measured the same run
     # overlap, so per backend it is not, and the label says so.
     totals = frame_totals(frame)
     label = "total" if by != "backend" else "total (each run once)"
     rows.append([label, str(totals.runs), format_energy(totals.energy_kwh),
-                 format_emissions(totals.emissions_kg * 1000), f"{run_hours(frame):.3f}", _coverage(totals.coverage)])
-    click.echo(format_table([by, "runs", "energy", "CO2e", "hours", "metered"], rows))
+                 format_emissions(totals.emissions_kg * 1000), f"{run_hours(frame):.3f}", _coverage(totals.coverage)]
+                + [""] * (len(header) - 6))
+    click.echo(format_table(header, rows))
     if by == "backend":
         click.echo("\nBackends that measured the same run overlap: the total counts each run once, "
                    "as the statement does, not the column's sum.")
@@ -533,17 +539,21 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.option("-p", "--project", "project_name", default="default", show_default=True)
 @click.option("-b", "--backend", "backends", multiple=True, help="Backend name (repeatable; default: auto).")
 @click.option("-o", "--output-dir", default=None)
+@click.option("--attribution", type=click.Choice(["none", "process"]), default=None,
+              help="process: also record the command's share of the machine's figures "
+                   "(CPU time, memory), beside them (default: LET_ATTRIBUTION, else none).")
 @_country_options
 @_QUIET
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, country: str | None,
-        carbon_intensity: float | None, quiet: bool, command: tuple[str, ...]) -> None:
+def run(project_name: str, backends: tuple[str, ...], output_dir: str | None, attribution: str | None,
+        country: str | None, carbon_intensity: float | None, quiet: bool, command: tuple[str, ...]) -> None:
     """Track a command: `lett run --project NAME -- python train.py`."""
     from let_core.live import StatusLine
     from let_core.tracker import EnergyTracker
 
     tracker = EnergyTracker(project_name=project_name, backends=list(backends) or None,
-                            output_dir=output_dir, **_tracker_country(country, carbon_intensity))
+                            output_dir=output_dir, attribution=attribution,
+                            **_tracker_country(country, carbon_intensity))
     tracker.start()
     try:
         with StatusLine(tracker, enabled=False if quiet else None):

@@ -17,6 +17,11 @@ and the CLI cannot disagree about it.
 | ``LET_CARBON_INTENSITY``| gCO2/kWh when ``carbon_intensity=`` is not given                |
 | ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
 | ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
+| ``LET_ATTRIBUTION``     | ``process``: also record the tracked process tree's share       |
+| ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
+|                         | ``$LET_HOME/run``)                                              |
+
+Launcher variables (Slurm, torchrun, MPI) are not LET's settings; ``let_core.jobs`` reads them.
 """
 
 from __future__ import annotations
@@ -192,17 +197,30 @@ def cuda_visible_devices() -> list[str] | None:
     return [d for d in visible.split(",") if d.strip()]
 
 
-def job_environment() -> dict[str, str]:
-    """Identifiers of a multi-process job (scheduler and launcher variables), so that its runs
-    can be aggregated later."""
-    env = os.environ
-    job = {}
-    for key in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "LSB_JOBID", "PBS_JOBID"):
-        if env.get(key):
-            job["job_id"] = env[key]
-            break
-    for key in ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK"):
-        if env.get(key):
-            job["rank"] = env[key]
-            break
-    return job
+ATTRIBUTIONS = ("none", "process")
+
+
+def validate_attribution(value: str | None) -> str:
+    """``"process"`` (record the tracked process tree's share of each machine figure) or ``"none"``."""
+    text = (value or "none").strip().lower()
+    if text not in ATTRIBUTIONS:
+        raise ConfigurationError(f"attribution={value!r} is not known; use 'process' (this process "
+                                 "tree's share of the machine) or 'none'")
+    return text
+
+
+def attribution_env() -> str | None:
+    """``LET_ATTRIBUTION``, validated; None when unset."""
+    value = os.environ.get("LET_ATTRIBUTION", "").strip()
+    return validate_attribution(value) if value else None
+
+
+def runtime_dir() -> Path:
+    """Node-local runtime files (the node-meter election's locks): ``LET_RUNTIME_DIR``, else
+    ``$XDG_RUNTIME_DIR/let``, else ``$LET_HOME/run`` (lock names carry the host name, so a
+    ``LET_HOME`` shared by the nodes of a cluster still elects one leader per node)."""
+    explicit = os.environ.get("LET_RUNTIME_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    return Path(xdg) / "let" if xdg else let_home() / "run"

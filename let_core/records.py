@@ -17,12 +17,14 @@ from let_core.results.rule import (
     primary_measurements,
     shared_by_ranks,
 )
-from let_core.schema import STORE_COLUMN_SET
+from let_core.schema import JOB_COLUMNS, STORE_COLUMN_SET
 
 __all__ = ["MAX_ENERGY_KWH", "SYSTEM_SCOPE", "primary_measurements", "shared_by_ranks"]
 
-Kind = Literal["estimate", "metered"]
-KINDS: tuple[Kind, ...] = ("estimate", "metered")
+Kind = Literal["estimate", "metered", "attributed"]
+#: "attributed": a process tree's share of another row's machine figure (``let_core.attribution``);
+#: never added to the figures it is a share of.
+KINDS: tuple[Kind, ...] = ("estimate", "metered", "attributed")
 Status = Literal["ok", "failed"]
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -201,8 +203,7 @@ class Run:
             "carbon_intensity": self.carbon_intensity,
             "task": self.task,
             "parent_run_id": self.parent_run_id,
-            "job_id": self.environment.get("job_id", ""),
-            "rank": self.environment.get("rank", ""),
+            **{column: self.environment.get(column, "") for column in JOB_COLUMNS},
             "metrics": _json_or_blank(self.metrics),
             "params": _json_or_blank(self.params),
             "extra": _json_or_blank(leftovers),

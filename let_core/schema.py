@@ -22,6 +22,10 @@ CODECARBON_COLUMNS: tuple[str, ...] = (
     "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
 )
 
+#: The columns a launcher's job fills (``let_core.jobs.Job.fields``, plus the node election's note).
+JOB_COLUMNS: tuple[str, ...] = ("launcher", "job_id", "step_id", "array_job_id", "array_task_id", "launch_id",
+                                "rank", "local_rank", "node_id", "world_size", "job_note", "node_meter")
+
 #: LET's own columns, after CodeCarbon's. A run's status is ``run_status``, not ``status``: STREP
 #: (``strep.index_scale.load_database``) takes a CSV with run_id, experiment_id and status for
 #: an MLflow run summary and then finds nothing in an emissions file.
@@ -29,6 +33,7 @@ LET_COLUMNS: tuple[str, ...] = (
     "let_version", "user", "hostname", "backend", "methodology", "kind", "scope", "hardware",
     "run_status", "error", "start_time", "carbon_intensity", "task", "parent_run_id", "job_id",
     "rank", "metrics", "params", "extra", "coverage", "gap_count", "gap_seconds",
+    *(column for column in JOB_COLUMNS if column not in ("job_id", "rank")),
 )
 
 STORE_COLUMNS: tuple[str, ...] = CODECARBON_COLUMNS + LET_COLUMNS

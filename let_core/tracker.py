@@ -20,6 +20,8 @@ from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
+    from let_core.attribution import ProcessShare
+    from let_core.jobs import Leadership
     from let_core.live import LiveStatus
     from let_core.plugins import PluginKind
 
@@ -70,7 +72,12 @@ class EnergyTracker:
         pue: float | None = None,
         log_level: str | None = None,
         options: Mapping[str, Any] | None = None,
+        attribution: str | None = None,
     ) -> None:
+        #: "process": beside each machine or CPU figure, also record the share of this process
+        #: tree (``let_core.attribution``); ``LET_ATTRIBUTION`` when not given.
+        self.attribution = (config.validate_attribution(attribution) if attribution is not None
+                            else config.attribution_env() or "none")
         self.settings = Settings.resolve(project_name, output_dir, country_iso_code,
                                          carbon_intensity, measure_power_secs, cuda_devices, pue,
                                          log_level, options)
@@ -95,6 +102,9 @@ class EnergyTracker:
         self._start_time = _now()
         self._t0 = 0.0
         self._environment: dict[str, str] = {}
+        self._leadership: Leadership | None = None
+        self._delegated: dict[str, str] = {}
+        self._share: ProcessShare | None = None
         self.last_run: Run | None = None
         self._last_result: dict[str, Any] | None = None
 
@@ -217,9 +227,16 @@ class EnergyTracker:
         self._start_errors.clear()
         self._metrics = {}
         self._params = {}
-        self._environment = config.job_environment()
+        self._environment = self._join_job()
+        if self.attribution == "process":
+            from let_core.attribution import ProcessShare
+
+            self._share = ProcessShare(self.settings.measure_power_secs)
+            self._share.start()
         for backend in self.backends:
             name = _name_of(backend)
+            if name in self._delegated:
+                continue
             try:
                 backend.start()
             except Exception as exc:
@@ -261,10 +278,33 @@ class EnergyTracker:
         self._last_result = run.result()
         return self._last_result
 
+    def _join_job(self) -> dict[str, str]:
+        """The launcher's job fields; in a launch of several ranks, one process per node runs
+        the node-level backends and the others leave them to it (``let_core.jobs``)."""
+        from let_core import jobs
+
+        job = jobs.detect()
+        fields = job.fields()
+        self._delegated = {}
+        if job.multi_rank:
+            self._leadership = jobs.elect_node_leader(job, config.runtime_dir(), self.settings.hostname)
+            fields["node_meter"] = self._leadership.note
+            if not self._leadership.leader:
+                from let_core.records import shared_by_ranks
+
+                self._delegated = {_name_of(b): self._leadership.note for b in self.backends
+                                   if shared_by_ranks(str(getattr(b, "scope", "system")))}
+        return fields
+
     def _stop_backends(self, t0: float) -> list[Measurement]:
         measurements: list[Measurement] = []
         for backend in self.backends:
             name = _name_of(backend)
+            if name in self._delegated:
+                # Recorded, not counted: the row says whose figure covers this rank's node.
+                measurements.append(Measurement.failed(name, f"not measured by this rank: {self._delegated[name]}",
+                                                       duration_s=time.perf_counter() - t0))
+                continue
             if name in self._start_errors:
                 measurements.append(Measurement.failed(name, self._start_errors[name],
                                                        duration_s=time.perf_counter() - t0))
@@ -277,6 +317,12 @@ class EnergyTracker:
                               LetWarning, stacklevel=3)
                 measurement = Measurement.failed(name, message, duration_s=time.perf_counter() - t0)
             measurements.append(validated(measurement, name, time.perf_counter() - t0))
+        if self._leadership is not None:
+            self._leadership.release()
+            self._leadership = None
+        if self._share is not None:
+            measurements.extend(self._share.stop(measurements))
+            self._share = None
         return measurements
 
     def _record(self, run: Run) -> None:

@@ -326,8 +326,9 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``lett results --by``) reads.
-AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS
+#: What ``aggregate`` (``let results --by``) reads; ``--by job`` also shows each job's nodes,
+#: ranks and wall time.
+AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 
 # A run's rows are encoded as one integer, base (row states + 1), one digit per row; runs
 # longer than this go through ``decide`` one by one.
@@ -895,7 +896,31 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     result = pd.DataFrame({by: [names[i] for i in order], "runs": runs[order].astype(np.int64),
                            "kwh": kwh[order], "kg": kg_sum[order], "hours": hours[order],
                            "coverage": group_coverage[order]})
+    if by == "job":
+        for name, values in _job_layout(columns, rows, groups, len(names)).items():
+            result[name] = values[order]
     return result[result["runs"] > 0].reset_index(drop=True)
+
+
+def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: int) -> dict[str, np.ndarray]:
+    """Per job: how many nodes (hosts) and ranks ran it, and its wall time (first start to last
+    end, over every row, counted or not: a rank that measured nothing still ran)."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.DataFrame({"g": groups, "host": columns.text("hostname")[rows],
+                          "rank": columns.text("rank")[rows], "run": columns.runs[rows]})
+    start = pd.to_datetime(pd.Series(columns.text("start_time")[rows]), utc=True, errors="coerce", format="ISO8601")
+    end = pd.to_datetime(pd.Series(columns.text("timestamp")[rows]), utc=True, errors="coerce", format="ISO8601")
+    table["start"], table["end"] = start.to_numpy(), end.to_numpy()
+    # A run without a rank (one process) is a rank of its own.
+    table["who"] = np.where(table["rank"] == "", "run:" + table["run"].astype(str), "rank:" + table["rank"])
+    grouped = table.groupby("g")
+    nodes = grouped["host"].nunique().reindex(range(count), fill_value=0).to_numpy()
+    ranks = grouped["who"].nunique().reindex(range(count), fill_value=0).to_numpy()
+    span = (grouped["end"].max() - grouped["start"].min()).dt.total_seconds()
+    wall = span.reindex(range(count)).to_numpy(dtype=float, na_value=np.nan)
+    return {"nodes": nodes.astype(np.int64), "ranks": ranks.astype(np.int64), "wall_s": wall}
 
 
 def run_hours(frame: pd.DataFrame) -> float:
