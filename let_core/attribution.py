@@ -185,6 +185,9 @@ def attribute(machine: Measurement, shares: dict[str, float], problem: str = "")
                                  "process_cpu_s": round(shares["process_cpu_s"], 3),
                                  "machine_cpu_s": round(shares["machine_cpu_s"], 3)}
     parts = (machine.cpu_kwh, machine.ram_kwh, machine.gpu_kwh)
+    cpu_kwh: float | None
+    ram_kwh: float | None
+    gpu_kwh: float | None
     if any(p is not None and math.isfinite(p) for p in parts):
         cpu = (machine.cpu_kwh or 0.0) * cpu_share
         ram = (machine.ram_kwh or 0.0) * ram_share
