@@ -223,6 +223,7 @@ class EnergyTracker:
         """Start a new run on every backend. A backend that fails to start is a warning."""
         if self._running:
             raise LetError("this tracker is already running; call stop() before starting it again")
+        live_interval = config.live_interval()  # a bad value fails before any backend starts
         self._run_id = new_run_id()
         self._started.clear()
         self._start_errors.clear()
@@ -251,13 +252,12 @@ class EnergyTracker:
         self._start_time = _now()
         self._t0 = time.perf_counter()
         self._running = True
-        self._publish_live()
+        self._publish_live(live_interval)
         return self
 
-    def _publish_live(self) -> None:
+    def _publish_live(self, interval: float) -> None:
         """While it runs, the run's live figures are in the node's runtime dir, where `lett
         exporter` (and a follower rank whose leader died) read them: no port per process."""
-        interval = config.live_interval()
         if interval > 0:
             from let_core.live import LivePublisher
 
