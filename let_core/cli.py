@@ -691,13 +691,19 @@ def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind
                                        f"--port {port + 1}") from exc
         host = f"[{bind}]" if ":" in bind else bind
         click.echo(f"LET exporter on http://{host}:{server.server_port}/metrics (Ctrl+C stops it)", err=True)
+    import signal
+    import threading
+
+    stop = threading.Event()
+    # SIGTERM (a service manager's stop) ends the exporter between two writes of the textfile,
+    # never in the middle of one.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if textfile_dir is not None:
-            import threading
-
-            prom.run_textfile_loop(textfile_dir, registry, interval or 15.0, threading.Event())
+            prom.run_textfile_loop(textfile_dir, registry, interval or 15.0, stop)
         else:
-            prom.wait_forever()
+            while not stop.wait(3600):
+                pass
     except KeyboardInterrupt:
         return
 

@@ -31,7 +31,6 @@ import os
 import re
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -271,9 +270,3 @@ def run_textfile_loop(directory: str | os.PathLike[str], registry: CollectorRegi
             failed = str(exc)
         if stop.wait(interval):
             return
-
-
-def wait_forever() -> None:
-    """Sleep until interrupted (Ctrl+C, or the SIGTERM of a service manager)."""
-    while True:
-        time.sleep(3600)

@@ -333,15 +333,10 @@ class LivePublisher:
         self._failed = False
 
     def start(self) -> LivePublisher:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self._fail(exc)
-            return self
-        self.publish()
-        if not self._failed:
-            self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
-            self._thread.start()
+        # Everything, the first file too, is written from the thread: starting a tracker costs
+        # one thread's start, not a file system's latency.
+        self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
+        self._thread.start()
         return self
 
     def publish(self) -> None:
@@ -364,11 +359,18 @@ class LivePublisher:
                       LetWarning, stacklevel=2)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        while True:
             try:
                 self.publish()
             except Exception as exc:  # the run goes on; only publishing stops
                 warnings.warn(f"LET live publishing stopped: {type(exc).__name__}: {exc}", LetWarning, stacklevel=1)
+                return
+            if self._failed or self._stop.wait(self.interval):
                 return
 
     def stop(self) -> None:

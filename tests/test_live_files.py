@@ -37,7 +37,8 @@ def _tracker(watts: float = 30.0) -> EnergyTracker:
 def test_a_running_tracker_publishes_refreshed_figures_and_removes_them_at_stop(runtime: Path) -> None:
     tracker = _tracker().start()
     try:
-        scan = read_published(runtime, tracker.hostname)
+        scan = wait_until(lambda: (found := read_published(runtime, tracker.hostname)).runs and found,
+                          what="the first live file")
         assert [(r.project, r.pid, r.run_id) for r in scan.runs] == [("p", os.getpid(), tracker.run_id)]
         first = scan.runs[0]
         assert first.readings[0].power_w == 30.0 and first.readings[0].kind == "estimate"
