@@ -210,6 +210,14 @@ def test_a_damaged_store_is_an_error_metric_and_the_last_totals_never_a_500(let_
         back = _scrape(url)
         assert back["let_exporter_up"][(("source", "store"),)] == 1
         assert sum(back["let_energy_joules_total"].values()) == pytest.approx(0.040 * J_PER_KWH)
+        assert back["let_exporter_store_warnings"][()] == 0
+        with open(store, "ab") as out:
+            out.write(b"a,b,c\n")  # a malformed line: the rows around it still count, with a warning
+        _record("vision", 0.001)
+        damaged = _scrape(url)
+        assert damaged["let_exporter_up"][(("source", "store"),)] == 1
+        assert damaged["let_exporter_store_warnings"][()] >= 1
+        assert sum(damaged["let_energy_joules_total"].values()) == pytest.approx(0.041 * J_PER_KWH)
         assert process.poll() is None
 
 
