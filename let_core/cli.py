@@ -658,9 +658,11 @@ def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> Non
               help="Also write DIR/let.prom for node_exporter's textfile collector.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None,
               help="Rewrite the textfile every this many seconds (default: once, or every 15 s with --port).")
+@click.option("--all-hosts", is_flag=True,
+              help="Export the stored runs of every host (a merged store), not only this machine's.")
 def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind: str,
-             textfile_dir: str | None, interval: float | None) -> None:
-    """Prometheus metrics of this machine: stored totals and the runs tracked now (needs the `prometheus` extra)."""
+             textfile_dir: str | None, interval: float | None, all_hosts: bool) -> None:
+    """Prometheus metrics of this machine: its stored totals and the runs tracked now (needs the `prometheus` extra)."""
     if port is None and textfile_dir is None:
         raise click.UsageError(f"say where the metrics go: {COMMAND_NAME} exporter --port 9877 (Prometheus "
                                "scrapes http://HOST:9877/metrics) or --textfile DIR (node_exporter's textfile collector)")
@@ -669,7 +671,7 @@ def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind
     except ImportError as exc:
         raise click.ClickException(f"`{COMMAND_NAME} exporter` needs prometheus-client ({exc}); install the "
                                    "prometheus extra: pip install 'lamarr-energy-tracker[prometheus]'") from exc
-    registry = prom.registry_for(prom.LetCollector(output_dir, dataset))
+    registry = prom.registry_for(prom.LetCollector(output_dir, dataset, all_hosts=all_hosts))
     if textfile_dir is not None:
         try:
             Path(textfile_dir).expanduser().mkdir(parents=True, exist_ok=True)

@@ -60,13 +60,14 @@ class StoreTotals:
     warnings: int
 
 
-def read_totals(output_dir: str | None, dataset: str | None) -> StoreTotals:
-    """The store's counted totals through ``aggregate`` (what ``lett results --by`` shows)."""
+def read_totals(output_dir: str | None, dataset: str | None, hostname: str | None = None) -> StoreTotals:
+    """The store's counted totals through ``aggregate`` (what ``lett results --by`` shows), of
+    the runs of ``hostname`` (None: of every host)."""
     from let_core.results import AGGREGATE_COLUMNS, aggregate, load_results
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        frame = load_results(output_dir, dataset=dataset, columns=AGGREGATE_COLUMNS)
+        frame = load_results(output_dir, hostname=hostname, dataset=dataset, columns=AGGREGATE_COLUMNS)
     if frame.empty:
         return StoreTotals((), (), len(caught))
     energy = aggregate(frame, TOTAL_LABELS)
@@ -111,16 +112,21 @@ def _signature(output_dir: str | None, dataset: str | None) -> tuple[Any, ...] |
 class LetCollector(Collector):
     """Yields LET's metric families on each scrape (prometheus_client's custom collector API).
 
+    ``hostname`` is this machine's (``LET_HOSTNAME``, else the system's): its live runs, and the
+    stored runs it exports unless ``all_hosts`` (a store shared by the nodes of a cluster is
+    then exported once per node, each its own, and no series is repeated by another instance).
+
     Never raises: a part that fails is reported by the ``let_exporter_*`` metrics instead.
     """
 
     def __init__(self, output_dir: str | None = None, dataset: str | None = None,
-                 runtime_dir: Path | None = None, hostname: str | None = None,
+                 runtime_dir: Path | None = None, hostname: str | None = None, all_hosts: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
         self.output_dir = output_dir
         self.dataset = dataset
         self.runtime_dir = runtime_dir if runtime_dir is not None else config.runtime_dir()
         self.hostname = hostname or config.hostname()
+        self.all_hosts = all_hosts
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._lock = threading.Lock()  # scrapes may overlap (a threaded HTTP server)
         self._last: StoreTotals | None = None
@@ -158,7 +164,7 @@ class LetCollector(Collector):
         if signature is not None and signature == self._last_signature and self._last is not None:
             return True
         try:
-            self._last = read_totals(self.output_dir, self.dataset)
+            self._last = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname)
         except Exception as exc:  # a damaged store: serve the last good totals, say so
             reason = _reason(exc)
             self._errors[reason] = self._errors.get(reason, 0) + 1

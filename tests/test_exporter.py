@@ -326,3 +326,23 @@ def test_exporter_needs_a_destination_and_says_so(let_home: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "let_core", "exporter"], env=_env(let_home),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--port" in done.stderr and "--textfile" in done.stderr
+
+
+def test_a_store_shared_by_nodes_is_exported_once_per_node(let_home: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each node's exporter gives its own runs, so summing over instances counts every run once;
+    --all-hosts (one exporter of a merged store) gives them all."""
+    for host, kwh in (("node1", 0.010), ("node2", 0.020), ("node2", 0.001)):
+        monkeypatch.setenv("LET_HOSTNAME", host)
+        _record("sweep", kwh)
+    monkeypatch.delenv("LET_HOSTNAME")
+    for host, expected_runs in (("node1", 1), ("node2", 2)):
+        done = subprocess.run([sys.executable, "-m", "let_core", "exporter", "--textfile", str(tmp_path / host)],
+                              env=_env(let_home, LET_HOSTNAME=host), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        scraped = _parse((tmp_path / host / "let.prom").read_text())
+        assert scraped["let_runs_total"] == {(("host", host), ("project", "sweep")): expected_runs}
+    _lett(let_home, "exporter", "--textfile", str(tmp_path / "all"), "--all-hosts")
+    everything = _parse((tmp_path / "all" / "let.prom").read_text())
+    assert _by(everything["let_energy_joules_total"], "host") == pytest.approx(
+        {"node1": 0.010 * J_PER_KWH, "node2": 0.021 * J_PER_KWH})
