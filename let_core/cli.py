@@ -671,7 +671,10 @@ def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind
     except ImportError as exc:
         raise click.ClickException(f"`{COMMAND_NAME} exporter` needs prometheus-client ({exc}); install the "
                                    "prometheus extra: pip install 'lamarr-energy-tracker[prometheus]'") from exc
-    registry = prom.registry_for(prom.LetCollector(output_dir, dataset, all_hosts=all_hosts))
+    # A scrape waits a few seconds for a large store's read, then gets the last totals; a
+    # textfile alone has no one waiting and is written with the whole read.
+    collector = prom.LetCollector(output_dir, dataset, all_hosts=all_hosts, read_wait_s=5.0 if port is not None else None)
+    registry = prom.registry_for(collector)
     if textfile_dir is not None:
         try:
             Path(textfile_dir).expanduser().mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,12 @@ good read (counters must not vanish), ``let_exporter_up{source="store"} 0`` and 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -121,7 +123,7 @@ class LetCollector(Collector):
 
     def __init__(self, output_dir: str | None = None, dataset: str | None = None,
                  runtime_dir: Path | None = None, hostname: str | None = None, all_hosts: bool = False,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, read_wait_s: float | None = 5.0) -> None:
         self.output_dir = output_dir
         self.dataset = dataset
         self.runtime_dir = runtime_dir if runtime_dir is not None else config.runtime_dir()
@@ -133,11 +135,16 @@ class LetCollector(Collector):
         self._last_signature: tuple[Any, ...] | None = None
         self._errors: dict[str, int] = {}
         self._last_error = ""
+        self.read_wait_s = read_wait_s
+        self._reading: threading.Thread | None = None
+        self._outcome: tuple[tuple[Any, ...] | None, StoreTotals | BaseException, float] | None = None
+        self._store_up = False
+        self._read_seconds = math.nan
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             store_up = self._refresh_store()
-            totals, errors = self._last, dict(self._errors)
+            totals, errors, read_seconds = self._last, dict(self._errors), self._read_seconds
         yield from self._store_families(totals)
         live_up, live = self._live_families()
         yield from live
@@ -155,31 +162,59 @@ class LetCollector(Collector):
         yield GaugeMetricFamily("let_exporter_store_warnings", "Warnings the last good read of the store gave "
                                 "(damaged lines, a torn tail ...): `lett doctor` shows them.",
                                 value=totals.warnings if totals is not None else 0)
+        yield GaugeMetricFamily("let_exporter_store_read_seconds", "How long the last read of the store took "
+                                "(a scrape waits for at most a few seconds of it, then serves the last totals).",
+                                value=read_seconds)
 
     def _refresh_store(self) -> bool:
-        try:
-            signature = _signature(self.output_dir, self.dataset)
-        except Exception:
-            signature = None
-        if signature is not None and signature == self._last_signature and self._last is not None:
-            return True
-        try:
-            self._last = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname)
-        except Exception as exc:  # a damaged store: serve the last good totals, say so
-            reason = _reason(exc)
+        """Read the store again if it changed, waiting at most ``read_wait_s`` for the read (None:
+        until it is done): a store too large to read within a scrape's timeout keeps being read
+        in the background while the scrape gets the last good totals
+        (``let_exporter_store_read_seconds`` says how long reads take)."""
+        if self._reading is None:
+            try:
+                signature = _signature(self.output_dir, self.dataset)
+            except Exception:
+                signature = None
+            if signature is not None and signature == self._last_signature and self._last is not None:
+                return self._store_up
+            self._reading = threading.Thread(target=self._read, args=(signature,), name="let-exporter-read",
+                                             daemon=True)
+            self._reading.start()
+        self._reading.join(self.read_wait_s)
+        if self._reading.is_alive():
+            return self._store_up
+        self._reading = None
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            return self._store_up
+        signature, result, seconds = outcome
+        self._read_seconds = seconds
+        if isinstance(result, BaseException):  # a damaged store: serve the last good totals, say so
+            reason = _reason(result)
             self._errors[reason] = self._errors.get(reason, 0) + 1
-            message = f"{type(exc).__name__}: {exc}"
+            message = f"{type(result).__name__}: {result}"
             if message != self._last_error:
                 self._log(f"LET exporter: cannot read the store ({message}); serving the last good "
                           "totals and let_exporter_up{source=\"store\"} 0")
                 self._last_error = message
             self._last_signature = None
+            self._store_up = False
             return False
-        self._last_signature = signature
+        self._last, self._last_signature, self._store_up = result, signature, True
         if self._last_error:
             self._log("LET exporter: the store reads again")
             self._last_error = ""
         return True
+
+    def _read(self, signature: tuple[Any, ...] | None) -> None:
+        t0 = time.perf_counter()
+        result: StoreTotals | BaseException
+        try:
+            result = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname)
+        except Exception as exc:
+            result = exc
+        self._outcome = (signature, result, time.perf_counter() - t0)
 
     @staticmethod
     def _store_families(totals: StoreTotals | None) -> Iterable[Metric]:

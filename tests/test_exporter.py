@@ -290,7 +290,7 @@ def test_textfile_is_written_atomically_and_node_exporter_serves_it(let_home: Pa
         def rewritten() -> bool:
             # Read while the loop replaces it: a whole file each time, old or new, never a part.
             text = (textfile / "let.prom").read_text()
-            assert text.endswith("let_exporter_store_warnings 0.0\n"), text[-200:]
+            assert text.splitlines()[-1].startswith("let_exporter_store_read_seconds "), text[-200:]
             return sum(_parse(text)["let_energy_joules_total"].values()) == pytest.approx(0.030 * J_PER_KWH)
 
         wait_until(rewritten, what="the textfile to show the new run")
@@ -346,3 +346,33 @@ def test_a_store_shared_by_nodes_is_exported_once_per_node(let_home: Path, tmp_p
     everything = _parse((tmp_path / "all" / "let.prom").read_text())
     assert _by(everything["let_energy_joules_total"], "host") == pytest.approx(
         {"node1": 0.010 * J_PER_KWH, "node2": 0.021 * J_PER_KWH})
+
+
+def test_a_slow_read_serves_the_last_totals_within_the_wait_then_the_new_ones(
+        let_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from let_core import exporter
+
+    _record("p", 0.010)
+    collector = exporter.LetCollector(read_wait_s=0.2, log=lambda _: None)
+    registry = exporter.registry_for(collector)
+
+    def joules() -> float:
+        return sum(_parse(prometheus_client.generate_latest(registry).decode())["let_energy_joules_total"].values())
+
+    assert joules() == pytest.approx(0.010 * J_PER_KWH)
+    release = threading.Event()
+    real = exporter.read_totals
+
+    def slow(*args: Any) -> Any:  # a store that takes longer to read than a scrape may wait
+        release.wait(60)
+        return real(*args)
+
+    monkeypatch.setattr(exporter, "read_totals", slow)
+    _record("p", 0.020)
+    try:
+        scraped = _parse(prometheus_client.generate_latest(registry).decode())
+        assert sum(scraped["let_energy_joules_total"].values()) == pytest.approx(0.010 * J_PER_KWH)
+        assert scraped["let_exporter_up"][(("source", "store"),)] == 1
+    finally:
+        release.set()
+    wait_until(lambda: joules() == pytest.approx(0.030 * J_PER_KWH), what="the read to finish")
