@@ -275,9 +275,15 @@ class LiveScan:
     """What ``read_published`` found: the runs in progress, and the files it set aside."""
 
     runs: tuple[PublishedRun, ...]
-    dead: int = 0  # files of processes that no longer run (a killed tracker's last figure)
+    #: Files of processes that no longer run: a killed tracker's last figure (a follower rank
+    #: whose node leader died takes the leader's from here).
+    dead_runs: tuple[PublishedRun, ...] = ()
     stale: int = 0  # not refreshed for too long
     unreadable: int = 0  # damaged, of another version, or not readable
+
+    @property
+    def dead(self) -> int:
+        return len(self.dead_runs)
 
 
 def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -> LiveScan:
@@ -293,7 +299,7 @@ def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -
         return LiveScan(runs=(), unreadable=1)
     now = time.time() if now is None else now
     prefix = f"{_safe(hostname)}-"
-    runs, dead, stale, unreadable = [], 0, 0, 0
+    runs, dead, stale, unreadable = [], [], 0, 0
     for name in names:
         if not (name.startswith(prefix) and name.endswith(LIVE_SUFFIX)):
             continue  # another node's (a shared runtime dir), or a writer's temporary file
@@ -306,12 +312,12 @@ def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -
         if run.hostname != hostname:
             continue
         if not process_alive(run.pid):
-            dead += 1
+            dead.append(run)
         elif now - run.updated > max(STALE_MIN_S, STALE_INTERVALS * run.interval_s):
             stale += 1
         else:
             runs.append(run)
-    return LiveScan(runs=tuple(runs), dead=dead, stale=stale, unreadable=unreadable)
+    return LiveScan(runs=tuple(runs), dead_runs=tuple(dead), stale=stale, unreadable=unreadable)
 
 
 class LivePublisher:

@@ -100,6 +100,7 @@ def test_the_reader_skips_dead_stale_damaged_and_other_nodes_files(tmp_path: Pat
     scan = read_published(tmp_path, "node1")
     assert [r.run_id for r in scan.runs] == ["r"] and scan.runs[0].readings[0].power_w == 12.0
     assert (scan.dead, scan.stale, scan.unreadable) == (1, 1, 2)
+    assert scan.dead_runs[0].pid == dead.pid and scan.dead_runs[0].readings[0].energy_kwh == 0.001
     assert read_published(tmp_path / "missing", "node1").runs == ()
     assert len(os.listdir(folder)) == 7  # a reader removes nothing: a dead leader's figure stays readable
 
