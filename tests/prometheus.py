@@ -76,13 +76,20 @@ class Prometheus:
             return "(no log)"
 
 
-def _config(targets: Sequence[tuple[str, str]], scrape_interval: str) -> str:
-    jobs = "".join(f"""
+def _config(targets: Sequence[tuple[str, ...]], scrape_interval: str) -> str:
+    jobs = ""
+    for job, target, *token in targets:
+        jobs += f"""
   - job_name: {job}
     metrics_path: /metrics
     static_configs:
       - targets: ['{target}']
-""" for job, target in targets)
+"""
+        if token:  # a target behind a bearer token (the ground-truth server's /metrics)
+            jobs += f"""    authorization:
+      type: Bearer
+      credentials: '{token[0]}'
+"""
     return f"""global:
   scrape_interval: {scrape_interval}
   scrape_timeout: {scrape_interval}
@@ -91,9 +98,9 @@ scrape_configs:{jobs}"""
 
 
 @contextlib.contextmanager
-def prometheus_server(tmp: Path, targets: Sequence[tuple[str, str]], scrape_interval: str = "1s") -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (job name, ``host:port``) until the block ends; killed on
-    the way out whatever happened inside."""
+def prometheus_server(tmp: Path, targets: Sequence[tuple[str, ...]], scrape_interval: str = "1s") -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (job name, ``host:port``[, bearer token]) until the block
+    ends; killed on the way out whatever happened inside."""
     exe = binary()
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "prometheus.yml"
