@@ -48,6 +48,14 @@ class Prometheus:
         assert body["status"] == "success", body
         return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
 
+    def samples(self, selector: str, window: str = "5m") -> list[tuple[float, float]]:
+        """The raw samples Prometheus stored for one series over ``window`` (timestamp, value)."""
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": f"{selector}[{window}]"}, timeout=10)
+        answer.raise_for_status()
+        result = answer.json()["data"]["result"]
+        assert len(result) <= 1, f"{selector} selects {len(result)} series, not one"
+        return [(float(t), float(v)) for t, v in result[0]["values"]] if result else []
+
     def targets(self) -> list[dict[str, Any]]:
         answer = requests.get(f"{self.url}/api/v1/targets", timeout=10)
         answer.raise_for_status()
