@@ -18,10 +18,10 @@ and the CLI cannot disagree about it.
 | ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
 | ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
 | ``LET_ATTRIBUTION``     | ``process``: also record the tracked process tree's share       |
-| ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
-|                         | ``$LET_HOME/run``)                                              |
 | ``LET_LIVE_INTERVAL``   | seconds between a running tracker's published live figures      |
 |                         | (default 5; 0 publishes none)                                   |
+| ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
+|                         | ``$LET_HOME/run``)                                              |
 
 Launcher variables (Slurm, torchrun, MPI) are not LET's settings; ``let_core.jobs`` reads them.
 """
@@ -217,17 +217,6 @@ def attribution_env() -> str | None:
     return validate_attribution(value) if value else None
 
 
-def runtime_dir() -> Path:
-    """Node-local runtime files (the node-meter election's locks): ``LET_RUNTIME_DIR``, else
-    ``$XDG_RUNTIME_DIR/let``, else ``$LET_HOME/run`` (lock names carry the host name, so a
-    ``LET_HOME`` shared by the nodes of a cluster still elects one leader per node)."""
-    explicit = os.environ.get("LET_RUNTIME_DIR", "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_RUNTIME_DIR", "").strip()
-    return Path(xdg) / "let" if xdg else let_home() / "run"
-
-
 DEFAULT_LIVE_INTERVAL = 5.0
 
 
@@ -245,3 +234,14 @@ def live_interval() -> float:
         raise ConfigurationError(f"LET_LIVE_INTERVAL={value!r} is not a number of seconds; set it to "
                                  "e.g. 5, to 0 to publish no live figures, or unset it")
     return max(seconds, 0.1) if seconds > 0 else 0.0
+
+
+def runtime_dir() -> Path:
+    """Node-local runtime files (the node-meter election's locks): ``LET_RUNTIME_DIR``, else
+    ``$XDG_RUNTIME_DIR/let``, else ``$LET_HOME/run`` (lock names carry the host name, so a
+    ``LET_HOME`` shared by the nodes of a cluster still elects one leader per node)."""
+    explicit = os.environ.get("LET_RUNTIME_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    return Path(xdg) / "let" if xdg else let_home() / "run"
