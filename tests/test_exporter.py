@@ -31,6 +31,31 @@ REPO = Path(__file__).resolve().parents[1]
 J_PER_KWH = 3.6e6
 
 
+def _children() -> list[int]:
+    """This test process's live child processes (zombies excepted), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    """Every exporter, Prometheus, node_exporter and tracked process a test starts is gone when it ends."""
+    before = set(_children())
+    yield
+    left = [pid for pid in _children() if pid not in before]
+    assert not left, f"processes left running: {[Path(f'/proc/{pid}/cmdline').read_bytes()[:120] for pid in left]}"
+
+
 def _env(let_home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LET_")}
     env.update(LET_HOME=str(let_home), LET_LOAD_PLUGINS="", LET_RUNTIME_DIR=str(let_home / "run"),
@@ -379,3 +404,16 @@ def test_a_slow_read_serves_the_last_totals_within_the_wait_then_the_new_ones(
     finally:
         release.set()
     wait_until(lambda: joules() == pytest.approx(0.030 * J_PER_KWH), what="the read to finish")
+
+
+def test_a_port_in_use_is_a_clear_error(let_home: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "let_core", "exporter", "--port", str(port)], env=_env(let_home),
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and f"--port {port + 1}" in done.stderr
