@@ -16,6 +16,7 @@ port of its own, and no run id becomes a label.
 | ``let_exporter_up``                 | gauge   | source (store, live)          |
 | ``let_exporter_store_errors_total`` | counter | reason (an error's class)     |
 | ``let_exporter_store_warnings``     | gauge   |                               |
+| ``let_exporter_store_read_seconds`` | gauge   |                               |
 | ``let_exporter_live_files_skipped`` | gauge   | reason (dead, stale, unreadable) |
 
 ``sum by (project) (let_energy_joules_total)`` is ``lett results --by project``'s energy: the
@@ -45,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from let_core import config
 from let_core.live import read_published
+from let_core.store import STORE_FILE
 
 JOULES_PER_KWH = 3.6e6
 TOTAL_LABELS = ("project", "host", "backend", "kind")
@@ -93,13 +95,13 @@ def _signature(output_dir: str | None, dataset: str | None) -> tuple[Any, ...] |
     root = Path(dataset or config.default_dataset_root(store)).expanduser()
     if config.is_uri(dataset) or config.is_uri(output_dir):
         return None
+    path = store / STORE_FILE
     parts: list[Any] = []
-    for path in [store / "emissions.csv"]:
-        try:
-            info = os.stat(path)
-            parts.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
-        except OSError:
-            parts.append((str(path), None))
+    try:
+        info = os.stat(path)
+        parts.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
+    except OSError:
+        parts.append((str(path), None))
     if root.is_dir():
         for folder, _, files in os.walk(root):
             for name in sorted(files):
@@ -270,7 +272,7 @@ class LetCollector(Collector):
             running.add_metric(list(run_key), count)
         for reason, count in (("dead", scan.dead), ("stale", scan.stale), ("unreadable", scan.unreadable)):
             skipped.add_metric([reason], count)
-        return scan.unreadable == 0 or bool(scan.runs), families
+        return True, families
 
 
 def registry_for(collector: LetCollector) -> CollectorRegistry:
