@@ -102,7 +102,9 @@ def resolve_intensity(country_iso_code: str | None = None,
 
     country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
     if carbon_intensity is None:
-        carbon_intensity = config.carbon_intensity_env()
+        from_env = config.carbon_intensity_env()
+        if from_env is not None:
+            return country, checked_number(from_env, "LET_CARBON_INTENSITY", unit="gCO2/kWh")
     return country, (validate_intensity(carbon_intensity) if carbon_intensity is not None
                      else country.carbon_intensity)
 
