@@ -35,7 +35,7 @@ import os
 import re
 import urllib.parse
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -640,7 +640,7 @@ def low_power(energy_kwh: float, duration_s: float) -> bool:
 
 def calibrated_cells(frame: pd.DataFrame) -> list[str]:
     """``lett results --calibrated``'s column: "1.234 kWh (1.1-1.3)", "*" outside the fitted range."""
-    from let_core.statement import format_energy
+    from let_core.display import format_energy
 
     cells = []
     for kwh, low, high, by, outside, host in zip(frame["calibrated_kwh"], frame["calibrated_low_kwh"],
@@ -668,8 +668,8 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
     such run exists. ``frame`` is ``load_results``'s (deduplicated) rows."""
     import numpy as np
 
+    from let_core.display import format_energy
     from let_core.results.counting import counted_rows
-    from let_core.statement import format_energy
 
     if calibrations is None:
         calibrations = load_calibrations()
@@ -765,18 +765,16 @@ def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -
     }
 
 
-def calibration_views(output_dir: str | os.PathLike[str] | None, dataset: str | os.PathLike[str] | None,
-                      hostname: str | None = None) -> dict[str, Any]:
-    """``view_data`` of every stored calibration (or one host's), and the files that were ignored."""
-    from let_core.results.loading import load_results
-
+def calibration_views(load: Callable[[], pd.DataFrame], hostname: str | None = None) -> dict[str, Any]:
+    """``view_data`` of every stored calibration (or one host's), and the files that were ignored.
+    ``load`` gives the rows (``load_results``'s); it is called only when a calibration exists."""
     with warnings.catch_warnings(record=True) as ignored:
         warnings.simplefilter("always", LetWarning)
         found = load_calibrations()
     found = {h: c for h, c in found.items() if hostname is None or h == hostname}
     if not found:
         return {"hosts": [], "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
-    frame = load_results(output_dir, dataset=dataset)
+    frame = load()
     return {"hosts": [view_data(frame, c) for _, c in sorted(found.items())],
             "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
 
@@ -834,8 +832,8 @@ def metered_sentence(frame: pd.DataFrame) -> str | None:
     resolution; the interpolated share is said, not guessed into the interval."""
     import numpy as np
 
+    from let_core.display import format_energy
     from let_core.results.counting import counted_rows
-    from let_core.statement import format_energy
 
     if frame.empty:
         return None
