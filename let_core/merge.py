@@ -19,7 +19,7 @@ from attrs import frozen
 
 from let_core.csvfile import check_emissions_header, open_regular, read_header, scan_lines
 from let_core.errors import ConfigurationError, StoreError
-from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.results.rule import MAX_ENERGY_KWH, as_float
 from let_core.schema import effective, identity, with_stable_ids
 
 
@@ -169,7 +169,7 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
     paths = [_resolve(f) for f in files]
     headers = [check_file(p) for p in paths]
     contents = [_rows(p, h) for p, h in zip(paths, headers)]
-    from let_core.results.loading import blank_energy, warn_blank_energy
+    from let_core.results.csvsource import blank_energy, warn_blank_energy
 
     for path, rows in zip(paths, contents):
         blank = [row for row in rows if blank_energy(row)]

@@ -23,19 +23,9 @@ KNOWN_PRIVATE_IMPORTS = {
     "lamarr_energy_tracker/print_paper_statement.py: _join from let_core.statement",
     "lamarr_energy_tracker/print_paper_statement.py: _ordered from let_core.statement",
     "let_backends/tasmota/backend.py: _is_legacy_server from let_backends.tasmota.client",
-    "let_core/dataset.py: _to_frame from let_core.results.loading",
     "let_core/plot.py: _Columns from let_core.results.counting",
     "let_core/plot.py: _roles from let_core.results.counting",
     "let_core/results/cache.py: _run_units from let_core.results.counting",
-    "let_core/results/cache.py: _normalize_legacy from let_core.results.loading",
-    "let_core/results/cache.py: _read_frame from let_core.results.loading",
-}
-KNOWN_CIRCLES = {
-    "let_core.dataset -> let_core.results.loading -> let_core.dataset",
-    "let_core.results.loading -> let_core.results.cache -> let_core.results.loading",
-    "let_core.results.loading -> let_core.results.calibration -> let_core.results.loading",
-    "let_core.results.calibration -> let_core.statement -> let_core.results.calibration",
-    "let_core.results.loading -> let_core.results.calibration -> let_core.statement -> let_core.results.loading",
 }
 
 
@@ -117,8 +107,7 @@ def test_let_core_has_no_import_circle():
     for node in sorted(graph):
         if node not in state:
             visit(node)
-    assert sorted(set(circles) - KNOWN_CIRCLES) == [], "import circles in let_core"
-    assert sorted(KNOWN_CIRCLES - set(circles)) == [], "fixed: delete from KNOWN_CIRCLES"
+    assert sorted(set(circles)) == [], "import circles in let_core"
 
 
 def test_let_environment_variables_are_read_in_config_only():

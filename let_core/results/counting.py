@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field, frozen
 
 from let_core.errors import ConfigurationError
-from let_core.records import as_float
 from let_core.results.rule import (
     COUNTED,
     EST_PRIMARY,
@@ -30,6 +29,7 @@ from let_core.results.rule import (
     SYSTEM_SCOPE,
     Launches,
     View,
+    as_float,
     country_g_per_kwh,
     decide,
     epoch,

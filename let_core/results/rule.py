@@ -111,14 +111,26 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def usable_energy(value: Any) -> bool:
-    """Rule 1: a finite, non-negative energy no larger than MAX_ENERGY_KWH (NaN fails)."""
-    return isinstance(value, float) and 0 <= value <= MAX_ENERGY_KWH
+def as_float(value: Any) -> float:
+    """A stored cell as a float; blank or unparsable cells are NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
-def low_coverage(coverage: float) -> bool:
-    """Rule 4: a metered figure known to cover less than MIN_COVERAGE of its run."""
-    return math.isfinite(coverage) and coverage < MIN_COVERAGE
+# Rules 1 and 4 are written with ``>=``/``<``/``&`` only, so that the same text decides for one
+# float (a bool) and for a numpy or pandas column (a mask): NaN fails every comparison.
+def usable_energy(value: Any) -> Any:
+    """Rule 1: a finite, non-negative energy in kWh no larger than MAX_ENERGY_KWH (NaN fails);
+    ``value`` is a float or a column of them."""
+    return (value >= 0) & (value <= MAX_ENERGY_KWH)
+
+
+def low_coverage(coverage: Any) -> Any:
+    """Rule 4: a metered figure known to cover less than MIN_COVERAGE of its run (unknown,
+    NaN, is not low); ``coverage`` is a float or a column of them."""
+    return (coverage > -math.inf) & (coverage < MIN_COVERAGE)
 
 
 def run_unit(run_id: str, task_name: str) -> str:
@@ -306,14 +318,7 @@ def interval(start: float, end: float, duration: float) -> tuple[float, float]:
 def counted_measurements(measurements: Sequence[Any]) -> list[Any]:
     """The measurements one run counts for (``Run.primary``): rules 1, 4-6."""
     usable = [m for m in measurements if m.kind in ("estimate", "metered") and not getattr(m, "error", "")
-              and usable_energy(float(m.energy_kwh))]
-    views = [View(m, m.kind, m.scope, m.kind == "metered" and low_coverage(_float(getattr(m, "coverage", None))))
+              and usable_energy(as_float(m.energy_kwh))]
+    views = [View(m, m.kind, m.scope, m.kind == "metered" and low_coverage(as_float(getattr(m, "coverage", None))))
              for m in usable]
     return [view.index for view, role in zip(views, decide(views)) if role & COUNTED]
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
