@@ -23,9 +23,6 @@ KNOWN_PRIVATE_IMPORTS = {
     "lamarr_energy_tracker/print_paper_statement.py: _join from let_core.statement",
     "lamarr_energy_tracker/print_paper_statement.py: _ordered from let_core.statement",
     "let_backends/tasmota/backend.py: _is_legacy_server from let_backends.tasmota.client",
-    "let_core/plot.py: _Columns from let_core.results.counting",
-    "let_core/plot.py: _roles from let_core.results.counting",
-    "let_core/results/cache.py: _run_units from let_core.results.counting",
 }
 
 

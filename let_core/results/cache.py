@@ -173,12 +173,12 @@ def _crc(fd: int, start: int, end: int, crc: int = 0) -> int:
 
 
 def _vectorised(store: Store, fd: int, end: int) -> _Cache:
-    from let_core.results.counting import TOTALS_COLUMNS, _run_units, frame_accumulators
+    from let_core.results.counting import TOTALS_COLUMNS, frame_accumulators, run_units
     frame = normalize_legacy(read_frame(store, TOTALS_COLUMNS))
     top = frame[frame["task"].fillna("") == ""] if "task" in frame else frame
     import numpy as np
 
-    units = array.array("I", np.unique(unit_hashes(_run_units(top))).tobytes())
+    units = array.array("I", np.unique(unit_hashes(run_units(top))).tobytes())
     return _Cache(end, _crc(fd, 0, end), frame_accumulators(frame), units, trusted=True)
 
 

@@ -138,20 +138,29 @@ def run_unit(run_id: str, task_name: str) -> str:
     return f"{run_id}\x1f{task_name}" if task_name else run_id
 
 
-def checkpoint_duration(duration: float) -> float:
-    """Rule 2: what orders checkpoints of one run, backend and task (unknown first)."""
-    return duration if math.isfinite(duration) else -1.0
+def scalar_where(condition: Any, yes: Any, no: Any) -> Any:
+    """``numpy.where`` for one value: the arithmetic ``emissions`` and ``checkpoint_order`` take
+    for a single row."""
+    return yes if condition else no
+
+
+def checkpoint_order(duration: Any, position: Any, *, where: Callable[..., Any] = scalar_where,
+                     isfinite: Callable[[Any], Any] = math.isfinite) -> tuple[Any, Any]:
+    """Rule 2's order of the checkpoints of one run, backend and task: the latest is the
+    greatest (duration, stored position), an unknown duration counting as -1. For one row
+    (a duration, its index) or, with numpy's ``where``/``isfinite``, for columns of them."""
+    return where(isfinite(duration), duration, -1.0), position
 
 
 def latest_checkpoints(durations: Sequence[float], keys: Sequence[Any]) -> list[bool]:
-    """Rule 2 over one run unit's rows: True for each key's row of the largest duration, the
-    last among equals."""
-    best: dict[Any, int] = {}
+    """Rule 2 over rows in stored order: True for each key's row that is greatest in
+    ``checkpoint_order``."""
+    best: dict[Any, tuple[Any, Any]] = {}
     for index, (key, duration) in enumerate(zip(keys, durations)):
-        previous = best.get(key)
-        if previous is None or checkpoint_duration(duration) >= checkpoint_duration(durations[previous]):
-            best[key] = index
-    chosen = set(best.values())
+        order = checkpoint_order(duration, index)
+        if key not in best or order > best[key]:
+            best[key] = order
+    chosen = {position for _, position in best.values()}
     return [index in chosen for index in range(len(keys))]
 
 
@@ -256,11 +265,6 @@ def emissions(energy: Any, stored: Any, intensity: Any, *, where: Callable[..., 
     disagrees = where(known, (stored - computed > tolerance) | (computed - stored > tolerance), False)
     replaced = present & (disagrees | (stored < 0))
     return kg, used, replaced
-
-
-def scalar_where(condition: Any, yes: Any, no: Any) -> Any:
-    """``numpy.where`` for one value: the arithmetic ``emissions`` takes for a single row."""
-    return yes if condition else no
 
 
 def row_emissions(energy: float, stored: float, intensity: float) -> tuple[float, float, bool]:
