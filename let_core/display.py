@@ -1,48 +1,13 @@
-"""How LET's values look: energies and masses as the statement prints them, and the HTML of
-``Run._repr_html_`` and ``Totals._repr_html_``. A leaf (stdlib only, importing nothing of
-LET's), so records, counting, calibration and the statement all format through it."""
+"""How LET's values look in a notebook: the HTML of ``Run._repr_html_`` and
+``Totals._repr_html_``, built here once (a leaf: the standard library and ``units`` only, so
+records and counting can use it)."""
 
 from __future__ import annotations
 
 import html
-import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
-# Three decimals as LET 0.1.x ("3.200 kWh"), in the largest unit that still shows the value as
-# at least 0.1, so that three significant digits always show; never scientific notation.
-_ENERGY_UNITS: tuple[tuple[str, float], ...] = (("GWh", 1e6), ("MWh", 1e3), ("kWh", 1.0),
-                                                ("Wh", 1e-3), ("mWh", 1e-6))
-_MASS_UNITS: tuple[tuple[str, float], ...] = (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3))
-
-
-def _scaled(value: float, units: Sequence[tuple[str, float]], zero_unit: str) -> str:
-    if not math.isfinite(value) or value == 0:
-        return f"{0:.3f} {zero_unit}"
-    for unit, factor in units:
-        if abs(value) / factor >= 0.1:
-            return f"{value / factor:.3f} {unit}"
-    unit, factor = units[-1]
-    return f"{value / factor:.3f} {unit}"
-
-
-def format_energy(kwh: float) -> str:
-    """``0.135 kWh``, ``0.100 Wh``, ``1.220 mWh``: three decimals, at least three significant digits."""
-    return _scaled(kwh, _ENERGY_UNITS, "kWh")
-
-
-def format_emissions(grams: float) -> str:
-    """``1.216 kg``, ``45.714 g``, ``0.381 t``: the same rule as energies."""
-    return _scaled(grams, _MASS_UNITS, "g")
-
-
-def format_intensity(g_per_kwh: float) -> str:
-    """The intensity as the figures are rounded: three significant digits, whole grams from
-    100 up (380.95 -> "381"), so the printed numbers recompute from each other."""
-    if not math.isfinite(g_per_kwh) or g_per_kwh <= 0:
-        return "0"
-    if g_per_kwh >= 100:
-        return str(int(round(g_per_kwh)))
-    return f"{g_per_kwh:.3g}"
+from let_core.units import format_emissions, format_energy
 
 
 def html_table(rows: Iterable[tuple[str, str]], caption: str = "") -> str:

@@ -16,8 +16,9 @@ from typing import Any
 from attrs import frozen
 
 from let_core.carbon import checked_number
-from let_core.display import format_emissions, format_energy, format_intensity
 from let_core.errors import ConfigurationError
+from let_core.units import format_emissions as format_emissions
+from let_core.units import format_energy as format_energy
 
 # --------------------------------------------------------------------------- citations
 BIBTEX: dict[str, str] = {
@@ -162,6 +163,21 @@ def comparison_phrase(emissions_g: float, reference: Reference) -> str:
     if 0.95 < factor < 1.05:
         return f"equivalent to 1 {reference.singular}"
     return f"equivalent to {factor:.1f} {reference.plural}"
+
+
+# --------------------------------------------------------------------------- formatting
+# Energies and masses scale as everywhere LET shows them (let_core.units); kept importable
+# from here, where the statement's callers have always found them.
+
+
+def format_intensity(g_per_kwh: float) -> str:
+    """The intensity as the figures are rounded: three significant digits, whole grams from
+    100 up (380.95 -> "381"), so the printed numbers recompute from each other."""
+    if not math.isfinite(g_per_kwh) or g_per_kwh <= 0:
+        return "0"
+    if g_per_kwh >= 100:
+        return str(int(round(g_per_kwh)))
+    return f"{g_per_kwh:.3g}"
 
 
 _POSSESSIVES = frozenset({"my", "our", "your", "his", "her", "their", "its", "the", "a", "an"})

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, TextIO
 
-from let_core.display import format_energy
 from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Run
 from let_core.results.loading import ResultsHandle
 from let_core.statement import statement_from_totals
+from let_core.units import format_energy
 
 
 class StatementReporter:

@@ -640,7 +640,7 @@ def low_power(energy_kwh: float, duration_s: float) -> bool:
 
 def calibrated_cells(frame: pd.DataFrame) -> list[str]:
     """``lett results --calibrated``'s column: "1.234 kWh (1.1-1.3)", "*" outside the fitted range."""
-    from let_core.display import format_energy
+    from let_core.units import format_energy
 
     cells = []
     for kwh, low, high, by, outside, host in zip(frame["calibrated_kwh"], frame["calibrated_low_kwh"],
@@ -668,8 +668,8 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
     such run exists. ``frame`` is ``load_results``'s (deduplicated) rows."""
     import numpy as np
 
-    from let_core.display import format_energy
     from let_core.results.counting import counted_rows
+    from let_core.units import format_energy
 
     if calibrations is None:
         calibrations = load_calibrations()
@@ -832,8 +832,8 @@ def metered_sentence(frame: pd.DataFrame) -> str | None:
     resolution; the interpolated share is said, not guessed into the interval."""
     import numpy as np
 
-    from let_core.display import format_energy
     from let_core.results.counting import counted_rows
+    from let_core.units import format_energy
 
     if frame.empty:
         return None
