@@ -16,14 +16,6 @@ ENV_MOVING_WITH_THE_SERVER = {"let_backends/tasmota/client.py", "let_backends/ta
                               "let_backends/tasmota/server.py", "let_backends/tasmota/cli.py"}
 
 
-#: Known offences in code other branches are reworking right now (the read side's split by
-#: source, issue 19; the calibration and 0.1.x facade). A ratchet: the test fails on any new
-#: one, and on one of these once it is gone (delete it here then).
-KNOWN_PRIVATE_IMPORTS = {
-    "lamarr_energy_tracker/print_paper_statement.py: _join from let_core.statement",
-    "lamarr_energy_tracker/print_paper_statement.py: _ordered from let_core.statement",
-    "let_backends/tasmota/backend.py: _is_legacy_server from let_backends.tasmota.client",
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -69,8 +61,7 @@ def test_no_private_name_is_imported_from_another_module():
                 submodule = f"{module}.{imported}"
                 if imported.startswith("_") and not imported.startswith("__") and submodule not in modules:
                     offences.append(f"{path.relative_to(REPO)}: {imported} from {module}")
-    assert sorted(set(offences) - KNOWN_PRIVATE_IMPORTS) == [], "private names imported across modules"
-    assert sorted(KNOWN_PRIVATE_IMPORTS - set(offences)) == [], "fixed: delete from KNOWN_PRIVATE_IMPORTS"
+    assert sorted(set(offences)) == [], "private names imported across modules"
 
 
 def test_let_core_has_no_import_circle():
