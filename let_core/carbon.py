@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import frozen
 
-from let_core.errors import ConfigurationError
+from let_core.errors import ConfigurationError, LetError
 
 _MIX_FILE = ("data", "private_infra", "global_energy_mix.json")
 
@@ -91,6 +91,18 @@ def country_intensity(code: str) -> CountryIntensity:
     year = entry.get("year")
     return CountryIntensity(iso, str(entry.get("country_name", iso)),
                             float(entry["carbon_intensity"]), int(year) if year else None)
+
+
+@functools.cache
+def country_g_per_kwh(code: str) -> float:
+    """The carbon intensity of a stored row's country code, NaN when blank, unknown or without
+    data: the intensity a row without ``carbon_intensity`` was recorded with (counting's rule 8)."""
+    if not code:
+        return math.nan
+    try:
+        return country_intensity(code).carbon_intensity
+    except LetError:
+        return math.nan
 
 
 def resolve_intensity(country_iso_code: str | None = None,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
+from let_core.carbon import country_g_per_kwh
 from let_core.errors import ConfigurationError
 from let_core.results.rule import (
     COUNTED,
@@ -30,7 +31,6 @@ from let_core.results.rule import (
     View,
     as_float,
     checkpoint_order,
-    country_g_per_kwh,
     decide,
     epoch,
     interval,

@@ -273,30 +273,11 @@ def row_emissions(energy: float, stored: float, intensity: float) -> tuple[float
     return float(kg), float(used), bool(replaced)
 
 
-_country_cache: dict[str, float] = {}
-
-
-def country_g_per_kwh(code: str) -> float:
-    """The carbon intensity of a country code (NaN when unknown or no data): the intensity a
-    row without ``carbon_intensity`` was recorded with."""
-    if not code:
-        return math.nan
-    if code not in _country_cache:
-        from let_core.carbon import country_intensity
-        from let_core.errors import LetError
-
-        try:
-            _country_cache[code] = country_intensity(code).carbon_intensity
-        except LetError:
-            _country_cache[code] = math.nan
-    return _country_cache[code]
-
-
 def recorded_intensity(carbon_intensity: Any, country_of: Callable[[Any], Any], *, where: Callable[..., Any],
                        isfinite: Callable[[Any], Any]) -> Any:
     """The intensity a row was recorded with: its own ``carbon_intensity``, else its
     country's; NaN when neither is known. ``country_of(own)`` gives the country's intensity
-    (``country_g_per_kwh``) where ``own`` is false, so it is looked up only where needed."""
+    (``carbon.country_g_per_kwh``) where ``own`` is false, so it is looked up only where needed."""
     own = isfinite(carbon_intensity) & (carbon_intensity >= 0)
     return where(own, carbon_intensity, country_of(own))
 
