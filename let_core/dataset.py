@@ -488,7 +488,7 @@ def delete_rows(location: Location, filters: Mapping[str, str | None], *,
             with fs.open_input_file(info.path) as handle:
                 table = _conform(pq.read_table(handle))
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `let doctor` "
+            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `lett doctor` "
                              "names files that do not open, --repair moves them aside.") from exc
         mask = pa.array([True] * table.num_rows, pa.bool_())
         for key, value in filters.items():

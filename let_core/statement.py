@@ -306,7 +306,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
 
         warnings.warn(f"{totals.replaced_emissions} row(s) had a stored emissions figure that disagrees with "
                       "their energy times the carbon intensity they were recorded with (negative, absurd or "
-                      "beyond rounding); the statement uses energy x intensity instead. `let results --json` "
+                      "beyond rounding); the statement uses energy x intensity instead. `lett results --json` "
                       "shows the stored cells.", LetWarning, stacklevel=2)
     coverage = totals.coverage
     covered = ""

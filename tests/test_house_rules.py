@@ -5,6 +5,7 @@ every ``LET_*`` environment variable is read in ``let_core/config.py`` only."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,3 +211,18 @@ def test_the_counting_rule_is_standard_library_only():
     path = REPO / "let_core" / "results" / "rule.py"
     imported = {module.split(".")[0] for module, _names, _line in _imports("let_core.results.rule", path)}
     assert sorted(imported - set(sys.stdlib_module_names) - {"__future__"}) == []
+
+
+#: The CLI's commands, as a message or docstring names them: "`lett doctor`", never "`let doctor`"
+#: (``let`` is a bash builtin; the alias exists for old habits, not for LET's own texts).
+_OLD_COMMAND = re.compile(r"`let (?:[a-z]|-)|\blet (?:doctor|results|merge|delete|demo|plot|cite|calibration|gt|"
+                          r"plugins|statement|collect|compact|dataset|export|ui)\b")
+
+
+def test_texts_name_the_lett_command():
+    offences = []
+    for _name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _OLD_COMMAND.search(node.value):
+                offences.append(f"{path.relative_to(REPO)}:{node.lineno}: {_OLD_COMMAND.search(node.value)[0]!r}")
+    assert offences == [], "texts that name the bash builtin `let` instead of `lett`:\n" + "\n".join(offences)

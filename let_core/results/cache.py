@@ -159,7 +159,7 @@ class _Cache:
 
 
 def covers_its_bytes(store: Store, fd: int) -> bool:
-    """Whether the store's cache proves it covers exactly the bytes it claims (``let doctor``)."""
+    """Whether the store's cache proves it covers exactly the bytes it claims (``lett doctor``)."""
     return _load(store, fd).valid
 
 

@@ -326,7 +326,7 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``let results --by``) reads; ``--by job`` also shows each job's nodes,
+#: What ``aggregate`` (``lett results --by``) reads; ``--by job`` also shows each job's nodes,
 #: ranks and wall time.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 

@@ -2,7 +2,7 @@
 
 Both readers call these functions: the row-by-row path (``counting.Accumulator``: the totals
 cache, the statement at stop) and the frame path (``counting.frame_totals``, ``aggregate``:
-``load_results``, the cold statement, ``let results``, the dashboard, plots, exports). The
+``load_results``, the cold statement, ``lett results``, the dashboard, plots, exports). The
 frame path applies them to arrays: ``decide`` is evaluated once per distinct shape of a run and
 spread; ``emissions`` takes its arithmetic from the caller (``math`` here, numpy there) so the
 formula is the same text for a float and for a column; the job rule (``Launches``) is fed the
