@@ -203,7 +203,7 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     shown = frame[list(_TABLE_COLUMNS)].copy()
     shown["coverage"] = shown["coverage"].map(_coverage)
     # The statement's units, so a small run reads "12.000 mWh" here as there, never "0.000 Wh".
-    from let_core.statement import format_emissions, format_energy
+    from let_core.units import format_emissions, format_energy
 
     shown["energy_consumed"] = shown["energy_consumed"].map(lambda v: _scaled_or_dash(format_energy, v))
     shown["emissions"] = shown["emissions"].map(lambda v: _scaled_or_dash(format_emissions, v * 1000))
@@ -229,7 +229,7 @@ def _print_groups(frame: Any, by: str, as_json: bool) -> None:
     if as_json:
         _echo_json_lines(groups)
         return
-    from let_core.statement import format_emissions, format_energy
+    from let_core.units import format_emissions, format_energy
 
     # The statement's units, as the plain table: "5.000 mWh", never "0.000005 kWh".
     rows = [[str(r[by]) or "(none)", str(int(r["runs"])), _scaled_or_dash(format_energy, r["kwh"]),
@@ -602,7 +602,7 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
                     total += sum(i * i for i in range(10_000))
         result = tracker.stop()
         for backend, measurement in result["measurements"].items():
-            from let_core.statement import format_energy
+            from let_core.units import format_energy
 
             shown = (f"{format_energy(measurement['energy_consumed'])} ({measurement['methodology']}, "
                      f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")

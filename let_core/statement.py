@@ -16,7 +16,10 @@ from typing import Any
 from attrs import frozen
 
 from let_core.carbon import checked_number
+from let_core.display import by_count, join_words
 from let_core.errors import ConfigurationError
+from let_core.units import format_emissions as format_emissions
+from let_core.units import format_energy as format_energy
 
 # --------------------------------------------------------------------------- citations
 BIBTEX: dict[str, str] = {
@@ -164,31 +167,8 @@ def comparison_phrase(emissions_g: float, reference: Reference) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
-# Three decimals as LET 0.1.x ("3.200 kWh"), in the largest unit that still shows the value as
-# at least 0.1, so that three significant digits always show; never scientific notation.
-_ENERGY_UNITS: tuple[tuple[str, float], ...] = (("GWh", 1e6), ("MWh", 1e3), ("kWh", 1.0),
-                                                ("Wh", 1e-3), ("mWh", 1e-6))
-_MASS_UNITS: tuple[tuple[str, float], ...] = (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3))
-
-
-def _scaled(value: float, units: Sequence[tuple[str, float]], zero_unit: str) -> str:
-    if not math.isfinite(value) or value == 0:
-        return f"{0:.3f} {zero_unit}"
-    for unit, factor in units:
-        if abs(value) / factor >= 0.1:
-            return f"{value / factor:.3f} {unit}"
-    unit, factor = units[-1]
-    return f"{value / factor:.3f} {unit}"
-
-
-def format_energy(kwh: float) -> str:
-    """``0.135 kWh``, ``0.100 Wh``, ``1.220 mWh``: three decimals, at least three significant digits."""
-    return _scaled(kwh, _ENERGY_UNITS, "kWh")
-
-
-def format_emissions(grams: float) -> str:
-    """``1.216 kg``, ``45.714 g``, ``0.381 t``: the same rule as energies."""
-    return _scaled(grams, _MASS_UNITS, "g")
+# Energies and masses scale as everywhere LET shows them (let_core.units); kept importable
+# from here, where the statement's callers have always found them.
 
 
 def format_intensity(g_per_kwh: float) -> str:
@@ -231,13 +211,6 @@ def _with_article(phrase: str) -> str:
     return f"{article} {phrase}" if article else phrase
 
 
-def _join(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def hardware_phrase(hardware: Sequence[str]) -> str:
     # A CodeCarbon run with a GPU is described as "CPU and GPU" (schema.hardware_from_codecarbon);
     # split into devices so a CPU-only run of the same machine does not name its CPU twice.
@@ -245,7 +218,7 @@ def hardware_phrase(hardware: Sequence[str]) -> str:
                                for device in h.split(" and ") if device.strip()))
     if not named:
         return "unspecified hardware"
-    return _join([_with_article(h) for h in named])
+    return join_words([_with_article(h) for h in named])
 
 
 _COUNTERS_SUFFIX = " energy counters"
@@ -290,16 +263,12 @@ def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = (
     counters = [m[: -len(_COUNTERS_SUFFIX)] for m in labels if m.endswith(_COUNTERS_SUFFIX)]
     others = [m for m in labels if not m.endswith(_COUNTERS_SUFFIX)]
     if counters:
-        others.append(_join(counters) + _COUNTERS_SUFFIX)
-    return _join(others) if others else "unspecified methods"
+        others.append(join_words(counters) + _COUNTERS_SUFFIX)
+    return join_words(others) if others else "unspecified methods"
 
 
 def _cite(keys: Sequence[str]) -> str:
     return "~\\cite{" + ",".join(keys) + "}" if keys else ""
-
-
-def _ordered(counts: Mapping[str, int]) -> list[str]:
-    return sorted(counts, key=lambda k: (-counts[k], k))
 
 
 _ESTIMATE_NOTE = ("Note that these numbers are underestimations of actual resource consumption and "
@@ -325,8 +294,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
                                  "(`lett demo` runs one) or check the project/user/host filters")
-    methodologies = _ordered(totals.methodologies)
-    backends = _ordered(totals.backends)
+    methodologies = by_count(totals.methodologies)
+    backends = by_count(totals.backends)
     measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
     energy = format_energy(totals.energy_kwh)
     intensity = totals.intensity if totals.intensity is not None else 0.0
@@ -337,7 +306,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
 
         warnings.warn(f"{totals.replaced_emissions} row(s) had a stored emissions figure that disagrees with "
                       "their energy times the carbon intensity they were recorded with (negative, absurd or "
-                      "beyond rounding); the statement uses energy x intensity instead. `let results --json` "
+                      "beyond rounding); the statement uses energy x intensity instead. `lett results --json` "
                       "shows the stored cells.", LetWarning, stacklevel=2)
     coverage = totals.coverage
     covered = ""
@@ -354,7 +323,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     emissions_word = "estimated carbon emissions" if estimated and not measured else "carbon emissions"
     keys = citation_keys(backends, methodologies)
     parts = [f"Using {methodology_phrase(methodologies, backends)}, the energy consumption of running all "
-             f"experiments on {hardware_phrase(_ordered(totals.hardware))} {amount}. This corresponds to "
+             f"experiments on {hardware_phrase(by_count(totals.hardware))} {amount}. This corresponds to "
              f"{emissions_word} of {format_emissions(totals.emissions_kg * 1000)} of CO2-equivalents, "
              f"assuming a carbon intensity of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}."]
     if totals.low_coverage_runs:
@@ -363,8 +332,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
         parts.append(f"The metered figures of {runs} covered less than half of the run, so they are "
                      "not presented as measured; the estimate is counted instead.")
     if totals.paired_runs and totals.paired_estimate_kwh > 0:
-        paired_methods = _ordered(totals.paired_methodologies)
-        paired_backends = _ordered(totals.paired_backends)
+        paired_methods = by_count(totals.paired_methodologies)
+        paired_backends = by_count(totals.paired_backends)
         cite = [k for k in citation_keys(paired_backends, paired_methods) if k not in keys]
         runs = "the same run" if totals.paired_runs == 1 else f"the {totals.paired_runs} runs measured both ways"
         ratio = totals.paired_metered_kwh / totals.paired_estimate_kwh

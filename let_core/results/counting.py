@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
+from let_core.carbon import country_g_per_kwh
 from let_core.errors import ConfigurationError
-from let_core.records import as_float
 from let_core.results.rule import (
     COUNTED,
     EST_PRIMARY,
     FULL_COVERAGE,
     JOB_KEYS,
-    MAX_ENERGY_KWH,
     MET_PRIMARY,
     MIN_COVERAGE,
     SYSTEM_SCOPE,
     Launches,
     View,
-    country_g_per_kwh,
+    as_float,
+    checkpoint_order,
     decide,
     epoch,
     interval,
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "run_hours",
+           "aggregate", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "row_roles", "run_hours", "run_units",
            "usable_energy"]
 
 
@@ -326,7 +326,7 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``let results --by``) reads; ``--by job`` also shows each job's nodes,
+#: What ``aggregate`` (``lett results --by``) reads; ``--by job`` also shows each job's nodes,
 #: ranks and wall time.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 
@@ -352,7 +352,7 @@ class _Columns:
         import numpy as np
 
         if "run_id" in frame:
-            self.runs, self.run_count = row_codes(_run_units(frame))
+            self.runs, self.run_count = row_codes(run_units(frame))
         else:
             self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
         #: Every row a run of its own (one backend per run, no tasks: the usual store). Runs
@@ -500,7 +500,7 @@ class _Columns:
         return values.astype(object).where(values.notna(), "").to_numpy(dtype=object)
 
 
-def _run_units(frame: pd.DataFrame) -> pd.Series:
+def run_units(frame: pd.DataFrame) -> pd.Series:
     """``rule.run_unit`` of every row: the run id, with CodeCarbon's task name where there is one."""
     if "task_name" not in frame:
         return frame["run_id"]
@@ -519,16 +519,16 @@ def _seconds(value: Any) -> float:
 
 
 def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
-    """True for the row of each group with the largest duration (unknown counts as -1), the last
-    among equals: CodeCarbon's checkpoint rows are cumulative, the latest holds the whole run."""
+    """``rule.latest_checkpoints`` over arrays: True for the row of each group that comes last
+    in ``rule.checkpoint_order`` (the largest duration, the last stored among equals)."""
     import numpy as np
 
     size = len(groups)
     keep = np.zeros(size, dtype=bool)
     if not size:
         return keep
-    known = np.where(np.isfinite(duration), duration, -1.0)
-    order = np.lexsort((np.arange(size), known, groups))
+    order = np.lexsort((*reversed(checkpoint_order(duration, np.arange(size), where=np.where, isfinite=np.isfinite)),
+                        groups))
     ordered = groups[order]
     keep[order[np.r_[ordered[1:] != ordered[:-1], True]]] = True
     return keep
@@ -559,12 +559,9 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     roles = np.zeros(columns.size, dtype=np.int8)
     is_estimate = columns.equals("kind", "estimate")
     is_metered = columns.equals("kind", "metered")
-    coverage = columns.numbers("coverage")
-    demoted = is_metered & (coverage < MIN_COVERAGE)
+    demoted = is_metered & low_coverage(columns.numbers("coverage"))
     metered = is_metered & ~demoted
-    with np.errstate(invalid="ignore"):
-        usable = (columns.top_level & np.isfinite(columns.energy) & (columns.energy >= 0)
-                  & (columns.energy <= MAX_ENERGY_KWH) & (is_estimate | is_metered))
+    usable = columns.top_level & usable_energy(columns.energy) & (is_estimate | is_metered)
     rows = _latest(columns, np.flatnonzero(usable))
     considered = np.zeros(columns.size, dtype=bool)
     considered[rows] = True
@@ -814,19 +811,23 @@ def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]
     return result
 
 
+def row_roles(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a result set: its role in its run (bits of EST_PRIMARY, MET_PRIMARY and
+    COUNTED; 0 for none), the code of its run unit (equal for the rows of one run), and its
+    energy in kWh as a number (NaN where the cell is not one)."""
+    columns = _Columns(frame)
+    return _roles(columns)[0], columns.runs, columns.energy
+
+
 def primary_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
     """True for the rows that make up their run's energy of ``kind`` (metered figures set
     aside for low coverage are not metered)."""
-    columns = _Columns(frame)
-    roles = _roles(columns)[0]
-    return (roles & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
+    return (row_roles(frame)[0] & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
 
 
 def counted_rows(frame: pd.DataFrame) -> np.ndarray:
     """True for the rows each run counts for (its headline energy)."""
-    columns = _Columns(frame)
-    roles = _roles(columns)[0]
-    return (roles & COUNTED) > 0
+    return (row_roles(frame)[0] & COUNTED) > 0
 
 
 def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -856,8 +857,7 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     columns, roles, parts, _, metered, _ = _frame_counting(frame)
     energy = columns.energy
     if by == "backend":
-        with np.errstate(invalid="ignore"):
-            counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
+        counted = columns.top_level & usable_energy(energy)
         values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions()[0], 0.0)
     else:
         counted = (roles & COUNTED) > 0
@@ -912,9 +912,8 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
                           "rank": columns.text("rank")[rows], "run": columns.runs[rows]})
     start = pd.to_datetime(pd.Series(columns.text("start_time")[rows]), utc=True, errors="coerce", format="ISO8601")
     end = pd.to_datetime(pd.Series(columns.text("timestamp")[rows]), utc=True, errors="coerce", format="ISO8601")
-    # Naive UTC datetimes: a column with no parsable time at all (CodeCarbon rows have no
-    # start_time) would otherwise lose its time zone and refuse to subtract from the other.
-    table["start"], table["end"] = start.dt.tz_convert(None).to_numpy(), end.dt.tz_convert(None).to_numpy()
+    # Naive UTC: a column of NaT alone (no row has a start) would be naive beside an aware one.
+    table["start"], table["end"] = start.dt.tz_localize(None).to_numpy(), end.dt.tz_localize(None).to_numpy()
     # A run without a rank (one process) is a rank of its own.
     table["who"] = np.where(table["rank"] == "", "run:" + table["run"].astype(str), "rank:" + table["rank"])
     grouped = table.groupby("g")
