@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Iterable
 
 from let_core.records import Measurement
+from let_core.results.rule import SHARE_SUFFIX
 from let_core.sampling import Channel, Meter, Sampler, Snapshot
 
 PROC = Path("/proc")
 #: The seconds of one ``/proc`` CPU tick (USER_HZ).
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-BACKEND_SUFFIX = "/process"
 WHOLE_GPU = "whole GPU: NVML reports no per-process utilisation here"
 
 
@@ -172,7 +172,7 @@ class ProcessShare:
 
 def attribute(machine: Measurement, shares: dict[str, float], problem: str = "") -> Measurement:
     """The process tree's share of one machine figure, as its own measurement."""
-    backend = machine.backend + BACKEND_SUFFIX
+    backend = machine.backend + SHARE_SUFFIX
     methodology = f"{machine.methodology}, this process's share of the machine"
     if problem or "cpu" not in shares:
         return Measurement.failed(backend, problem or "no share: no CPU share was measured",
