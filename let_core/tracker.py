@@ -232,6 +232,7 @@ class EnergyTracker:
             from let_core.attribution import ProcessShare
 
             self._share = ProcessShare(self.settings.measure_power_secs)
+            self._share.follow(self.backends)
             self._share.start()
         for backend in self.backends:
             name = _name_of(backend)
