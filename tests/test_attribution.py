@@ -115,6 +115,14 @@ def test_unreadable_proc_keeps_the_machine_figure_and_says_why(let_home: Path, t
     assert by_name["manual"].ok
     assert not by_name["manual/process"].ok and "no share" in by_name["manual/process"].error
     assert "not readable" in by_name["manual/process"].error
+    from let_core.results import frame_totals, load_results
+
+    stored = load_results(let_home).set_index("backend")
+    assert stored.loc["manual", "error"] == "" and stored.loc["manual", "energy_consumed"] > 0
+    assert "no share" in stored.loc["manual/process", "error"] and stored.loc["manual/process", "kind"] == "attributed"
+    # Asked for shares, the run counts its machine figure: it has no share to stand in for it.
+    assert frame_totals(stored.reset_index(), attributed=True).energy_kwh == pytest.approx(
+        stored.loc["manual", "energy_consumed"])
 
 
 def test_attribution_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
