@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -659,6 +660,62 @@ def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> Non
     click.echo(f"LET dashboard on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
                "(Ctrl+C stops it)", err=True)
     serve(output_dir, dataset, host=host, port=port, sock=sock)
+
+
+@cli.command()
+@click.option("-o", "--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder (default: $LET_HOME or ~/.let).")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics on this port (0: any free one, printed).")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; only this machine can scrape unless you change it.")
+@click.option("--textfile", "textfile_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write DIR/let.prom for node_exporter's textfile collector.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None,
+              help="Rewrite the textfile every this many seconds (default: once, or every 15 s with --port).")
+def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind: str,
+             textfile_dir: str | None, interval: float | None) -> None:
+    """Prometheus metrics of this machine: stored totals and the runs tracked now (needs the `prometheus` extra)."""
+    if port is None and textfile_dir is None:
+        raise click.UsageError(f"say where the metrics go: {COMMAND_NAME} exporter --port 9877 (Prometheus "
+                               "scrapes http://HOST:9877/metrics) or --textfile DIR (node_exporter's textfile collector)")
+    try:
+        from let_core import exporter as prom
+    except ImportError as exc:
+        raise click.ClickException(f"`{COMMAND_NAME} exporter` needs prometheus-client ({exc}); install the "
+                                   "prometheus extra: pip install 'lamarr-energy-tracker[prometheus]'") from exc
+    registry = prom.registry_for(prom.LetCollector(output_dir, dataset))
+    if textfile_dir is not None:
+        try:
+            Path(textfile_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            path = prom.write_textfile(textfile_dir, registry)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the textfile in {textfile_dir}: {exc.strerror or exc}; "
+                                       "give a folder you can write (node_exporter's --collector.textfile.directory)") from exc
+        click.echo(f"LET metrics written to {path}", err=True)
+        if port is None and interval is None:
+            return
+    if port is not None:
+        if bind not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"warning: listening on {bind}: other machines can read your totals", err=True)
+        try:
+            server, _ = prom.serve(registry, bind, port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}; another program "
+                                       f"may use it: stop it, or pick another port: {COMMAND_NAME} exporter "
+                                       f"--port {port + 1}") from exc
+        host = f"[{bind}]" if ":" in bind else bind
+        click.echo(f"LET exporter on http://{host}:{server.server_port}/metrics (Ctrl+C stops it)", err=True)
+    try:
+        if textfile_dir is not None:
+            import threading
+
+            prom.run_textfile_loop(textfile_dir, registry, interval or 15.0, threading.Event())
+        else:
+            prom.wait_forever()
+    except KeyboardInterrupt:
+        return
 
 
 def _load_plugin_commands() -> None:

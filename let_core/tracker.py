@@ -22,7 +22,7 @@ from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 if TYPE_CHECKING:
     from let_core.attribution import ProcessShare
     from let_core.jobs import Leadership
-    from let_core.live import LiveStatus
+    from let_core.live import LivePublisher, LiveStatus
     from let_core.plugins import PluginKind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,6 +105,7 @@ class EnergyTracker:
         self._leadership: Leadership | None = None
         self._delegated: dict[str, str] = {}
         self._share: ProcessShare | None = None
+        self._publisher: LivePublisher | None = None
         self.last_run: Run | None = None
         self._last_result: dict[str, Any] | None = None
 
@@ -251,7 +252,17 @@ class EnergyTracker:
         self._start_time = _now()
         self._t0 = time.perf_counter()
         self._running = True
+        self._publish_live()
         return self
+
+    def _publish_live(self) -> None:
+        """While it runs, the run's live figures are in the node's runtime dir, where `lett
+        exporter` (and a follower rank whose leader died) read them: no port per process."""
+        interval = config.live_interval()
+        if interval > 0:
+            from let_core.live import LivePublisher
+
+            self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
 
     def stop(self, print_summary: bool | None = None, *, status: str = "ok", error: str = "") -> dict[str, Any]:
         """Stop the run, record it and return its result. Calling it again returns the same result.
@@ -269,6 +280,9 @@ class EnergyTracker:
             if self._last_result is None:
                 raise LetError("this tracker was never started; call start() or use it as a context manager")
             return self._last_result
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:  # before the backends stop: no reading of a stopping backend
+            publisher.stop()
         measurements = self._stop_backends(self._t0)
         self._running = False
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)

@@ -317,7 +317,7 @@ def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
 
 
 # ------------------------------------------------------------------------- frames, vectorised
-GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "job": "job"}
+GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
 
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
@@ -847,24 +847,32 @@ def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     return merged[codes], [str(label) for label in labels]
 
 
-def aggregate(frame: pd.DataFrame, by: str, attributed: bool = False) -> pd.DataFrame:
+def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = False) -> pd.DataFrame:
     """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
-    ``backend`` or ``job``); with ``attributed``, of the shares where runs have them (``rule`` 9).
+    ``backend``, ``kind`` or ``job``, or a tuple of them: one column each); with ``attributed``,
+    of the shares where runs have them (``rule`` 9).
 
     Per project, host or job the counted figures (the groups add up to ``frame_totals``).
-    Per backend each backend's own figures: backends that measured the same run overlap, so
-    those groups do not add up (``lett results`` labels its total accordingly).
+    Per backend alone each backend's own figures: backends that measured the same run overlap, so
+    those groups do not add up (``lett results`` labels its total accordingly). In a tuple,
+    ``backend`` and ``kind`` are those of the counted figures, so the groups still add up
+    (``lett exporter``'s counters by project, host, backend and kind); a run counts once in
+    each group holding one of its counted figures.
     """
     import numpy as np
     import pandas as pd
 
-    if by not in GROUP_COLUMNS:
-        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
+    keys = (by,) if isinstance(by, str) else tuple(by)
+    unknown = [k for k in keys if k not in GROUP_COLUMNS]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}, "
+                                 "or several of them once each")
+    own_figures = keys == ("backend",)
     if attributed:
         frame = attributed_view(frame)
     columns, roles, parts, _, metered, _ = _frame_counting(frame)
     energy = columns.energy
-    if by == "backend":
+    if own_figures:
         with np.errstate(invalid="ignore"):
             counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
         if attributed:  # a figure whose share stands in for it is not the backend's figure here
@@ -874,19 +882,23 @@ def aggregate(frame: pd.DataFrame, by: str, attributed: bool = False) -> pd.Data
         counted = (roles & COUNTED) > 0
         values, kg = np.where(counted, parts, 0.0), np.where(counted, _part_emissions(columns, parts)[0], 0.0)
     rows = np.flatnonzero(columns.top_level)
-    if by == "job":
-        job = pd.Series(columns.text("job_id")[rows])
-        run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
-        key = job.where(job != "", "run " + run_ids.str[:8])
-    else:
-        key = pd.Series(columns.text(GROUP_COLUMNS[by])[rows])
+    texts = []
+    for name in keys:
+        if name == "job":
+            job = pd.Series(columns.text("job_id")[rows])
+            run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
+            texts.append(job.where(job != "", "run " + run_ids.str[:8]))
+        else:
+            texts.append(pd.Series(columns.text(GROUP_COLUMNS[name])[rows]))
+    # Several keys: one text per row that no key's own text can fake (a unit separator).
+    key = texts[0] if len(texts) == 1 else texts[0].str.cat(texts[1:], sep="\x1f")
     groups, names = _labels(key.reset_index(drop=True))
     kwh = np.bincount(groups, weights=values[rows], minlength=len(names))
     kg_sum = np.bincount(groups, weights=kg[rows], minlength=len(names))
     duration = np.nan_to_num(columns.numbers("duration"), nan=0.0)
     coverage = columns.numbers("coverage")
     coverage = np.where(np.isfinite(coverage), coverage, 1.0)
-    is_metered = metered if by != "backend" else columns.equals("kind", "metered")
+    is_metered = metered if not own_figures else columns.equals("kind", "metered")
     metered_rows = (counted & is_metered)[rows]
     metered_s = np.bincount(groups, weights=np.where(metered_rows, duration[rows], 0.0), minlength=len(names))
     covered_s = np.bincount(groups, weights=np.where(metered_rows, (duration * coverage)[rows], 0.0),
@@ -904,10 +916,11 @@ def aggregate(frame: pd.DataFrame, by: str, attributed: bool = False) -> pd.Data
     with np.errstate(invalid="ignore", divide="ignore"):
         group_coverage = np.where(metered_s > 0, covered_s / np.where(metered_s > 0, metered_s, 1.0), np.nan)
     order = sorted(range(len(names)), key=names.__getitem__)
-    result = pd.DataFrame({by: [names[i] for i in order], "runs": runs[order].astype(np.int64),
-                           "kwh": kwh[order], "kg": kg_sum[order], "hours": hours[order],
-                           "coverage": group_coverage[order]})
-    if by == "job":
+    parts_of = [names[i].split("\x1f") if len(keys) > 1 else [names[i]] for i in order]
+    result = pd.DataFrame({**{name: [p[k] for p in parts_of] for k, name in enumerate(keys)},
+                           "runs": runs[order].astype(np.int64), "kwh": kwh[order], "kg": kg_sum[order],
+                           "hours": hours[order], "coverage": group_coverage[order]})
+    if keys == ("job",):
         for name, values in _job_layout(columns, rows, groups, len(names)).items():
             result[name] = values[order]
     return result[result["runs"] > 0].reset_index(drop=True)
