@@ -489,3 +489,28 @@ def test_a_leader_taking_over_a_dead_leaders_lock_records_its_figure(launch: Lau
     rows = load_results(let_home).set_index("run_id")
     assert "leader_died" in rows.loc[dead_run, "error"] and rows.loc[dead_run, "energy_consumed"] > 0
     assert rows.loc[heir_run, "error"] == "" and "took over from rank 0" in rows.loc[heir_run, "node_meter"]
+
+
+def test_a_node_whose_clock_differs_counts_once_and_does_not_stretch_the_job() -> None:
+    import pandas as pd
+
+    from let_core.results import aggregate, frame_totals
+
+    def rank(host: str, rank: int, start: str, end: str, kwh: float) -> dict[str, object]:
+        return {"run_id": f"{host}-{rank}", "project_name": "p", "user": "u", "hostname": host, "job_id": "77",
+                "step_id": "0", "rank": str(rank), "world_size": "4", "backend": "rapl", "kind": "metered",
+                "scope": "cpu+ram", "hardware": "Xeon", "energy_consumed": kwh, "duration": 600.0,
+                "start_time": start, "timestamp": end, "carbon_intensity": 400.0, "task": ""}
+
+    frame = pd.DataFrame([
+        rank("node1", 0, "2026-01-01T10:00:00+00:00", "2026-01-01T10:10:00+00:00", 0.5),
+        rank("node1", 1, "2026-01-01T10:00:01+00:00", "2026-01-01T10:10:01+00:00", 0.5),
+        # node2's clock runs three hours ahead: its ranks overlap each other, not node1's.
+        rank("node2", 2, "2026-01-01T13:00:00+00:00", "2026-01-01T13:10:00+00:00", 0.4),
+        rank("node2", 3, "2026-01-01T13:00:02+00:00", "2026-01-01T13:10:02+00:00", 0.4),
+    ])
+    # Each node's figure once (the ranks of a node measured the same node), the nodes added.
+    assert frame_totals(frame).energy_kwh == pytest.approx(0.9)
+    (job,) = aggregate(frame, "job").to_dict(orient="records")
+    assert (job["nodes"], job["ranks"], job["kwh"]) == (2, 4, pytest.approx(0.9))
+    assert job["wall_s"] == pytest.approx(602.0)  # not three hours: each node on its own clock

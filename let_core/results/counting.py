@@ -927,8 +927,10 @@ def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = F
 
 
 def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    """Per job: how many nodes (hosts) and ranks ran it, and its wall time (first start to last
-    end, over every row, counted or not: a rank that measured nothing still ran)."""
+    """Per job: how many nodes (hosts) and ranks ran it, and its wall time: on each node its
+    first start to its last end, over every row, counted or not (a rank that measured nothing
+    still ran), and the longest of the nodes. Each node's span is read on its own clock, so a
+    node whose clock differs from the others' does not stretch the job."""
     import numpy as np
     import pandas as pd
 
@@ -942,7 +944,8 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
     grouped = table.groupby("g")
     nodes = grouped["host"].nunique().reindex(range(count), fill_value=0).to_numpy()
     ranks = grouped["who"].nunique().reindex(range(count), fill_value=0).to_numpy()
-    span = (grouped["end"].max() - grouped["start"].min()).dt.total_seconds()
+    by_node = table.groupby(["g", "host"])
+    span = (by_node["end"].max() - by_node["start"].min()).dt.total_seconds().groupby(level="g").max()
     wall = span.reindex(range(count)).to_numpy(dtype=float, na_value=np.nan)
     return {"nodes": nodes.astype(np.int64), "ranks": ranks.astype(np.int64), "wall_s": wall}
 
