@@ -558,7 +558,7 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.option("-o", "--output-dir", default=None)
 @click.option("--attribution", type=click.Choice(["none", "process"]), default=None,
               help="process: also record the command's share of the machine's figures "
-                   "(CPU time, memory), beside them (default: LET_ATTRIBUTION, else none).")
+                   "(CPU time, memory, GPU utilisation where NVML reports it), beside them (default: LET_ATTRIBUTION, else none).")
 @_country_options
 @_QUIET
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)

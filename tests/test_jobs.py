@@ -514,3 +514,49 @@ def test_a_node_whose_clock_differs_counts_once_and_does_not_stretch_the_job() -
     (job,) = aggregate(frame, "job").to_dict(orient="records")
     assert (job["nodes"], job["ranks"], job["kwh"]) == (2, 4, pytest.approx(0.9))
     assert job["wall_s"] == pytest.approx(602.0)  # not three hours: each node on its own clock
+
+
+SRUN_RANK = textwrap.dedent("""
+    import json, os, signal, sys, time
+    from pathlib import Path
+    from let_backends.manual import ManualBackend
+    from let_core import config, jobs
+    from let_core.live import PublishedRun, live_file
+    from let_core.tracker import EnergyTracker
+    shared = Path(sys.argv[1])
+    with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[]) as t:
+        lock = jobs.lock_path(jobs.detect(), config.runtime_dir(), t.hostname)
+        holder = jobs.Holder.parse(lock.read_text())
+        if holder.pid == os.getpid():  # the node's leader: dies once it published a figure
+            (shared / "leader").write_text(t.run_id)
+            while not (shared / "follower").exists():
+                time.sleep(0.05)
+            mine = live_file(config.runtime_dir(), t.hostname, os.getpid(), t.run_id)
+            while True:
+                try:
+                    if PublishedRun.from_json(json.loads(mine.read_text())).readings[0].energy_kwh > 0:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGKILL)
+        (shared / "follower").write_text(t.run_id)
+        while holder.pid and os.path.exists(f"/proc/{holder.pid}"):
+            time.sleep(0.05)
+""")
+
+
+def test_srun_leader_killed_mid_step_keeps_its_figure(slurm: dict[str, str], let_home: Path, tmp_path: Path) -> None:
+    from let_core.results import load_results
+
+    script = tmp_path / "rank.py"
+    script.write_text(SRUN_RANK)
+    env = {**slurm, "LET_LIVE_INTERVAL": "0.1", "LET_RUNTIME_DIR": str(tmp_path / "run")}
+    done = subprocess.run(["srun", "-n", "2", "-t", "5", sys.executable, str(script), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # Slurm reports the task that the kernel killed
+    leader_run = (tmp_path / "leader").read_text()
+    rows = load_results(let_home).set_index("run_id")
+    assert set(rows.index) == {leader_run, (tmp_path / "follower").read_text()}, done.stderr[-3000:]
+    assert "leader_died" in rows.loc[leader_run, "error"] and rows.loc[leader_run, "energy_consumed"] > 0
+    assert rows.loc[leader_run, "job_id"] == rows["job_id"].iloc[0] != ""
