@@ -45,9 +45,12 @@ class ProcessTree:
     that one interval, never counts twice (``cutime`` is not read for that reason).
     """
 
-    def __init__(self, root_pid: int, proc: Path = PROC) -> None:
+    def __init__(self, root_pid: int, proc: Path = PROC, more_roots: Callable[[], Iterable[int]] | None = None) -> None:
         self.root_pid = root_pid
         self.proc = proc
+        #: Other processes whose trees are this one's too, asked on every read: the ranks of a
+        #: launch that leave the node's figure, and so its share, to this process (``jobs``).
+        self.more_roots = more_roots
         self._last: dict[int, int] = {}
         self._ticks = 0
         self._started = False
@@ -115,9 +118,19 @@ class ProcessTree:
         return values[b"MemTotal"] - values[b"MemAvailable"]
 
     def _tree(self) -> list[int]:
-        pids, queue = [], [self.root_pid]
+        queue = [self.root_pid]
+        if self.more_roots is not None:
+            try:
+                queue.extend(self.more_roots())
+            except OSError:
+                pass  # the ranks' folder went away: this process's own tree still counts
+        pids: list[int] = []
+        seen: set[int] = set()
         while queue:
             pid = queue.pop()
+            if pid in seen:  # a rank that is also a child of this process
+                continue
+            seen.add(pid)
             pids.append(pid)
             try:
                 tasks = os.listdir(self.proc / str(pid) / "task")
@@ -135,8 +148,10 @@ class ProcessTree:
 class ProcessShare:
     """Samples a process tree beside a run and turns the machine's figures into its shares."""
 
-    def __init__(self, interval_s: float, root_pid: int | None = None, proc: Path | None = None) -> None:
-        self.tree = ProcessTree(os.getpid() if root_pid is None else root_pid, PROC if proc is None else proc)
+    def __init__(self, interval_s: float, root_pid: int | None = None, proc: Path | None = None,
+                 more_roots: Callable[[], Iterable[int]] | None = None) -> None:
+        self.tree = ProcessTree(os.getpid() if root_pid is None else root_pid, PROC if proc is None else proc,
+                                more_roots)
         self.meter = Meter([Channel("process_cpu", "counter", TICK_S), Channel("machine_cpu", "counter", TICK_S),
                             Channel("process_ram", "power", 1.0), Channel("machine_ram", "power", 1.0)],
                            self.tree.read)

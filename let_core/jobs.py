@@ -348,3 +348,32 @@ def _published_by(holder: Holder | None, runtime_dir: Path, hostname: str) -> tu
     if run.pid != holder.pid or run.run_id != holder.run_id:
         return None
     return run, path
+
+
+# ---------------------------------------------------------------------------- the launch's share
+def ranks_dir(job: Job, runtime_dir: Path, hostname: str) -> Path:
+    """Where the ranks that leave the node to its leader put their pids (one empty file each),
+    so that the leader's attribution takes their process trees as the launch's."""
+    return lock_path(job, runtime_dir, hostname).with_suffix(".ranks")
+
+
+def register_rank(job: Job, runtime_dir: Path, hostname: str) -> Path | None:
+    """This follower's pid file (remove it when the run stops); None where it cannot be written
+    (the leader's share then leaves this rank out)."""
+    path = ranks_dir(job, runtime_dir, hostname) / str(os.getpid())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        return None
+    return path
+
+
+def rank_pids(job: Job, runtime_dir: Path, hostname: str) -> list[int]:
+    """The running followers of this launch on this node (a killed rank's file is left out)."""
+    pids = []
+    for name in os.listdir(ranks_dir(job, runtime_dir, hostname)):
+        pid = _int(name)
+        if pid is not None and pid > 0 and pid != os.getpid() and process_alive(pid):
+            pids.append(pid)
+    return pids

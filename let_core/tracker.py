@@ -20,6 +20,8 @@ from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from let_core.attribution import ProcessShare
     from let_core.jobs import DeadLeader, Job, Leadership
     from let_core.live import LivePublisher, LiveStatus
@@ -104,6 +106,7 @@ class EnergyTracker:
         self._environment: dict[str, str] = {}
         self._leadership: Leadership | None = None
         self._job: Job | None = None
+        self._rank_file: Path | None = None
         self._delegated: dict[str, str] = {}
         self._share: ProcessShare | None = None
         self._publisher: LivePublisher | None = None
@@ -233,7 +236,7 @@ class EnergyTracker:
         if self.attribution == "process":
             from let_core.attribution import ProcessShare
 
-            self._share = ProcessShare(self.settings.measure_power_secs)
+            self._share = ProcessShare(self.settings.measure_power_secs, more_roots=self._launch_ranks())
             self._share.follow(self.backends)
             self._share.start()
         for backend in self.backends:
@@ -319,7 +322,19 @@ class EnergyTracker:
 
                 self._delegated = {_name_of(b): leadership.note for b in self.backends
                                    if shared_by_ranks(str(getattr(b, "scope", "system")))}
+                self._rank_file = jobs.register_rank(job, config.runtime_dir(), self.settings.hostname)
         return fields
+
+    def _launch_ranks(self) -> Callable[[], list[int]] | None:
+        """For a node's leader: the other ranks of its launch here, whose process trees its
+        share of the node takes in (the node's figure is the leader's for all of them)."""
+        job, leadership = self._job, self._leadership
+        if job is None or leadership is None or not leadership.leader:
+            return None
+        from let_core import jobs
+
+        runtime, hostname = config.runtime_dir(), self.settings.hostname
+        return lambda: jobs.rank_pids(job, runtime, hostname)
 
     def _record_dead_leader(self, dead: DeadLeader, fields: Mapping[str, str]) -> str:
         """Record what a node leader that died had published of its run, as its run, marked
@@ -381,6 +396,10 @@ class EnergyTracker:
         if self._leadership is not None:
             self._leadership.release()
             self._leadership = None
+        if self._rank_file is not None:
+            with contextlib.suppress(OSError):
+                self._rank_file.unlink()
+            self._rank_file = None
         if self._share is not None:
             measurements.extend(self._share.stop(measurements))
             self._share = None

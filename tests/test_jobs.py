@@ -560,3 +560,48 @@ def test_srun_leader_killed_mid_step_keeps_its_figure(slurm: dict[str, str], let
     assert set(rows.index) == {leader_run, (tmp_path / "follower").read_text()}, done.stderr[-3000:]
     assert "leader_died" in rows.loc[leader_run, "error"] and rows.loc[leader_run, "energy_consumed"] > 0
     assert rows.loc[leader_run, "job_id"] == rows["job_id"].iloc[0] != ""
+
+
+ATTRIBUTED_RANK = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    from let_backends.manual import ManualBackend
+    from let_core.tracker import EnergyTracker
+    go = Path(sys.argv[1])
+    with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[],
+                       attribution="process", measure_power_secs=0.1) as t:
+        print(t.run_id, flush=True)
+        busy = os.environ["SLURM_PROCID"] == "1"
+        cpu0 = time.process_time()
+        while not go.exists():
+            if not busy:
+                time.sleep(0.05)
+        cpu = time.process_time() - cpu0
+    print(json.dumps({"cpu_s": cpu}), flush=True)
+""")
+
+
+def test_leaders_share_of_the_node_takes_in_its_launchs_ranks(launch: Launch, let_home: Path) -> None:
+    import time
+
+    from let_core.results import frame_totals, load_results
+
+    launch.script.write_text(ATTRIBUTED_RANK)
+    leader_run = launch.start(0)
+    launch.start(1)  # busy: its CPU is part of the launch's share of the node, which rank 0 measures
+    ranks = launch.runtime.glob("node-meter-*.ranks")
+    assert [p.name for d in ranks for p in d.iterdir()] == [str(launch.procs[1].pid)]
+    time.sleep(2)  # let the busy rank work while both run (no timing is asserted)
+    launch.go(1).touch()
+    follower_out, _ = launch.procs[1].communicate(timeout=300)
+    follower_cpu = json.loads(follower_out.strip().splitlines()[-1])["cpu_s"]
+    launch.finish(0)
+    rows = load_results(let_home)
+    share = rows[(rows["run_id"] == leader_run) & (rows["kind"] == "attributed")].iloc[0]
+    extra = json.loads(share["extra"])
+    assert share["error"] == "" and follower_cpu > 0.5
+    # The leader slept; its share holds the busy rank's CPU time (less its last sampling interval).
+    assert extra["process_cpu_s"] >= follower_cpu - 0.5
+    machine = rows[(rows["run_id"] == leader_run) & (rows["kind"] == "estimate")]["energy_consumed"].iloc[0]
+    assert 0 < frame_totals(rows, attributed=True).energy_kwh <= machine
+    assert not list(launch.runtime.glob("node-meter-*.ranks/*"))  # the follower removed its pid file
