@@ -174,9 +174,12 @@ class NvmlBackend(SampledBackend):
             except nvml.NVMLError_NotFound:
                 continue  # no process used the GPU since the last sample seen
             except nvml.NVMLError as exc:
+                if getattr(exc, "value", None) == nvml.NVML_SUCCESS:
+                    continue  # pynvml raises "Success" where a driver answers "none" without NotFound
                 sums.problem = f"NVML reports no per-process utilisation for GPU {gpu.spec} ({exc})"
                 continue
             for sample in samples:
+                # Some drivers fill a fixed-size buffer: the unused entries are zero, older than any run.
                 if sample.timeStamp <= sums.last_seen:
                     continue
                 sums.all_util += sample.smUtil
