@@ -322,7 +322,8 @@ class EnergyTracker:
 
                 self._delegated = {_name_of(b): leadership.note for b in self.backends
                                    if shared_by_ranks(str(getattr(b, "scope", "system")))}
-                self._rank_file = jobs.register_rank(job, config.runtime_dir(), self.settings.hostname)
+                if self.attribution == "process":  # (the launch's ranks share one setting)
+                    self._rank_file = jobs.register_rank(job, config.runtime_dir(), self.settings.hostname)
         return fields
 
     def _launch_ranks(self) -> Callable[[], list[int]] | None:
