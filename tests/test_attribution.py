@@ -58,7 +58,8 @@ def test_busy_and_sleeping_processes_at_once(tmp_path: Path) -> None:
     assert 0 < busy["extras"]["cpu_share"] <= 1
     assert busy["energy"] + sleeping["energy"] <= machine * 1.02  # both ran the same ~4 s
     # The child's CPU time is the tree's (less at most one sampling interval lost at its exit).
-    assert busy["extras"]["process_cpu_s"] >= out["busy"]["child_cpu_s"] - 0.3 > 0.5
+    # (A loaded machine gives the child less than its 4 s; at least a few tenths of a second.)
+    assert busy["extras"]["process_cpu_s"] >= out["busy"]["child_cpu_s"] - 0.25 and out["busy"]["child_cpu_s"] > 0.3
 
     # Counting, asked for the shares, counts them through the one rule (never beside the machine).
     from click.testing import CliRunner
