@@ -170,18 +170,16 @@ def country_env() -> str | None:
 
 
 def carbon_intensity_env() -> float | None:
-    """``LET_CARBON_INTENSITY`` in gCO2/kWh, validated; None when unset."""
+    """``LET_CARBON_INTENSITY`` in gCO2/kWh as a number; None when unset. Its range is checked
+    where intensities are (``carbon.resolve_intensity``), so this module imports nothing of LET's."""
     value = os.environ.get("LET_CARBON_INTENSITY", "").strip()
     if not value:
         return None
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
         raise ConfigurationError(f"LET_CARBON_INTENSITY={value!r} is not a number; set it to the "
                                  "grid's carbon intensity in gCO2/kWh, e.g. 380") from None
-    from let_core.carbon import validate_intensity
-
-    return validate_intensity(number)
 
 
 def load_plugins_env() -> set[str] | None:
