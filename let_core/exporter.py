@@ -64,9 +64,11 @@ class StoreTotals:
     warnings: int
 
 
-def read_totals(output_dir: str | None, dataset: str | None, hostname: str | None = None) -> StoreTotals:
+def read_totals(output_dir: str | None, dataset: str | None, hostname: str | None = None,
+                attributed: bool = False) -> StoreTotals:
     """The store's counted totals through ``aggregate`` (what ``lett results --by`` shows), of
-    the runs of ``hostname`` (None: of every host)."""
+    the runs of ``hostname`` (None: of every host); with ``attributed``, each run's share of
+    the machine where it has one (``lett results --by project --attribution``)."""
     from let_core.results import AGGREGATE_COLUMNS, aggregate, load_results
 
     with warnings.catch_warnings(record=True) as caught:
@@ -74,8 +76,8 @@ def read_totals(output_dir: str | None, dataset: str | None, hostname: str | Non
         frame = load_results(output_dir, hostname=hostname, dataset=dataset, columns=AGGREGATE_COLUMNS)
     if frame.empty:
         return StoreTotals((), (), len(caught))
-    energy = aggregate(frame, TOTAL_LABELS)
-    runs = aggregate(frame, RUN_LABELS)
+    energy = aggregate(frame, TOTAL_LABELS, attributed=attributed)
+    runs = aggregate(frame, RUN_LABELS, attributed=attributed)
     return StoreTotals(
         energy=tuple(((str(r["project"]), str(r["host"]), str(r["backend"]), str(r["kind"])),
                       float(r["kwh"]), float(r["kg"])) for r in energy.to_dict(orient="records")),
@@ -125,12 +127,14 @@ class LetCollector(Collector):
 
     def __init__(self, output_dir: str | None = None, dataset: str | None = None,
                  runtime_dir: Path | None = None, hostname: str | None = None, all_hosts: bool = False,
-                 log: Callable[[str], None] | None = None, read_wait_s: float | None = 5.0) -> None:
+                 log: Callable[[str], None] | None = None, read_wait_s: float | None = 5.0,
+                 attributed: bool = False) -> None:
         self.output_dir = output_dir
         self.dataset = dataset
         self.runtime_dir = runtime_dir if runtime_dir is not None else config.runtime_dir()
         self.hostname = hostname or config.hostname()
         self.all_hosts = all_hosts
+        self.attributed = attributed
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._lock = threading.Lock()  # scrapes may overlap (a threaded HTTP server)
         self._last: StoreTotals | None = None
@@ -213,7 +217,8 @@ class LetCollector(Collector):
         t0 = time.perf_counter()
         result: StoreTotals | BaseException
         try:
-            result = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname)
+            result = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname,
+                                 self.attributed)
         except Exception as exc:
             result = exc
         self._outcome = (signature, result, time.perf_counter() - t0)

@@ -417,3 +417,23 @@ def test_a_port_in_use_is_a_clear_error(let_home: Path) -> None:
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and f"--port {port + 1}" in done.stderr
+
+
+def test_attribution_exports_each_runs_share_as_lett_results_counts_it(let_home: Path, tmp_path: Path) -> None:
+    with EnergyTracker(project_name="shared", attribution="process", reporters=["csv"],
+                       backends=[ManualBackend(power_watts=100, hardware="Xeon")]):
+        sum(range(3 * 10**6))
+    _record("plain", 0.002)  # no share: its machine figure counts in both views
+    machine = _parse(_textfile(let_home, tmp_path / "machine"))
+    shares = _parse(_textfile(let_home, tmp_path / "shares", "--attribution"))
+    lines = _lett(let_home, "results", "--by", "project", "--json", "--attribution").splitlines()
+    expected = {row["project"]: row["kwh"] * J_PER_KWH for row in map(json.loads, lines)}
+    assert _by(shares["let_energy_joules_total"], "project") == pytest.approx(expected)
+    machine_shared = _by(machine["let_energy_joules_total"], "project")["shared"]
+    assert 0 < expected["shared"] <= machine_shared  # a share, never more than the machine's figure
+    assert expected["plain"] == pytest.approx(0.002 * J_PER_KWH)
+
+
+def _textfile(let_home: Path, folder: Path, *args: str) -> str:
+    _lett(let_home, "exporter", "--textfile", str(folder), *args)
+    return (folder / "let.prom").read_text()
