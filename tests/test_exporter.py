@@ -175,6 +175,13 @@ def test_prometheus_scrapes_the_counters_that_lett_results_counts(let_home: Path
             runs = prom.query("sum by (project) (let_runs_total)")
             up = prom.query('let_exporter_up{source="store"}')
             by_kind = prom.query('sum by (project, kind) (let_energy_joules_total)')
+            # The README's Grafana panel: a run finished while Prometheus watches is a rate in watts.
+            prom.wait_for('count_over_time(let_energy_joules_total{project="nlp"}[1m]) >= 2')
+            _record("nlp", 0.001, metered_kwh=0.001)  # the same series grows (a new one's first value is no rate)
+            prom.wait_for('sum by (project) (rate(let_energy_joules_total{project="nlp"}[5m])) > 0')
+            assert prom.query('sum by (project) (rate(let_energy_joules_total{project="vision"}[5m]))')[0][1] == 0
+            month = prom.query("sum by (project) (increase(let_emissions_grams_total[30d])) / 1000")
+            assert {labels["project"] for labels, _ in month} == {"vision", "nlp"}
     for labels, value in energy:
         assert value == pytest.approx(expected[labels["project"]]["kwh"] * J_PER_KWH, rel=1e-9)
     for labels, value in grams:
