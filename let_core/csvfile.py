@@ -356,6 +356,14 @@ def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, 
         line = 2
         for fields in csv.reader(lines()):
             consumed, span[:] = list(span), []
+            if len(consumed) == 1 and '"' in consumed[0]:
+                # A quote opened and never closed on the last line runs to the end of the file
+                # without spanning lines: its "fields" are the rest of the line, not a row.
+                single = _parse_alone(consumed[0])
+                if isinstance(single, Unparsable):
+                    yield line, single
+                    line += 1
+                    continue
             if len(consumed) > 1:
                 alone = [_parse_alone(physical) for physical in consumed]
                 if any(isinstance(part, Unparsable) for part in alone):

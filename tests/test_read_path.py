@@ -197,3 +197,41 @@ def test_the_cache_index_hashes_a_column_as_it_hashes_one_unit() -> None:
     assert unit_hashes(pd.Series(texts)).tolist() == [unit_hash(t) for t in texts if t]
     uuids = [f"{n:08x}-1234-4abc-8def-0123456789ab" for n in (0, 7, 2**32 - 1)]  # one width: the matrix way
     assert unit_hashes(pd.Series(uuids)).tolist() == [unit_hash(t) for t in uuids]
+
+
+def test_a_quote_left_open_on_the_last_line_costs_that_line_only(let_home: Path) -> None:
+    """A hand edit opens a quote in the last stored line and never closes it: the quote runs to
+    the end of the file without spanning lines, so no re-read line by line catches it. Read as
+    a row short of fields, its hardware would be the rest of the line; it is no row."""
+    store = Store()
+    for index in range(3):
+        store.append(_run(index, 0.1).rows(__version__))
+    assert cached_totals().energy_kwh == pytest.approx(0.3)
+    lines = store.path.read_text().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace(",system,", ',system,"', 1)
+    store.path.write_text("".join(lines))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LetWarning)
+        _every_path(0.2)
+        hardware = set(load_results()["hardware"])
+    assert any("malformed line" in str(w.message) and "line" in str(w.message) for w in caught)
+    assert all("," not in h for h in hardware), hardware
+    store.append(_run(9, 0.4).rows(__version__))  # the lines after it count: only it is lost
+    _every_path(0.6)
+
+
+def test_legacy_rows_short_of_trailing_fields_count_under_a_filter(let_home: Path) -> None:
+    """CodeCarbon 2.x rows appended after LET's (no trailing blanks): a project filter and a
+    column selection must still derive their project from ``experiment_id``."""
+    store = Store()
+    store.append(_run(0, 0.1, project="p").rows(__version__))
+    header = store.path.read_text().split("\n", 1)[0].split(",")
+    values = {"timestamp": "2026-01-02T00:00:00+00:00", "project_name": "codecarbon", "run_id": "cc-1",
+              "experiment_id": "p___u___h", "duration": "10", "emissions": "0.025", "energy_consumed": "0.025",
+              "country_iso_code": "DEU", "codecarbon_version": "2.2.0"}
+    fields = [values.get(column, "") for column in header]
+    while not fields[-1]:
+        fields.pop()
+    with open(store.path, "a") as handle:
+        handle.write(",".join(fields) + "\n")
+    _every_path(0.125, project_name="p")

@@ -137,6 +137,9 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
         # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
         # carriage return next to a long one, say). Before calling them malformed, read the
         # file the slow, exact way; the store module's scanner also knows their line numbers.
+        if legacy_keys:  # a row Arrow skipped may be a legacy one: the slow read takes their keys too
+            included = [c for c in header if c in set(included) | set(legacy_keys)]
+            legacy_keys = []
         slow, bad = _python_rows(store, header, included)
         if slow is not None:
             if slow.num_rows > table.num_rows:
