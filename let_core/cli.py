@@ -384,8 +384,9 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
     """Delete the stored runs that match the filters (all runs without filters) from the
     central store and the Parquet dataset, every source the statement reads."""
     from let_core.results.loading import delete_results, where
+    from let_core.schema import filter_dict
 
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    filters = filter_dict(project_name, user, hostname)
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
     looked = where(output_dir)
     matching = delete_results(output_dir, project_name, user, hostname, dry_run=True)

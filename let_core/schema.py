@@ -198,6 +198,14 @@ def identity(row: Mapping[str, Any]) -> tuple[str, ...]:
     return (run_id, str(row.get("backend") or ""), str(row.get("task") or ""), str(row.get("task_name") or ""))
 
 
+def filter_dict(project_name: str | None = None, user: str | None = None,
+                hostname: str | None = None) -> dict[str, str | None]:
+    """The filters every reader and ``delete`` take, by ``FILTER_KEYS`` (None: any), checked."""
+    filters = dict(zip(FILTER_KEYS, (project_name, user, hostname)))
+    check_filters(filters)
+    return filters
+
+
 def check_filters(filters: Mapping[str, Any]) -> None:
     unknown = set(filters) - set(FILTER_KEYS)
     if unknown:

@@ -368,12 +368,11 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
 
     totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
     if totals.empty:
-        filters = {k: v for k, v in (("project_name", project_name), ("user", user),
-                                     ("hostname", hostname)) if v is not None}
+        from let_core.schema import filter_dict, matches
         from let_core.store import Store
 
-        stored = sum(1 for row in Store(output_dir).rows()
-                     if all(row.get(k) == v for k, v in filters.items()))
+        filters = {k: v for k, v in filter_dict(project_name, user, hostname).items() if v is not None}
+        stored = sum(1 for row in Store(output_dir).rows() if matches(row, filters))
         if stored:
             raise ConfigurationError(
                 f"none of the {stored} stored row(s) in {Store(output_dir).path}"

@@ -17,7 +17,7 @@ from attrs import frozen
 from let_core.config import default_dataset_root, is_uri
 from let_core.errors import StoreError
 from let_core.results.csvsource import normalize_legacy, read_frame
-from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, check_filters
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, filter_dict, matches
 from let_core.store import Store
 
 if TYPE_CHECKING:
@@ -69,8 +69,7 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         from let_core.results.calibration import CALIBRATED_COLUMNS
 
         return frame[[c for c in frame.columns if c in {*wanted, *CALIBRATED_COLUMNS}]]
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    check_filters(filters)
+    filters = filter_dict(project_name, user, hostname)
     store, root = sources(output_dir, dataset)
     import pandas as pd
 
@@ -146,8 +145,7 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
     the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
     ``dataset.delete_rows``).
     """
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    check_filters(filters)
+    filters = filter_dict(project_name, user, hostname)
     store, root = sources(output_dir, dataset)
     runs: set[str] = set()
     anonymous = 0
@@ -166,7 +164,7 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
 
         for row in delete_rows(locate(root), filters, dry_run=dry_run):
             note(row)
-    matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
+    matching = [row for row in store.rows() if matches(row, filters)]
     if matching and not dry_run:
         store.delete(**filters)
     for row in matching:
@@ -199,7 +197,7 @@ def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_nam
     from let_core.results.counting import TOTALS_COLUMNS, frame_totals
 
     store, root = sources(output_dir, dataset)
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    filters = filter_dict(project_name, user, hostname)
     if not _dataset_present(root):
         return cached_totals(store.directory, **filters)
     return frame_totals(load_results(output_dir, **filters, dataset=dataset, columns=TOTALS_COLUMNS))
