@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from let_core.errors import LetWarning, StoreError
-from let_core.schema import CONTROL_CHARACTERS, REQUIRED_COLUMNS, Row, effective, header_problem
+from let_core.schema import CONTROL_CHARACTERS, REQUIRED_COLUMNS, Row, effective, header_problem, missing_columns
 
 HEADER_PROBE = 1 << 16
 #: Text cells longer than this (exception messages, params, notes) are cut when written, with
@@ -291,7 +291,7 @@ def check_emissions_header(fd: int, path: Path) -> None:
     header = read_header(fd)
     if header is None:
         return
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    missing = missing_columns(header)
     if missing:
         raise StoreError(f"{path} is not an emissions file (LET or CodeCarbon): it lacks the "
                          f"column(s) {', '.join(missing)}. Nothing was read or written; move it aside, "

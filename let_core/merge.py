@@ -18,7 +18,7 @@ from attrs import frozen
 
 from let_core.csvfile import check_emissions_header, open_regular, read_header, scan_lines
 from let_core.errors import ConfigurationError, StoreError
-from let_core.results.rule import MAX_ENERGY_KWH, as_float, latest_checkpoints
+from let_core.results.rule import MAX_ENERGY_KWH, as_float, latest_checkpoints, usable_energy
 from let_core.schema import effective, identity, with_stable_ids
 
 
@@ -121,7 +121,7 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
             # An empty cell is a known gap (warned, not counted); a value that is there but
             # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
             # store a figure that the statement then silently leaves out.
-            if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
+            if energy and not usable_energy(as_float(energy)):
                 invalid.append(f"line {number}: {energy!r}")
             rows.append(with_stable_ids(effective(row)))
     except (OSError, csv.Error) as exc:

@@ -124,10 +124,15 @@ def header_problem(header: Sequence[str]) -> str | None:
                   if len(set(header)) < len(header) else [])
     if duplicates:
         return f"column(s) {duplicates[:3]} appear twice"
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = missing_columns(header)
     if missing:
         return f"it lacks the column(s) {missing} every emissions file has"
     return None
+
+
+def missing_columns(header: Sequence[str]) -> list[str]:
+    """The REQUIRED_COLUMNS a header lacks: none for an emissions file (LET's or CodeCarbon's)."""
+    return [c for c in REQUIRED_COLUMNS if c not in header]
 
 
 def renamed_columns(header: Sequence[str]) -> dict[str, str]:
