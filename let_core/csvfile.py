@@ -333,6 +333,17 @@ class Unparsable(list):  # type: ignore[type-arg]  # list[str]: subclassing the 
     """The fields of a line whose quote is never closed on it: not a row, however many."""
 
 
+class Padded(list):  # type: ignore[type-arg]  # list[str], as Unparsable
+    """A row that lacked trailing fields, padded with blanks to the header's width (``fit``)."""
+
+
+def warn_short_rows(count: int, where_from: str = "", stacklevel: int = 3) -> None:
+    """The one warning for rows short of trailing fields, given once per read."""
+    warnings.warn(f"{count} row(s) of the LET store{where_from} lack trailing fields (written "
+                  "under an older, shorter header); read with those fields blank",
+                  LetWarning, stacklevel=stacklevel + 1)
+
+
 def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, list[str]]]:
     """(first line number, fields) of each CSV record between two byte offsets of the store;
     numbering starts after line 1, the header.
@@ -399,7 +410,7 @@ def fit(fields: list[str], header: Sequence[str]) -> list[str] | None:
         return None
     if len(fields) < _required_width(tuple(header)):
         return None
-    return fields + [""] * (width - len(fields))
+    return Padded(fields + [""] * (width - len(fields)))
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -458,9 +469,7 @@ def iter_rows(fd: int, header: list[str], offset: int,
         yield dict(zip(header, fitted))
     where_from = "" if start <= header_length(fd) else f" after byte {start}"
     if short:
-        warnings.warn(f"{short} row(s) of the LET store{where_from} lack trailing fields (written "
-                      "under an older, shorter header); read with those fields blank",
-                      LetWarning, stacklevel=3)
+        warn_short_rows(short, where_from)
     if bad:
         where = ("line(s) " + ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
                  if not where_from else f"{len(bad)} line(s){where_from}")

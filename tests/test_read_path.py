@@ -235,3 +235,8 @@ def test_legacy_rows_short_of_trailing_fields_count_under_a_filter(let_home: Pat
     with open(store.path, "a") as handle:
         handle.write(",".join(fields) + "\n")
     _every_path(0.125, project_name="p")
+    with warnings.catch_warnings(record=True) as caught:  # the frame path says it too, once
+        warnings.simplefilter("always", LetWarning)
+        load_results(project_name="p", columns=TOTALS_COLUMNS)
+    said = [str(w.message) for w in caught if "lack trailing fields" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("1 row(s)"), [str(w.message) for w in caught]

@@ -219,7 +219,7 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
     numbers of records that are not rows); (None, []) when the header changed meanwhile."""
     import pyarrow as pa
 
-    from let_core.csvfile import scan_lines
+    from let_core.csvfile import Padded, scan_lines, warn_short_rows
 
     with store.locked(exclusive=False, create=False) as fd:
         if fd is None or read_header(fd) != header:
@@ -227,15 +227,19 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
         indices = [header.index(c) for c in included]
         columns: list[list[str]] = [[] for _ in indices]
         bad: list[int] = []
+        short = 0
         for number, fields, valid in scan_lines(fd, header):
             if len(fields) != len(header):
                 if fields:
                     bad.append(number)
                 continue
+            short += isinstance(fields, Padded)
             if not valid:
                 fields = [f.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for f in fields]
             for target, index in zip(columns, indices):
                 target.append(fields[index])
+    if short:
+        warn_short_rows(short, f" {store.path}", stacklevel=4)
     return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
 
 
