@@ -18,6 +18,8 @@ and the CLI cannot disagree about it.
 | ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
 | ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
 | ``LET_ATTRIBUTION``     | ``process``: also record the tracked process tree's share       |
+| ``LET_LIVE_INTERVAL``   | seconds between a running tracker's published live figures      |
+|                         | (default 5; 0 publishes none)                                   |
 | ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
 |                         | ``$LET_HOME/run``)                                              |
 
@@ -211,6 +213,25 @@ def attribution_env() -> str | None:
     """``LET_ATTRIBUTION``, validated; None when unset."""
     value = os.environ.get("LET_ATTRIBUTION", "").strip()
     return validate_attribution(value) if value else None
+
+
+DEFAULT_LIVE_INTERVAL = 5.0
+
+
+def live_interval() -> float:
+    """``LET_LIVE_INTERVAL``: seconds between the live figures a running tracker publishes in the
+    runtime dir for ``lett exporter`` (default 5, a tenth of a second at least; 0: publish none)."""
+    value = os.environ.get("LET_LIVE_INTERVAL", "").strip()
+    if not value:
+        return DEFAULT_LIVE_INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigurationError(f"LET_LIVE_INTERVAL={value!r} is not a number of seconds; set it to "
+                                 "e.g. 5, to 0 to publish no live figures, or unset it")
+    return max(seconds, 0.1) if seconds > 0 else 0.0
 
 
 def runtime_dir() -> Path:

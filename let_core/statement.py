@@ -287,10 +287,11 @@ def _percent(fraction: float) -> str:
     return f"{math.floor(fraction * 100)}%"
 
 
-def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
+def statement_from_totals(totals: Any, calibrated: str | None = None, share: str | None = None) -> str:
     """The statement for counted ``Totals`` (``let_core.results.counting``): every number in it
     is one of the totals' fields, formatted by one rule. ``calibrated`` is the sentence on
-    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any."""
+    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any;
+    ``share`` the one saying the figures are shares of the machine (``share_sentence``)."""
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
                                  "(`lett demo` runs one) or check the project/user/host filters")
@@ -342,6 +343,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
                      f"{format_energy(totals.paired_metered_kwh)} is {ratio:.2f}x the estimate.")
     if calibrated:
         parts.append(calibrated)
+    if share:
+        parts.append(share)
     parts.append(_ESTIMATE_NOTE if estimated else _METERED_NOTE)
     text = " ".join(parts)
     compared = comparison(totals.emissions_kg * 1000)
@@ -350,12 +353,26 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     return text
 
 
+def share_sentence(machine_kwh: float, runs: int, unshared: int) -> str:
+    """What the attributed statement adds: whose share the figures are, how it was taken, what
+    the whole machine used, and which runs had no share (their machine figure is counted)."""
+    text = ("These figures are this process's share of the machine: the tracked process tree's CPU "
+            "time over the machine's busy CPU time in the same intervals (its memory by resident "
+            "pages, GPUs by NVML's per-process utilisation where the driver reports it, else whole); "
+            f"the machine as a whole used {format_energy(machine_kwh)} during these runs.")
+    if unshared:
+        which = "1 run" if unshared == 1 and runs == 1 else f"{unshared} of the {runs} runs"
+        text += (f" For {which} no share was measured (attribution off, or unreadable process "
+                 "figures), so the whole machine figure is counted there.")
+    return text
+
+
 # --------------------------------------------------------------------------- public API
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                     user: str | None = None, hostname: str | None = None, *,
                     dataset: str | os.PathLike[str] | None = None,
                     carbon_intensity: float | None = None, calibration: bool = True,
-                    transfer: bool = False) -> str:
+                    transfer: bool = False, attributed: bool = False) -> str:
     """The statement for every stored run matching the filters, from every source
     ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``).
 
@@ -363,10 +380,24 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
     one each run was recorded with. With ``calibration`` (the default), estimate-only runs of
     hosts with a wall-socket calibration also get the corrected figure and its interval;
     ``transfer`` lets hosts of identical CPU and GPU models borrow a calibration.
+    ``attributed=True`` states each run's share of the machine (``EnergyTracker(attribution=
+    "process")``) where it has one, and says so; calibrations, being of whole machines, are left out.
     """
     from let_core.results.loading import counted_totals, where
 
-    totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
+    share = None
+    if attributed:
+        from let_core.results.counting import TOTALS_COLUMNS, frame_totals, unshared_runs
+        from let_core.results.loading import load_results
+
+        # With "error": a share that could not be measured says why, and is no blank row to warn of.
+        frame = load_results(output_dir, project_name, user, hostname, dataset=dataset,
+                             columns=(*TOTALS_COLUMNS, "error"))
+        totals = frame_totals(frame, attributed=True)
+        if not totals.empty:
+            share = share_sentence(frame_totals(frame).energy_kwh, totals.runs, unshared_runs(frame))
+    else:
+        totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
     if totals.empty:
         from let_core.schema import filter_dict, matches
         from let_core.store import Store
@@ -384,6 +415,8 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
                                  + "; track a run first or check the filters (`lett results`)")
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
+    if share:
+        return statement_from_totals(totals, share=share)
     return statement_from_totals(totals, _calibrated_sentence(output_dir, project_name, user, hostname,
                                                               dataset, calibration, transfer))
 

@@ -26,6 +26,7 @@ from let_core.results.rule import (
     JOB_KEYS,
     MET_PRIMARY,
     MIN_COVERAGE,
+    SHARED_OUT,
     SYSTEM_SCOPE,
     Launches,
     View,
@@ -41,6 +42,7 @@ from let_core.results.rule import (
     row_emissions,
     run_unit,
     scalar_where,
+    share_of,
     shared_by_ranks,
     usable_energy,
 )
@@ -51,8 +53,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "row_roles", "run_hours", "run_units",
-           "usable_energy"]
+           "aggregate", "attributed_view", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "row_roles",
+           "run_hours", "run_units", "unshared_runs", "usable_energy"]
 
 
 # ------------------------------------------------------------------------- totals
@@ -315,7 +317,7 @@ def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
 
 
 # ------------------------------------------------------------------------- frames, vectorised
-GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "job": "job"}
+GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
 
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
@@ -687,8 +689,13 @@ def _frame_counting(frame: pd.DataFrame) -> tuple[_Columns, np.ndarray, np.ndarr
     return columns, roles, parts, demoted & considered, metered, launches
 
 
-def frame_totals(frame: pd.DataFrame) -> Totals:
-    """``Totals`` of a result set, vectorised: the same rule and numbers as the row path."""
+def frame_totals(frame: pd.DataFrame, attributed: bool = False) -> Totals:
+    """``Totals`` of a result set, vectorised: the same rule and numbers as the row path.
+
+    ``attributed=True`` counts each machine figure's share instead of the figure, where the run
+    has one (``rule`` 9, ``attributed_view``)."""
+    if attributed:
+        frame = attributed_view(frame)
     result = Totals()
     for accumulator in frame_accumulators(frame, by_group=False).values():
         result = result.merged(accumulator.totals())
@@ -841,41 +848,57 @@ def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     return merged[codes], [str(label) for label in labels]
 
 
-def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
+def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = False) -> pd.DataFrame:
     """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
-    ``backend`` or ``job``).
+    ``backend``, ``kind`` or ``job``, or a tuple of them: one column each); with ``attributed``,
+    of the shares where runs have them (``rule`` 9).
 
     Per project, host or job the counted figures (the groups add up to ``frame_totals``).
-    Per backend each backend's own figures: backends that measured the same run overlap, so
-    those groups do not add up (``lett results`` labels its total accordingly).
+    Per backend alone each backend's own figures: backends that measured the same run overlap, so
+    those groups do not add up (``lett results`` labels its total accordingly). In a tuple,
+    ``backend`` and ``kind`` are those of the counted figures, so the groups still add up
+    (``lett exporter``'s counters by project, host, backend and kind); a run counts once in
+    each group holding one of its counted figures.
     """
     import numpy as np
     import pandas as pd
 
-    if by not in GROUP_COLUMNS:
-        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
+    keys = (by,) if isinstance(by, str) else tuple(by)
+    unknown = [k for k in keys if k not in GROUP_COLUMNS]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}, "
+                                 "or several of them once each")
+    own_figures = keys == ("backend",)
+    if attributed:
+        frame = attributed_view(frame)
     columns, roles, parts, _, metered, _ = _frame_counting(frame)
     energy = columns.energy
-    if by == "backend":
+    if own_figures:
         counted = columns.top_level & usable_energy(energy)
+        if attributed:  # a figure whose share stands in for it is not the backend's figure here
+            counted &= ~columns.equals("kind", SHARED_OUT)
         values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions()[0], 0.0)
     else:
         counted = (roles & COUNTED) > 0
         values, kg = np.where(counted, parts, 0.0), np.where(counted, _part_emissions(columns, parts)[0], 0.0)
     rows = np.flatnonzero(columns.top_level)
-    if by == "job":
-        job = pd.Series(columns.text("job_id")[rows])
-        run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
-        key = job.where(job != "", "run " + run_ids.str[:8])
-    else:
-        key = pd.Series(columns.text(GROUP_COLUMNS[by])[rows])
+    texts = []
+    for name in keys:
+        if name == "job":
+            job = pd.Series(columns.text("job_id")[rows])
+            run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
+            texts.append(job.where(job != "", "run " + run_ids.str[:8]))
+        else:
+            texts.append(pd.Series(columns.text(GROUP_COLUMNS[name])[rows]))
+    # Several keys: one text per row that no key's own text can fake (a unit separator).
+    key = texts[0] if len(texts) == 1 else texts[0].str.cat(texts[1:], sep="\x1f")
     groups, names = _labels(key.reset_index(drop=True))
     kwh = np.bincount(groups, weights=values[rows], minlength=len(names))
     kg_sum = np.bincount(groups, weights=kg[rows], minlength=len(names))
     duration = np.nan_to_num(columns.numbers("duration"), nan=0.0)
     coverage = columns.numbers("coverage")
     coverage = np.where(np.isfinite(coverage), coverage, 1.0)
-    is_metered = metered if by != "backend" else columns.equals("kind", "metered")
+    is_metered = metered if not own_figures else columns.equals("kind", "metered")
     metered_rows = (counted & is_metered)[rows]
     metered_s = np.bincount(groups, weights=np.where(metered_rows, duration[rows], 0.0), minlength=len(names))
     covered_s = np.bincount(groups, weights=np.where(metered_rows, (duration * coverage)[rows], 0.0),
@@ -893,18 +916,21 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         group_coverage = np.where(metered_s > 0, covered_s / np.where(metered_s > 0, metered_s, 1.0), np.nan)
     order = sorted(range(len(names)), key=names.__getitem__)
-    result = pd.DataFrame({by: [names[i] for i in order], "runs": runs[order].astype(np.int64),
-                           "kwh": kwh[order], "kg": kg_sum[order], "hours": hours[order],
-                           "coverage": group_coverage[order]})
-    if by == "job":
+    parts_of = [names[i].split("\x1f") if len(keys) > 1 else [names[i]] for i in order]
+    result = pd.DataFrame({**{name: [p[k] for p in parts_of] for k, name in enumerate(keys)},
+                           "runs": runs[order].astype(np.int64), "kwh": kwh[order], "kg": kg_sum[order],
+                           "hours": hours[order], "coverage": group_coverage[order]})
+    if keys == ("job",):
         for name, values in _job_layout(columns, rows, groups, len(names)).items():
             result[name] = values[order]
     return result[result["runs"] > 0].reset_index(drop=True)
 
 
 def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    """Per job: how many nodes (hosts) and ranks ran it, and its wall time (first start to last
-    end, over every row, counted or not: a rank that measured nothing still ran)."""
+    """Per job: how many nodes (hosts) and ranks ran it, and its wall time: on each node its
+    first start to its last end, over every row, counted or not (a rank that measured nothing
+    still ran), and the longest of the nodes. Each node's span is read on its own clock, so a
+    node whose clock differs from the others' does not stretch the job."""
     import numpy as np
     import pandas as pd
 
@@ -919,15 +945,18 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
     grouped = table.groupby("g")
     nodes = grouped["host"].nunique().reindex(range(count), fill_value=0).to_numpy()
     ranks = grouped["who"].nunique().reindex(range(count), fill_value=0).to_numpy()
-    span = (grouped["end"].max() - grouped["start"].min()).dt.total_seconds()
+    by_node = table.groupby(["g", "host"])
+    span = (by_node["end"].max() - by_node["start"].min()).dt.total_seconds().groupby(level="g").max()
     wall = span.reindex(range(count)).to_numpy(dtype=float, na_value=np.nan)
     return {"nodes": nodes.astype(np.int64), "ranks": ranks.astype(np.int64), "wall_s": wall}
 
 
-def run_hours(frame: pd.DataFrame) -> float:
+def run_hours(frame: pd.DataFrame, attributed: bool = False) -> float:
     """Hours of the counted runs, each run's longest measurement."""
     import numpy as np
 
+    if attributed:
+        frame = attributed_view(frame)
     columns, roles, _, _, _, _ = _frame_counting(frame)
     counted = (roles & COUNTED) > 0
     if not counted.any():
@@ -938,3 +967,76 @@ def run_hours(frame: pd.DataFrame) -> float:
     np.maximum.at(longest, columns.runs[rows], duration[rows])
     has = columns.per_run(counted) > 0
     return float(longest[has].sum() / 3600)
+
+
+# ------------------------------------------------------------------------- the attributed view
+#: What a share takes of the machine figure it stands in for (rule 9).
+_TAKEN_FROM_MACHINE = ("kind", "scope", "coverage", "backend", "methodology")
+
+
+def attributed_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rule 9 over a result set: each machine figure with a usable share of the same run unit
+    and task is replaced by that share (which takes its kind, scope, coverage, backend and
+    methodology), the figure being set to kind ``SHARED_OUT``. Counting the view counts the
+    shares where there are any, the machine figures elsewhere. The frame is not changed; one
+    without shares is returned as it is."""
+    import numpy as np
+    import pandas as pd
+
+    if not {"kind", "backend", "run_id", "energy_consumed"} <= set(frame.columns):
+        return frame
+    is_share = (frame["kind"] == "attributed").to_numpy(dtype=bool, na_value=False)
+    if not is_share.any():
+        return frame
+    run_ids = frame["run_id"].astype(object).where(frame["run_id"].notna(), "")
+    involved = np.flatnonzero(run_ids.isin(set(run_ids[is_share]) - {""}).to_numpy(dtype=bool))
+    part = frame.iloc[involved]
+
+    def texts(name: str) -> list[str]:
+        if name not in part:
+            return [""] * len(part)
+        return [str(v) for v in part[name].astype(object).where(part[name].notna(), "").tolist()]
+
+    energy = pd.to_numeric(part["energy_consumed"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    machine: dict[tuple[str, str, str], list[int]] = {}
+    shares: dict[tuple[str, str, str], int] = {}
+    for place, (run, task_name, task, backend, kind) in enumerate(zip(
+            texts("run_id"), texts("task_name"), texts("task"), texts("backend"), texts("kind"))):
+        key = (run_unit(run, task_name), task, backend)
+        if kind == "attributed":
+            of = share_of(backend)
+            if of and usable_energy(float(energy[place])):
+                shares[(key[0], task, of)] = place  # the last stored share of a figure
+        elif kind in ("estimate", "metered"):
+            machine.setdefault(key, []).append(place)
+    pairs = [(places, share) for key, share in shares.items() if (places := machine.get(key))]
+    if not pairs:
+        return frame
+    view = frame.copy(deep=False)
+    share_rows = involved[[share for _, share in pairs]]
+    figure_rows = involved[[places[-1] for places, _ in pairs]]
+    shared_out = involved[[place for places, _ in pairs for place in places]]
+    for name in _TAKEN_FROM_MACHINE:
+        if name not in frame:
+            continue
+        numeric = name == "coverage"
+        values = (pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if numeric
+                  else frame[name].astype(object).to_numpy(copy=True))
+        values[share_rows] = values[figure_rows]
+        if name == "kind":
+            values[shared_out] = SHARED_OUT
+        view[name] = values
+    return view
+
+
+def unshared_runs(frame: pd.DataFrame) -> int:
+    """How many runs the attributed view counts a whole machine figure for (no usable share:
+    attribution off, or no share could be measured)."""
+    import numpy as np
+
+    view = attributed_view(frame)
+    columns = _Columns(view)
+    counted = (_roles(columns)[0] & COUNTED) > 0
+    if "kind" in frame:
+        counted &= ~(frame["kind"] == "attributed").to_numpy(dtype=bool, na_value=False)
+    return int(np.count_nonzero(columns.per_run(counted)))

@@ -29,6 +29,13 @@ The rules, per run:
 8. Emissions are energy x the intensity the row was recorded with (``carbon_intensity``, else
    the country's); a stored emissions cell is never trusted over that. A cell that disagrees
    beyond rounding, or is negative or absurd, is replaced and counted.
+9. Attributed view (only when asked: ``frame_totals(frame, attributed=True)``, ``lett results
+   --attribution``, ``lett statement --attribution``): a machine figure with a usable share of
+   the same run unit and task (kind ``attributed``, backend ``<backend>/process``) counts as
+   that share: the share takes the figure's kind, scope, coverage, backend and methodology, so
+   rules 4-8 apply to it as to the figure, and the figure itself is left out. A figure without
+   a usable share (attribution off, ``/proc`` unreadable) counts whole. Otherwise attributed
+   rows count for nothing: a share is never added to the figure it is a share of.
 """
 
 from __future__ import annotations
@@ -58,6 +65,17 @@ JOB_KEYS = ("project_name", "user", "job_id", "hostname", "backend", "hardware")
 
 #: Scope of a whole machine at the wall; overlaps every other scope.
 SYSTEM_SCOPE = "system"
+
+#: Rule 9: a share's backend is the machine figure's backend and this suffix.
+SHARE_SUFFIX = "/process"
+#: Rule 9: the kind a machine figure takes in the attributed view where its share stands in
+#: for it; no rule counts it.
+SHARED_OUT = "shared out"
+
+
+def share_of(backend: str) -> str:
+    """Rule 9: the backend whose figure a share (``<backend>/process``) is of; "" for any other."""
+    return backend[:-len(SHARE_SUFFIX)] if backend.endswith(SHARE_SUFFIX) and len(backend) > len(SHARE_SUFFIX) else ""
 
 
 def shared_by_ranks(scope: str) -> bool:
