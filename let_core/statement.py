@@ -18,6 +18,7 @@ from attrs import frozen
 from let_core.carbon import checked_number
 from let_core.display import by_count, join_words
 from let_core.errors import ConfigurationError
+from let_core.results.rule import FULL_COVERAGE
 from let_core.units import format_emissions as format_emissions
 from let_core.units import format_energy as format_energy
 
@@ -277,9 +278,6 @@ _METERED_NOTE = "Note that these numbers do not account for embodied impacts of 
 _COMPARISON_SOURCE = ("Comparisons are based on ``How Bad Are Bananas? The Carbon Footprint of "
                       "Everything'' by Mike Berners-Lee, Greystone Books, 2011.")
 
-
-# Mirrors let_core.results.counting.FULL_COVERAGE (not imported: the statement stays light).
-FULL_COVERAGE = 0.99
 
 
 def _percent(fraction: float) -> str:

@@ -538,7 +538,7 @@ def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
 
 def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
     """``rows`` without older checkpoints: of several rows of one run id and backend, the one
-    ``keep_latest`` picks (as ``_latest_per_backend`` does run by run)."""
+    ``keep_latest`` picks (as ``Accumulator.add_run`` does run by run)."""
     import numpy as np
     import pandas as pd
 
