@@ -337,11 +337,10 @@ class Padded(list):  # type: ignore[type-arg]  # list[str], as Unparsable
     """A row that lacked trailing fields, padded with blanks to the header's width (``fit``)."""
 
 
-def warn_short_rows(count: int, where_from: str = "", stacklevel: int = 3) -> None:
-    """The one warning for rows short of trailing fields, given once per read."""
-    warnings.warn(f"{count} row(s) of the LET store{where_from} lack trailing fields (written "
-                  "under an older, shorter header); read with those fields blank",
-                  LetWarning, stacklevel=stacklevel + 1)
+def warn_short_rows(count: int, where: str = "the LET store", stacklevel: int = 3) -> None:
+    """The one warning for rows short of trailing fields, given once per read of ``where``."""
+    warnings.warn(f"{count} row(s) of {where} lack trailing fields (written under an older, "
+                  "shorter header); read with those fields blank", LetWarning, stacklevel=stacklevel + 1)
 
 
 def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, list[str]]]:
@@ -469,7 +468,7 @@ def iter_rows(fd: int, header: list[str], offset: int,
         yield dict(zip(header, fitted))
     where_from = "" if start <= header_length(fd) else f" after byte {start}"
     if short:
-        warn_short_rows(short, where_from)
+        warn_short_rows(short, "the LET store" + where_from)
     if bad:
         where = ("line(s) " + ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
                  if not where_from else f"{len(bad)} line(s){where_from}")

@@ -239,7 +239,7 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
             for target, index in zip(columns, indices):
                 target.append(fields[index])
     if short:
-        warn_short_rows(short, f" {store.path}", stacklevel=4)
+        warn_short_rows(short, f"the LET store {store.path}", stacklevel=4)
     return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
 
 
