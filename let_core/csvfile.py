@@ -337,6 +337,15 @@ class Padded(list):  # type: ignore[type-arg]  # list[str], as Unparsable
     """A row that lacked trailing fields, padded with blanks to the header's width (``fit``)."""
 
 
+def warn_damaged_header(path: Path, header: Sequence[str], stacklevel: int = 3) -> None:
+    """The one warning, on every read path, for a header LET reads but cannot trust
+    (``schema.header_problem``: a blank or duplicated name, control characters)."""
+    damaged = _cached_header_problem(tuple(header))
+    if damaged is not None:
+        warnings.warn(f"{path}: the header is damaged ({damaged}); rows may be skipped or "
+                      "misread. Run `lett doctor`.", LetWarning, stacklevel=stacklevel + 1)
+
+
 def warn_short_rows(count: int, where: str = "the LET store", stacklevel: int = 3) -> None:
     """The one warning for rows short of trailing fields, given once per read of ``where``."""
     warnings.warn(f"{count} row(s) of {where} lack trailing fields (written under an older, "

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from let_core.csvfile import data_end, read_header
+from let_core.csvfile import data_end, read_header, warn_damaged_header
 from let_core.errors import LetWarning, StoreError
 from let_core.results.frames import arrow_frame
 from let_core.results.rule import MAX_ENERGY_KWH, as_float, usable_energy
@@ -155,17 +155,12 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
     if replaced:
         warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `lett doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
-    from let_core.schema import header_problem
-
     if torn:
         warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
                       "writer) and is not a row; the next append or `lett doctor --repair` moves it "
                       "to the quarantine file", LetWarning, stacklevel=3)
 
-    damaged = header_problem(header)
-    if damaged is not None:
-        warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
-                      "misread. Run `lett doctor`.", LetWarning, stacklevel=3)
+    warn_damaged_header(store.path, header)
     if skipped:
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
