@@ -324,7 +324,7 @@ def scan_lines(fd: int, header: list[str], end: int | None = None) -> Iterator[t
     header's."""
     stop = data_end(fd, len(header)) if end is None else end
     # surrogateescape keeps bytes that are not UTF-8 visible, so they can be reported.
-    for first, fields in records(fd, header_length(fd), stop, errors="surrogateescape"):
+    for first, fields in records(fd, header_length(fd), stop, errors="surrogateescape", width=len(header)):
         fitted = fit(fields, header)
         yield first, fields if fitted is None else fitted, not any(_SURROGATE.search(f) for f in fields)
 
@@ -352,14 +352,14 @@ def warn_short_rows(count: int, where: str = "the LET store", stacklevel: int = 
                   "shorter header); read with those fields blank", LetWarning, stacklevel=stacklevel + 1)
 
 
-def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, list[str]]]:
+def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator[tuple[int, list[str]]]:
     """(first line number, fields) of each CSV record between two byte offsets of the store;
-    numbering starts after line 1, the header.
+    numbering starts after line 1, the header, whose ``width`` (number of names) is given.
 
     LET writes every record on one line. A record that spans lines is another tool's quoted
     line break, or a stray quote (a hand edit) that swallowed the lines after it; the latter
-    is told apart by re-reading its lines one by one whenever one of them does not parse
-    alone, so the damage costs that line only (an ``Unparsable``), never the rows after it.
+    yields a record that does not fit the header and is re-read line by line, so the damage
+    costs that line only (an ``Unparsable``), never the rows after it.
     """
     with os.fdopen(os.dup(fd), "rb") as handle:
         handle.seek(start)
@@ -375,15 +375,15 @@ def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, 
         line = 2
         for fields in csv.reader(lines()):
             consumed, span[:] = list(span), []
-            if len(consumed) == 1 and '"' in consumed[0]:
+            if (len(consumed) == 1 and len(fields) != width and '"' in consumed[0]
+                    and _quote_left_open(consumed[0])):
                 # A quote opened and never closed on the last line runs to the end of the file
-                # without spanning lines: its "fields" are the rest of the line, not a row.
-                single = _parse_alone(consumed[0])
-                if isinstance(single, Unparsable):
-                    yield line, single
-                    line += 1
-                    continue
-            if len(consumed) > 1:
+                # without spanning lines: its "fields" are the rest of the line, not a row
+                # (though fewer than the header's, they would read as a row short of fields).
+                yield line, Unparsable(fields)
+                line += 1
+                continue
+            if len(consumed) > 1 and len(fields) != width:
                 alone = [_parse_alone(physical) for physical in consumed]
                 if any(isinstance(part, Unparsable) for part in alone):
                     for offset, part in enumerate(alone):
@@ -392,6 +392,14 @@ def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, 
                     continue
             yield line, fields
             line += len(consumed)
+
+
+def _quote_left_open(line: str) -> bool:
+    try:
+        next(csv.reader([line], strict=True), [])
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _parse_alone(line: str) -> list[str]:
@@ -467,7 +475,7 @@ def iter_rows(fd: int, header: list[str], offset: int,
     width = len(header)
     bad: list[int] = []
     short = 0
-    for first, fields in records(fd, start, stop, errors="replace"):
+    for first, fields in records(fd, start, stop, errors="replace", width=width):
         fitted = fit(fields, header)
         if fitted is None:
             if fields:

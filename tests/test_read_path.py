@@ -240,3 +240,17 @@ def test_legacy_rows_short_of_trailing_fields_count_under_a_filter(let_home: Pat
         load_results(project_name="p", columns=TOTALS_COLUMNS)
     said = [str(w.message) for w in caught if "lack trailing fields" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("1 row(s)"), [str(w.message) for w in caught]
+
+
+def test_a_quoted_line_break_is_a_row_on_every_path(let_home: Path) -> None:
+    """Another tool's quoted field with a line break in it fits the header: a row, which the
+    row path (the statement at stop) used to split as if a stray quote had swallowed a line."""
+    let_home.mkdir(parents=True, exist_ok=True)
+    (let_home / "emissions.csv").write_text(
+        "timestamp,project_name,run_id,experiment_id,duration,emissions,energy_consumed,cpu_model\n"
+        '2024-05-01T10:00:00,codecarbon,A,p___u___h,10,0.04,0.1,"Intel\nXeon"\n'
+        "2024-05-01T11:00:00,codecarbon,B,p___u___h,10,0.04,0.2,AMD\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LetWarning)
+        _every_path(0.3, project_name="p")
+    assert not [str(w.message) for w in caught if "malformed" in str(w.message)]
