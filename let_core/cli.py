@@ -677,8 +677,11 @@ def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> Non
               help="Rewrite the textfile every this many seconds (default: once, or every 15 s with --port).")
 @click.option("--all-hosts", is_flag=True,
               help="Export the stored runs of every host (a merged store), not only this machine's.")
+@click.option("--attribution", "attributed", is_flag=True,
+              help="Count each run's share of the machine (kind attributed) where it has one, as "
+                   "`lett results --attribution` does.")
 def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind: str,
-             textfile_dir: str | None, interval: float | None, all_hosts: bool) -> None:
+             textfile_dir: str | None, interval: float | None, all_hosts: bool, attributed: bool) -> None:
     """Prometheus metrics of this machine: its stored totals and the runs tracked now (needs the `prometheus` extra)."""
     if port is None and textfile_dir is None:
         raise click.UsageError(f"say where the metrics go: {COMMAND_NAME} exporter --port 9877 (Prometheus "
@@ -690,7 +693,8 @@ def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind
                                    "prometheus extra: pip install 'lamarr-energy-tracker[prometheus]'") from exc
     # A scrape waits a few seconds for a large store's read, then gets the last totals; a
     # textfile alone has no one waiting and is written with the whole read.
-    collector = prom.LetCollector(output_dir, dataset, all_hosts=all_hosts, read_wait_s=5.0 if port is not None else None)
+    collector = prom.LetCollector(output_dir, dataset, all_hosts=all_hosts, attributed=attributed,
+                                  read_wait_s=5.0 if port is not None else None)
     registry = prom.registry_for(collector)
     if textfile_dir is not None:
         try:

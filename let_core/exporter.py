@@ -16,6 +16,7 @@ port of its own, and no run id becomes a label.
 | ``let_exporter_up``                 | gauge   | source (store, live)          |
 | ``let_exporter_store_errors_total`` | counter | reason (an error's class)     |
 | ``let_exporter_store_warnings``     | gauge   |                               |
+| ``let_exporter_store_read_seconds`` | gauge   |                               |
 | ``let_exporter_live_files_skipped`` | gauge   | reason (dead, stale, unreadable) |
 
 ``sum by (project) (let_energy_joules_total)`` is ``lett results --by project``'s energy: the
@@ -45,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from let_core import config
 from let_core.live import read_published
+from let_core.store import STORE_FILE
 
 JOULES_PER_KWH = 3.6e6
 TOTAL_LABELS = ("project", "host", "backend", "kind")
@@ -62,9 +64,11 @@ class StoreTotals:
     warnings: int
 
 
-def read_totals(output_dir: str | None, dataset: str | None, hostname: str | None = None) -> StoreTotals:
+def read_totals(output_dir: str | None, dataset: str | None, hostname: str | None = None,
+                attributed: bool = False) -> StoreTotals:
     """The store's counted totals through ``aggregate`` (what ``lett results --by`` shows), of
-    the runs of ``hostname`` (None: of every host)."""
+    the runs of ``hostname`` (None: of every host); with ``attributed``, each run's share of
+    the machine where it has one (``lett results --by project --attribution``)."""
     from let_core.results import AGGREGATE_COLUMNS, aggregate, load_results
 
     with warnings.catch_warnings(record=True) as caught:
@@ -72,8 +76,8 @@ def read_totals(output_dir: str | None, dataset: str | None, hostname: str | Non
         frame = load_results(output_dir, hostname=hostname, dataset=dataset, columns=AGGREGATE_COLUMNS)
     if frame.empty:
         return StoreTotals((), (), len(caught))
-    energy = aggregate(frame, TOTAL_LABELS)
-    runs = aggregate(frame, RUN_LABELS)
+    energy = aggregate(frame, TOTAL_LABELS, attributed=attributed)
+    runs = aggregate(frame, RUN_LABELS, attributed=attributed)
     return StoreTotals(
         energy=tuple(((str(r["project"]), str(r["host"]), str(r["backend"]), str(r["kind"])),
                       float(r["kwh"]), float(r["kg"])) for r in energy.to_dict(orient="records")),
@@ -93,13 +97,13 @@ def _signature(output_dir: str | None, dataset: str | None) -> tuple[Any, ...] |
     root = Path(dataset or config.default_dataset_root(store)).expanduser()
     if config.is_uri(dataset) or config.is_uri(output_dir):
         return None
+    path = store / STORE_FILE
     parts: list[Any] = []
-    for path in [store / "emissions.csv"]:
-        try:
-            info = os.stat(path)
-            parts.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
-        except OSError:
-            parts.append((str(path), None))
+    try:
+        info = os.stat(path)
+        parts.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
+    except OSError:
+        parts.append((str(path), None))
     if root.is_dir():
         for folder, _, files in os.walk(root):
             for name in sorted(files):
@@ -123,12 +127,14 @@ class LetCollector(Collector):
 
     def __init__(self, output_dir: str | None = None, dataset: str | None = None,
                  runtime_dir: Path | None = None, hostname: str | None = None, all_hosts: bool = False,
-                 log: Callable[[str], None] | None = None, read_wait_s: float | None = 5.0) -> None:
+                 log: Callable[[str], None] | None = None, read_wait_s: float | None = 5.0,
+                 attributed: bool = False) -> None:
         self.output_dir = output_dir
         self.dataset = dataset
         self.runtime_dir = runtime_dir if runtime_dir is not None else config.runtime_dir()
         self.hostname = hostname or config.hostname()
         self.all_hosts = all_hosts
+        self.attributed = attributed
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._lock = threading.Lock()  # scrapes may overlap (a threaded HTTP server)
         self._last: StoreTotals | None = None
@@ -211,7 +217,8 @@ class LetCollector(Collector):
         t0 = time.perf_counter()
         result: StoreTotals | BaseException
         try:
-            result = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname)
+            result = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname,
+                                 self.attributed)
         except Exception as exc:
             result = exc
         self._outcome = (signature, result, time.perf_counter() - t0)
@@ -270,7 +277,7 @@ class LetCollector(Collector):
             running.add_metric(list(run_key), count)
         for reason, count in (("dead", scan.dead), ("stale", scan.stale), ("unreadable", scan.unreadable)):
             skipped.add_metric([reason], count)
-        return scan.unreadable == 0 or bool(scan.runs), families
+        return True, families
 
 
 def registry_for(collector: LetCollector) -> CollectorRegistry:

@@ -288,15 +288,14 @@ class LiveScan:
 
 def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -> LiveScan:
     """The runs in progress on this host, from their published files. A missing directory is
-    no run; a damaged file, a dead process's file or a stale one is counted and skipped, never
-    removed (a follower rank may still want a dead leader's last figure)."""
+    no run (an OSError if it cannot be listed); a damaged file, a dead process's file or a stale
+    one is counted and skipped, never removed (a follower rank may still want a dead leader's
+    last figure)."""
     folder = live_dir(runtime_dir)
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return LiveScan(runs=())
-    except OSError:
-        return LiveScan(runs=(), unreadable=1)
     now = time.time() if now is None else now
     prefix = f"{_safe(hostname)}-"
     runs, dead, stale, unreadable = [], [], 0, 0

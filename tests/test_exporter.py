@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy  # noqa: F401 - loaded before any collector's read thread imports it: pytest.approx looks numpy up
 import pytest
 import requests
 
@@ -28,6 +29,31 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 REPO = Path(__file__).resolve().parents[1]
 J_PER_KWH = 3.6e6
+
+
+def _children() -> list[int]:
+    """This test process's live child processes (zombies excepted), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    """Every exporter, Prometheus, node_exporter and tracked process a test starts is gone when it ends."""
+    before = set(_children())
+    yield
+    left = [pid for pid in _children() if pid not in before]
+    assert not left, f"processes left running: {[Path(f'/proc/{pid}/cmdline').read_bytes()[:120] for pid in left]}"
 
 
 def _env(let_home: Path, **extra: str) -> dict[str, str]:
@@ -149,6 +175,13 @@ def test_prometheus_scrapes_the_counters_that_lett_results_counts(let_home: Path
             runs = prom.query("sum by (project) (let_runs_total)")
             up = prom.query('let_exporter_up{source="store"}')
             by_kind = prom.query('sum by (project, kind) (let_energy_joules_total)')
+            # The README's Grafana panel: a run finished while Prometheus watches is a rate in watts.
+            prom.wait_for('count_over_time(let_energy_joules_total{project="nlp"}[1m]) >= 2')
+            _record("nlp", 0.001, metered_kwh=0.001)  # the same series grows (a new one's first value is no rate)
+            prom.wait_for('sum by (project) (rate(let_energy_joules_total{project="nlp"}[5m])) > 0')
+            assert prom.query('sum by (project) (rate(let_energy_joules_total{project="vision"}[5m]))')[0][1] == 0
+            month = prom.query("sum by (project) (increase(let_emissions_grams_total[30d])) / 1000")
+            assert {labels["project"] for labels, _ in month} == {"vision", "nlp"}
     for labels, value in energy:
         assert value == pytest.approx(expected[labels["project"]]["kwh"] * J_PER_KWH, rel=1e-9)
     for labels, value in grams:
@@ -357,9 +390,11 @@ def test_a_slow_read_serves_the_last_totals_within_the_wait_then_the_new_ones(
     registry = exporter.registry_for(collector)
 
     def joules() -> float:
-        return sum(_parse(prometheus_client.generate_latest(registry).decode())["let_energy_joules_total"].values())
+        scraped = _parse(prometheus_client.generate_latest(registry).decode())
+        return sum(scraped.get("let_energy_joules_total", {}).values())
 
-    assert joules() == pytest.approx(0.010 * J_PER_KWH)
+    # The first read (which imports pandas) may itself outlast the wait: scrapes until it is done.
+    wait_until(lambda: joules() == pytest.approx(0.010 * J_PER_KWH), what="the first read")
     release = threading.Event()
     real = exporter.read_totals
 
@@ -376,3 +411,36 @@ def test_a_slow_read_serves_the_last_totals_within_the_wait_then_the_new_ones(
     finally:
         release.set()
     wait_until(lambda: joules() == pytest.approx(0.030 * J_PER_KWH), what="the read to finish")
+
+
+def test_a_port_in_use_is_a_clear_error(let_home: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "let_core", "exporter", "--port", str(port)], env=_env(let_home),
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and f"--port {port + 1}" in done.stderr
+
+
+def test_attribution_exports_each_runs_share_as_lett_results_counts_it(let_home: Path, tmp_path: Path) -> None:
+    with EnergyTracker(project_name="shared", attribution="process", reporters=["csv"],
+                       backends=[ManualBackend(power_watts=100, hardware="Xeon")]):
+        sum(range(3 * 10**6))
+    _record("plain", 0.002)  # no share: its machine figure counts in both views
+    machine = _parse(_textfile(let_home, tmp_path / "machine"))
+    shares = _parse(_textfile(let_home, tmp_path / "shares", "--attribution"))
+    lines = _lett(let_home, "results", "--by", "project", "--json", "--attribution").splitlines()
+    expected = {row["project"]: row["kwh"] * J_PER_KWH for row in map(json.loads, lines)}
+    assert _by(shares["let_energy_joules_total"], "project") == pytest.approx(expected)
+    machine_shared = _by(machine["let_energy_joules_total"], "project")["shared"]
+    assert 0 < expected["shared"] <= machine_shared  # a share, never more than the machine's figure
+    assert expected["plain"] == pytest.approx(0.002 * J_PER_KWH)
+
+
+def _textfile(let_home: Path, folder: Path, *args: str) -> str:
+    _lett(let_home, "exporter", "--textfile", str(folder), *args)
+    return (folder / "let.prom").read_text()
