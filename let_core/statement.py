@@ -17,6 +17,8 @@ from attrs import frozen
 
 from let_core.carbon import checked_number
 from let_core.errors import ConfigurationError
+from let_core.units import format_emissions as format_emissions
+from let_core.units import format_energy as format_energy
 
 # --------------------------------------------------------------------------- citations
 BIBTEX: dict[str, str] = {
@@ -164,31 +166,8 @@ def comparison_phrase(emissions_g: float, reference: Reference) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
-# Three decimals as LET 0.1.x ("3.200 kWh"), in the largest unit that still shows the value as
-# at least 0.1, so that three significant digits always show; never scientific notation.
-_ENERGY_UNITS: tuple[tuple[str, float], ...] = (("GWh", 1e6), ("MWh", 1e3), ("kWh", 1.0),
-                                                ("Wh", 1e-3), ("mWh", 1e-6))
-_MASS_UNITS: tuple[tuple[str, float], ...] = (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3))
-
-
-def _scaled(value: float, units: Sequence[tuple[str, float]], zero_unit: str) -> str:
-    if not math.isfinite(value) or value == 0:
-        return f"{0:.3f} {zero_unit}"
-    for unit, factor in units:
-        if abs(value) / factor >= 0.1:
-            return f"{value / factor:.3f} {unit}"
-    unit, factor = units[-1]
-    return f"{value / factor:.3f} {unit}"
-
-
-def format_energy(kwh: float) -> str:
-    """``0.135 kWh``, ``0.100 Wh``, ``1.220 mWh``: three decimals, at least three significant digits."""
-    return _scaled(kwh, _ENERGY_UNITS, "kWh")
-
-
-def format_emissions(grams: float) -> str:
-    """``1.216 kg``, ``45.714 g``, ``0.381 t``: the same rule as energies."""
-    return _scaled(grams, _MASS_UNITS, "g")
+# Energies and masses scale as everywhere LET shows them (let_core.units); kept importable
+# from here, where the statement's callers have always found them.
 
 
 def format_intensity(g_per_kwh: float) -> str:
