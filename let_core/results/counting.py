@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "run_hours",
+           "aggregate", "counted_figures", "counted_rows", "frame_accumulators", "frame_totals", "group_totals",
+           "primary_rows", "run_hours",
            "usable_energy"]
 
 
@@ -315,7 +316,7 @@ def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
 
 
 # ------------------------------------------------------------------------- frames, vectorised
-GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "job": "job"}
+GROUP_COLUMNS = {"project": "project_name", "user": "user", "host": "hostname", "backend": "backend", "job": "job"}
 
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
@@ -704,7 +705,8 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     import numpy as np
     import pandas as pd
 
-    columns, roles, parts, demoted, metered, launches = _frame_counting(frame)
+    counting = _frame_counting(frame)
+    columns = counting[0]
     if by_group:
         key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
         combined = np.zeros(columns.size, dtype=np.int64)
@@ -720,10 +722,49 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
             labels.append(tuple(reversed(names_g)))
     else:
         group, labels = np.zeros(columns.size, dtype=np.int64), [("", "", "")]
-    count = len(labels)
-    if not count:
+    if not labels:
         return {}
-    group = np.asarray(group, dtype=np.int64)
+    return _accumulate(counting, np.asarray(group, dtype=np.int64), labels,
+                       _launches_by_group(counting[5], labels))
+
+
+def group_totals(frame: pd.DataFrame, groupings: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, Totals]]:
+    """``Totals`` per label for each grouping (its name -> one label per row of ``frame``: a
+    month, an institute's group, a project...): the counting of ``frame_totals`` done once over
+    the whole frame and split by label, so each grouping's groups add up to it. Missing labels
+    are the group ""."""
+    import numpy as np
+    import pandas as pd
+
+    counting = _frame_counting(frame)
+    result: dict[str, dict[str, Totals]] = {}
+    for name, labels in groupings.items():
+        if len(labels) != len(frame):
+            raise ValueError(f"grouping {name!r}: {len(labels)} labels for {len(frame)} rows")
+        codes, names = _labels(pd.Series(np.asarray(labels, dtype=object)))
+        accumulators = _accumulate(counting, np.asarray(codes, dtype=np.int64), names, [{} for _ in names])
+        result[name] = {label: accumulator.totals() for label, accumulator in accumulators.items()}
+    return result
+
+
+def counted_figures(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the kWh and kg CO2e it counts for (0 where it counts for nothing): a run's
+    headline figure is the sum over its rows, the statement's the sum over all."""
+    import numpy as np
+
+    columns, roles, parts, _, _, _ = _frame_counting(frame)
+    counted = (roles & COUNTED) > 0
+    kg = _part_emissions(columns, parts)[0]
+    return np.where(counted, parts, 0.0), np.where(counted, kg, 0.0)
+
+
+def _accumulate(counting: tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Launches],
+                group: np.ndarray, labels: Sequence[Any], job_max: Sequence[dict[str, list[float]]]) -> dict[Any, Accumulator]:
+    """What ``Accumulator.add_run`` would hold per group (rows coded by ``group`` into ``labels``)."""
+    import numpy as np
+
+    columns, roles, parts, demoted, metered, _ = counting
+    count = len(labels)
     counted = (roles & COUNTED) > 0
     emissions, used, replaced = _part_emissions(columns, parts)
     known = counted & np.isfinite(used)
@@ -792,14 +833,13 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
                "backends": counts("backend", counted),
                "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
                "paired_backends": counts("backend", estimate_primary & paired_rows)}
-    job_max = _launches_by_group(launches, labels)
     result = {}
     for index, label in enumerate(labels):
         data: dict[str, Any] = {name: (int(values[index]) if name in _INT_FIELDS else float(values[index]))
                                 for name, values in numbers.items()}
         data.update({name: values[index] for name, values in tallies.items()})
-        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))  # type: ignore[index]
-    return result  # type: ignore[return-value]
+        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))
+    return result
 
 
 def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[float]]]:
@@ -841,7 +881,7 @@ def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
+    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``user``, ``host``,
     ``backend`` or ``job``).
 
     Per project, host or job the counted figures (the groups add up to ``frame_totals``).
