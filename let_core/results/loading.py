@@ -206,8 +206,14 @@ def where(output_dir: str | os.PathLike[str] | None = None,
           dataset: str | os.PathLike[str] | None = None) -> str:
     """Where ``load_results`` looks, in words (for "no stored runs match" messages)."""
     store, root = sources(output_dir, dataset)
-    return f"{store.path} and the dataset {root}" if _dataset_present(root) else (
-        f"{store.path} (no Parquet dataset at {root})")
+    if is_uri(root):
+        from let_core.dataset import locate
+
+        shown = locate(root).display  # never the credentials a URI may carry
+    else:
+        shown = root
+    return f"{store.path} and the dataset {shown}" if _dataset_present(root) else (
+        f"{store.path} (no Parquet dataset at {shown})")
 
 
 def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
