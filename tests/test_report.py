@@ -369,3 +369,22 @@ def test_model_api_and_biggest_runs(lab: Path) -> None:
     assert starts == sorted(starts, reverse=True)  # the latest first
     later = build_report([lab / "store"], since=now - timedelta(days=1))
     assert later.empty and later.totals.runs == 0
+
+
+def test_breakdown_groups_add_up_to_the_statements_totals(lab: Path) -> None:
+    from let_core.results import frame_totals, load_results
+    from let_core.results.counting import aggregate, breakdown
+
+    frame = load_results(lab / "store")
+    labels = ["even" if i % 2 else "odd" for i in range(len(frame))]
+    result = breakdown(frame, {"project": "project_name", "host": "hostname", "rows": labels})
+    assert result.totals == frame_totals(frame)
+    for name, groups in result.groups.items():
+        assert sum(t.energy_kwh for t in groups.values()) == pytest.approx(result.totals.energy_kwh, rel=1e-12), name
+        assert sum(t.runs for t in groups.values()) >= result.totals.runs
+    assert float(result.row_kwh.sum()) == pytest.approx(result.totals.energy_kwh, rel=1e-12)
+    by_project = aggregate(frame, "project").set_index("project")
+    for project, totals in result.groups["project"].items():
+        assert totals.runs == by_project.loc[project, "runs"]
+        assert totals.energy_kwh == pytest.approx(by_project.loc[project, "kwh"], rel=1e-12)
+        assert totals.emissions_kg == pytest.approx(by_project.loc[project, "kg"], rel=1e-12)

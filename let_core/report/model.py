@@ -146,34 +146,35 @@ def report_of_frame(frame: pd.DataFrame, sources: Sequence[str], *, since: datet
     import numpy as np
     import pandas as pd
 
-    from let_core.results.counting import counted_figures, frame_totals, group_totals
+    from let_core.keys import row_codes
+    from let_core.results.counting import breakdown
 
     frame = _in_period(frame, since, until)
     generated = now or datetime.now(timezone.utc)
     start = pd.to_datetime(frame["start_time"], utc=True, errors="coerce") if "start_time" in frame \
         else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
-    run_codes, run_ids = pd.factorize(_text(frame, "run_id"))
+    run_codes, stored_runs = row_codes(frame["run_id"]) if "run_id" in frame else (np.arange(len(frame)), len(frame))
     failed_rows = (_text(frame, "run_status") == "failed").to_numpy()
-    stored_runs, failed_runs = len(run_ids), int(np.unique(run_codes[failed_rows]).size)
-    project, user, host = _text(frame, "project_name"), _text(frame, "user"), _text(frame, "hostname")
-    months = _months(start)
-    labels: dict[str, Any] = {"project": project, "user": user, "host": host, "month": months}
+    failed_runs = int(np.unique(run_codes[failed_rows]).size)
+    groupings: dict[str, Any] = {"project": "project_name", "user": "user", "host": "hostname",
+                                 "month": _months(start).to_numpy()}
     if groups is not None:
-        labels["group"] = groups.labels(project, user)
-    totals = frame_totals(frame)
-    per_group = group_totals(frame, {name: labels[name].to_numpy() for name in BREAKDOWNS if name in labels})
+        groupings["group"] = groups.labels(_text(frame, "project_name"), _text(frame, "user")).to_numpy()
+    counted = breakdown(frame, groupings)
+    totals = counted.totals
     breakdowns = {}
     for name in BREAKDOWNS:
-        if name not in per_group:
+        if name not in counted.groups:
             continue
-        failed = _failed_per_label(labels[name].to_numpy(), run_codes, failed_rows)
-        lines = [Line(label, value, failed.get(label, 0)) for label, value in per_group[name].items()
+        by = groupings[name]
+        failed_labels = (_text(frame[failed_rows], by).to_numpy() if isinstance(by, str) else by[failed_rows])
+        failed = _failed_per_label(failed_labels, run_codes[failed_rows])
+        lines = [Line(label, value, failed.get(label, 0)) for label, value in counted.groups[name].items()
                  if not value.empty or failed.get(label, 0)]
         breakdowns[name] = _ordered(lines, chronological=name == "month")
-    statements = _statements(frame, project, per_group["project"], calibrations)
-    kwh, kg = counted_figures(frame)
-    per_run_kwh = np.bincount(run_codes, weights=kwh, minlength=stored_runs) if stored_runs else np.zeros(0)
-    per_run_kg = np.bincount(run_codes, weights=kg, minlength=stored_runs) if stored_runs else np.zeros(0)
+    statements = _statements(frame, dict(counted.groups["project"]), calibrations)
+    per_run_kwh = np.bincount(run_codes, weights=counted.row_kwh, minlength=stored_runs)
+    per_run_kg = np.bincount(run_codes, weights=counted.row_kg, minlength=stored_runs)
     biggest = np.argsort(-per_run_kwh, kind="stable")[:MAX_RUNS]
     biggest = biggest[per_run_kwh[biggest] > 0]
     failed_codes = np.unique(run_codes[failed_rows])
@@ -211,12 +212,13 @@ def _months(start: pd.Series) -> pd.Series:
     return labels
 
 
-def _failed_per_label(labels: Any, run_codes: Any, failed_rows: Any) -> dict[str, int]:
+def _failed_per_label(labels: Any, runs: Any) -> dict[str, int]:
+    """Failed runs per label, from the failed rows' labels and run codes."""
     import pandas as pd
 
-    if not failed_rows.any():
+    if not len(labels):
         return {}
-    pairs = pd.DataFrame({"label": labels[failed_rows], "run": run_codes[failed_rows]}).drop_duplicates()
+    pairs = pd.DataFrame({"label": labels, "run": runs}).drop_duplicates()
     return {str(k): int(v) for k, v in pairs.groupby("label")["run"].size().items()}
 
 
@@ -239,8 +241,7 @@ def _statement(totals: Totals, frame: pd.DataFrame, calibrations: bool) -> str:
     return statement_from_totals(totals, calibration_sentences(frame) if calibrations else None)
 
 
-def _statements(frame: pd.DataFrame, project: pd.Series, per_project: dict[str, Totals],
-                calibrations: bool) -> list[tuple[str, str]]:
+def _statements(frame: pd.DataFrame, per_project: dict[str, Totals], calibrations: bool) -> list[tuple[str, str]]:
     """Each project's paper statement, the largest projects first: from the project's totals,
     as `lett statement --project` words it."""
     import numpy as np
@@ -249,9 +250,10 @@ def _statements(frame: pd.DataFrame, project: pd.Series, per_project: dict[str, 
     largest = sorted((p for p, t in per_project.items() if not t.empty),
                      key=lambda p: (-per_project[p].energy_kwh, p))[:MAX_STATEMENTS]
     result = []
+    project = _text(frame, "project_name") if calibrations and largest else None
     for name in largest:
         subset = frame
-        if calibrations:  # the calibration sentences read the project's rows
+        if project is not None:  # the calibration sentences read the project's rows
             subset = frame.iloc[np.flatnonzero((project == name).to_numpy())]
             subset.index = pd.RangeIndex(len(subset))
         result.append((name, _statement(per_project[name], subset, calibrations)))

@@ -246,6 +246,8 @@ def _runs(title: str, key: str, runs: Sequence[RunLine], note: str) -> str:
         return f"<h2 id='{key}'>{_e(title)}</h2><p class='meta' data-none='{key}'>None in this period.</p>"
     head = ("<tr><th>started</th><th>project</th><th>user</th><th>host</th><th class='num'>duration</th>"
             "<th class='num'>energy</th><th class='num'>CO2e</th><th>kind</th><th>status</th><th>run</th></tr>")
+    # Eight characters name a run as `lett results` shows it, unless the listed ids share them.
+    short = 8 if len({run.run_id[:8] for run in runs}) == len(runs) else 36
     rows = []
     for run in runs:
         status = run.status + (f": {run.error}" if run.error else "")
@@ -255,7 +257,7 @@ def _runs(title: str, key: str, runs: Sequence[RunLine], note: str) -> str:
                     f"<td>{_e(run.host)}</td><td class='num'>{_duration(run.duration_s)}</td>"
                     f"<td class='num' data-col='energy'>{_e(format_energy(run.kwh))}</td>"
                     f"<td class='num'>{_e(format_emissions(run.kg * 1000))}</td><td>{_e(run.kinds)}</td>"
-                    f"<td class='status'>{_e(status[:160])}</td><td><code>{_e(run.run_id[:8])}</code></td></tr>")
+                    f"<td class='status'>{_e(status[:160])}</td><td><code>{_e(run.run_id[:short])}</code></td></tr>")
     return (f"<h2 id='{key}'>{_e(title)}</h2><p class='meta'>{_e(note)}</p><table class='runs' data-runs='{key}'>"
             f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
 

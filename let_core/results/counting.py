@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "counted_figures", "counted_rows", "frame_accumulators", "frame_totals", "group_totals",
+           "Breakdown", "aggregate", "breakdown", "counted_rows", "frame_accumulators", "frame_totals",
            "primary_rows", "run_hours",
            "usable_energy"]
 
@@ -728,45 +728,64 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
                        _launches_by_group(counting[5], labels))
 
 
-def group_totals(frame: pd.DataFrame, groupings: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, Totals]]:
-    """``Totals`` per label for each grouping (its name -> one label per row of ``frame``: a
-    month, an institute's group, a project...): the counting of ``frame_totals`` done once over
-    the whole frame and split by label, so each grouping's groups add up to it. Missing labels
-    are the group ""."""
+@frozen
+class Breakdown:
+    """What a result set counts for, in total and split by groupings, with each row's share."""
+
+    totals: Totals
+    #: grouping name -> label -> that group's totals (each grouping's groups add up to ``totals``)
+    groups: Mapping[str, Mapping[str, Totals]]
+    #: per row, the kWh and kg CO2e it counts for (0 where it counts for nothing): a run's
+    #: headline figure is the sum over its rows
+    row_kwh: np.ndarray
+    row_kg: np.ndarray
+
+
+def breakdown(frame: pd.DataFrame, groupings: Mapping[str, str | Sequence[Any]]) -> Breakdown:
+    """The counting of ``frame_totals`` done once over the whole frame and split by each
+    grouping: a column name of ``frame`` (``"project_name"``, ``"user"``, ``"hostname"``...) or
+    one label per row (a month, an institute's group). Missing labels are the group ""."""
     import numpy as np
     import pandas as pd
 
     counting = _frame_counting(frame)
-    result: dict[str, dict[str, Totals]] = {}
+    columns = counting[0]
+    emissions = _part_emissions(columns, counting[2])
+    whole = _accumulate(counting, np.zeros(columns.size, dtype=np.int64), [""], [{}], emissions)
+    groups: dict[str, dict[str, Totals]] = {}
     for name, labels in groupings.items():
-        if len(labels) != len(frame):
+        if isinstance(labels, str):
+            codes, names = columns.codes(labels)
+            codes = np.asarray(codes, dtype=np.int64)
+            if len(set(names)) != len(names):  # "" from a null and from an empty text: one group
+                codes, names = _labels(pd.Series(np.asarray(names, dtype=object)[codes]))
+        elif len(labels) != len(frame):
             raise ValueError(f"grouping {name!r}: {len(labels)} labels for {len(frame)} rows")
-        codes, names = _labels(pd.Series(np.asarray(labels, dtype=object)))
-        accumulators = _accumulate(counting, np.asarray(codes, dtype=np.int64), names, [{} for _ in names])
-        result[name] = {label: accumulator.totals() for label, accumulator in accumulators.items()}
-    return result
-
-
-def counted_figures(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the kWh and kg CO2e it counts for (0 where it counts for nothing): a run's
-    headline figure is the sum over its rows, the statement's the sum over all."""
-    import numpy as np
-
-    columns, roles, parts, _, _, _ = _frame_counting(frame)
-    counted = (roles & COUNTED) > 0
-    kg = _part_emissions(columns, parts)[0]
-    return np.where(counted, parts, 0.0), np.where(counted, kg, 0.0)
+        else:
+            codes, names = _labels(pd.Series(np.asarray(labels, dtype=object)))
+        if not len(frame):
+            groups[name] = {}
+            continue
+        accumulators = _accumulate(counting, np.asarray(codes, dtype=np.int64), names, [{} for _ in names],
+                                   emissions)
+        groups[name] = {label: accumulator.totals() for label, accumulator in accumulators.items()}
+    counted = (counting[1] & COUNTED) > 0
+    kg = emissions[0]
+    return Breakdown(totals=whole[""].totals() if whole else Totals(), groups=groups,
+                     row_kwh=np.where(counted, counting[2], 0.0), row_kg=np.where(counted, kg, 0.0))
 
 
 def _accumulate(counting: tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Launches],
-                group: np.ndarray, labels: Sequence[Any], job_max: Sequence[dict[str, list[float]]]) -> dict[Any, Accumulator]:
-    """What ``Accumulator.add_run`` would hold per group (rows coded by ``group`` into ``labels``)."""
+                group: np.ndarray, labels: Sequence[Any], job_max: Sequence[dict[str, list[float]]],
+                emissions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[Any, Accumulator]:
+    """What ``Accumulator.add_run`` would hold per group (rows coded by ``group`` into ``labels``);
+    ``emissions`` is ``_part_emissions`` of the counting, when already computed."""
     import numpy as np
 
     columns, roles, parts, demoted, metered, _ = counting
     count = len(labels)
     counted = (roles & COUNTED) > 0
-    emissions, used, replaced = _part_emissions(columns, parts)
+    emissions, used, replaced = emissions if emissions is not None else _part_emissions(columns, parts)
     known = counted & np.isfinite(used)
     counted_metered = counted & metered
     estimate_primary = (roles & EST_PRIMARY) > 0
