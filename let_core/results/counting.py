@@ -971,7 +971,9 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
                           "rank": columns.text("rank")[rows], "run": columns.runs[rows]})
     start = pd.to_datetime(pd.Series(columns.text("start_time")[rows]), utc=True, errors="coerce", format="ISO8601")
     end = pd.to_datetime(pd.Series(columns.text("timestamp")[rows]), utc=True, errors="coerce", format="ISO8601")
-    table["start"], table["end"] = start.to_numpy(), end.to_numpy()
+    # Naive UTC datetimes: a column with no parsable time at all (CodeCarbon rows have no
+    # start_time) would otherwise lose its time zone and refuse to subtract from the other.
+    table["start"], table["end"] = start.dt.tz_convert(None).to_numpy(), end.dt.tz_convert(None).to_numpy()
     # A run without a rank (one process) is a rank of its own.
     table["who"] = np.where(table["rank"] == "", "run:" + table["run"].astype(str), "rank:" + table["rank"])
     grouped = table.groupby("g")
