@@ -96,9 +96,10 @@ def _label(value: float) -> str:
     return f"{value:.6f}"
 
 
-def format_share(fraction: float | None) -> str:
-    """A share as a whole percentage, rounded down so a figure with gaps never reads "100%";
-    "-" where there is none (no metered time, no energy)."""
+def format_share(fraction: float | None, nearest: bool = False) -> str:
+    """A share as a whole percentage, rounded down so a figure with gaps never reads "100%"
+    (``nearest``: rounded, for parts of a whole that should add up to it); "-" where there is
+    none (no metered time, no energy)."""
     if fraction is None or isinstance(fraction, bool) or not math.isfinite(fraction):
         return "-"
-    return f"{math.floor(fraction * 100)}%"
+    return f"{round(fraction * 100) if nearest else math.floor(fraction * 100)}%"

@@ -180,9 +180,9 @@ def test_numbers_a_person_sees_equal_lett_results_by(lab: Path, browser: Any, tm
     failed_rows = browser.find_elements(By.CSS_SELECTOR, "table[data-runs='failures'] tr.failed")
     assert len(failed_rows) == int(browser.find_element(By.CSS_SELECTOR, "[data-card='failed'] .value").text) > 0
     # The month chart's ticks read distinct, in one unit that scales.
-    ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#chart-month text.tick")]
+    ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#chart-trend text.tick")]
     assert len(ticks) >= 2 and len(set(ticks)) == len(ticks)
-    assert "in kWh" in browser.find_element(By.ID, "chart-month").get_attribute("aria-label")
+    assert browser.find_element(By.ID, "chart-trend").get_attribute("aria-label") == "Energy per day in kWh"
 
 
 def test_report_prints_to_a_multipage_pdf(lab: Path, browser: Any, tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_breakdowns_add_up_and_months_cover_the_runs(lab: Path, tmp_path: Path) 
     assert sum(int(r["runs"]) for r in tables["project"].values()) == DAYS * len(SPECS)
     # vision is measured both ways, nlp and speech only estimated
     assert tables["project"]["vision"]["measured-share"] == "100%"
-    assert tables["project"]["nlp"]["measured"] == "0.000 kWh"
+    assert tables["project"]["nlp"]["measured"] == "-" and tables["project"]["vision"]["estimated"] == "-"
 
 
 def test_period_filter(lab: Path, tmp_path: Path) -> None:
@@ -388,3 +388,63 @@ def test_breakdown_groups_add_up_to_the_statements_totals(lab: Path) -> None:
         assert totals.runs == by_project.loc[project, "runs"]
         assert totals.energy_kwh == pytest.approx(by_project.loc[project, "kwh"], rel=1e-12)
         assert totals.emissions_kg == pytest.approx(by_project.loc[project, "kg"], rel=1e-12)
+
+
+def test_project_statements_name_calibrations_as_lett_statement_does(let_home: Path, tmp_path: Path) -> None:
+    from let_core.store import Store
+    from tests.paired_runs import rows, synthetic_runs
+
+    Store(let_home).append(rows(synthetic_runs(120, seed=11)) + rows(synthetic_runs(5, seed=12, metered=False)))
+    lett("calibration", "fit")
+    page = tmp_path / "r.html"
+    lett("report", "--html", str(page))
+    statement = lett("statement", "-p", "paper").stdout.strip()
+    assert "calibrat" in statement
+    shown = re.search(r"data-project='paper'>(.*?)</div>", page.read_text(encoding="utf-8"), flags=re.S)
+    assert shown is not None
+    import html
+
+    assert html.unescape(shown.group(1)).strip() == statement
+
+
+def new_user_store(directory: Path) -> None:
+    """A new user's first day: two projects, a few short CPU runs of some mWh, one failed."""
+    import uuid
+
+    from let_core._version import __version__
+    from let_core.records import Measurement, Run
+    from let_core.store import Store
+
+    day = datetime(2026, 12, 1, 9, tzinfo=timezone.utc)
+    runs = []
+    for i in range(7):
+        project = "thesis" if i % 2 else "course-ml"
+        start = day + timedelta(minutes=47 * i)
+        energy = 0.0004 * (1 + i)  # 0.4-2.8 Wh
+        runs.append(Run(run_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"new-user-{i}")), project_name=project,
+                        user="newcomer", hostname="laptop", start_time=start, end_time=start + timedelta(minutes=3),
+                        status="failed" if i == 5 else "ok",
+                        measurements=(Measurement(backend="codecarbon", methodology="CodeCarbon 3.3.2",
+                                                  kind="estimate", energy_kwh=energy, duration_s=180.0,
+                                                  scope="cpu+gpu+ram", hardware="Intel(R) Core(TM) i7-1165G7 CPU"),),
+                        country_iso_code="DEU", country_name="Germany", carbon_intensity=380.0))
+    Store(directory).append([row for run in runs for row in run.rows(__version__)])
+
+
+def test_new_users_day_reads_in_units_that_scale(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    new_user_store(tmp_path / "store")
+    page = tmp_path / "report.html"
+    lett("report", "-o", str(tmp_path / "store"), "--html", str(page))
+    browser.get(page.as_uri())
+    shoot(browser, "report-new-user", tmp_path)
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "0.000" not in text  # small figures scale down (Wh, mWh, g, mg), never round to nothing
+    assert browser.find_element(By.CSS_SELECTOR, "[data-card='energy'] .value").text.endswith(" Wh")
+    ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#chart-trend text.tick")]
+    assert len(set(ticks)) == len(ticks) >= 2
+    assert browser.find_element(By.ID, "chart-trend").get_attribute("aria-label") == "Energy per hour in Wh"
+    projects = [r.text.split()[0] for r in browser.find_elements(By.CSS_SELECTOR, "table[data-by='project'] tbody tr")]
+    assert sorted(projects) == ["course-ml", "thesis"]
+    assert browser.find_element(By.CSS_SELECTOR, "[data-card='failed'] .value").text == "1"

@@ -70,6 +70,9 @@ class Report:
     statements: list[tuple[str, str]]
     biggest: list[RunLine]
     failures: list[RunLine]
+    #: Energy over time for the chart, per ``trend_unit`` ("hour", "day" or "month": by the span)
+    trend: list[Line]
+    trend_unit: str
     groups_source: str = ""
 
     @property
@@ -157,7 +160,12 @@ def report_of_frame(frame: pd.DataFrame, sources: Sequence[str], *, since: datet
     failed_rows = (_text(frame, "run_status") == "failed").to_numpy()
     failed_runs = int(np.unique(run_codes[failed_rows]).size)
     groupings: dict[str, Any] = {"project": "project_name", "user": "user", "host": "hostname",
-                                 "month": _months(start).to_numpy()}
+                                 "month": _periods(start, "M").to_numpy()}
+    span = start.dropna()
+    seconds = (span.max() - span.min()).total_seconds() if len(span) else 0.0
+    trend_unit = next((name for limit, _, name in TREND_STEPS if seconds <= limit), "month")
+    if trend_unit != "month":
+        groupings["trend"] = _periods(start, {name: code for _, code, name in TREND_STEPS}[trend_unit]).to_numpy()
     if groups is not None:
         groupings["group"] = groups.labels(_text(frame, "project_name"), _text(frame, "user")).to_numpy()
     counted = breakdown(frame, groupings)
@@ -172,6 +180,9 @@ def report_of_frame(frame: pd.DataFrame, sources: Sequence[str], *, since: datet
         lines = [Line(label, value, failed.get(label, 0)) for label, value in counted.groups[name].items()
                  if not value.empty or failed.get(label, 0)]
         breakdowns[name] = _ordered(lines, chronological=name == "month")
+    step = {name: code for _, code, name in TREND_STEPS}.get(trend_unit, "M")
+    trend = _filled(_ordered([Line(k, v) for k, v in counted.groups.get("trend", {}).items() if not v.empty]
+                             if "trend" in counted.groups else breakdowns.get("month", []), chronological=True), step)
     statements = _statements(frame, dict(counted.groups["project"]), calibrations)
     per_run_kwh = np.bincount(run_codes, weights=counted.row_kwh, minlength=stored_runs)
     per_run_kg = np.bincount(run_codes, weights=counted.row_kg, minlength=stored_runs)
@@ -189,27 +200,55 @@ def report_of_frame(frame: pd.DataFrame, sources: Sequence[str], *, since: datet
         return [_run_line(frame, start, run_codes, int(code), int(first_row[code]), float(per_run_kwh[code]),
                           float(per_run_kg[code])) for code in codes]
 
-    span = start.dropna()
     return Report(sources=tuple(sources), since=since, until=until,
                   first=span.min().to_pydatetime() if len(span) else None,
                   last=span.max().to_pydatetime() if len(span) else None, generated=generated, totals=totals,
                   stored_runs=stored_runs, failed_runs=failed_runs,
                   statement=_statement(totals, frame, calibrations) if not totals.empty else None,
                   breakdowns=breakdowns, statements=statements, biggest=run_lines(biggest),
-                  failures=run_lines(failed_codes), groups_source=groups.source if groups is not None else "")
+                  failures=run_lines(failed_codes), trend=trend, trend_unit=trend_unit,
+                  groups_source=groups.source if groups is not None else "")
 
 
-def _months(start: pd.Series) -> pd.Series:
-    """Each row's month as "2026-03" (``NO_DATE`` without a start), formatted once per month:
-    strftime on every row costs seconds over a million runs."""
+def _periods(start: pd.Series, unit: str) -> pd.Series:
+    """Each row's period (numpy unit "M", "D" or "h") as text, "2026-03", "2026-03-01" or
+    "2026-03-01 14:00" (``NO_DATE`` without a start), formatted once per period: strftime on
+    every row costs seconds over a million runs."""
     import numpy as np
     import pandas as pd
 
-    month = start.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]")
-    codes, uniques = pd.factorize(month.astype(np.int64))
-    names = [NO_DATE if np.isnat(m) else str(m) for m in np.asarray(uniques).astype("datetime64[M]")]
+    period = start.to_numpy(dtype="datetime64[ns]").astype(f"datetime64[{unit}]")
+    codes, uniques = pd.factorize(period.astype(np.int64))
+    names = [_period_label(p, unit) for p in np.asarray(uniques).astype(f"datetime64[{unit}]")]
     labels: pd.Series = pd.Series(np.asarray(names, dtype=object)[codes] if len(codes) else np.array([], dtype=object))
     return labels
+
+
+def _period_label(period: Any, unit: str) -> str:
+    import numpy as np
+
+    return NO_DATE if np.isnat(period) else str(period).replace("T", " ") + (":00" if unit == "h" else "")
+
+
+def _filled(lines: list[Line], unit: str) -> list[Line]:
+    """The trend with the periods between the first and the last that had no run, as zeros, so
+    the chart's columns stand at even steps of time."""
+    import numpy as np
+
+    from let_core.results.counting import Totals
+
+    dated = [line.name for line in lines if line.name != NO_DATE]
+    if not dated:
+        return lines
+    first, last = (np.array([name.replace(" ", "T")], dtype=f"datetime64[{unit}]")[0] for name in (dated[0], dated[-1]))
+    known = {line.name: line for line in lines}
+    every = np.arange(first, last + 1, dtype=f"datetime64[{unit}]")  # + 1: one step of the unit
+    full = [known.get(label) or Line(label, Totals()) for label in (_period_label(p, unit) for p in every)]
+    return full + [known[NO_DATE]] if NO_DATE in known else full
+
+
+#: The trend chart's step by the span of the runs: hours for a day or two, days up to two months.
+TREND_STEPS = ((2 * 86400, "h", "hour"), (62 * 86400, "D", "day"))
 
 
 def _failed_per_label(labels: Any, runs: Any) -> dict[str, int]:

@@ -73,6 +73,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def _part(kwh: float) -> str:
+    """A measured or estimated part: "-" where there is none (never "0.000 kWh" beside a figure)."""
+    return format_energy(kwh) if kwh > 0 else "-"
+
+
 def render_html(report: Report, title: str = "Energy and carbon impact report") -> str:
     parts = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -87,7 +92,7 @@ def render_html(report: Report, title: str = "Energy and carbon impact report") 
                      "<code>--since</code>/<code>--until</code>.</p></section></body></html>")
         return "".join(parts)
     parts.append(_overview(report))
-    parts.append(_months_chart(report.breakdowns.get("month", [])))
+    parts.append(_trend_chart(report.trend, report.trend_unit))
     for name in BREAKDOWNS:
         if name in report.breakdowns:
             parts.append(_breakdown(name, report.breakdowns[name], report.totals.energy_kwh))
@@ -129,7 +134,9 @@ def _overview(report: Report) -> str:
         _card("runs", "Runs counted", f"{t.runs:,}",
               f"{unusable:,} more without a usable figure" if unusable else "every stored run has a figure"),
         _card("measured", "Measured", format_share(t.metered_kwh / t.energy_kwh if t.energy_kwh > 0 else None),
-              f"{format_energy(t.metered_kwh)} metered, {format_energy(t.estimate_kwh)} estimated"),
+              f"{format_energy(t.metered_kwh)} metered, {format_energy(t.estimate_kwh)} estimated"
+              if t.metered_kwh > 0 and t.estimate_kwh > 0 else "all metered" if t.metered_kwh > 0
+              else "all estimated, none metered"),
         _card("coverage", "Metered coverage", format_share(t.coverage),
               "of the metered time had readings" if t.coverage is not None else "no metered runs"),
         _card("failed", "Failed runs", f"{report.failed_runs:,}"),
@@ -147,11 +154,11 @@ def _breakdown(name: str, lines: Sequence[Line], total_kwh: float) -> str:
     for line in lines:
         t = line.totals
         cells = [("runs", f"{t.runs:,}"), ("energy", format_energy(t.energy_kwh)),
-                 ("emissions", format_emissions(t.emissions_kg * 1000)), ("measured", format_energy(t.metered_kwh)),
-                 ("estimated", format_energy(t.estimate_kwh)),
+                 ("emissions", format_emissions(t.emissions_kg * 1000)), ("measured", _part(t.metered_kwh)),
+                 ("estimated", _part(t.estimate_kwh)),
                  ("measured-share", format_share(t.metered_kwh / t.energy_kwh if t.energy_kwh > 0 else None)),
                  ("coverage", format_share(t.coverage)), ("failed", f"{line.failed:,}"),
-                 ("share", format_share(t.energy_kwh / total_kwh if total_kwh > 0 else None))]
+                 ("share", format_share(t.energy_kwh / total_kwh if total_kwh > 0 else None, nearest=True))]
         label = line.name or "(none)"
         css = " class='rest'" if line.rest else ""
         rows.append(f"<tr data-name='{_e(line.name)}'{css}><td>{_e(label)}</td>"
@@ -168,10 +175,9 @@ def _legend() -> str:
             f"<span style='background:{ESTIMATED_COLOUR}'></span>estimated</div>")
 
 
-def _months_chart(lines: Sequence[Line]) -> str:
-    """Energy per month as stacked columns, measured below estimated, on one scaled unit."""
-    lines = [line for line in lines if line.totals.energy_kwh > 0]
-    if not lines:
+def _trend_chart(lines: Sequence[Line], unit: str) -> str:
+    """Energy per hour, day or month as stacked columns, measured below estimated, on one scaled unit."""
+    if not any(line.totals.energy_kwh > 0 for line in lines):
         return ""
     width, height, left, bottom, top = 1000, 260, 64, 36, 14
     scale = axis(0.0, max(line.totals.energy_kwh for line in lines), ENERGY_UNITS)
@@ -183,19 +189,19 @@ def _months_chart(lines: Sequence[Line]) -> str:
     def y(value: float) -> float:
         return top + plot_h * (1 - value / y_max)
 
-    out = [f"<svg id='chart-month' role='img' viewBox='0 0 {width} {height}' width='100%' "
-           f"aria-label='Energy per month in {scale.unit}'>"]
+    out = [f"<svg id='chart-trend' role='img' viewBox='0 0 {width} {height}' width='100%' "
+           f"aria-label='Energy per {unit} in {scale.unit}'>"]
     for tick, label in zip(scale.ticks, scale.labels):
         out.append(f"<line x1='{left}' x2='{width - 10}' y1='{y(tick):.1f}' y2='{y(tick):.1f}' stroke='#d5dbe1'/>"
                    f"<text class='tick' x='{left - 6}' y='{y(tick) + 4:.1f}' text-anchor='end'>{_e(label)}</text>")
     out.append(f"<text x='12' y='{top + plot_h / 2:.0f}' transform='rotate(-90 12 {top + plot_h / 2:.0f})' "
                f"text-anchor='middle'>energy ({_e(scale.unit)})</text>")
-    every = max(1, round(len(lines) / 14))  # month labels that never overlap
+    every = max(1, -(-len(lines) // (14 if unit == "month" else 8)))  # labels that never overlap
     for index, line in enumerate(lines):
         x = left + slot * index + (slot - bar) / 2
         metered, estimated = line.totals.metered_kwh, line.totals.estimate_kwh
-        out.append(f"<g><title>{_e(line.name)}: {_e(format_energy(line.totals.energy_kwh))} "
-                   f"({_e(format_energy(metered))} measured)</title>"
+        measured = f" ({format_energy(metered)} measured)" if metered > 0 else ""
+        out.append(f"<g><title>{_e(line.name)}: {_e(format_energy(line.totals.energy_kwh))}{_e(measured)}</title>"
                    f"<rect x='{x:.1f}' y='{y(metered):.1f}' width='{bar:.1f}' height='{y(0) - y(metered):.1f}' "
                    f"fill='{METERED_COLOUR}'/><rect x='{x:.1f}' y='{y(metered + estimated):.1f}' width='{bar:.1f}' "
                    f"height='{y(metered) - y(metered + estimated):.1f}' fill='{ESTIMATED_COLOUR}'/></g>")
@@ -203,8 +209,9 @@ def _months_chart(lines: Sequence[Line]) -> str:
             out.append(f"<text x='{x + bar / 2:.1f}' y='{height - bottom + 16}' text-anchor='middle'>"
                        f"{_e(line.name)}</text>")
     out.append("</svg>")
-    return (f"<figure><h3>Energy per month</h3>{''.join(out)}{_legend()}<figcaption>Counted energy of the runs "
-            f"started each month (UTC), in {_e(scale.unit)}.</figcaption></figure>")
+    return (f"<figure><h3>Energy per {unit}</h3>{''.join(out)}{_legend()}<figcaption>Counted energy of the runs "
+            f"started each {unit} (UTC), in {_e(scale.unit)}."
+            "</figcaption></figure>")
 
 
 def _bars_chart(name: str, lines: Sequence[Line], limit: int = 12) -> str:
