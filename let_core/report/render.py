@@ -42,9 +42,14 @@ figcaption { color: var(--muted); font-size: 12px; }
 svg text { font: 11px system-ui, "DejaVu Sans", sans-serif; fill: var(--ink); }
 .legend span { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 12px; vertical-align: -1px; }
 code { font-size: 12px; }
+td code { font-size: inherit; }
 @page { size: A4; margin: 14mm 12mm; }
 @media print {
   body { max-width: none; padding: 0; font-size: 11px; }
+  table { font-size: 10px; }
+  th, td { padding: 3px 4px; }
+  th.num { white-space: normal; }
+  .cards { grid-template-columns: repeat(3, 1fr); }
   h2 { break-before: page; break-after: avoid; }
   h2.first { break-before: auto; }
   h3 { break-after: avoid; }
