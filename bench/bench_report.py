@@ -55,6 +55,9 @@ def main() -> None:
     from let_core.dataset import locate, write_frame
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="let-bench-report-"))
+    if work.exists() and any(work.iterdir()):
+        # The dataset writer adds files: a second run into the same folder would double the runs.
+        raise SystemExit(f"{work} is not empty; --keep needs a new or empty folder")
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LET_HOME": str(work / "home"), "LET_LOAD_PLUGINS": ""}
     env.pop("LET_DATASET", None)
