@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
 
-from let_backends.tasmota.emulator import EmulatorFarm  # noqa: E402
+from let_groundtruth.emulator import EmulatorFarm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

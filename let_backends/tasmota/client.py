@@ -8,7 +8,6 @@ request runs in a helper thread and the caller stops waiting at the deadline.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
@@ -21,6 +20,7 @@ from let_backends.tasmota.config import (
     ca_bundle,
     client_hostname,
     client_timeout,
+    heartbeat_seconds,
     server_location,
     token,
 )
@@ -193,15 +193,6 @@ def parse_times(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def heartbeat_seconds() -> float:
-    """``LET_GT_HEARTBEAT_S``: how often a running session's figures are fetched and kept, so that
-    a server that dies mid-run still leaves the energy metered up to then (default 30 s)."""
-    try:
-        return max(float(os.environ.get("LET_GT_HEARTBEAT_S", "") or 30.0), 0.05)
-    except ValueError:
-        return 30.0
-
-
 class MeteredSession:
     """One session on the server, from start to stop, for one run or task.
 
@@ -227,7 +218,7 @@ class MeteredSession:
         self._thread: threading.Thread | None = None
 
     def start(self) -> dict[str, Any]:
-        self._t0 = time.time()
+        self._t0 = time.monotonic()  # a wall-clock step must not change a duration
         try:
             started = self.client.start(self.host, self.label)
         except GroundTruthError as exc:
@@ -293,7 +284,7 @@ class MeteredSession:
         seen = self.last_seen or {**self.started, "duration": 0.0, "energy_consumed": 0.0,
                                   "quality": {"coverage": 0.0, "interpolated_gaps": 0,
                                               "interpolated_seconds": 0.0}}
-        duration = max(time.time() - self._t0, float(seen.get("duration") or 0.0))
+        duration = max(time.monotonic() - self._t0, float(seen.get("duration") or 0.0))
         seen_s = float(seen.get("duration") or 0.0)
         tail = max(duration - seen_s, 0.0)
         power = seen.get("power_w")

@@ -34,12 +34,11 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from let_backends.tasmota.protocol import EnergyReading, SocketError
+from let_backends.tasmota.config import DEFAULT_RATED_MAX_W, max_energy_kwh
+from let_groundtruth.protocol import EnergyReading, SocketError
 
 #: Counter noise below half the 0.01 Wh resolution is not a drop.
 _DROP_TOLERANCE_KWH = 0.000005
-#: A 16 A socket at 230 V: the most a Tasmota plug (Nous A1T, Sonoff S31) can deliver.
-DEFAULT_RATED_MAX_W = 3680.0
 #: A session boundary wants a reading whose instant is known to within this many times the
 #: bracket the host's link achieves, or ``SHARP_FLOOR_S``; see ``HostMeter.sharp_span_s``.
 SHARP_FACTOR = 2.0
@@ -54,9 +53,6 @@ class Limits:
     rated_max_w: float = DEFAULT_RATED_MAX_W
     #: Beyond 1e9 kWh a double no longer resolves the 1e-5 kWh counter step.
     max_total_kwh: float = 1e9
-    #: Slack for the rise check: request timing jitter and the counter's rounding.
-    slack_s: float = 1.0
-    slack_kwh: float = 0.00002
 
     def problem(self, reading: EnergyReading) -> str:
         """Why a reading on its own is implausible, or "" when it is fine."""
@@ -72,7 +68,7 @@ class Limits:
         return ""
 
     def max_rise_kwh(self, dt: float) -> float:
-        return self.rated_max_w * (max(dt, 0.0) + self.slack_s) / 3.6e6 + self.slack_kwh
+        return max_energy_kwh(self.rated_max_w, dt)
 
 
 @frozen

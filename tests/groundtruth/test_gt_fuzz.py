@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from let_backends.tasmota.emulator import EmulatedSocket
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import free_port, wait_until
 
 TOKEN = "fuzz-token"

@@ -17,10 +17,10 @@ from typing import Any
 
 from attrs import asdict, frozen
 
-from let_backends.tasmota.config import SocketConfig
-from let_backends.tasmota.meter import HostMeter, Limits, Snapshot, quality
-from let_backends.tasmota.protocol import TASMOTA_TIME, TasmotaSocket
-from let_backends.tasmota.state import StateStore
+from let_groundtruth.config import SocketConfig
+from let_groundtruth.meter import HostMeter, Limits, Snapshot, quality
+from let_groundtruth.protocol import TASMOTA_TIME, TasmotaSocket
+from let_groundtruth.state import StateStore
 
 #: Open sessions per host and per client address; beyond them new sessions get a 429. Running
 #: sessions are never evicted to make room (that made other hosts' runs 404).

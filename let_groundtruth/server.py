@@ -24,15 +24,15 @@ address answers 429 instead of evicting running sessions.
 # No `from __future__ import annotations` here: FastAPI resolves the endpoint annotations at
 # run time, and the request model is local to create_app (pydantic is imported lazily).
 import hmac
-import os
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from let_backends.tasmota.config import SocketConfig
-from let_backends.tasmota.meter import Limits
-from let_backends.tasmota.service import (
+from let_core.config import gt_env
+from let_groundtruth.config import SocketConfig
+from let_groundtruth.meter import Limits
+from let_groundtruth.service import (
     GroundTruthService,
     SocketNeverAnswered,
     TooManySessions,
@@ -100,8 +100,8 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    secret = token if token is not None else os.environ.get("LET_GT_TOKEN", "")
-    admin = admin_token if admin_token is not None else os.environ.get("LET_GT_ADMIN_TOKEN", "")
+    secret = token if token is not None else gt_env("TOKEN")
+    admin = admin_token if admin_token is not None else gt_env("ADMIN_TOKEN")
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -245,7 +245,7 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
     def legacy_stop(host: str = host_path) -> dict[str, Any]:
         return service.legacy_stop(host)
 
-    from let_backends.tasmota.ui import mount_ui  # GET /ui: live power, open sessions, gaps
+    from let_groundtruth.ui import mount_ui  # GET /ui: live power, open sessions, gaps
 
     mount_ui(app, service)
     return app
@@ -262,7 +262,7 @@ class RunningServer:
                  max_sessions_per_client: int | None = None, max_age_days: float | None = None) -> None:
         import uvicorn
 
-        from let_backends.tasmota import service as svc
+        from let_groundtruth import service as svc
 
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key (PEM files)")

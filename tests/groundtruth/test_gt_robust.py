@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker
-from let_backends.tasmota.emulator import EmulatedSocket
 from let_core.errors import BackendUnavailable, LetWarning
 from let_core.tracker import EnergyTracker
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import free_port, wait_until
 
 TOKEN = "robust-token"
@@ -405,8 +405,8 @@ def test_unknown_session_after_restart_without_state_is_clear(tmp_path: Path, so
 
 
 def test_expired_sessions_are_dropped(tmp_path: Path, sockets: dict[str, EmulatedSocket]) -> None:
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.service import GroundTruthService
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.service import GroundTruthService
 
     svc = GroundTruthService(parse_server_config({"a": sockets["a"].address}), state_dir=tmp_path / "st",
                              max_age_days=1.0)

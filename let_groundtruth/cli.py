@@ -10,14 +10,9 @@ from typing import Any
 
 import click
 
-from let_backends.tasmota.config import (
-    DEFAULT_SERVER_PORT,
-    load_server_config,
-    parse_server_config,
-    server_location,
-    write_remote_config,
-)
+from let_backends.tasmota.config import DEFAULT_SERVER_PORT, server_location, write_remote_config
 from let_core.errors import LetError
+from let_groundtruth.config import load_server_config, parse_server_config
 
 
 def _fail(exc: Exception) -> None:
@@ -55,11 +50,11 @@ def serve(config_file: str, host: str, port: int, token: str, poll_interval: flo
           rated_max_w: float, max_sessions_per_host: int, max_sessions_per_client: int,
           max_age_days: float) -> None:
     """Run the ground-truth server in front of the configured sockets."""
-    from let_backends.tasmota.config import default_state_dir
+    from let_groundtruth.config import default_state_dir
 
     try:
         sockets = load_server_config(config_file)
-        from let_backends.tasmota.server import RunningServer
+        from let_groundtruth.server import RunningServer
 
         server = RunningServer(sockets, host=host, port=port, token=token, poll_interval=poll_interval,
                                socket_timeout=socket_timeout, admin_token=admin_token,
@@ -114,7 +109,7 @@ def calibrate(host: str, volts: float | None, watts: float | None, amps: float |
               tolerance: float) -> None:
     """Calibrate HOST's socket against a known constant load (e.g. an 11 W bulb):
     SaveData 1, VoltageSet, PowerSet, then Status 8 to check; ends with a verdict."""
-    from let_backends.tasmota.protocol import SocketError, TasmotaSocket
+    from let_groundtruth.protocol import SocketError, TasmotaSocket
 
     try:
         if address is None:
@@ -168,7 +163,7 @@ def calibrate(host: str, volts: float | None, watts: float | None, amps: float |
 def emulate(count: int, watts: tuple[float, ...], host: str, base_port: int, time_scale: float,
             password: str, write_config: str | None, duration: float | None) -> None:
     """Run emulated Tasmota sockets on loopback (for demos and tests without hardware)."""
-    from let_backends.tasmota.emulator import EmulatorFarm
+    from let_groundtruth.emulator import EmulatorFarm
 
     if not host.startswith("127."):
         raise click.UsageError("the emulator only listens on loopback addresses (127.x.x.x)")
