@@ -6,10 +6,13 @@ What clients need (the server's address, the token, the rate rule) is in
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+import secrets
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +136,75 @@ def load_server_config(path: str | os.PathLike[str]) -> dict[str, SocketConfig]:
 def default_state_dir() -> Path:
     """Where ``lett gt serve`` keeps its SQLite state unless ``--state-dir`` says otherwise."""
     return let_home() / "gt-server"
+
+
+# ------------------------------------------------------------------------------ who may connect
+TOKEN_FILE = "gt-token"
+LOOPBACK = "127.0.0.1"
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@frozen
+class Exposure:
+    """Where the server listens and which token it requires, and what to tell its operator."""
+
+    host: str
+    token: str
+    generated: Path | None = None  # the state dir's token file, when the token came from it
+    warning: str = ""
+
+
+def exposure(host: str | None, token: str, no_token: bool, state_dir: Path) -> Exposure:
+    """Safe defaults (as Jupyter's): without a token the server listens on loopback only; on any
+    other interface it requires a token, generated once and kept (mode 600) in the state dir
+    unless one is given; serving other interfaces without one needs ``no_token`` and is warned of."""
+    if no_token and token:
+        raise ConfigurationError("--no-token and a token (--token / LET_GT_TOKEN) contradict each other; drop one")
+    if host is None:
+        host = "0.0.0.0" if (token or no_token) else LOOPBACK
+    if token or is_loopback(host):
+        return Exposure(host, token)
+    if no_token:
+        return Exposure(host, "", warning=(
+            f"WARNING: serving on {host} without a token (--no-token): anyone who can reach this port can "
+            "start, read and stop sessions and read every socket's power. Drop --no-token to have a token "
+            "generated, or serve on a trusted network only."))
+    path = state_dir / TOKEN_FILE
+    try:
+        kept = path.read_text(encoding="ascii").strip()
+    except OSError:
+        kept = ""
+    if not kept:
+        kept = secrets.token_urlsafe(24)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(kept + "\n")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot keep the server's token in {str(path)!r} ({exc.strerror}); pass "
+                                     "--token, or a writable --state-dir") from None
+    return Exposure(host, kept, generated=path)
+
+
+def wait_for_config(path: str | os.PathLike[str], wait_s: float,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[str, SocketConfig]:
+    """``load_server_config``, waiting up to ``wait_s`` seconds for a file that is about to appear
+    (``lett gt emulate --write-config F &`` just before ``lett gt serve --config F``) or is still
+    being written; the last error is raised after that."""
+    deadline = time.monotonic() + max(wait_s, 0.0)
+    while True:
+        try:
+            return load_server_config(path)
+        except ConfigurationError:
+            if time.monotonic() >= deadline:
+                raise
+        sleep(0.1)

@@ -19,8 +19,9 @@ A socket that does not answer opens an outage; when it answers again with a plau
 (and its uptime says it did not reboot), the outage's energy is the counter's exact increase and
 it costs no coverage. Otherwise the outage is an interpolated gap too.
 
-Coverage of a session = 1 - interpolated seconds / duration. The clock is wall time
-(``time.time``) so that a server restart can continue from persisted counters.
+Coverage of a session = 1 - interpolated seconds / duration. The clock is monotonic
+(``time.monotonic``, or the service's injected one): a wall-clock step changes no interval.
+Persisted instants are moved onto the running clock at restore (``clock.Clock.offset_since``).
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ class Limits:
 
 @frozen
 class Snapshot:
-    """Cumulative counters of one host at one moment (wall time); sessions are differences."""
+    """Cumulative counters of one host at one moment; sessions are differences."""
 
-    mono: float  # the meter's clock (wall seconds) at this snapshot
+    mono: float  # the meter's monotonic clock (seconds) at this snapshot
     energy_kwh: float
     estimated_kwh: float
     resets: int
@@ -101,7 +102,7 @@ class HostMeter:
     #: Seconds since the socket booted (Status 11); asked only when a gap closes, because a
     #: socket that rebooted in a gap may already have counted past its old Total.
     uptime: Callable[[], float | None] | None = None
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.monotonic  # never the wall clock: see the module's docstring
     limits: Limits = Limits()
     # cumulative since the server began metering this host (persisted across restarts)
     energy_kwh: float = 0.0
@@ -334,22 +335,25 @@ class HostMeter:
             out["version"] = self.version
             return out
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a persisted state. The time the server was down is an open outage from
-        the last good reading: the next reading closes it exactly (counter rose plausibly, no
-        reboot) or as an interpolated gap."""
+    def restore(self, state: dict[str, Any], offset: float = 0.0) -> None:
+        """Continue from a persisted state (its instants + ``offset`` on this meter's clock). The
+        time the server was down is an open outage from the last good reading: the next reading
+        closes it exactly (counter rose plausibly, no reboot) or as an interpolated gap."""
         with self._lock:
-            for k in ("energy_kwh", "estimated_kwh", "gap_s_closed", "interp_s", "started"):
+            for k in ("energy_kwh", "estimated_kwh", "gap_s_closed", "interp_s"):
                 setattr(self, k, float(state.get(k) or 0.0))
+            self.started = float(state.get("started") or 0.0) + offset
             for k in ("resets", "reboots", "gaps", "interp_n", "implausible"):
                 setattr(self, k, int(state.get(k) or 0))
             last = state.get("last")
             self.last = EnergyReading.from_dict(last) if last else None
-            self.last_ok = float(state["last_ok"]) if state.get("last_ok") is not None else None
+            self.last_ok = float(state["last_ok"]) + offset if state.get("last_ok") is not None else None
             since = state.get("failing_since")
             if since is None:
                 since = self.last_ok if self.last_ok is not None else self.started
                 self.gaps += 1
+            else:
+                since = float(since) + offset
             self.failing_since = float(since)
             self.last_error = "the server restarted; waiting for the socket's next reading"
 

@@ -21,6 +21,8 @@ from let_backends.tasmota.config import (
     client_hostname,
     client_timeout,
     heartbeat_seconds,
+    max_energy_kwh,
+    rated_max_w,
     server_location,
     token,
 )
@@ -29,6 +31,9 @@ from let_core.errors import LetError, LetWarning
 TRACKING_MODE = "GroundTruth"
 #: A server's answers are small JSON documents; a larger body is not our server.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: A stop the server could not write (503, its state disk) is asked again this often, this far apart.
+STOP_TRIES = 3
+STOP_RETRY_S = 1.0
 
 
 class GroundTruthError(LetError, RuntimeError):
@@ -271,13 +276,46 @@ class MeteredSession:
             return result
         if self.session_id is None:
             raise GroundTruthError("stop() before start(); call start() first")
+        for attempt in range(STOP_TRIES):
+            try:
+                result = self.client.stop(self.session_id)
+                break
+            except GroundTruthError as exc:
+                # 503 + "retry": the server's state disk refused the write and changed nothing.
+                if exc.status == 503 and isinstance(exc.body, dict) and exc.body.get("retry") and attempt + 1 < STOP_TRIES:
+                    time.sleep(STOP_RETRY_S)
+                    continue
+                unknown = exc.status == 404 and isinstance(exc.body, dict) and exc.body.get("unknown_session")
+                if not partial_ok or not (exc.status is None or exc.status >= 500 or unknown):
+                    raise
+                return self.partial(str(exc))
+        self.check_plausible(result)
+        if result.get("expired"):
+            # The server ended it at its lease (no renewal reached it): its figures run to then,
+            # the rest of this run is a gap, as when the server is lost.
+            self.last_seen = result
+            return self.partial(str(result.get("note") or "the server expired the session"))
+        return result
+
+    def check_plausible(self, result: dict[str, Any]) -> None:
+        """Refuse a stop answer no socket can have metered: more energy than the rated power
+        (``LET_GT_RATED_MAX_W``, 3680 W) over this session's own duration, or a negative or
+        non-finite one. Raises ``GroundTruthError`` (cause "implausible") naming the figures."""
+        import math
+
+        elapsed = time.monotonic() - self._t0
         try:
-            return self.client.stop(self.session_id)
-        except GroundTruthError as exc:
-            unknown = exc.status == 404 and isinstance(exc.body, dict) and exc.body.get("unknown_session")
-            if not partial_ok or not (exc.status is None or exc.status >= 500 or unknown):
-                raise
-            return self.partial(str(exc))
+            energy = float(result.get("energy_consumed"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            energy = math.nan
+        rated = rated_max_w()
+        limit = max_energy_kwh(rated, elapsed)
+        if not (math.isfinite(energy) and 0.0 <= energy <= limit):
+            raise GroundTruthError(
+                f"the ground-truth server at {self.client.url} answered {result.get('energy_consumed')!r} kWh for a "
+                f"{elapsed:.1f} s session: no socket rated {rated:g} W meters that (at most {limit:.6f} kWh); "
+                "not recorded as metered. Check the server and its sockets (or LET_GT_RATED_MAX_W).",
+                None, "implausible", result)
 
     def partial(self, reason: str) -> dict[str, Any]:
         """What was last seen of this session, with the unseen rest of the run as a gap."""

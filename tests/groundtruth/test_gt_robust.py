@@ -404,19 +404,24 @@ def test_unknown_session_after_restart_without_state_is_clear(tmp_path: Path, so
         srv.stop()
 
 
-def test_expired_sessions_are_dropped(tmp_path: Path, sockets: dict[str, EmulatedSocket]) -> None:
+def test_a_session_not_renewed_expires_after_its_lease_with_its_figures_kept(tmp_path: Path,
+                                                                            sockets: dict[str, EmulatedSocket]) -> None:
     from let_groundtruth.config import parse_server_config
     from let_groundtruth.service import GroundTruthService
 
-    svc = GroundTruthService(parse_server_config({"a": sockets["a"].address}), state_dir=tmp_path / "st",
-                             max_age_days=1.0)
+    svc = GroundTruthService(parse_server_config({"a": sockets["a"].address}), state_dir=tmp_path / "st", lease_s=60.0)
     try:
         sid = svc.start_session("a")["session_id"]
-        assert svc.expire(now=time.time() + 0.5 * 86400) == 0
-        assert svc.expire(now=time.time() + 1.5 * 86400) == 1
-        with pytest.raises(KeyError):
-            svc.stop_session(sid)
+        now = svc.clock.monotonic()
+        assert svc.expire(now=now + 30.0) == 0
+        svc.peek_session(sid)  # renews: the lease runs from here
+        assert svc.expire(now=svc.clock.monotonic() + 59.0) == 0
+        assert svc.expire(now=svc.clock.monotonic() + 61.0) == 1
+        kept = svc.peek_session(sid)
+        assert kept["expired"] is True and kept["running"] is False and kept["energy_consumed"] >= 0
+        assert svc.stop_session(sid)["expired"] is True  # the opener's stop answers the kept figure
         assert list(svc.store.sessions()) == []  # type: ignore[union-attr]
+        assert [row[0] for row in svc.store.expired()] == [sid]  # type: ignore[union-attr]
     finally:
         svc.close()
 
