@@ -125,6 +125,8 @@ class HostMeter:
     last_attempt_ok: bool = False
     last_read_s: float = 0.0  # how long the bracket of the last good reading's instant was
     started: float = 0.0
+    #: restored from the state and not read since: the persisted energy may lag what was shown
+    awaiting_first_reading: bool = False
     #: bumped on every change, so the state store writes only what moved
     version: int = 0
     _lock: threading.Lock = field(init=False, factory=threading.Lock)  # guards the counters
@@ -249,6 +251,7 @@ class HostMeter:
                 self.gap_s_closed += max(t - self.failing_since, 0.0)
                 self.failing_since = None
             self.last_error = note
+            self.awaiting_first_reading = False
             # under the lock with last_ok, so a snapshot's time and its uncertainty always match
             self.last, self.last_ok, self.last_read_s = reading, t, span_s
             self._spans.append(span_s)
@@ -333,6 +336,7 @@ class HostMeter:
             out: dict[str, Any] = {k: getattr(self, k) for k in self._STATE_FIELDS}
             out["last"] = self.last.as_dict() if self.last is not None else None
             out["version"] = self.version
+            out["awaiting_first_reading"] = self.awaiting_first_reading
             return out
 
     def restore(self, state: dict[str, Any], offset: float = 0.0) -> None:
@@ -355,6 +359,7 @@ class HostMeter:
             else:
                 since = float(since) + offset
             self.failing_since = float(since)
+            self.awaiting_first_reading = True
             self.last_error = "the server restarted; waiting for the socket's next reading"
 
 

@@ -104,7 +104,7 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
     """
     from fastapi import Body, FastAPI, Path, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -250,6 +250,16 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
     def cancel(session_id: str = session_path) -> dict[str, Any]:
         service.cancel_session(session_id)
         return {"session_id": session_id, "cancelled": True}
+
+    @app.get("/metrics", summary="Prometheus exposition: every socket's power, energy, gaps", include_in_schema=True)
+    def metrics() -> Response:
+        from let_groundtruth.metrics import exposition
+
+        try:
+            body, content_type = exposition(service)
+        except ImportError:
+            return error(501, "/metrics needs prometheus-client: pip install 'lamarr-energy-tracker[prometheus]'")
+        return Response(body, media_type=content_type)
 
     # LET 0.1.x's routes last, so that /hosts/... and /sessions/... are matched first.
     @app.get("/{host}/start", summary="Start tracking a host (LET 0.1.x)")
