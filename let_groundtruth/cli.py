@@ -219,19 +219,28 @@ def emulate(count: int, watts: tuple[float, ...], host: str, base_port: int, tim
 
 
 @gt.command()
-def hosts() -> None:
+@click.option("--wait", "wait_s", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Seconds to wait for a server that is still starting (it is not reachable yet).")
+def hosts(wait_s: float) -> None:
     """Hosts the configured server meters, with live power."""
     from let_backends.tasmota.client import GroundTruthClient, GroundTruthError
     from let_backends.tasmota.config import NOT_CONFIGURED
 
-    try:
-        location = server_location()
-        if location is None:
-            raise GroundTruthError(NOT_CONFIGURED)
-        client = GroundTruthClient(location)
-        statuses: list[dict[str, Any]] = client._call("GET", "/hosts")
-    except LetError as exc:
-        _fail(exc)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            location = server_location()
+            if location is None:
+                raise GroundTruthError(NOT_CONFIGURED)
+            client = GroundTruthClient(location)
+            statuses: list[dict[str, Any]] = client.statuses()
+            break
+        except GroundTruthError as exc:
+            if exc.cause != "unreachable" or time.monotonic() >= deadline:
+                _fail(exc)
+            time.sleep(0.2)
+        except LetError as exc:
+            _fail(exc)
     for st in statuses:
         power = st.get("power_w")
         click.echo(f"{st['host']:<20} {'online ' if st.get('online') else 'OFFLINE'} "

@@ -145,6 +145,10 @@ class GroundTruthClient:
     def hosts(self, timeout: float | None = None) -> list[str]:
         return list(self._call("GET", "/list", timeout=timeout))
 
+    def statuses(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every host's status (``GET /hosts``)."""
+        return list(self._call("GET", "/hosts", timeout=timeout))
+
     def host(self, host: str, timeout: float | None = None) -> dict[str, Any]:
         return dict(self._call("GET", f"/hosts/{host}", timeout=timeout))
 
