@@ -165,8 +165,7 @@ def test_reading_instant_bracketed_by_the_exchange_not_the_whole_call() -> None:
         began = time.monotonic()
         assert meter.refresh()
         call_s = time.monotonic() - began
-    assert call_s > 0.2
-    assert meter.last_read_s < call_s / 4
+    assert meter.last_read_s < call_s / 4  # the bracket, not the trickled call
     assert meter.snapshot().timing_s == pytest.approx(meter.last_read_s / 2)
 
 
