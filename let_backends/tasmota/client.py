@@ -242,6 +242,10 @@ class MeteredSession:
             started.setdefault("session_id", "")
         self.started = started
         self.session_id = started.get("session_id") or None
+        lease = started.get("lease_s")
+        if isinstance(lease, (int, float)) and lease > 0:
+            # Renew well within the server's lease (a server may run a short one), or it expires.
+            self.heartbeat_s = min(self.heartbeat_s, max(float(lease) / 3.0, 0.05))
         if not self.legacy and self.session_id:
             self._stop.clear()
             self._thread = threading.Thread(target=self._heartbeat, name="let-gt-heartbeat", daemon=True)

@@ -157,3 +157,29 @@ def test_restart_reads_persisted_instants_on_the_new_clock(tmp_path: Path) -> No
 
     same = {"mono": 1000.0, "wall": 5000.0, "boot": boot_id()}
     assert clock.offset_since(same) == (0.0 if boot_id() else pytest.approx(-1010.0))
+
+
+def test_lets_client_renews_within_a_short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with a 1.5 s lease: LET's client renews at a third of it (not its 30 s default),
+    so a 4 s run is never expired and is metered in full."""
+    from let_core.tracker import EnergyTracker
+
+    socket = EmulatedSocket(1200.0).start()
+    server = RunningServer({"box": SocketConfig("box", socket.address)}, port=free_port(), poll_interval=0.2,
+                           token="", lease_s=1.5)
+    try:
+        server.start()
+        monkeypatch.setenv("LET_GT_HOST", "127.0.0.1")
+        monkeypatch.setenv("LET_GT_PORT", str(server.port))
+        monkeypatch.setenv("LET_GT_HOSTNAME", "box")
+        with EnergyTracker(project_name="lease", backends=["tasmota"], reporters=[]) as tracker:
+            time.sleep(4.0)
+        expired_now = server.service.expire()
+    finally:
+        server.stop()
+        socket.close()
+    m = tracker.last_result["measurements"]["tasmota"]  # type: ignore[index]
+    assert not m["error"] and "gt_partial" not in m["extras"], m
+    assert m["coverage"] == 1.0 and m["duration"] > 3.5
+    assert m["energy_consumed"] * 3.6e6 / m["duration"] == pytest.approx(1200.0, rel=0.06)
+    assert expired_now == 0
