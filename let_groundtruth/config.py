@@ -87,7 +87,7 @@ def _check_address(host: str, address: Any, path: str) -> str:
         port = address.rsplit(":", 1)[1]
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigurationError(f"{path}: host {host!r} has a bad port in {address!r}")
-    return address
+    return str(address)
 
 
 def parse_server_config(data: Mapping[str, Any], path: str = "<config>") -> dict[str, SocketConfig]:

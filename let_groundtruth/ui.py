@@ -15,7 +15,10 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 DEFAULT_WINDOW_S = 600.0
 _PAGE = Path(__file__).with_name("ui.html")
@@ -89,7 +92,7 @@ def page_data(service: Any, history: PowerHistory) -> dict[str, Any]:
             "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + " UTC"}
 
 
-def mount_ui(app: Any, service: Any, window_s: float = DEFAULT_WINDOW_S) -> PowerHistory:
+def mount_ui(app: FastAPI, service: Any, window_s: float = DEFAULT_WINDOW_S) -> PowerHistory:
     """Add ``GET /ui`` (the page) and ``GET /ui/data`` (its JSON) to the server's app."""
     from fastapi.responses import FileResponse
 
