@@ -11,7 +11,8 @@ from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Run
 from let_core.results.loading import ResultsHandle
-from let_core.statement import format_energy, statement_from_totals
+from let_core.statement import statement_from_totals
+from let_core.units import format_energy
 
 
 class StatementReporter:

@@ -178,7 +178,7 @@ class GroundTruthClient:
             self._local.http = None
 
 
-def _is_legacy_server(exc: GroundTruthError) -> bool:
+def is_legacy_server(exc: GroundTruthError) -> bool:
     """A LET 0.1.x server: no session routes. Its http.server answers 501 to a POST and a plain
     (non-JSON) 404 to unknown paths; a 1.x server's 404s are JSON with an "error"."""
     if exc.status == 501:
@@ -231,7 +231,7 @@ class MeteredSession:
         try:
             started = self.client.start(self.host, self.label)
         except GroundTruthError as exc:
-            if not _is_legacy_server(exc):
+            if not is_legacy_server(exc):
                 raise
             warnings.warn(f"the ground-truth server at {self.client.url} is a LET 0.1.x server (no session "
                           "routes); using its /<host>/start and /<host>/stop, which RESET the socket's "
