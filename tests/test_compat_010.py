@@ -242,9 +242,9 @@ def test_010_positional_arguments_keep_their_meaning(tmp_path: Path) -> None:
 @pytest.fixture
 def ground_truth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A real ground-truth server on loopback, metering an emulated socket at 1800 W."""
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.emulator import EmulatorFarm
-    from let_backends.tasmota.server import RunningServer
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.emulator import EmulatorFarm
+    from let_groundtruth.server import RunningServer
 
     farm = EmulatorFarm([1800.0], names=["worker"]).start()
     server = RunningServer(parse_server_config(farm.config()), port=free_port(), token="t",

@@ -16,9 +16,9 @@ import requests
 
 import lamarr_energy_tracker.ground_truth_tracking as gtt
 from let_backends.tasmota.client import GroundTruthTracker
-from let_backends.tasmota.emulator import EmulatedSocket
 from let_core.errors import LetWarning
 from let_core.tracker import EnergyTracker
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import free_port
 
 LET014_PYTHON = Path(os.environ.get("LET014_PYTHON", "/tmp/let014venv/bin/python"))
@@ -150,8 +150,8 @@ def test_crash_false_dummy_results_and_attributes(monkeypatch: pytest.MonkeyPatc
 
 
 def test_legacy_stop_is_an_error_when_the_socket_never_answered(tmp_path: Path) -> None:
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.server import RunningServer
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.server import RunningServer
 
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: the socket never answers
     with RunningServer(parse_server_config({"ghost": dead}), port=free_port(), token="",

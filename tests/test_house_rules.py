@@ -11,11 +11,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = sorted(p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name not in ("tests", "bench"))
 
-#: Reads of LET_* outside config.py that move with the ground-truth server to its own package
-#: (issue 20's layout, another branch); they go through config.py once they have moved.
-ENV_MOVING_WITH_THE_SERVER = {"let_backends/tasmota/client.py", "let_backends/tasmota/config.py",
-                              "let_backends/tasmota/server.py", "let_backends/tasmota/cli.py"}
-
 
 
 
@@ -186,7 +181,7 @@ def test_let_environment_variables_are_read_in_config_only():
     offences = []
     for _name, path in _modules().items():
         relative = str(path.relative_to(REPO))
-        if relative == "let_core/config.py" or relative in ENV_MOVING_WITH_THE_SERVER:
+        if relative == "let_core/config.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and ast.unparse(node.func) in (

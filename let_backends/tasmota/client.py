@@ -8,7 +8,6 @@ request runs in a helper thread and the caller stops waiting at the deadline.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
@@ -21,6 +20,9 @@ from let_backends.tasmota.config import (
     ca_bundle,
     client_hostname,
     client_timeout,
+    heartbeat_seconds,
+    max_energy_kwh,
+    rated_max_w,
     server_location,
     token,
 )
@@ -29,6 +31,9 @@ from let_core.errors import LetError, LetWarning
 TRACKING_MODE = "GroundTruth"
 #: A server's answers are small JSON documents; a larger body is not our server.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: A stop the server could not write (503, its state disk) is asked again this often, this far apart.
+STOP_TRIES = 3
+STOP_RETRY_S = 1.0
 
 
 class GroundTruthError(LetError, RuntimeError):
@@ -140,6 +145,10 @@ class GroundTruthClient:
     def hosts(self, timeout: float | None = None) -> list[str]:
         return list(self._call("GET", "/list", timeout=timeout))
 
+    def statuses(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every host's status (``GET /hosts``)."""
+        return list(self._call("GET", "/hosts", timeout=timeout))
+
     def host(self, host: str, timeout: float | None = None) -> dict[str, Any]:
         return dict(self._call("GET", f"/hosts/{host}", timeout=timeout))
 
@@ -193,15 +202,6 @@ def parse_times(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def heartbeat_seconds() -> float:
-    """``LET_GT_HEARTBEAT_S``: how often a running session's figures are fetched and kept, so that
-    a server that dies mid-run still leaves the energy metered up to then (default 30 s)."""
-    try:
-        return max(float(os.environ.get("LET_GT_HEARTBEAT_S", "") or 30.0), 0.05)
-    except ValueError:
-        return 30.0
-
-
 class MeteredSession:
     """One session on the server, from start to stop, for one run or task.
 
@@ -227,7 +227,7 @@ class MeteredSession:
         self._thread: threading.Thread | None = None
 
     def start(self) -> dict[str, Any]:
-        self._t0 = time.time()
+        self._t0 = time.monotonic()  # a wall-clock step must not change a duration
         try:
             started = self.client.start(self.host, self.label)
         except GroundTruthError as exc:
@@ -242,6 +242,10 @@ class MeteredSession:
             started.setdefault("session_id", "")
         self.started = started
         self.session_id = started.get("session_id") or None
+        lease = started.get("lease_s")
+        if isinstance(lease, (int, float)) and lease > 0:
+            # Renew well within the server's lease (a server may run a short one), or it expires.
+            self.heartbeat_s = min(self.heartbeat_s, max(float(lease) / 3.0, 0.05))
         if not self.legacy and self.session_id:
             self._stop.clear()
             self._thread = threading.Thread(target=self._heartbeat, name="let-gt-heartbeat", daemon=True)
@@ -280,20 +284,53 @@ class MeteredSession:
             return result
         if self.session_id is None:
             raise GroundTruthError("stop() before start(); call start() first")
+        for attempt in range(STOP_TRIES):
+            try:
+                result = self.client.stop(self.session_id)
+                break
+            except GroundTruthError as exc:
+                # 503 + "retry": the server's state disk refused the write and changed nothing.
+                if exc.status == 503 and isinstance(exc.body, dict) and exc.body.get("retry") and attempt + 1 < STOP_TRIES:
+                    time.sleep(STOP_RETRY_S)
+                    continue
+                unknown = exc.status == 404 and isinstance(exc.body, dict) and exc.body.get("unknown_session")
+                if not partial_ok or not (exc.status is None or exc.status >= 500 or unknown):
+                    raise
+                return self.partial(str(exc))
+        self.check_plausible(result)
+        if result.get("expired"):
+            # The server ended it at its lease (no renewal reached it): its figures run to then,
+            # the rest of this run is a gap, as when the server is lost.
+            self.last_seen = result
+            return self.partial(str(result.get("note") or "the server expired the session"))
+        return result
+
+    def check_plausible(self, result: dict[str, Any]) -> None:
+        """Refuse a stop answer no socket can have metered: more energy than the rated power
+        (``LET_GT_RATED_MAX_W``, 3680 W) over this session's own duration, or a negative or
+        non-finite one. Raises ``GroundTruthError`` (cause "implausible") naming the figures."""
+        import math
+
+        elapsed = time.monotonic() - self._t0
         try:
-            return self.client.stop(self.session_id)
-        except GroundTruthError as exc:
-            unknown = exc.status == 404 and isinstance(exc.body, dict) and exc.body.get("unknown_session")
-            if not partial_ok or not (exc.status is None or exc.status >= 500 or unknown):
-                raise
-            return self.partial(str(exc))
+            energy = float(result.get("energy_consumed"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            energy = math.nan
+        rated = rated_max_w()
+        limit = max_energy_kwh(rated, elapsed)
+        if not (math.isfinite(energy) and 0.0 <= energy <= limit):
+            raise GroundTruthError(
+                f"the ground-truth server at {self.client.url} answered {result.get('energy_consumed')!r} kWh for a "
+                f"{elapsed:.1f} s session: no socket rated {rated:g} W meters that (at most {limit:.6f} kWh); "
+                "not recorded as metered. Check the server and its sockets (or LET_GT_RATED_MAX_W).",
+                None, "implausible", result)
 
     def partial(self, reason: str) -> dict[str, Any]:
         """What was last seen of this session, with the unseen rest of the run as a gap."""
         seen = self.last_seen or {**self.started, "duration": 0.0, "energy_consumed": 0.0,
                                   "quality": {"coverage": 0.0, "interpolated_gaps": 0,
                                               "interpolated_seconds": 0.0}}
-        duration = max(time.time() - self._t0, float(seen.get("duration") or 0.0))
+        duration = max(time.monotonic() - self._t0, float(seen.get("duration") or 0.0))
         seen_s = float(seen.get("duration") or 0.0)
         tail = max(duration - seen_s, 0.0)
         power = seen.get("power_w")
