@@ -1,8 +1,8 @@
 """Code written for LET 0.1.x keeps working: names, signatures and meaning of its modules.
 
-Where LET 0.1.4 itself can run here (its own venv at /tmp/let014venv, made with
-``python3 -m venv /tmp/let014venv && /tmp/let014venv/bin/pip install lamarr-energy-tracker==0.1.4``),
-its output is the reference; those checks are skipped where that venv does not exist.
+Where LET 0.1.4 itself can run here (its own venv, made by ``python -m bench.let014``, which
+.ci/run runs; ``bench/let014.py`` says where), its output is the reference; those checks are
+skipped, saying why, where that venv does not exist.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import lamarr_energy_tracker
+from bench import let014
 from lamarr_energy_tracker import print_paper_statement as pps_module
 from lamarr_energy_tracker import tracker as tracker_module
 from lamarr_energy_tracker.print_paper_statement import (
@@ -32,8 +33,8 @@ from let_core.errors import LetWarning
 from let_core.statement import REFERENCES, comparison
 from tests.loopback import free_port
 
-LET014 = Path("/tmp/let014venv/bin/python")
-needs_014 = pytest.mark.skipif(not LET014.exists(), reason="LET 0.1.4 venv not at /tmp/let014venv")
+LET014 = let014.python()
+needs_014 = pytest.mark.skipif(not LET014.exists(), reason=str(let014.missing()))
 DATA = Path(__file__).parent / "data"
 
 
