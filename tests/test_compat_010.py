@@ -294,18 +294,48 @@ def test_facade_tracker_reports_codecarbon_even_with_ground_truth(ground_truth: 
     assert "metered where any backend metered" in (LetTracker.__doc__ or "")
 
 
-def test_facade_tracker_without_codecarbon_gives_nan_not_another_figure(tmp_path: Path) -> None:
+def test_facade_tracker_without_codecarbon_returns_the_chosen_backends_figure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Backends chosen without CodeCarbon: their figure, never NaN (it was NaN with a warning)."""
+    import warnings
+
     from let_backends.manual import ManualBackend
 
     tracker = tracker_module.EnergyTracker(
         project_name="p", output_dir=str(tmp_path),
-        backends=[ManualBackend(energy_kwh=0.5, kind="metered", methodology="Tasmota smart socket")],
-        reporters=[])
+        backends=[ManualBackend(energy_kwh=0.5, kind="metered", methodology="Tasmota smart socket")])
     tracker.start()
-    with pytest.warns(LetWarning, match="CodeCarbon gave no estimate"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LetWarning)  # nothing to warn about: the user chose this
         result = tracker.stop()
-    assert math.isnan(result["energy_consumed"]) and result["tracking_mode"] == "CodeCarbon"
+    assert result["energy_consumed"] == 0.5 and result["tracking_mode"] == "Tasmota smart socket"
+    assert result["emissions"] == pytest.approx(0.5 * result["carbon_intensity"] / 1000)
     assert result["measurements"]["manual"]["energy_consumed"] == 0.5
+    assert tracker.last_result is not None and tracker.last_result["energy_consumed"] == 0.5
+    # what it prints is what it returns
+    assert "Tracker stopped - this experiment consumed 0.500 kWh." in capsys.readouterr().out
+
+
+def test_facade_tracker_prints_each_figure_when_codecarbon_is_not_the_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CodeCarbon + a manual GPU figure: the facade returns CodeCarbon's (0.1.x's meaning), the
+    printed line named only the sum (it printed "80.273 mWh" and returned 6.2 mWh); now it names
+    each figure, CodeCarbon's among them, and the sum."""
+    from let_backends.manual import ManualBackend
+    from let_core.statement import format_energy
+
+    tracker = tracker_module.EnergyTracker(
+        project_name="p", output_dir=str(tmp_path),
+        backends=["codecarbon", ManualBackend(energy_kwh=7.41e-5, scope="gpu", hardware="NVIDIA A100")])
+    tracker.start()
+    time.sleep(0.5)
+    result = tracker.stop()
+    codecarbon = result["measurements"]["codecarbon"]["energy_consumed"]
+    assert result["energy_consumed"] == codecarbon and result["tracking_mode"] == "CodeCarbon"
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Tracker stopped"))
+    total = format_energy(codecarbon + 7.41e-5)
+    assert line == (f"Tracker stopped - this experiment consumed {total} "
+                    f"(codecarbon {format_energy(codecarbon)} + manual {format_energy(7.41e-5)}).")
 
 
 def test_module_print_paper_statement_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -339,3 +369,20 @@ def test_module_cli_custom_statement_in_010_wording() -> None:
     assert done.returncode == 0, done.stderr
     assert "estimated to 3.200 kWh. This corresponds to estimated carbon emissions of 1.216 kgCO2-equivalents" \
         in done.stdout
+
+
+def test_printed_line_names_a_figure_that_is_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A metered figure beside an estimate: the headline is the metered one, and the estimate
+    (the facade's answer where it is CodeCarbon's) is on the line too, marked as not counted."""
+    from let_backends.manual import ManualBackend
+
+    tracker = tracker_module.EnergyTracker(
+        project_name="p", output_dir=str(tmp_path),
+        backends=[ManualBackend(energy_kwh=0.002, kind="metered", name="socket"),
+                  ManualBackend(energy_kwh=0.0008, name="guess")])
+    tracker.start()
+    result = tracker.stop()
+    assert result["energy_consumed"] == 0.002  # no CodeCarbon: the run's headline
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Tracker stopped"))
+    assert line == ("Tracker stopped - this experiment consumed 2.000 Wh "
+                    "(socket 2.000 Wh metered; not counted: guess 0.800 Wh estimated).")
