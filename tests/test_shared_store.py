@@ -153,7 +153,7 @@ def test_ui_answers_while_the_store_is_a_fifo_and_recovers(tmp_path):
     good = path.read_bytes()
     path.unlink()
     os.mkfifo(path)
-    client = TestClient(create_app(Dashboard(folder)), raise_server_exceptions=False)
+    client = TestClient(create_app(Dashboard(folder)), raise_server_exceptions=False, base_url="http://localhost")
     answers: list[int] = []
 
     def ask() -> None:
