@@ -386,3 +386,90 @@ def test_printed_line_names_a_figure_that_is_not_counted(tmp_path: Path, capsys:
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Tracker stopped"))
     assert line == ("Tracker stopped - this experiment consumed 2.000 Wh "
                     "(socket 2.000 Wh metered; not counted: guess 0.800 Wh estimated).")
+
+
+# ------------------------------------------------------------------------------ what 0.1.x code patches
+@pytest.fixture
+def trap(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A real HTTP server where the configured ground-truth server would be: every request that
+    goes around a patch lands here (0.1.x's tests patched, and LET's surface talked to the address)."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("LET_GT_HOST", "127.0.0.1")
+    monkeypatch.setenv("LET_GT_PORT", str(server.server_address[1]))
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_patched_requests_get_sees_every_call_of_the_010_surface(trap: list[str]) -> None:
+    from datetime import datetime
+    from unittest.mock import Mock, patch
+
+    import lamarr_energy_tracker.ground_truth_tracking as gtt
+
+    answers = {"/list": ["host1"],
+               "/host1/start": {"start_time": "2024-01-01T00:00:00", "timestamp": "2024-01-01T01:00:00",
+                                "duration": 3600, "energy_consumed": 10},
+               "/host1/stop": {"start_time": "2024-01-01T01:00:00", "timestamp": "2024-01-01T01:10:00",
+                               "duration": 600, "energy_consumed": 0.25},
+               "/cm?cmnd=Status%208": {"StatusSNS": {"ENERGY": {"Total": 1.5, "TotalStartTime": "2024-01-01T00:00:00"},
+                                                     "Time": "2024-01-01T01:00:00"}}}
+
+    def fake_get(url: str, **kwargs: object) -> Mock:
+        path = "/" + url.split("/", 3)[3]
+        response = Mock()
+        response.json.return_value = answers[path]
+        return response
+
+    with patch("requests.get", side_effect=fake_get) as get, patch("socket.gethostname", return_value="host1"):
+        with pytest.warns(LetWarning, match="LET 0.1.x server"):  # the answer has no session: 0.1.x's
+            tracker = gtt.GroundTruthTracker(verbose=False)
+            started = tracker.start()
+        stopped = tracker.stop()
+        command = gtt.GroundTruthTracker.send_command("127.0.0.1", "stop", 1)
+        with pytest.warns(DeprecationWarning):
+            socket_read = gtt.send_tasmota_query("127.0.0.1:1", "Status%208")
+    assert trap == []  # nothing went around the patch
+    assert started["energy_consumed"] == 10.0 and isinstance(started["start_time"], datetime)
+    assert stopped["energy_consumed"] == 0.25 and stopped["tracking_mode"] == "GroundTruth"
+    assert isinstance(stopped["duration"], float) and command["duration"] == 600.0
+    assert socket_read is not None and socket_read["duration"] == 3600
+    paths = ["/" + call.args[0].split("/", 3)[3] for call in get.call_args_list]
+    assert paths.count("/host1/start") == 1 and paths.count("/host1/stop") == 2 and "/list" in paths
+
+
+def test_a_patched_is_available_decides_alone(trap: list[str]) -> None:
+    from unittest.mock import patch
+
+    from lamarr_energy_tracker.ground_truth_tracking import GroundTruthTracker
+
+    with patch.object(GroundTruthTracker, "is_available", return_value=True), \
+            patch.object(GroundTruthTracker, "send_command", return_value={"energy_consumed": 1.0, "duration": 2.0}) as cmd:
+        tracker = GroundTruthTracker(verbose=False)
+        assert tracker.server_port == str(int(os.environ["LET_GT_PORT"]))
+        tracker.stop()
+    cmd.assert_called_once_with("127.0.0.1", "stop", os.environ["LET_GT_PORT"])
+    with patch.object(GroundTruthTracker, "is_available", side_effect=RuntimeError("down")):
+        with pytest.warns(LetWarning, match="down"):
+            disabled = GroundTruthTracker(crash_if_unavailable=False, verbose=False)
+    assert disabled.server_host is None and disabled.start()["energy_consumed"] == -1
+    assert trap == []
