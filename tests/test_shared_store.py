@@ -79,6 +79,13 @@ def test_a_co_workers_bak_is_not_folded(tmp_path):
     said = _fold(folder)
     assert any("not folded" in m and "user id 65534" in m for m in said), said
     assert "planted" not in (folder / STORE_FILE).read_text()
+    # the doctor says the same (it said "--repair or the next append puts them back"), and
+    # --repair refuses it too
+    for args in (["doctor"], ["doctor", "--repair"]):
+        result = CliRunner().invoke(cli, [*args, "--output-dir", str(folder)])
+        assert result.exit_code == 1 and "belongs to user id 65534" in result.output, result.output
+        assert "puts them back" not in result.output
+    assert "planted" not in (folder / STORE_FILE).read_text()
 
 
 def test_the_owners_own_bak_is_folded_and_said(tmp_path):
