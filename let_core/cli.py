@@ -630,12 +630,15 @@ def ui(output_dir: str | None, dataset: str | None, host: str, port: int, allow_
         import fastapi  # noqa: F401,E401
         import uvicorn  # noqa: F401 - availability check
 
-        from let_core.ui.app import bind_socket, serve
+        from let_core.ui.app import allowed_hosts, bind_socket, serve
     except ImportError as exc:
         raise click.ClickException(f"`lett ui` needs FastAPI and uvicorn ({exc}); install the server "
                                    "extra: pip install 'lamarr-energy-tracker[server]'") from exc
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: listening on {host}: other machines can read your results", err=True)
+        names = ", ".join(sorted(allowed_hosts(host, allow_host)))
+        click.echo(f"warning: listening on {host}: other machines can read your results (under "
+                   f"{names}{' or any address of this machine' if host in ('0.0.0.0', '::') else ''}; "
+                   "add a name with --allow-host NAME)", err=True)
     try:
         sock = bind_socket(host, port)
     except OSError as exc:

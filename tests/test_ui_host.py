@@ -119,6 +119,43 @@ def test_docs_are_not_loaded_from_a_cdn(ui: int) -> None:
         assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), path
 
 
+def test_a_wildcard_bind_answers_to_this_machines_addresses_only(tmp_path: Path) -> None:
+    """`--host 0.0.0.0`: a co-worker types this machine's address; another address is refused
+    (the app in process: tests listen on loopback only, and 127.0.0.0/8 is all this machine's)."""
+    from fastapi.testclient import TestClient
+
+    from let_core.ui.app import create_app
+    from let_core.ui.data import Dashboard
+
+    build_store(tmp_path / "store")
+    app = create_app(Dashboard(tmp_path / "store"), allowed_hosts("0.0.0.0"), local_addresses=True)
+    for host, status in (("127.0.0.2:8765", 200), ("[::1]:8765", 200), ("192.0.2.1:8765", 421),
+                         ("rebind.example", 421)):
+        assert TestClient(app, base_url=f"http://{host}").get("/api/choices").status_code == status, host
+    assert get_raw_host(app, "999.1.1.1") == 421  # not an address at all
+    strict = create_app(Dashboard(tmp_path / "store"), allowed_hosts("127.0.0.1"))
+    assert TestClient(strict, base_url="http://127.0.0.2").get("/api/choices").status_code == 421
+
+
+def get_raw_host(app: Any, host: str) -> int:
+    """The status of GET /api/choices with this exact Host header, straight through ASGI."""
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/api/choices", "raw_path": b"/api/choices", "query_string": b"", "root_path": "",
+             "headers": [(b"host", host.encode())], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8765)}
+    asyncio.run(app(scope, receive, send))
+    return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+
 def test_allowed_names_of_a_bind() -> None:
     assert allowed_hosts("127.0.0.1") == {"localhost", "127.0.0.1", "::1"}
     assert "10.1.2.3" in allowed_hosts("10.1.2.3") and "rebind.example" not in allowed_hosts("10.1.2.3")

@@ -20,6 +20,8 @@ works offline).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
+import functools
+import ipaddress
 import socket
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -36,19 +38,32 @@ _WILDCARDS = ("", "0.0.0.0", "::")
 
 def allowed_hosts(bound: str = DEFAULT_HOST, extra: Iterable[str] = ()) -> frozenset[str]:
     """The names the dashboard answers to: this machine's local names, the address it is bound
-    to (for a wildcard bind: the machine's name and addresses), and ``extra`` (``--allow-host``;
-    ``*`` allows any name)."""
+    to (for a wildcard bind: the machine's names, and ``is_local_address`` per request), and
+    ``extra`` (``--allow-host``; ``*`` allows any name)."""
     names = {*LOCAL_NAMES, *(_bare(name) for name in extra)}
     address = _bare(bound)
     if address not in _WILDCARDS:
         names.add(address)
         return frozenset(names)
+    # The machine's names; its addresses are checked per request (is_local_address).
     names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
-    try:
-        names |= {str(info[4][0]).lower() for info in socket.getaddrinfo(socket.gethostname(), None)}
-    except OSError:
-        pass  # a name that does not resolve: its addresses come with --allow-host
     return frozenset(names)
+
+
+@functools.lru_cache(maxsize=256)
+def is_local_address(name: str) -> bool:
+    """An IP address of this machine (binding to it succeeds). A wildcard-bound dashboard is
+    reached under these; they are no rebinding risk (a rebinding page needs a name of its own)."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    with socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 def _bare(name: str) -> str:
@@ -63,8 +78,9 @@ def host_name(header: str) -> str:
     return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
-def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES) -> Any:
-    """The dashboard's app, answering to the names in ``hosts`` (``allowed_hosts``) only."""
+def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES, local_addresses: bool = False) -> Any:
+    """The dashboard's app, answering to the names in ``hosts`` (``allowed_hosts``) only, and
+    with ``local_addresses`` (a wildcard bind) to every address of this machine too."""
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -83,7 +99,9 @@ def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES) -> An
         # Starlette's TrustedHostMiddleware does this check but answers a bare "Invalid host
         # header"; this one says which names work and how to add one.
         header = request.headers.get("host")
-        if header is not None and "*" not in names and host_name(header) not in names:
+        name = host_name(header or "")
+        if (header is not None and "*" not in names and name not in names
+                and not (local_addresses and is_local_address(name))):
             return JSONResponse({"detail": f"this LET dashboard answers to {shown}, not to Host "
                                            f"{header[:100]!r}: open it under one of those names, or start it "
                                            "with `lett ui --allow-host NAME`"}, status_code=421)
@@ -191,7 +209,7 @@ def serve(output_dir: str | None = None, dataset: str | None = None, host: str =
             # once in the background while the first pages are served.
             threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
                              daemon=True).start()
-    app = create_app(dashboard, allowed_hosts(host, allow_hosts))
+    app = create_app(dashboard, allowed_hosts(host, allow_hosts), local_addresses=_bare(host) in _WILDCARDS)
     if sock is None:
         uvicorn.run(app, host=host, port=port, log_level="warning")
         return
