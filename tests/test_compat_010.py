@@ -473,3 +473,18 @@ def test_a_patched_is_available_decides_alone(trap: list[str]) -> None:
             disabled = GroundTruthTracker(crash_if_unavailable=False, verbose=False)
     assert disabled.server_host is None and disabled.start()["energy_consumed"] == -1
     assert trap == []
+
+
+def test_a_restart_reports_the_period_before_as_010_did(ground_truth: None) -> None:
+    """0.1.x's start() after a start(): the answer says what the host used since the last one."""
+    from lamarr_energy_tracker.ground_truth_tracking import GroundTruthTracker
+
+    tracker = GroundTruthTracker(verbose=False)
+    first = tracker.start()
+    time.sleep(1.5)
+    again = tracker.start()
+    assert again["session_id"] != first["session_id"]
+    assert again["energy_consumed"] * 3.6e6 / again["duration"] == pytest.approx(1800, rel=0.2)
+    time.sleep(1.0)
+    result = tracker.stop()
+    assert result["session_id"] == again["session_id"] and result["energy_consumed"] > 0

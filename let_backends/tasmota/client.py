@@ -363,6 +363,11 @@ class MeteredSession:
                 "timestamp_iso": now.isoformat(timespec="milliseconds"),
                 "timestamp": now.astimezone().strftime("%Y-%m-%dT%H:%M:%S")}
 
+    def detach(self) -> None:
+        """Stop watching; the server's session stays (LET 0.1.x's next start closes it and
+        reports what it metered)."""
+        self._end_heartbeat()
+
     def cancel(self) -> None:
         self._end_heartbeat()
         if self.session_id is not None and not self.legacy:
@@ -487,7 +492,8 @@ class GroundTruthTracker:
         if self.server_host is None:
             return dict(_DISABLED)
         if self._session is not None:
-            self._session.cancel()
+            # 0.1.x's restart: the server closes the running session and reports it in its answer
+            self._session.detach()
             self._session = None
         try:
             results = type(self).send_command(self.server_host, "start", self.server_port)
