@@ -267,10 +267,12 @@ class MeteredSession:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> dict[str, Any]:
+    def start(self, opened: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Open the session. ``opened``: one the server already opened (for LET 0.1.x's
+        ``GET /<host>/start``, see ``GroundTruthTracker``), taken over instead of a new one."""
         self._t0 = time.time()
         try:
-            started = self.client.start(self.host, self.label)
+            started = dict(opened) if opened is not None else self.client.start(self.host, self.label)
         except GroundTruthError as exc:
             if not _is_legacy_server(exc):
                 raise
@@ -281,25 +283,10 @@ class MeteredSession:
         self.started = started
         self.session_id = started.get("session_id") or None
         if not self.legacy and self.session_id:
-            self._begin_heartbeat()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._heartbeat, name="let-gt-heartbeat", daemon=True)
+            self._thread.start()
         return started
-
-    @classmethod
-    def adopt(cls, client: GroundTruthClient, host: str, started: dict[str, Any], label: str = "") -> MeteredSession:
-        """The session a LET 1.x server opened for LET 0.1.x's ``GET /<host>/start`` (whose answer
-        reports the period before it): from here on as if ``start()`` had opened it."""
-        session = cls(client, host, label)
-        session._t0 = time.time()
-        session.started = {**started, "start_time": started.get("timestamp"),
-                           "start_time_iso": started.get("timestamp_iso"), "duration": 0.0, "energy_consumed": 0.0}
-        session.session_id = str(started["session_id"])
-        session._begin_heartbeat()
-        return session
-
-    def _begin_heartbeat(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._heartbeat, name="let-gt-heartbeat", daemon=True)
-        self._thread.start()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -507,7 +494,11 @@ class GroundTruthTracker:
             warnings.warn(legacy_server_note(f"{self.server_host}:{self.server_port}", "this tracker used"),
                           LetWarning, stacklevel=2)
         elif self.client is not None:
-            self._session = MeteredSession.adopt(self.client, self.hostname, results, self.label)
+            # A LET 1.x server opened a session for it; its answer reports the period before.
+            self._session = MeteredSession(self.client, self.hostname, self.label)
+            self._session.start(opened={**results, "start_time": results.get("timestamp"),
+                                        "start_time_iso": results.get("timestamp_iso"),
+                                        "duration": 0.0, "energy_consumed": 0.0})
         if self.verbose:
             print(f"[GroundTruthTracker] Started tracking {self.hostname}"
                   + (f" (session {self._session.session_id[:8]})" if self._session and self._session.session_id else ""))
