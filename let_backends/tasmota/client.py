@@ -266,13 +266,14 @@ class MeteredSession:
         self._t0 = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: A session the server already opened (for LET 0.1.x's ``GET /<host>/start``, see
+        #: ``GroundTruthTracker``): ``start()`` takes it over instead of opening one.
+        self.opened: dict[str, Any] | None = None
 
-    def start(self, opened: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Open the session. ``opened``: one the server already opened (for LET 0.1.x's
-        ``GET /<host>/start``, see ``GroundTruthTracker``), taken over instead of a new one."""
+    def start(self) -> dict[str, Any]:
         self._t0 = time.time()
         try:
-            started = dict(opened) if opened is not None else self.client.start(self.host, self.label)
+            started = dict(self.opened) if self.opened is not None else self.client.start(self.host, self.label)
         except GroundTruthError as exc:
             if not _is_legacy_server(exc):
                 raise
@@ -496,9 +497,9 @@ class GroundTruthTracker:
         elif self.client is not None:
             # A LET 1.x server opened a session for it; its answer reports the period before.
             self._session = MeteredSession(self.client, self.hostname, self.label)
-            self._session.start(opened={**results, "start_time": results.get("timestamp"),
-                                        "start_time_iso": results.get("timestamp_iso"),
-                                        "duration": 0.0, "energy_consumed": 0.0})
+            self._session.opened = {**results, "start_time": results.get("timestamp"),
+                                    "start_time_iso": results.get("timestamp_iso"), "duration": 0.0, "energy_consumed": 0.0}
+            self._session.start()
         if self.verbose:
             print(f"[GroundTruthTracker] Started tracking {self.hostname}"
                   + (f" (session {self._session.session_id[:8]})" if self._session and self._session.session_id else ""))
