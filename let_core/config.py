@@ -18,6 +18,8 @@ and the CLI cannot disagree about it.
 | ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
 | ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
 | ``LET_ATTRIBUTION``     | ``process``: also record the tracked process tree's share       |
+| ``LET_LIVE_INTERVAL``   | seconds between a running tracker's published live figures      |
+|                         | (default 5; 0 publishes none)                                   |
 | ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
 |                         | ``$LET_HOME/run``)                                              |
 
@@ -168,18 +170,16 @@ def country_env() -> str | None:
 
 
 def carbon_intensity_env() -> float | None:
-    """``LET_CARBON_INTENSITY`` in gCO2/kWh, validated; None when unset."""
+    """``LET_CARBON_INTENSITY`` in gCO2/kWh as a number; None when unset. Its range is checked
+    where intensities are (``carbon.resolve_intensity``), so this module imports nothing of LET's."""
     value = os.environ.get("LET_CARBON_INTENSITY", "").strip()
     if not value:
         return None
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
         raise ConfigurationError(f"LET_CARBON_INTENSITY={value!r} is not a number; set it to the "
                                  "grid's carbon intensity in gCO2/kWh, e.g. 380") from None
-    from let_core.carbon import validate_intensity
-
-    return validate_intensity(number)
 
 
 def load_plugins_env() -> set[str] | None:
@@ -213,6 +213,25 @@ def attribution_env() -> str | None:
     """``LET_ATTRIBUTION``, validated; None when unset."""
     value = os.environ.get("LET_ATTRIBUTION", "").strip()
     return validate_attribution(value) if value else None
+
+
+DEFAULT_LIVE_INTERVAL = 5.0
+
+
+def live_interval() -> float:
+    """``LET_LIVE_INTERVAL``: seconds between the live figures a running tracker publishes in the
+    runtime dir for ``lett exporter`` (default 5, a tenth of a second at least; 0: publish none)."""
+    value = os.environ.get("LET_LIVE_INTERVAL", "").strip()
+    if not value:
+        return DEFAULT_LIVE_INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigurationError(f"LET_LIVE_INTERVAL={value!r} is not a number of seconds; set it to "
+                                 "e.g. 5, to 0 to publish no live figures, or unset it")
+    return max(seconds, 0.1) if seconds > 0 else 0.0
 
 
 def runtime_dir() -> Path:

@@ -1,6 +1,6 @@
 """The bytes of the central store: its header, where its complete records end, a torn tail
 left by a killed writer, reading records between byte offsets, and the quarantine file for
-lines LET cannot parse. ``Store``, the loaders and ``let doctor`` all read and write the file
+lines LET cannot parse. ``Store``, the loaders and ``lett doctor`` all read and write the file
 through these functions, on a file descriptor they opened (and locked) themselves.
 
 Every record LET writes is exactly one line (line breaks inside values are replaced): that is
@@ -176,7 +176,7 @@ def header_trouble_kind(fd: int, path: str | os.PathLike[str]) -> tuple[str, str
     if any(name not in ("", "nan") and _is_number(name) for name in names) and not all(
             column in names for column in REQUIRED_COLUMNS):
         return DATA_ROW, (f"{path}: line 1 is a data row, not the header (the header line was deleted); "
-                "nothing was read or changed. Put the header line back above it (`let doctor "
+                "nothing was read or changed. Put the header line back above it (`lett doctor "
                 "--repair` does when the rows have LET's own columns).")
     return None
 
@@ -312,8 +312,8 @@ def check_header(fd: int, header: Sequence[str], path: Path) -> None:
     problem = _cached_header_problem(tuple(header))
     if problem is not None:
         raise StoreError(f"the header of {path} is damaged or not an emissions file's ({problem}); "
-                         "LET does not write to a file it does not understand. Run `let doctor` to "
-                         "see every problem, `let doctor --repair` to fix what can be fixed.")
+                         "LET does not write to a file it does not understand. Run `lett doctor` to "
+                         "see every problem, `lett doctor --repair` to fix what can be fixed.")
 
 
 def scan_lines(fd: int, header: list[str], end: int | None = None) -> Iterator[tuple[int, list[str], bool]]:
@@ -426,8 +426,8 @@ def require_parsable(fd: int, header: list[str], path: Path) -> None:
         where = ", ".join(f"line {n} ({what})" for n, what in problems[:3])
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise StoreError(f"{path} has lines LET cannot parse: {where}{more}. LET does not rewrite "
-                         "a file it does not understand (those lines would be lost). Run `let doctor` "
-                         "to see them, `let doctor --repair` to move them to a quarantine file.")
+                         "a file it does not understand (those lines would be lost). Run `lett doctor` "
+                         "to see them, `lett doctor --repair` to move them to a quarantine file.")
 
 
 def iter_rows(fd: int, header: list[str], offset: int,
@@ -457,7 +457,7 @@ def iter_rows(fd: int, header: list[str], offset: int,
         where = ("line(s) " + ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
                  if not where_from else f"{len(bad)} line(s){where_from}")
         warnings.warn(f"skipped {len(bad)} malformed line(s) in the LET store ({where}); "
-                      "`let doctor` shows them", LetWarning, stacklevel=3)
+                      "`lett doctor` shows them", LetWarning, stacklevel=3)
 
 
 def read_rows_file(path: Path, owner: int | None = None) -> list[dict[str, str]]:
@@ -476,7 +476,7 @@ def read_rows_file(path: Path, owner: int | None = None) -> list[dict[str, str]]
         if owner is not None and uid != owner:
             raise StoreError(f"{path} belongs to user id {uid}, not to the store's owner ({owner}); "
                              "LET takes rows only from the owner's files. Merge it on purpose with "
-                             "`let merge` if it holds your runs.")
+                             "`lett merge` if it holds your runs.")
         fcntl.flock(fd, fcntl.LOCK_SH)
         header = read_header(fd)
         if header is None:

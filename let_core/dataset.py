@@ -320,11 +320,11 @@ def read_frame(location: Location, project_name: str | None = None, user: str | 
     The columns of ``coded`` that are dictionary columns keep their codes beside the frame
     (``keys.dictionary_codes``), so counting does not hash their texts again."""
     from let_core.keys import remember_dictionary
-    from let_core.results.loading import _to_frame
+    from let_core.results.frames import arrow_frame
 
     names = _names(columns)
     table = _scan(location, project_name, user, hostname, names, coded)
-    frame = _to_frame(table.select(names))
+    frame = arrow_frame(table.select(names))
     for name in table.column_names:
         if name.endswith(_ENCODED):
             remember_dictionary(frame[name[:-len(_ENCODED)]], table[name])
@@ -488,7 +488,7 @@ def delete_rows(location: Location, filters: Mapping[str, str | None], *,
             with fs.open_input_file(info.path) as handle:
                 table = _conform(pq.read_table(handle))
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `let doctor` "
+            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `lett doctor` "
                              "names files that do not open, --repair moves them aside.") from exc
         mask = pa.array([True] * table.num_rows, pa.bool_())
         for key, value in filters.items():

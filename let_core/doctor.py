@@ -80,8 +80,8 @@ def diagnose(output_dir: str | os.PathLike[str] | None = None,
 
 def _low_power_findings(store: Store) -> list[Finding]:
     """Wall-socket runs whose mean power was below what a Tasmota socket reads well."""
-    from let_core.records import as_float
     from let_core.results.calibration import LOW_POWER_W, low_power
+    from let_core.results.rule import as_float
 
     if not store.path.is_file():
         return []

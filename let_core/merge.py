@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from attrs import frozen
 
 from let_core.csvfile import check_emissions_header, open_regular, read_header, scan_lines
 from let_core.errors import ConfigurationError, StoreError
-from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.results.rule import MAX_ENERGY_KWH, as_float, latest_checkpoints
 from let_core.schema import effective, identity, with_stable_ids
 
 
@@ -140,21 +139,10 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
 
 def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """One row per ``schema.identity``: CodeCarbon writes cumulative checkpoint rows while a
-    run goes on, so the row of the largest duration (the last among equals) is the run, as
-    ``load_results`` and the statement count it."""
-    from let_core.results.rule import checkpoint_duration
-
-    def duration(row: Mapping[str, Any]) -> float:
-        return checkpoint_duration(as_float(row.get("duration")))
-
-    best: dict[tuple[str, ...], int] = {}
-    for index, row in enumerate(rows):
-        key = identity(row)
-        previous = best.get(key)
-        if previous is None or duration(row) >= duration(rows[previous]):
-            best[key] = index
-    keep = set(best.values())
-    return [row for index, row in enumerate(rows) if index in keep]
+    run goes on, so the latest (``rule.latest_checkpoints``) is the run, as ``load_results``
+    and the statement count it."""
+    keep = latest_checkpoints([as_float(row.get("duration")) for row in rows], [identity(row) for row in rows])
+    return [row for row, kept in zip(rows, keep) if kept]
 
 
 def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str]) -> MergeReport:
@@ -169,7 +157,7 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
     paths = [_resolve(f) for f in files]
     headers = [check_file(p) for p in paths]
     contents = [_rows(p, h) for p, h in zip(paths, headers)]
-    from let_core.results.loading import blank_energy, warn_blank_energy
+    from let_core.results.csvsource import blank_energy, warn_blank_energy
 
     for path, rows in zip(paths, contents):
         blank = [row for row in rows if blank_energy(row)]

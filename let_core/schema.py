@@ -1,6 +1,6 @@
 """The store's schema: its columns, what makes a CSV an emissions file, when two rows are the
 same row, and how results are filtered. Each of these is defined here once and only here;
-the store, the loaders, ``let doctor`` and ``let merge`` import it. Standard library only.
+the store, the loaders, ``lett doctor`` and ``lett merge`` import it. Standard library only.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ from typing import Any
 from attrs import frozen
 
 from let_core.carbon import checked_number
+from let_core.display import by_count, join_words
 from let_core.errors import ConfigurationError
+from let_core.units import format_emissions as format_emissions
+from let_core.units import format_energy as format_energy
 
 # --------------------------------------------------------------------------- citations
 BIBTEX: dict[str, str] = {
@@ -164,31 +167,8 @@ def comparison_phrase(emissions_g: float, reference: Reference) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
-# Three decimals as LET 0.1.x ("3.200 kWh"), in the largest unit that still shows the value as
-# at least 0.1, so that three significant digits always show; never scientific notation.
-_ENERGY_UNITS: tuple[tuple[str, float], ...] = (("GWh", 1e6), ("MWh", 1e3), ("kWh", 1.0),
-                                                ("Wh", 1e-3), ("mWh", 1e-6))
-_MASS_UNITS: tuple[tuple[str, float], ...] = (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3))
-
-
-def _scaled(value: float, units: Sequence[tuple[str, float]], zero_unit: str) -> str:
-    if not math.isfinite(value) or value == 0:
-        return f"{0:.3f} {zero_unit}"
-    for unit, factor in units:
-        if abs(value) / factor >= 0.1:
-            return f"{value / factor:.3f} {unit}"
-    unit, factor = units[-1]
-    return f"{value / factor:.3f} {unit}"
-
-
-def format_energy(kwh: float) -> str:
-    """``0.135 kWh``, ``0.100 Wh``, ``1.220 mWh``: three decimals, at least three significant digits."""
-    return _scaled(kwh, _ENERGY_UNITS, "kWh")
-
-
-def format_emissions(grams: float) -> str:
-    """``1.216 kg``, ``45.714 g``, ``0.381 t``: the same rule as energies."""
-    return _scaled(grams, _MASS_UNITS, "g")
+# Energies and masses scale as everywhere LET shows them (let_core.units); kept importable
+# from here, where the statement's callers have always found them.
 
 
 def format_intensity(g_per_kwh: float) -> str:
@@ -231,13 +211,6 @@ def _with_article(phrase: str) -> str:
     return f"{article} {phrase}" if article else phrase
 
 
-def _join(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def hardware_phrase(hardware: Sequence[str]) -> str:
     # A CodeCarbon run with a GPU is described as "CPU and GPU" (schema.hardware_from_codecarbon);
     # split into devices so a CPU-only run of the same machine does not name its CPU twice.
@@ -245,7 +218,7 @@ def hardware_phrase(hardware: Sequence[str]) -> str:
                                for device in h.split(" and ") if device.strip()))
     if not named:
         return "unspecified hardware"
-    return _join([_with_article(h) for h in named])
+    return join_words([_with_article(h) for h in named])
 
 
 _COUNTERS_SUFFIX = " energy counters"
@@ -290,16 +263,12 @@ def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = (
     counters = [m[: -len(_COUNTERS_SUFFIX)] for m in labels if m.endswith(_COUNTERS_SUFFIX)]
     others = [m for m in labels if not m.endswith(_COUNTERS_SUFFIX)]
     if counters:
-        others.append(_join(counters) + _COUNTERS_SUFFIX)
-    return _join(others) if others else "unspecified methods"
+        others.append(join_words(counters) + _COUNTERS_SUFFIX)
+    return join_words(others) if others else "unspecified methods"
 
 
 def _cite(keys: Sequence[str]) -> str:
     return "~\\cite{" + ",".join(keys) + "}" if keys else ""
-
-
-def _ordered(counts: Mapping[str, int]) -> list[str]:
-    return sorted(counts, key=lambda k: (-counts[k], k))
 
 
 _ESTIMATE_NOTE = ("Note that these numbers are underestimations of actual resource consumption and "
@@ -318,15 +287,16 @@ def _percent(fraction: float) -> str:
     return f"{math.floor(fraction * 100)}%"
 
 
-def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
+def statement_from_totals(totals: Any, calibrated: str | None = None, share: str | None = None) -> str:
     """The statement for counted ``Totals`` (``let_core.results.counting``): every number in it
     is one of the totals' fields, formatted by one rule. ``calibrated`` is the sentence on
-    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any."""
+    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any;
+    ``share`` the one saying the figures are shares of the machine (``share_sentence``)."""
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
                                  "(`lett demo` runs one) or check the project/user/host filters")
-    methodologies = _ordered(totals.methodologies)
-    backends = _ordered(totals.backends)
+    methodologies = by_count(totals.methodologies)
+    backends = by_count(totals.backends)
     measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
     energy = format_energy(totals.energy_kwh)
     intensity = totals.intensity if totals.intensity is not None else 0.0
@@ -337,7 +307,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
 
         warnings.warn(f"{totals.replaced_emissions} row(s) had a stored emissions figure that disagrees with "
                       "their energy times the carbon intensity they were recorded with (negative, absurd or "
-                      "beyond rounding); the statement uses energy x intensity instead. `let results --json` "
+                      "beyond rounding); the statement uses energy x intensity instead. `lett results --json` "
                       "shows the stored cells.", LetWarning, stacklevel=2)
     coverage = totals.coverage
     covered = ""
@@ -354,7 +324,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     emissions_word = "estimated carbon emissions" if estimated and not measured else "carbon emissions"
     keys = citation_keys(backends, methodologies)
     parts = [f"Using {methodology_phrase(methodologies, backends)}, the energy consumption of running all "
-             f"experiments on {hardware_phrase(_ordered(totals.hardware))} {amount}. This corresponds to "
+             f"experiments on {hardware_phrase(by_count(totals.hardware))} {amount}. This corresponds to "
              f"{emissions_word} of {format_emissions(totals.emissions_kg * 1000)} of CO2-equivalents, "
              f"assuming a carbon intensity of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}."]
     if totals.low_coverage_runs:
@@ -363,8 +333,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
         parts.append(f"The metered figures of {runs} covered less than half of the run, so they are "
                      "not presented as measured; the estimate is counted instead.")
     if totals.paired_runs and totals.paired_estimate_kwh > 0:
-        paired_methods = _ordered(totals.paired_methodologies)
-        paired_backends = _ordered(totals.paired_backends)
+        paired_methods = by_count(totals.paired_methodologies)
+        paired_backends = by_count(totals.paired_backends)
         cite = [k for k in citation_keys(paired_backends, paired_methods) if k not in keys]
         runs = "the same run" if totals.paired_runs == 1 else f"the {totals.paired_runs} runs measured both ways"
         ratio = totals.paired_metered_kwh / totals.paired_estimate_kwh
@@ -373,6 +343,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
                      f"{format_energy(totals.paired_metered_kwh)} is {ratio:.2f}x the estimate.")
     if calibrated:
         parts.append(calibrated)
+    if share:
+        parts.append(share)
     parts.append(_ESTIMATE_NOTE if estimated else _METERED_NOTE)
     text = " ".join(parts)
     compared = comparison(totals.emissions_kg * 1000)
@@ -381,12 +353,26 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     return text
 
 
+def share_sentence(machine_kwh: float, runs: int, unshared: int) -> str:
+    """What the attributed statement adds: whose share the figures are, how it was taken, what
+    the whole machine used, and which runs had no share (their machine figure is counted)."""
+    text = ("These figures are this process's share of the machine: the tracked process tree's CPU "
+            "time over the machine's busy CPU time in the same intervals (its memory by resident "
+            "pages, GPUs by NVML's per-process utilisation where the driver reports it, else whole); "
+            f"the machine as a whole used {format_energy(machine_kwh)} during these runs.")
+    if unshared:
+        which = "1 run" if unshared == 1 and runs == 1 else f"{unshared} of the {runs} runs"
+        text += (f" For {which} no share was measured (attribution off, or unreadable process "
+                 "figures), so the whole machine figure is counted there.")
+    return text
+
+
 # --------------------------------------------------------------------------- public API
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                     user: str | None = None, hostname: str | None = None, *,
                     dataset: str | os.PathLike[str] | None = None,
                     carbon_intensity: float | None = None, calibration: bool = True,
-                    transfer: bool = False) -> str:
+                    transfer: bool = False, attributed: bool = False) -> str:
     """The statement for every stored run matching the filters, from every source
     ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``).
 
@@ -394,10 +380,24 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
     one each run was recorded with. With ``calibration`` (the default), estimate-only runs of
     hosts with a wall-socket calibration also get the corrected figure and its interval;
     ``transfer`` lets hosts of identical CPU and GPU models borrow a calibration.
+    ``attributed=True`` states each run's share of the machine (``EnergyTracker(attribution=
+    "process")``) where it has one, and says so; calibrations, being of whole machines, are left out.
     """
     from let_core.results.loading import counted_totals, where
 
-    totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
+    share = None
+    if attributed:
+        from let_core.results.counting import TOTALS_COLUMNS, frame_totals, unshared_runs
+        from let_core.results.loading import load_results
+
+        # With "error": a share that could not be measured says why, and is no blank row to warn of.
+        frame = load_results(output_dir, project_name, user, hostname, dataset=dataset,
+                             columns=(*TOTALS_COLUMNS, "error"))
+        totals = frame_totals(frame, attributed=True)
+        if not totals.empty:
+            share = share_sentence(frame_totals(frame).energy_kwh, totals.runs, unshared_runs(frame))
+    else:
+        totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
     if totals.empty:
         filters = {k: v for k, v in (("project_name", project_name), ("user", user),
                                      ("hostname", hostname)) if v is not None}
@@ -416,6 +416,8 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
                                  + "; track a run first or check the filters (`lett results`)")
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
+    if share:
+        return statement_from_totals(totals, share=share)
     return statement_from_totals(totals, _calibrated_sentence(output_dir, project_name, user, hostname,
                                                               dataset, calibration, transfer))
 

@@ -20,9 +20,11 @@ from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from let_core.attribution import ProcessShare
-    from let_core.jobs import Leadership
-    from let_core.live import LiveStatus
+    from let_core.jobs import DeadLeader, Job, Leadership
+    from let_core.live import LivePublisher, LiveStatus
     from let_core.plugins import PluginKind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,8 +105,11 @@ class EnergyTracker:
         self._t0 = 0.0
         self._environment: dict[str, str] = {}
         self._leadership: Leadership | None = None
+        self._job: Job | None = None
+        self._rank_file: Path | None = None
         self._delegated: dict[str, str] = {}
         self._share: ProcessShare | None = None
+        self._publisher: LivePublisher | None = None
         self.last_run: Run | None = None
         self._last_result: dict[str, Any] | None = None
 
@@ -222,6 +227,7 @@ class EnergyTracker:
         """Start a new run on every backend. A backend that fails to start is a warning."""
         if self._running:
             raise LetError("this tracker is already running; call stop() before starting it again")
+        live_interval = config.live_interval()  # a bad value fails before any backend starts
         self._run_id = new_run_id()
         self._started.clear()
         self._start_errors.clear()
@@ -231,7 +237,8 @@ class EnergyTracker:
         if self.attribution == "process":
             from let_core.attribution import ProcessShare
 
-            self._share = ProcessShare(self.settings.measure_power_secs)
+            self._share = ProcessShare(self.settings.measure_power_secs, more_roots=self._launch_ranks())
+            self._share.follow(self.backends)
             self._share.start()
         for backend in self.backends:
             name = _name_of(backend)
@@ -250,7 +257,16 @@ class EnergyTracker:
         self._start_time = _now()
         self._t0 = time.perf_counter()
         self._running = True
+        self._publish_live(live_interval)
         return self
+
+    def _publish_live(self, interval: float) -> None:
+        """While it runs, the run's live figures are in the node's runtime dir, where `lett
+        exporter` (and a follower rank whose leader died) read them: no port per process."""
+        if interval > 0:
+            from let_core.live import LivePublisher
+
+            self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
 
     def stop(self, print_summary: bool | None = None, *, status: str = "ok", error: str = "") -> dict[str, Any]:
         """Stop the run, record it and return its result. Calling it again returns the same result.
@@ -268,6 +284,9 @@ class EnergyTracker:
             if self._last_result is None:
                 raise LetError("this tracker was never started; call start() or use it as a context manager")
             return self._last_result
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:  # before the backends stop: no reading of a stopping backend
+            publisher.stop()
         measurements = self._stop_backends(self._t0)
         self._running = False
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
@@ -286,23 +305,81 @@ class EnergyTracker:
         job = jobs.detect()
         fields = job.fields()
         self._delegated = {}
+        self._job = job
         if job.multi_rank:
-            self._leadership = jobs.elect_node_leader(job, config.runtime_dir(), self.settings.hostname)
-            fields["node_meter"] = self._leadership.note
-            if not self._leadership.leader:
+            leadership = jobs.elect_node_leader(job, config.runtime_dir(), self.settings.hostname, self._run_id)
+            self._leadership = leadership
+            fields["node_meter"] = leadership.note
+            if leadership.leader and leadership.previous is not None:
+                # Taken over from a leader that died (an elastic restart of the launch): its
+                # figures so far are recorded before this rank measures the node anew.
+                dead = jobs.dead_leader(job, config.runtime_dir(), self.settings.hostname,
+                                        holder=leadership.previous, fd=leadership.fd)
+                if dead is not None:
+                    self._record_dead_leader(dead, fields)
+            if not leadership.leader:
                 from let_core.records import shared_by_ranks
 
-                self._delegated = {_name_of(b): self._leadership.note for b in self.backends
+                self._delegated = {_name_of(b): leadership.note for b in self.backends
                                    if shared_by_ranks(str(getattr(b, "scope", "system")))}
+                if self.attribution == "process":  # (the launch's ranks share one setting)
+                    self._rank_file = jobs.register_rank(job, config.runtime_dir(), self.settings.hostname)
         return fields
+
+    def _launch_ranks(self) -> Callable[[], list[int]] | None:
+        """For a node's leader: the other ranks of its launch here, whose process trees its
+        share of the node takes in (the node's figure is the leader's for all of them)."""
+        job, leadership = self._job, self._leadership
+        if job is None or leadership is None or not leadership.leader:
+            return None
+        from let_core import jobs
+
+        runtime, hostname = config.runtime_dir(), self.settings.hostname
+        return lambda: jobs.rank_pids(job, runtime, hostname)
+
+    def _record_dead_leader(self, dead: DeadLeader, fields: Mapping[str, str]) -> str:
+        """Record what a node leader that died had published of its run, as its run, marked
+        ``leader_died``; the published file goes once the run is in the store. Returns the note."""
+        import attrs
+
+        published = dead.run
+        duration = max(0.0, published.updated - published.started)
+        backends = {_name_of(b): b for b in self.backends}
+        measurements = []
+        for reading in published.readings:
+            if reading.error or not math.isfinite(reading.energy_kwh) or reading.kind not in ("estimate", "metered"):
+                continue
+            backend = backends.get(reading.backend)
+            measurements.append(Measurement(
+                backend=reading.backend, methodology=str(getattr(backend, "methodology", "") or ""),
+                kind=reading.kind, energy_kwh=reading.energy_kwh, duration_s=duration,  # type: ignore[arg-type]
+                scope=str(getattr(backend, "scope", "") or "system"), hardware=str(getattr(backend, "hardware", "") or ""),
+                extras={"leader_died": True, "published_at": datetime.fromtimestamp(published.updated, timezone.utc)
+                        .isoformat(timespec="seconds")}))
+        start = datetime.fromtimestamp(published.started, timezone.utc)
+        run = attrs.evolve(
+            self._make_run(published.run_id, start, start + timedelta(seconds=duration), "failed", dead.note,
+                           measurements),
+            project_name=published.project, user=published.user, hostname=published.hostname, metrics={}, params={},
+            environment={**fields, "rank": dead.holder.rank, "local_rank": "", "node_meter": dead.note})
+        self._record(run)
+        dead.done()
+        return f"{dead.note}; recorded as its run {published.run_id[:8]}"
 
     def _stop_backends(self, t0: float) -> list[Measurement]:
         measurements: list[Measurement] = []
+        died = ""
+        if self._delegated and self._leadership is not None and self._job is not None:
+            from let_core import jobs
+
+            dead = jobs.dead_leader(self._job, config.runtime_dir(), self.settings.hostname)
+            if dead is not None:
+                died = "; " + self._record_dead_leader(dead, self._environment)
         for backend in self.backends:
             name = _name_of(backend)
             if name in self._delegated:
                 # Recorded, not counted: the row says whose figure covers this rank's node.
-                measurements.append(Measurement.failed(name, f"not measured by this rank: {self._delegated[name]}",
+                measurements.append(Measurement.failed(name, f"not measured by this rank: {self._delegated[name]}{died}",
                                                        duration_s=time.perf_counter() - t0))
                 continue
             if name in self._start_errors:
@@ -320,6 +397,10 @@ class EnergyTracker:
         if self._leadership is not None:
             self._leadership.release()
             self._leadership = None
+        if self._rank_file is not None:
+            with contextlib.suppress(OSError):
+                self._rank_file.unlink()
+            self._rank_file = None
         if self._share is not None:
             measurements.extend(self._share.stop(measurements))
             self._share = None

@@ -12,7 +12,8 @@ from let_core.interfaces import Availability, Settings
 from let_core.records import Run
 from let_core.results.loading import ResultsHandle
 from let_core.results.rule import usable_energy
-from let_core.statement import format_energy, statement_from_totals
+from let_core.statement import statement_from_totals
+from let_core.units import format_energy
 
 
 class StatementReporter:

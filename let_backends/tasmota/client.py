@@ -210,7 +210,7 @@ LEGACY_QUALITY = {"complete": True, "coverage": 1.0, "interpolated_gaps": 0, "in
                   "legacy_server": True}
 
 
-def _is_legacy_server(exc: GroundTruthError) -> bool:
+def is_legacy_server(exc: GroundTruthError) -> bool:
     """A LET 0.1.x server: no session routes. Its http.server answers 501 to a POST and a plain
     (non-JSON) 404 to unknown paths; a 1.x server's 404s are JSON with an "error"."""
     if exc.status == 501:
@@ -275,7 +275,7 @@ class MeteredSession:
         try:
             started = dict(self.opened) if self.opened is not None else self.client.start(self.host, self.label)
         except GroundTruthError as exc:
-            if not _is_legacy_server(exc):
+            if not is_legacy_server(exc):
                 raise
             warnings.warn(legacy_server_note(self.client.url, "using"), LetWarning, stacklevel=3)
             self.legacy = True

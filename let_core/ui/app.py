@@ -176,9 +176,10 @@ def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES, local
     @app.get("/api/calibration", summary="Each calibrated host's paired runs, fitted line, band and corrected runs")
     def calibration(host: str | None = None) -> dict[str, Any]:
         from let_core.results.calibration import calibration_views
+        from let_core.results.loading import load_results
 
         try:
-            return calibration_views(dashboard.store.directory, dashboard.dataset, host)
+            return calibration_views(lambda: load_results(dashboard.store.directory, dataset=dashboard.dataset), host)
         except (OSError, ValueError) as exc:
             raise StoreUnreadable(f"cannot read the LET store {dashboard.location}: {exc}") from exc
 
