@@ -8,7 +8,6 @@ Client:  ``python -m lamarr_energy_tracker.ground_truth_tracking --host SERVER-I
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -37,19 +36,19 @@ def send_tasmota_query(ip: str, cmd: str) -> dict[str, Any] | None:
     commands None. Errors are printed and give None, as in 0.1.x. Deprecated: the ground-truth
     server's sessions never touch the socket's counters.
     """
-    from let_groundtruth.protocol import http_get
+    import requests
 
     warnings.warn("send_tasmota_query() talks to a socket directly; use the ground-truth server's "
                   "sessions (GroundTruthTracker) instead", DeprecationWarning, stacklevel=2)
-    target = f"/cm?cmnd={quote(unquote(cmd), safe='')}"
-    print(f"[GroundTruthTrackingServer] http://{ip}{target}")
+    url = f"http://{ip}/cm?cmnd={quote(unquote(cmd), safe='')}"
+    print(f"[GroundTruthTrackingServer] {url}")
     try:
-        status, body = http_get(ip, target, 5.0)
+        # requests.get, as 0.1.x called it: its code and tests patch that name
+        response = requests.get(url, timeout=5)
         if unquote(cmd).strip().lower() != "status 8":
             return None
-        if status != 200:
-            raise ValueError(f"HTTP {status}")
-        data = json.loads(body)
+        response.raise_for_status()
+        data = response.json()
         results: dict[str, Any] = {
             "energy_consumed": data["StatusSNS"]["ENERGY"]["Total"],  # kWh
             "start_time": data["StatusSNS"]["ENERGY"]["TotalStartTime"],

@@ -700,18 +700,24 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; only this machine can connect unless you change it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> None:
+@click.option("--allow-host", "allow_host", multiple=True, metavar="NAME",
+              help="Another name it answers to in the Host header (a proxy's, an alias); repeatable. "
+                   "By default only localhost, 127.0.0.1, ::1 and the --host address.")
+def ui(output_dir: str | None, dataset: str | None, host: str, port: int, allow_host: tuple[str, ...]) -> None:
     """Local web dashboard: runs, a project view, the paper statement (needs the `server` extra)."""
     try:
         import fastapi  # noqa: F401,E401
         import uvicorn  # noqa: F401 - availability check
 
-        from let_core.ui.app import bind_socket, serve
+        from let_core.ui.app import allowed_hosts, bind_socket, serve
     except ImportError as exc:
         raise click.ClickException(f"`lett ui` needs FastAPI and uvicorn ({exc}); install the server "
                                    "extra: pip install 'lamarr-energy-tracker[server]'") from exc
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: listening on {host}: other machines can read your results", err=True)
+        names = ", ".join(sorted(allowed_hosts(host, allow_host)))
+        click.echo(f"warning: listening on {host}: other machines can read your results (under "
+                   f"{names}{' or any address of this machine' if host in ('0.0.0.0', '::') else ''}; "
+                   "add a name with --allow-host NAME)", err=True)
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
@@ -721,7 +727,7 @@ def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> Non
     port = sock.getsockname()[1]  # the one the system chose for --port 0
     click.echo(f"LET dashboard on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
                "(Ctrl+C stops it)", err=True)
-    serve(output_dir, dataset, host=host, port=port, sock=sock)
+    serve(output_dir, dataset, host=host, port=port, sock=sock, allow_hosts=allow_host)
 
 
 @cli.command()

@@ -140,7 +140,9 @@ def server_location() -> ServerLocation | None:
                               "LET_GT_HOST/LET_GT_PORT", scheme)
     path = remote_config_file()
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        # open(), as LET 0.1.x read it: its code and tests patch builtins.open for this file
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().strip()
     except OSError:
         return None
     if not text:
