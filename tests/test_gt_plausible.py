@@ -44,6 +44,9 @@ class RogueServer:
                     self._answer(200, ["box"])
                 elif self.path == "/hosts/box":
                     self._answer(200, {"host": "box", "online": True})
+                elif self.path == "/box/start":  # LET 0.1.x's start (GroundTruthTracker): a 1.x server opens a session
+                    self._answer(200, {"session_id": SESSION, "host": "box", "energy_consumed": 0.0, "duration": 0.0,
+                                       "start_time": "2026-01-01T00:00:00", "timestamp": "2026-01-01T00:00:00"})
                 elif self.path == f"/sessions/{SESSION}":
                     self._answer(200, {"session_id": SESSION, "energy_consumed": 0.0, "duration": 0.5,
                                        "running": True, "quality": {"coverage": 1.0}})
