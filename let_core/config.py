@@ -22,6 +22,15 @@ and the CLI cannot disagree about it.
 |                         | (default 5; 0 publishes none)                                   |
 | ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
 |                         | ``$LET_HOME/run``)                                              |
+| ``LET_GT_HOST``,        | the ground-truth server a client uses (``https://NAME`` for     |
+| ``LET_GT_PORT``         | TLS), default port 8000                                         |
+| ``LET_GT_TOKEN``        | bearer token: the client sends it, ``lett gt serve`` requires it|
+| ``LET_GT_ADMIN_TOKEN``  | the server's second token, which may list every session id      |
+| ``LET_GT_HOSTNAME``     | this computer's name on the ground-truth server                 |
+| ``LET_GT_CA_BUNDLE``    | PEM file the client verifies the server's TLS certificate with  |
+| ``LET_GT_TIMEOUT``      | total seconds of one call to the ground-truth server (10)       |
+| ``LET_GT_HEARTBEAT_S``  | seconds between a running session's renewals (30)               |
+| ``LET_GT_RATED_MAX_W``  | the sockets' rated power the client checks answers with (3680)  |
 
 Launcher variables (Slurm, torchrun, MPI) are not LET's settings; ``let_core.jobs`` reads them.
 """
@@ -243,3 +252,17 @@ def runtime_dir() -> Path:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_RUNTIME_DIR", "").strip()
     return Path(xdg) / "let" if xdg else let_home() / "run"
+
+
+# ------------------------------------------------------------------ the ground-truth server's
+# Raw values only: ``let_backends.tasmota.config`` validates them where their meaning lives.
+def gt_env(name: str) -> str:
+    """``LET_GT_<NAME>`` stripped, "" when unset (HOST, PORT, TOKEN, ADMIN_TOKEN, HOSTNAME,
+    CA_BUNDLE, TIMEOUT, HEARTBEAT_S, RATED_MAX_W)."""
+    if name not in GT_VARIABLES:
+        raise ValueError(f"LET_GT_{name} is not one of LET's variables")
+    return os.environ.get(f"LET_GT_{name}", "").strip()
+
+
+GT_VARIABLES = frozenset({"HOST", "PORT", "TOKEN", "ADMIN_TOKEN", "HOSTNAME", "CA_BUNDLE", "TIMEOUT",
+                          "HEARTBEAT_S", "RATED_MAX_W"})

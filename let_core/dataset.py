@@ -33,6 +33,7 @@ from attrs import frozen
 
 from let_core.config import is_uri
 from let_core.errors import ConfigurationError, StoreError
+from let_core.results.rule import as_float
 from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 if TYPE_CHECKING:
@@ -125,11 +126,8 @@ def schema() -> pa.Schema:
 
 
 def _numeric(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    number = as_float(value)
+    return number if math.isfinite(number) else None  # (Arrow's null for a blank cell)
 
 
 def _text(value: Any) -> str:

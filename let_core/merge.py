@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from attrs import frozen
 
-from let_core.csvfile import check_emissions_header, open_regular, read_header, scan_lines
-from let_core.errors import ConfigurationError, StoreError
-from let_core.results.rule import MAX_ENERGY_KWH, as_float, latest_checkpoints
+from let_core.csvfile import Padded, check_emissions_header, open_regular, read_header, scan_lines, warn_short_rows
+from let_core.errors import ConfigurationError, LetWarning, StoreError
+from let_core.results.rule import MAX_ENERGY_KWH, as_float, latest_checkpoints, usable_energy
 from let_core.schema import effective, identity, with_stable_ids
 
 
@@ -108,6 +109,8 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
     short of trailing fields are rows (``csvfile.fit``); a torn last line is not."""
     rows = []
     invalid: list[str] = []
+    bad: list[int] = []
+    short = 0
     fd = _open(path)
     try:
         for number, fields, valid in scan_lines(fd, header):
@@ -115,13 +118,16 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
                 raise ConfigurationError(f"{path}: line {number} holds bytes that are not UTF-8; is it "
                                          "damaged? Nothing was merged.")
             if len(fields) != len(header):
-                continue  # no row: said by the warning below
+                if fields:
+                    bad.append(number)  # no row: said by the warning below
+                continue
+            short += isinstance(fields, Padded)
             row = dict(zip(header, fields))
             energy = row.get("energy_consumed", "").strip()
             # An empty cell is a known gap (warned, not counted); a value that is there but
             # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
             # store a figure that the statement then silently leaves out.
-            if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
+            if energy and not usable_energy(as_float(energy)):
                 invalid.append(f"line {number}: {energy!r}")
             rows.append(with_stable_ids(effective(row)))
     except (OSError, csv.Error) as exc:
@@ -129,6 +135,13 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
                                  f"({exc}); is it damaged? Nothing was merged.") from exc
     finally:
         os.close(fd)
+    if short:
+        warn_short_rows(short, str(path), stacklevel=4)
+    if bad:
+        lines = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        warnings.warn(f"{path}: {len(bad)} line(s) are no row (line {lines}: a quote never closed, or "
+                      "more fields than the header names) and are not merged; fix them in the file and "
+                      "merge it again (rows already merged are not merged twice)", LetWarning, stacklevel=3)
     if invalid:
         shown = "; ".join(invalid[:5]) + (f" and {len(invalid) - 5} more" if len(invalid) > 5 else "")
         raise ConfigurationError(

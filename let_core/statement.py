@@ -18,8 +18,10 @@ from attrs import frozen
 from let_core.carbon import checked_number
 from let_core.display import by_count, join_words
 from let_core.errors import ConfigurationError
+from let_core.results.rule import FULL_COVERAGE
 from let_core.units import format_emissions as format_emissions
 from let_core.units import format_energy as format_energy
+from let_core.units import format_share
 
 # --------------------------------------------------------------------------- citations
 BIBTEX: dict[str, str] = {
@@ -278,13 +280,9 @@ _COMPARISON_SOURCE = ("Comparisons are based on ``How Bad Are Bananas? The Carbo
                       "Everything'' by Mike Berners-Lee, Greystone Books, 2011.")
 
 
-# Mirrors let_core.results.counting.FULL_COVERAGE (not imported: the statement stays light).
-FULL_COVERAGE = 0.99
-
 
 def _percent(fraction: float) -> str:
-    # Rounded down: a figure with gaps never reads as "100%".
-    return f"{math.floor(fraction * 100)}%"
+    return format_share(fraction)
 
 
 def statement_from_totals(totals: Any, calibrated: str | None = None, share: str | None = None) -> str:
@@ -399,12 +397,11 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
     else:
         totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
     if totals.empty:
-        filters = {k: v for k, v in (("project_name", project_name), ("user", user),
-                                     ("hostname", hostname)) if v is not None}
+        from let_core.schema import filter_dict, matches
         from let_core.store import Store
 
-        stored = sum(1 for row in Store(output_dir).rows()
-                     if all(row.get(k) == v for k, v in filters.items()))
+        filters = {k: v for k, v in filter_dict(project_name, user, hostname).items() if v is not None}
+        stored = sum(1 for row in Store(output_dir).rows() if matches(row, filters))
         if stored:
             raise ConfigurationError(
                 f"none of the {stored} stored row(s) in {Store(output_dir).path}"
@@ -427,14 +424,25 @@ def _calibrated_sentence(output_dir: str | os.PathLike[str] | None, project_name
                          transfer: bool) -> str | None:
     """The metered figures' interval where their sockets were checked, and (with ``calibration``)
     the corrected figure of estimate-only runs on calibrated hosts."""
-    from let_core.results.calibration import has_calibrations, statement_sentence
+    from let_core.results.calibration import has_calibrations
 
     if not has_calibrations():  # the rows are read only when a calibration or socket check exists
         return None
-    from let_core.results.calibration import metered_sentence
     from let_core.results.loading import load_results
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    return calibration_sentences(frame, calibration, transfer)
+
+
+def calibration_sentences(frame: Any, calibration: bool = True, transfer: bool = False) -> str | None:
+    """What the statement of ``frame``'s runs (``load_results``' rows, with at least
+    ``calibration.CALIBRATION_COLUMNS``) says on calibrations: the metered figures' interval
+    where their sockets were checked and (with ``calibration``) the corrected figure of
+    estimate-only runs on calibrated hosts; None where there is nothing to say."""
+    from let_core.results.calibration import has_calibrations, metered_sentence, statement_sentence
+
+    if not has_calibrations():
+        return None
     sentences = [s for s in (metered_sentence(frame),
                              statement_sentence(frame, transfer=transfer) if calibration else None) if s]
     return " ".join(sentences) or None

@@ -11,11 +11,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = sorted(p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name not in ("tests", "bench"))
 
-#: Reads of LET_* outside config.py that move with the ground-truth server to its own package
-#: (issue 20's layout, another branch); they go through config.py once they have moved.
-ENV_MOVING_WITH_THE_SERVER = {"let_backends/tasmota/client.py", "let_backends/tasmota/config.py",
-                              "let_backends/tasmota/server.py", "let_backends/tasmota/cli.py"}
-
 
 
 
@@ -186,7 +181,7 @@ def test_let_environment_variables_are_read_in_config_only():
     offences = []
     for _name, path in _modules().items():
         relative = str(path.relative_to(REPO))
-        if relative == "let_core/config.py" or relative in ENV_MOVING_WITH_THE_SERVER:
+        if relative == "let_core/config.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and ast.unparse(node.func) in (
@@ -226,3 +221,40 @@ def test_texts_name_the_lett_command():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and _OLD_COMMAND.search(node.value):
                 offences.append(f"{path.relative_to(REPO)}:{node.lineno}: {_OLD_COMMAND.search(node.value)[0]!r}")
     assert offences == [], "texts that name the bash builtin `let` instead of `lett`:\n" + "\n".join(offences)
+
+
+def test_every_check_fails_on_the_fault_it_names(tmp_path, monkeypatch):
+    """Each check above, run on a made-up tree holding exactly its fault, fails."""
+    import sys
+
+    import pytest
+
+    sources = {
+        "let_core/__init__.py": "",
+        "let_core/config.py": "import os\nHOME = os.environ.get('LET_HOME')\n",
+        # reads a LET_ variable itself, takes a private name, and is half of a circle
+        "let_core/a.py": "import os\nfrom let_core.b import _hidden\nSECRET = os.environ.get('LET_SECRET')\n",
+        # the other half, through a function-level import of a lazily exported name
+        "let_core/b.py": "_hidden = 1\n\ndef later():\n    from let_core.results import thing\n    return thing\n",
+        "let_core/results/__init__.py": "_EXPORTS = {'thing': 'let_core.results.loading'}\n",
+        "let_core/results/loading.py": "from let_core import a\nthing = a\n",
+        "let_core/results/rule.py": "import numpy\nHELP = 'run `let doctor`'\n",
+        # a private name used through the module, not imported by name
+        "let_core/c.py": "from let_core import b\nVALUE = b._hidden\n",
+    }
+    for name, text in sources.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    here = sys.modules[__name__]
+    monkeypatch.setattr(here, "REPO", tmp_path)
+    monkeypatch.setattr(here, "PACKAGES", ["let_core"])
+    monkeypatch.setattr(here, "ENV_MOVING_WITH_THE_SERVER", set(), raising=False)
+    for check, fault in ((test_no_private_name_is_imported_from_another_module, "_hidden from let_core.b"),
+                         (test_no_private_name_of_another_module_is_used_through_it, "b._hidden"),
+                         (test_let_core_has_no_import_circle, "let_core.b -> let_core.results.loading"),
+                         (test_let_environment_variables_are_read_in_config_only, "LET_SECRET"),
+                         (test_the_counting_rule_is_standard_library_only, "numpy"),
+                         (test_texts_name_the_lett_command, "`let d")):
+        with pytest.raises(AssertionError) as failed:
+            check()
+        assert fault in str(failed.value), (check.__name__, str(failed.value))

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping
 
 from let_core import appendlog
 from let_core.config import cache_file
-from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header, warn_damaged_header
 from let_core.results.counting import Accumulator, Totals
 from let_core.results.csvsource import blank_energy, normalize_legacy, read_frame, warn_blank_energy
 from let_core.results.rule import run_unit
@@ -114,6 +114,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         header = read_header(fd)
         if header is None:
             return Totals()
+        warn_damaged_header(store.path, header)
         cache = _load(store, fd)
         end = data_end(fd, len(header))
         if cache.offset < end or not cache.trusted:

@@ -43,6 +43,7 @@ from attrs import asdict, frozen
 
 from let_core.display import join_words
 from let_core.errors import ConfigurationError, LetWarning
+from let_core.results.rule import FULL_COVERAGE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,7 +76,6 @@ CALIBRATION_COLUMNS: tuple[str, ...] = (
 )
 COMPONENTS = ("cpu", "gpu", "ram")
 _HUBER_K = 1.345
-_FULL_COVERAGE = 0.99  # as let_core.results.counting.FULL_COVERAGE (importing it would load numpy)
 
 
 class CalibrationRefused(ConfigurationError):
@@ -395,7 +395,7 @@ def paired_runs(frame: pd.DataFrame, hostname: str, estimate_backend: str = "cod
     est = host[keep & (backend == estimate_backend) & (kind == "estimate")].drop_duplicates("run_id", keep="last")
     met = host[keep & (backend == metered_backend) & (kind == "metered")].drop_duplicates("run_id", keep="last")
     coverage = _number(met, "coverage")
-    full = coverage >= _FULL_COVERAGE
+    full = coverage >= FULL_COVERAGE
     leave("metered runs below full coverage or without a recorded coverage", int((~full).sum()))
     met = met[full]
     joined = pd.DataFrame({
@@ -441,7 +441,7 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
     if n < MIN_PAIRED_RUNS and gaps and n + gaps >= MIN_PAIRED_RUNS:
         raise CalibrationRefused(
             f"cannot calibrate {host}: {gaps} of its runs measured both ways have gaps in their "
-            f"{metered_backend} figures (coverage below {_FULL_COVERAGE:.0%}, the rest interpolated), "
+            f"{metered_backend} figures (coverage below {FULL_COVERAGE:.0%}, the rest interpolated), "
             f"leaving {n} fully metered; at least {MIN_PAIRED_RUNS} are needed. Interpolated energy is "
             "no truth to calibrate against: check the socket's connection to the server (`lett gt hosts`) "
             "and track more runs.")

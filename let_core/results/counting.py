@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "attributed_view", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "row_roles",
-           "run_hours", "run_units", "unshared_runs", "usable_energy"]
+           "Breakdown", "aggregate", "attributed_view", "breakdown", "counted_rows", "frame_accumulators",
+           "frame_totals", "primary_rows", "row_roles", "run_hours", "run_units", "unshared_runs", "usable_energy"]
 
 
 # ------------------------------------------------------------------------- totals
@@ -317,7 +317,7 @@ def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
 
 
 # ------------------------------------------------------------------------- frames, vectorised
-GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
+GROUP_COLUMNS = {"project": "project_name", "user": "user", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
 
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
@@ -538,7 +538,7 @@ def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
 
 def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
     """``rows`` without older checkpoints: of several rows of one run id and backend, the one
-    ``keep_latest`` picks (as ``_latest_per_backend`` does run by run)."""
+    ``keep_latest`` picks (as ``Accumulator.add_run`` does run by run)."""
     import numpy as np
     import pandas as pd
 
@@ -708,7 +708,8 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     import numpy as np
     import pandas as pd
 
-    columns, roles, parts, demoted, metered, launches = _frame_counting(frame)
+    counting = _frame_counting(frame)
+    columns = counting[0]
     if by_group:
         key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
         combined = np.zeros(columns.size, dtype=np.int64)
@@ -724,12 +725,70 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
             labels.append(tuple(reversed(names_g)))
     else:
         group, labels = np.zeros(columns.size, dtype=np.int64), [("", "", "")]
-    count = len(labels)
-    if not count:
+    if not labels:
         return {}
-    group = np.asarray(group, dtype=np.int64)
+    return _accumulate(counting, np.asarray(group, dtype=np.int64), labels,
+                       _launches_by_group(counting[5], labels))
+
+
+@frozen
+class Breakdown:
+    """What a result set counts for, in total and split by groupings, with each row's share."""
+
+    totals: Totals
+    #: grouping name -> label -> that group's totals (each grouping's groups add up to ``totals``)
+    groups: Mapping[str, Mapping[str, Totals]]
+    #: per row, the kWh and kg CO2e it counts for (0 where it counts for nothing): a run's
+    #: headline figure is the sum over its rows
+    row_kwh: np.ndarray
+    row_kg: np.ndarray
+
+
+def breakdown(frame: pd.DataFrame, groupings: Mapping[str, str | Sequence[Any]]) -> Breakdown:
+    """The counting of ``frame_totals`` done once over the whole frame and split by each
+    grouping: a column name of ``frame`` (``"project_name"``, ``"user"``, ``"hostname"``...) or
+    one label per row (a month, an institute's group). Missing labels are the group ""."""
+    import numpy as np
+    import pandas as pd
+
+    counting = _frame_counting(frame)
+    columns = counting[0]
+    emissions = _part_emissions(columns, counting[2])
+    whole = _accumulate(counting, np.zeros(columns.size, dtype=np.int64), [""], [{}], emissions)
+    groups: dict[str, dict[str, Totals]] = {}
+    for name, labels in groupings.items():
+        if isinstance(labels, str):
+            codes, names = columns.codes(labels)
+            codes = np.asarray(codes, dtype=np.int64)
+            if len(set(names)) != len(names):  # "" from a null and from an empty text: one group
+                codes, names = _labels(pd.Series(np.asarray(names, dtype=object)[codes]))
+        elif len(labels) != len(frame):
+            raise ValueError(f"grouping {name!r}: {len(labels)} labels for {len(frame)} rows")
+        else:
+            codes, names = _labels(pd.Series(np.asarray(labels, dtype=object)))
+        if not len(frame):
+            groups[name] = {}
+            continue
+        accumulators = _accumulate(counting, np.asarray(codes, dtype=np.int64), names, [{} for _ in names],
+                                   emissions)
+        groups[name] = {label: accumulator.totals() for label, accumulator in accumulators.items()}
+    counted = (counting[1] & COUNTED) > 0
+    kg = emissions[0]
+    return Breakdown(totals=whole[""].totals() if whole else Totals(), groups=groups,
+                     row_kwh=np.where(counted, counting[2], 0.0), row_kg=np.where(counted, kg, 0.0))
+
+
+def _accumulate(counting: tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Launches],
+                group: np.ndarray, labels: Sequence[Any], job_max: Sequence[dict[str, list[float]]],
+                emissions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[Any, Accumulator]:
+    """What ``Accumulator.add_run`` would hold per group (rows coded by ``group`` into ``labels``);
+    ``emissions`` is ``_part_emissions`` of the counting, when already computed."""
+    import numpy as np
+
+    columns, roles, parts, demoted, metered, _ = counting
+    count = len(labels)
     counted = (roles & COUNTED) > 0
-    emissions, used, replaced = _part_emissions(columns, parts)
+    emissions, used, replaced = emissions if emissions is not None else _part_emissions(columns, parts)
     known = counted & np.isfinite(used)
     counted_metered = counted & metered
     estimate_primary = (roles & EST_PRIMARY) > 0
@@ -796,14 +855,13 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
                "backends": counts("backend", counted),
                "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
                "paired_backends": counts("backend", estimate_primary & paired_rows)}
-    job_max = _launches_by_group(launches, labels)
     result = {}
     for index, label in enumerate(labels):
         data: dict[str, Any] = {name: (int(values[index]) if name in _INT_FIELDS else float(values[index]))
                                 for name, values in numbers.items()}
         data.update({name: values[index] for name, values in tallies.items()})
-        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))  # type: ignore[index]
-    return result  # type: ignore[return-value]
+        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))
+    return result
 
 
 def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[float]]]:
@@ -849,7 +907,7 @@ def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = False) -> pd.DataFrame:
-    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
+    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``user``, ``host``,
     ``backend``, ``kind`` or ``job``, or a tuple of them: one column each); with ``attributed``,
     of the shares where runs have them (``rule`` 9).
 

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from let_core.csvfile import data_end, read_header
+from let_core.csvfile import data_end, read_header, warn_damaged_header
 from let_core.errors import LetWarning, StoreError
 from let_core.results.frames import arrow_frame
 from let_core.results.rule import MAX_ENERGY_KWH, as_float, usable_energy
@@ -137,6 +137,9 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
         # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
         # carriage return next to a long one, say). Before calling them malformed, read the
         # file the slow, exact way; the store module's scanner also knows their line numbers.
+        if legacy_keys:  # a row Arrow skipped may be a legacy one: the slow read takes their keys too
+            included = [c for c in header if c in set(included) | set(legacy_keys)]
+            legacy_keys = []
         slow, bad = _python_rows(store, header, included)
         if slow is not None:
             if slow.num_rows > table.num_rows:
@@ -152,17 +155,12 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
     if replaced:
         warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `lett doctor` "
                       "shows the lines", LetWarning, stacklevel=3)
-    from let_core.schema import header_problem
-
     if torn:
         warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
                       "writer) and is not a row; the next append or `lett doctor --repair` moves it "
                       "to the quarantine file", LetWarning, stacklevel=3)
 
-    damaged = header_problem(header)
-    if damaged is not None:
-        warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
-                      "misread. Run `lett doctor`.", LetWarning, stacklevel=3)
+    warn_damaged_header(store.path, header)
     if skipped:
         lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
@@ -216,7 +214,7 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
     numbers of records that are not rows); (None, []) when the header changed meanwhile."""
     import pyarrow as pa
 
-    from let_core.csvfile import scan_lines
+    from let_core.csvfile import Padded, scan_lines, warn_short_rows
 
     with store.locked(exclusive=False, create=False) as fd:
         if fd is None or read_header(fd) != header:
@@ -224,15 +222,19 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
         indices = [header.index(c) for c in included]
         columns: list[list[str]] = [[] for _ in indices]
         bad: list[int] = []
+        short = 0
         for number, fields, valid in scan_lines(fd, header):
             if len(fields) != len(header):
                 if fields:
                     bad.append(number)
                 continue
+            short += isinstance(fields, Padded)
             if not valid:
                 fields = [f.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for f in fields]
             for target, index in zip(columns, indices):
                 target.append(fields[index])
+    if short:
+        warn_short_rows(short, f"the LET store {store.path}", stacklevel=4)
     return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
 
 

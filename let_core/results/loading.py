@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from attrs import frozen
 
 from let_core.config import default_dataset_root, is_uri
 from let_core.errors import StoreError
 from let_core.results.csvsource import normalize_legacy, read_frame
-from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, check_filters
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, filter_dict, matches
 from let_core.store import Store
 
 if TYPE_CHECKING:
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from let_core.results.counting import Totals
 
 
-def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+#: One store folder (or URI), several, or None for ``$LET_HOME``.
+StoreDirs = str | os.PathLike[str] | None | Sequence[str | os.PathLike[str]]
+
+
+def load_results(output_dir: StoreDirs = None, project_name: str | None = None,
                  user: str | None = None, hostname: str | None = None, *,
                  dataset: str | os.PathLike[str] | None = None,
                  columns: Sequence[str] | None = None, latest_only: bool = True,
@@ -34,7 +38,8 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
 
     Reads the central CSV store and the Parquet dataset together (``dataset=``, else
-    ``LET_DATASET``, else ``<store>/runs``; an ``output_dir`` URI such as ``s3://bucket/let``
+    ``LET_DATASET``, else ``<store>/runs``; ``output_dir`` may be a list of stores, each with
+    its dataset, read as one: a run found in several counts once; an ``output_dir`` URI such as ``s3://bucket/let``
     is the dataset, the CSV store then being ``$LET_HOME``'s). Reads LET 1.x, LET 0.1.x and
     plain CodeCarbon files alike: older rows get LET's columns (project, user and host from
     ``experiment_id``; backend ``codecarbon``).
@@ -69,35 +74,36 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         from let_core.results.calibration import CALIBRATED_COLUMNS
 
         return frame[[c for c in frame.columns if c in {*wanted, *CALIBRATED_COLUMNS}]]
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    check_filters(filters)
-    store, root = sources(output_dir, dataset)
+    filters = filter_dict(project_name, user, hostname)
+    located = [sources(one, dataset) for one in _store_dirs(output_dir)]
     import pandas as pd
 
     frames = []
-    try:
-        present = store.path.exists()
-    except PermissionError:  # a folder the user may not enter: stat() fails, not "missing"
-        present = False
-    if present:
-        frame = normalize_legacy(read_frame(store, columns))
-        for key, value in filters.items():
-            if value is not None:
-                frame = frame[frame[key] == value]
-        if columns is not None:
-            # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
-            # the dataset and its deduplication, where every column costs a copy.
-            keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
-            frame = frame[[c for c in frame.columns if c in keep]]
-        frames.append(frame)
-    elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
-        raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied; "
-                         f"give your user access (chmod u+rx {store.directory}) or read another "
-                         "output_dir")
-    parquet = _read_dataset(root, filters,
-                            None if columns is None else set(columns) | set(_DEDUP_KEYS) | {"duration"})
-    if parquet is not None:
-        frames.append(parquet)
+    for store, _ in located:
+        try:
+            present = store.path.exists()
+        except PermissionError:  # a folder the user may not enter: stat() fails, not "missing"
+            present = False
+        if present:
+            frame = normalize_legacy(read_frame(store, columns))
+            for key, value in filters.items():
+                if value is not None:
+                    frame = frame[frame[key] == value]
+            if columns is not None:
+                # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
+                # the dataset and its deduplication, where every column costs a copy.
+                keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
+                frame = frame[[c for c in frame.columns if c in keep]]
+            frames.append(frame)
+        elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
+            raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied; "
+                             f"give your user access (chmod u+rx {store.directory}) or read another "
+                             "output_dir")
+    for root in dict.fromkeys(root for _, root in located):  # one dataset given for all: read once
+        parquet = _read_dataset(root, filters,
+                                None if columns is None else set(columns) | set(_DEDUP_KEYS) | {"duration"})
+        if parquet is not None:
+            frames.append(parquet)
     if not frames:
         empty = pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
         return empty if columns is None else empty[[c for c in empty.columns if c in set(columns)]]
@@ -117,6 +123,15 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if wanted != list(frame.columns):  # (selecting every column would still copy them)
             frame = frame[wanted]
     return frame
+
+
+def _store_dirs(output_dir: StoreDirs) -> list[str | os.PathLike[str] | None]:
+    """One store folder or several (a list or tuple: the institute's collected stores)."""
+    if isinstance(output_dir, (list, tuple)):
+        if not output_dir:
+            raise StoreError("no store folder given; name at least one output_dir")
+        return list(output_dir)
+    return [cast("str | os.PathLike[str] | None", output_dir)]
 
 
 def sources(output_dir: str | os.PathLike[str] | None = None,
@@ -146,8 +161,7 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
     the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
     ``dataset.delete_rows``).
     """
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    check_filters(filters)
+    filters = filter_dict(project_name, user, hostname)
     store, root = sources(output_dir, dataset)
     runs: set[str] = set()
     anonymous = 0
@@ -166,7 +180,7 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
 
         for row in delete_rows(locate(root), filters, dry_run=dry_run):
             note(row)
-    matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
+    matching = [row for row in store.rows() if matches(row, filters)]
     if matching and not dry_run:
         store.delete(**filters)
     for row in matching:
@@ -186,8 +200,14 @@ def where(output_dir: str | os.PathLike[str] | None = None,
           dataset: str | os.PathLike[str] | None = None) -> str:
     """Where ``load_results`` looks, in words (for "no stored runs match" messages)."""
     store, root = sources(output_dir, dataset)
-    return f"{store.path} and the dataset {root}" if _dataset_present(root) else (
-        f"{store.path} (no Parquet dataset at {root})")
+    if is_uri(root):
+        from let_core.dataset import locate
+
+        shown = locate(root).display  # never the credentials a URI may carry
+    else:
+        shown = root
+    return f"{store.path} and the dataset {shown}" if _dataset_present(root) else (
+        f"{store.path} (no Parquet dataset at {shown})")
 
 
 def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
@@ -199,7 +219,7 @@ def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_nam
     from let_core.results.counting import TOTALS_COLUMNS, frame_totals
 
     store, root = sources(output_dir, dataset)
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    filters = filter_dict(project_name, user, hostname)
     if not _dataset_present(root):
         return cached_totals(store.directory, **filters)
     return frame_totals(load_results(output_dir, **filters, dataset=dataset, columns=TOTALS_COLUMNS))

@@ -111,7 +111,7 @@ def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
     taken: list[M] = []
     covered: set[str] = set()
     for m in measurements:
-        if m.kind != kind or not _finite(m.energy_kwh):
+        if m.kind != kind or not math.isfinite(as_float(m.energy_kwh)):
             continue
         scope = m.scope or SYSTEM_SCOPE
         parts = set(scope.split("+"))
@@ -120,13 +120,6 @@ def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
         taken.append(m)
         covered |= parts
     return taken
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def as_float(value: Any) -> float:
