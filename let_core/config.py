@@ -21,7 +21,7 @@ and the CLI cannot disagree about it.
 | ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
 |                         | ``$LET_HOME/run``)                                              |
 | ``LET_LIVE_INTERVAL``   | seconds between a running tracker's published live figures      |
-|                         | (default 5; 0 publishes none)                                   |
+|                         | (default 5; 0 publishes none, and a killed run keeps nothing)   |
 
 Launcher variables (Slurm, torchrun, MPI) are not LET's settings; ``let_core.jobs`` reads them.
 """
