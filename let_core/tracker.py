@@ -275,6 +275,8 @@ class EnergyTracker:
         recovery.recover_dead_runs(config.runtime_dir(), self.settings.hostname)
         self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
         try:
+            # (The publisher makes its folder from its thread: the header may come first.)
+            self._publisher.path.parent.mkdir(parents=True, exist_ok=True)
             self._header = recovery.write_header(self._publisher.path, self._run_header())
         except OSError:
             self._header = None  # the publisher has said why it cannot write there
