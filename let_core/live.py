@@ -268,6 +268,10 @@ def process_alive(pid: int) -> bool:
 #: longer reported: its process hangs, or its pid was reused by another program.
 STALE_INTERVALS = 10
 STALE_MIN_S = 60.0
+# A run that ends within its first second never writes a live file: the exporter, scraping every
+# few seconds, would hardly see it, and a short tracked run (or the second tracker of a process)
+# would pay a file write, a rename and an unlink at stop for nothing (issue 19's bound).
+FIRST_PUBLISH_S = 1.0
 
 
 @frozen
@@ -338,8 +342,8 @@ class LivePublisher:
         self._failed = False
 
     def start(self) -> LivePublisher:
-        # Everything, the first file too, is written from the thread: starting a tracker costs
-        # one thread's start, not a file system's latency.
+        # Everything, the first file too, is written from the thread, after FIRST_PUBLISH_S:
+        # starting a tracker costs one thread's start, not a file system's latency.
         self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
         self._thread.start()
         return self
@@ -364,6 +368,8 @@ class LivePublisher:
                       LetWarning, stacklevel=2)
 
     def _loop(self) -> None:
+        if self._stop.wait(min(self.interval, FIRST_PUBLISH_S)):
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
