@@ -19,7 +19,7 @@ and the CLI cannot disagree about it.
 | ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
 | ``LET_ATTRIBUTION``     | ``process``: also record the tracked process tree's share       |
 | ``LET_LIVE_INTERVAL``   | seconds between a running tracker's published live figures      |
-|                         | (default 5; 0 publishes none)                                   |
+|                         | (default 5; 0 publishes none, and a killed run keeps nothing)   |
 | ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
 |                         | ``$LET_HOME/run``)                                              |
 | ``LET_GT_HOST``,        | the ground-truth server a client uses (``https://NAME`` for     |

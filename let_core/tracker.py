@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from let_core.jobs import DeadLeader, Job, Leadership
     from let_core.live import LivePublisher, LiveStatus
     from let_core.plugins import PluginKind
+    from let_core.recovery import RunHeader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,6 +108,7 @@ class EnergyTracker:
         self._leadership: Leadership | None = None
         self._job: Job | None = None
         self._rank_file: Path | None = None
+        self._header: Path | None = None
         self._delegated: dict[str, str] = {}
         self._share: ProcessShare | None = None
         self._publisher: LivePublisher | None = None
@@ -262,11 +264,35 @@ class EnergyTracker:
 
     def _publish_live(self, interval: float) -> None:
         """While it runs, the run's live figures are in the node's runtime dir, where `lett
-        exporter` (and a follower rank whose leader died) read them: no port per process."""
-        if interval > 0:
-            from let_core.live import LivePublisher
+        exporter` (and a follower rank whose leader died) read them: no port per process.
+        Beside them, what a run record needs, so that the run is kept if this process dies
+        (``let_core.recovery``); runs of this node that died so are recorded now."""
+        if interval <= 0:
+            return
+        from let_core import recovery
+        from let_core.live import LivePublisher
 
-            self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
+        recovery.recover_dead_runs(config.runtime_dir(), self.settings.hostname)
+        self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
+        try:
+            self._header = recovery.write_header(self._publisher.path, self._run_header())
+        except OSError:
+            self._header = None  # the publisher has said why it cannot write there
+
+    def _run_header(self) -> RunHeader:
+        from let_core.jobs import boot_id
+        from let_core.recovery import RunHeader
+
+        s = self.settings
+        return RunHeader(
+            pid=os.getpid(), boot=boot_id(), run_id=self._run_id, hostname=s.hostname, project=s.project_name,
+            user=s.user, output_dir=str(s.output_dir), start=self._start_time.timestamp(),
+            country_iso_code=s.country_iso_code, country_name=s.country_name, carbon_intensity=s.carbon_intensity,
+            environment=dict(self._environment),
+            backends={name: {"kind": str(getattr(b, "kind", "") or ""), "scope": str(getattr(b, "scope", "") or "system"),
+                             "methodology": str(getattr(b, "methodology", "") or ""),
+                             "hardware": str(getattr(b, "hardware", "") or "")}
+                      for name, b in self._started.items()})
 
     def stop(self, print_summary: bool | None = None, *, status: str = "ok", error: str = "") -> dict[str, Any]:
         """Stop the run, record it and return its result. Calling it again returns the same result.
@@ -287,12 +313,16 @@ class EnergyTracker:
         publisher, self._publisher = self._publisher, None
         if publisher is not None:  # before the backends stop: no reading of a stopping backend
             publisher.stop()
+        header, self._header = self._header, None
         measurements = self._stop_backends(self._t0)
         self._running = False
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
         run = self._make_run(self._run_id, self._start_time, end_time, status, error, measurements)
         self.last_run = run
         self._record(run)
+        if header is not None:  # recorded: nothing to recover if this process dies now
+            with contextlib.suppress(OSError):
+                header.unlink()
         self._report(run, print_summary=print_summary is not False)
         self._last_result = run.result()
         return self._last_result
@@ -316,7 +346,7 @@ class EnergyTracker:
                 dead = jobs.dead_leader(job, config.runtime_dir(), self.settings.hostname,
                                         holder=leadership.previous, fd=leadership.fd)
                 if dead is not None:
-                    self._record_dead_leader(dead, fields)
+                    self._record_dead_leader(dead)
             if not leadership.leader:
                 from let_core.records import shared_by_ranks
 
@@ -337,34 +367,16 @@ class EnergyTracker:
         runtime, hostname = config.runtime_dir(), self.settings.hostname
         return lambda: jobs.rank_pids(job, runtime, hostname)
 
-    def _record_dead_leader(self, dead: DeadLeader, fields: Mapping[str, str]) -> str:
-        """Record what a node leader that died had published of its run, as its run, marked
-        ``leader_died``; the published file goes once the run is in the store. Returns the note."""
-        import attrs
+    def _record_dead_leader(self, dead: DeadLeader) -> str:
+        """Record what a node leader that died had published of its run (``recovery``), once.
+        Returns what this rank's rows say of it."""
+        from let_core.recovery import header_path, recover
 
-        published = dead.run
-        duration = max(0.0, published.updated - published.started)
-        backends = {_name_of(b): b for b in self.backends}
-        measurements = []
-        for reading in published.readings:
-            if reading.error or not math.isfinite(reading.energy_kwh) or reading.kind not in ("estimate", "metered"):
-                continue
-            backend = backends.get(reading.backend)
-            measurements.append(Measurement(
-                backend=reading.backend, methodology=str(getattr(backend, "methodology", "") or ""),
-                kind=reading.kind, energy_kwh=reading.energy_kwh, duration_s=duration,  # type: ignore[arg-type]
-                scope=str(getattr(backend, "scope", "") or "system"), hardware=str(getattr(backend, "hardware", "") or ""),
-                extras={"leader_died": True, "published_at": datetime.fromtimestamp(published.updated, timezone.utc)
-                        .isoformat(timespec="seconds")}))
-        start = datetime.fromtimestamp(published.started, timezone.utc)
-        run = attrs.evolve(
-            self._make_run(published.run_id, start, start + timedelta(seconds=duration), "failed", dead.note,
-                           measurements),
-            project_name=published.project, user=published.user, hostname=published.hostname, metrics={}, params={},
-            environment={**fields, "rank": dead.holder.rank, "local_rank": "", "node_meter": dead.note})
-        self._record(run)
-        dead.done()
-        return f"{dead.note}; recorded as its run {published.run_id[:8]}"
+        try:
+            run = recover(header_path(dead.path), self.settings.hostname)
+        finally:
+            dead.done()
+        return f"{dead.note}; recorded as its run {run.run_id[:8]}" if run is not None else dead.note
 
     def _stop_backends(self, t0: float) -> list[Measurement]:
         measurements: list[Measurement] = []
@@ -374,7 +386,7 @@ class EnergyTracker:
 
             dead = jobs.dead_leader(self._job, config.runtime_dir(), self.settings.hostname)
             if dead is not None:
-                died = "; " + self._record_dead_leader(dead, self._environment)
+                died = "; " + self._record_dead_leader(dead)
         for backend in self.backends:
             name = _name_of(backend)
             if name in self._delegated:
