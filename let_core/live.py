@@ -268,6 +268,10 @@ def process_alive(pid: int) -> bool:
 #: longer reported: its process hangs, or its pid was reused by another program.
 STALE_INTERVALS = 10
 STALE_MIN_S = 60.0
+# A run that ends within its first second never writes a live file: the exporter, scraping every
+# few seconds, would hardly see it, and a short tracked run (or the second tracker of a process)
+# would pay a file write, a rename and an unlink at stop for nothing (issue 19's bound).
+FIRST_PUBLISH_S = 1.0
 
 
 @frozen
@@ -321,10 +325,11 @@ def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -
 
 class LivePublisher:
     """Publishes a running tracker's ``live()`` figures to its file every ``interval`` seconds,
-    from a daemon thread, and removes the file when the run stops.
+    the first after FIRST_PUBLISH_S, and removes the file when the run stops.
 
-    A failure to write (a full or read-only runtime dir) is one warning and the end of
-    publishing, never of the run.
+    One daemon thread per process serves every publisher (see ``_Schedule``): a tracker's start
+    costs no thread start, and many trackers in one process cost one thread. A failure to write
+    (a full or read-only runtime dir) is one warning and the end of publishing, never of the run.
     """
 
     def __init__(self, tracker: EnergyTracker, runtime_dir: Path, interval: float) -> None:
@@ -332,30 +337,33 @@ class LivePublisher:
         self.interval = interval
         self.path = live_file(runtime_dir, tracker.hostname, os.getpid(), tracker.run_id)
         self._started = time.time()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopped = False
         self._failed = False
+        self._written = False
 
     def start(self) -> LivePublisher:
-        # Everything, the first file too, is written from the thread: starting a tracker costs
-        # one thread's start, not a file system's latency.
-        self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
-        self._thread.start()
+        _SCHEDULE.add(self, time.monotonic() + min(self.interval, FIRST_PUBLISH_S))
         return self
 
-    def publish(self) -> None:
+    def publish(self) -> bool:
+        """Write the file once; False when this publisher is done (stopped or failed)."""
         with self._lock:
-            if self._failed or self._stop.is_set() or not self.tracker.running:
-                return
+            if self._failed or self._stopped or not self.tracker.running:
+                return False
             status = self.tracker.live()
             run = PublishedRun(pid=os.getpid(), hostname=self.tracker.hostname, project=self.tracker.project_name,
                                user=self.tracker.user, run_id=self.tracker.run_id, started=self._started,
                                updated=time.time(), interval_s=self.interval, readings=status.readings)
             try:
+                if not self._written:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomically(self.path, json.dumps(run.to_json()).encode("utf-8"))
             except OSError as exc:
                 self._fail(exc)
+                return False
+            self._written = True
+            return True
 
     def _fail(self, exc: OSError) -> None:
         self._failed = True
@@ -363,26 +371,57 @@ class LivePublisher:
                       "`lett exporter` will not see it while it runs. The run itself is recorded as usual.",
                       LetWarning, stacklevel=2)
 
-    def _loop(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self._fail(exc)
-            return
-        while True:
-            try:
-                self.publish()
-            except Exception as exc:  # the run goes on; only publishing stops
-                warnings.warn(f"LET live publishing stopped: {type(exc).__name__}: {exc}", LetWarning, stacklevel=1)
-                return
-            if self._failed or self._stop.wait(self.interval):
-                return
-
     def stop(self) -> None:
         """Stop publishing and remove the file: the run is in the store from now on."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
-        with self._lock, contextlib.suppress(OSError):
-            self.path.unlink()
+        _SCHEDULE.discard(self)
+        with self._lock:  # waits for a write in progress; none starts after this
+            self._stopped = True
+            if self._written:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+
+
+class _Schedule:
+    """The process's one publishing thread and the publishers it serves, each with its next time."""
+
+    def __init__(self) -> None:
+        self._due: dict[LivePublisher, float] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, publisher: LivePublisher, when: float) -> None:
+        with self._wake:
+            self._due[publisher] = when
+            # is_alive: a forked child inherits the object but not the thread.
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, publisher: LivePublisher) -> None:
+        with self._wake:
+            self._due.pop(publisher, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                ready = [p for p, when in self._due.items() if when <= now]
+                if not ready:
+                    self._wake.wait(min(self._due.values(), default=now + 60.0) - now)
+                    continue
+            for publisher in ready:  # outside the schedule's lock: a stop never waits on a write
+                try:
+                    going = publisher.publish()
+                except Exception as exc:  # the run goes on; only its publishing stops
+                    warnings.warn(f"LET live publishing stopped: {type(exc).__name__}: {exc}", LetWarning,
+                                  stacklevel=1)
+                    going = False
+                with self._wake:
+                    if not going:
+                        self._due.pop(publisher, None)
+                    elif publisher in self._due:
+                        self._due[publisher] = time.monotonic() + publisher.interval
+
+
+_SCHEDULE = _Schedule()
