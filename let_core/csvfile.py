@@ -358,8 +358,9 @@ def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator
 
     LET writes every record on one line. A record that spans lines is another tool's quoted
     line break, or a stray quote (a hand edit) that swallowed the lines after it; the latter
-    yields a record that does not fit the header and is re-read line by line, so the damage
-    costs that line only (an ``Unparsable``), never the rows after it.
+    yields a record that does not fit the header, or one whose last line opens a quote of its
+    own (a second stray quote), and is re-read line by line, so the damage costs those lines
+    only (each an ``Unparsable``), never the rows after them.
     """
     with os.fdopen(os.dup(fd), "rb") as handle:
         handle.seek(start)
@@ -383,7 +384,7 @@ def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator
                 yield line, Unparsable(fields)
                 line += 1
                 continue
-            if len(consumed) > 1 and len(fields) != width:
+            if len(consumed) > 1 and (len(fields) != width or _opens_a_quote(consumed[-1])):
                 alone = [_parse_alone(physical) for physical in consumed]
                 if any(isinstance(part, Unparsable) for part in alone):
                     for offset, part in enumerate(alone):
@@ -392,6 +393,15 @@ def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator
                     continue
             yield line, fields
             line += len(consumed)
+
+
+def _opens_a_quote(line: str) -> bool:
+    """Whether the last line of a record spanning lines opens a new quoted field (a quote right
+    after a delimiter, left open) instead of closing the one before: then the record is two
+    stray quotes that swallowed whole lines between them, even where its fields fit the header.
+    A quoted line break of another tool closes its quote on the last line."""
+    first = line.find('"')
+    return first > 0 and line[first - 1] == "," and _quote_left_open(line)
 
 
 def _quote_left_open(line: str) -> bool:

@@ -113,3 +113,38 @@ def test_live_interval_is_read_in_config(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LET_LIVE_INTERVAL", "-1")
     with pytest.raises(ConfigurationError):
         config.live_interval()
+
+
+def test_the_publisher_reading_leaves_each_readers_power_its_own(runtime: Path, tmp_path: Path) -> None:
+    """A counter backend's live power is since the caller's previous reading: the publisher's
+    thread reading in between changes neither the user's figure nor the status line's."""
+    from let_backends.rapl import RaplBackend, discover
+    from let_backends.rapl import select as select_zones
+    from tests.fakes.powercap import FakePowercap
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    tree = FakePowercap(tmp_path / "powercap")
+    tree.add_zone("intel-rapl:0", "package-0")
+    rapl = RaplBackend(select_zones(discover(tree.root)), sample_secs=3600, hardware="x", clock=clock)
+    tracker = EnergyTracker(backends=[rapl], reporters=["csv"]).start()
+    try:
+        tree.add("intel-rapl:0", 30_000_000)  # 30 J in 2 s
+        clock.now += 2
+        assert tracker.live().of("rapl").power_w == pytest.approx(15.0)
+        tree.add("intel-rapl:0", 10_000_000)  # 10 J in the next second
+        clock.now += 1
+
+        def published_40_joules() -> bool:
+            runs = read_published(runtime, tracker.hostname).runs
+            return bool(runs) and runs[0].readings[0].energy_kwh == pytest.approx(40 / 3.6e6)
+
+        wait_until(published_40_joules, what="the publisher to read the counter after the user")
+        assert tracker.live().of("rapl").power_w == pytest.approx(10.0)
+    finally:
+        tracker.stop(print_summary=False)

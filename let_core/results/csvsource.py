@@ -133,7 +133,10 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
             else:
                 raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `lett doctor` "
                                  "to see the damaged lines, `lett doctor --repair` to set them aside.") from None
-    if skipped:
+    # A record spanning lines is another tool's quoted line break, or two stray quotes whose
+    # record happens to fit the header; only the exact read tells them apart (csvfile.records).
+    spanning = _holds_a_line_break(table)
+    if skipped or spanning:
         # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
         # carriage return next to a long one, say). Before calling them malformed, read the
         # file the slow, exact way; the store module's scanner also knows their line numbers.
@@ -142,7 +145,7 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
             legacy_keys = []
         slow, bad = _python_rows(store, header, included)
         if slow is not None:
-            if slow.num_rows > table.num_rows:
+            if slow.num_rows > table.num_rows or spanning:
                 table, typed = slow, False
             skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
     import pandas as pd
@@ -236,6 +239,19 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
     if short:
         warn_short_rows(short, f"the LET store {store.path}", stacklevel=4)
     return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
+
+
+def _holds_a_line_break(table: Any) -> bool:
+    """Whether a text cell holds a line break: LET writes none, so it came from a record that
+    spanned lines."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for column in table.columns:
+        if pa.types.is_string(column.type) and (pc.any(pc.match_substring(column, "\n")).as_py()
+                                                or pc.any(pc.match_substring(column, "\r")).as_py()):
+            return True
+    return False
 
 
 def _is_utf8(data: Any) -> bool:

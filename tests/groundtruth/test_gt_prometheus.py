@@ -10,16 +10,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is not installed: pip install '.[prometheus]'")
 
-# The ground-truth server moves to let_groundtruth on branch gt; until that is merged this skips.
-EmulatedSocket = pytest.importorskip("let_groundtruth.emulator", reason="no let_groundtruth package yet "
-                                     "(the ground-truth server's own package)").EmulatedSocket
+from let_groundtruth.emulator import EmulatedSocket  # noqa: E402
 from tests.loopback import free_port, wait_until  # noqa: E402
 from tests.prometheus import prometheus_server, stop  # noqa: E402
 
@@ -28,7 +25,7 @@ WATTS = 1500.0
 
 
 @pytest.fixture
-def ground_truth(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+def ground_truth(tmp_path: Path) -> Iterator[tuple[str, EmulatedSocket]]:
     socket = EmulatedSocket(WATTS, start_total_kwh=10.0).start()
     config = tmp_path / "gt.json"
     config.write_text(json.dumps({"box": socket.address}))
@@ -52,7 +49,7 @@ def ground_truth(tmp_path: Path) -> Iterator[tuple[str, Any]]:
         socket.close()
 
 
-def test_prometheus_scrapes_the_ground_truth_server(ground_truth: tuple[str, Any], tmp_path: Path) -> None:
+def test_prometheus_scrapes_the_ground_truth_server(ground_truth: tuple[str, EmulatedSocket], tmp_path: Path) -> None:
     target, _socket = ground_truth
     with prometheus_server(tmp_path / "prom", [("gt", target, TOKEN)]) as prom:
         power = prom.wait_for('let_gt_socket_power_watts{host="box"}')
