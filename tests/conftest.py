@@ -29,3 +29,11 @@ def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def let_home(hermetic: Path) -> Path:
     return hermetic
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The single-node Slurm has two CPUs: jobs of parallel workers would queue behind each other
+    # past the tests' timeouts, so every test that submits to it runs on one xdist worker.
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
