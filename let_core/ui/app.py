@@ -141,10 +141,10 @@ def serve(output_dir: str | None = None, dataset: str | None = None, host: str =
         except StoreUnreadable:
             pass  # the pages show the error
         else:
-            # The unfiltered project view aggregates every run (seconds at a million): computed
+            # The unfiltered overview and project view aggregate every run (seconds at a million): computed
             # once in the background while the first pages are served.
-            threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
-                             daemon=True).start()
+            threading.Thread(target=lambda: (dashboard.overview(Filters()), dashboard.summary(Filters())),
+                             name="let-ui-warm", daemon=True).start()
     if sock is None:
         uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
         return

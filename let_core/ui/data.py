@@ -347,7 +347,7 @@ class Dashboard:
 
     def choices(self) -> dict[str, Any]:
         data = self.prepared()
-        return {"store": self.location, "rows": data.size, "hint": self.first_run_hint() if not data.size else None,
+        return {"store": self.location, "dataset": self.dataset, "rows": data.size, "hint": self.first_run_hint() if not data.size else None,
                 "choices": {name: [v for v in data.labels[name] if v][:MAX_CHOICES] for name in FILTER_COLUMNS}}
 
     def runs(self, filters: Filters, sort: str = "start_time", descending: bool = True,
@@ -492,11 +492,11 @@ class Dashboard:
         else:
             shares["calibrated"] = {**share(0.0), "runs": 0, "calibrated_text": None, "interval_text": None}
         result["shares"] = shares
-        result["trend"] = _series(frame, trend=True)
+        counted = counted_rows(frame) if len(frame) else np.zeros(0, dtype=bool)
+        result["trend"] = _series(frame, trend=True, counted=counted)
         result["projects"] = _top(aggregate(frame, "project"), "project", totals.energy_kwh) if len(frame) else []
         result["hosts"] = _top(aggregate(frame, "host"), "host", totals.energy_kwh) if len(frame) else []
         failed = (_text_column(frame, "run_status") == "failed").to_numpy()
-        counted = counted_rows(frame) if len(frame) else np.zeros(0, dtype=bool)
         failed_counted = frame[failed & counted]
         runs = int(failed_counted["run_id"].nunique()) if len(failed_counted) else 0
         failed_totals = frame_totals(frame[failed]) if failed.any() else None
@@ -550,7 +550,7 @@ class Dashboard:
             raise LookupError(self.nothing_matches(filters) + " There is nothing to state.")
         text = statement_from_totals(totals)
         keys = cited_keys(text)
-        return {"filter": filters.describe(), "statement": text, "keys": keys, "bibtex": bibtex(keys)}
+        return {"filter": filters.describe(), "words": filters.words(), "statement": text, "keys": keys, "bibtex": bibtex(keys)}
 
     def nothing_matches(self, filters: Filters) -> str:
         """No stored run matches: said with the names that exist for each value that matches none."""
@@ -615,7 +615,7 @@ def _count_text(rows: int, runs: int, tasks: int, failed: int, filters: Filters,
     return f"{what}{detail} Showing rows {start + 1:,}–{start + shown:,}."
 
 
-def _series(frame: pd.DataFrame, trend: bool = False) -> dict[str, Any]:
+def _series(frame: pd.DataFrame, trend: bool = False, counted: np.ndarray | None = None) -> dict[str, Any]:
     """Counted energy and emissions per time bucket that fits the data's span (``timeaxis``),
     the part of failed runs, each value's text, and the axes to draw them on."""
     import numpy as np
@@ -632,7 +632,7 @@ def _series(frame: pd.DataFrame, trend: bool = False) -> dict[str, Any]:
         return empty
     energy = _numbers(frame, "energy_consumed")
     emissions = _numbers(frame, "emissions")
-    counted = counted_rows(frame) & np.isfinite(energy)
+    counted = (counted_rows(frame) if counted is None else counted) & np.isfinite(energy)
     times = pd.to_datetime(frame["start_time"], utc=True, errors="coerce", format="ISO8601")
     seconds = times.to_numpy(dtype="datetime64[ns]").astype(np.int64) // 10**9
     valid = counted & ~pd.isna(times).to_numpy()

@@ -53,7 +53,8 @@
 
   async function loadChoices() {
     const data = await api("/api/choices");
-    document.getElementById("store").textContent = data.store + " · " + data.rows.toLocaleString() + " rows";
+    document.getElementById("store").textContent = data.store + (data.dataset ? " + " + data.dataset : "") +
+      " · " + data.rows.toLocaleString() + " rows";
     showHint(data.hint);
     for (const name of ["project", "user", "host", "backend", "status"]) {
       const select = form.elements[name];
@@ -229,16 +230,18 @@
     }, [series.t, series.kwh, series.failed_kwh.map((v) => v > 0 ? v : null), series.kg]);
   }
 
-  function groupTable(id, head, rows, cells) {
+  // numeric: the columns that hold figures (right-aligned); default every column but the first.
+  function groupTable(id, head, rows, cells, numeric) {
     const table = document.getElementById(id);
     table.innerHTML = "";
     const thead = document.createElement("thead"), tr = document.createElement("tr");
-    head.forEach((label, i) => { const th = document.createElement("th"); th.textContent = label; if (i) th.className = "num"; tr.appendChild(th); });
+    const align = (i) => ((numeric ? numeric.includes(i) : i > 0) ? "num" : "");
+    head.forEach((label, i) => { const th = document.createElement("th"); th.textContent = label; th.className = align(i); tr.appendChild(th); });
     thead.appendChild(tr); table.appendChild(thead);
     const body = document.createElement("tbody");
     for (const row of rows) {
       const line = document.createElement("tr");
-      cells(row).forEach((text, i) => cell(line, text, i ? "num" : ""));
+      cells(row).forEach((text, i) => cell(line, text, align(i)));
       body.appendChild(line);
     }
     if (!rows.length) {
@@ -295,7 +298,7 @@
     groupTable("top-hosts", ["host", "runs", "energy", "CO2e", "share"], data.hosts,
                (r) => [r.name, r.runs.toLocaleString(), r.kwh_text, r.kg_text, r.share_text]);
     groupTable("failed-runs", ["start (UTC)", "project", "host", "run", "energy", "error"], f.latest,
-               (r) => [shortTime(r.start_time), r.project_name, r.hostname, (r.run_id || "").slice(0, 8), r.energy_text, r.error]);
+               (r) => [shortTime(r.start_time), r.project_name, r.hostname, (r.run_id || "").slice(0, 8), r.energy_text, r.error], [4]);
     for (const tr of document.querySelectorAll("#failed-runs tbody tr")) if (f.latest.length) tr.classList.add("failed");
     const link = document.getElementById("failed-link");
     const params = filterParams(); params.set("status", "failed");
@@ -321,7 +324,7 @@
       const ok = order.map((i) => sc.failed[i] ? null : sc.points[i][1]);
       const bad = order.map((i) => sc.failed[i] ? sc.points[i][1] : null);
       const texts = order.map((i) => sc.text[i]);
-      const dots = (stroke, size) => ({ stroke, fill: stroke, paths: () => null, points: { show: true, size } });
+      const dots = (stroke, size) => ({ stroke, paths: () => null, points: { show: true, size, fill: stroke } });
       replacePlot("scatter", scatter, {
         width: chartWidth(scatter), height: 320,
         scales: { x: { time: false, range: () => [sc.axis.low, sc.axis.high] }, y: { range: () => [sc.axis.low, sc.axis.high] } },
@@ -349,7 +352,7 @@
     try {
       const data = await api("/api/statement", filterParams());
       window.letData.statement = data;
-      document.getElementById("statement-filter").textContent = "(" + data.filter + ")";
+      document.getElementById("statement-filter").textContent = "(" + data.words + ")";
       text.textContent = data.statement;
       bib.textContent = data.bibtex;
       sections.forEach((s) => { s.hidden = false; });
