@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--lab", type=int, default=0)
     parser.add_argument("--store", type=Path)
+    parser.add_argument("--calibrate", metavar="HOST", help="fit HOST's wall-socket calibration first "
+                        "(`lett calibration fit`), so that the pages show calibrated runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from selenium import webdriver
@@ -62,6 +64,10 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(REPO), "LET_HOME": str(Path(tmp) / "home")}
+        if args.calibrate:
+            fit = [sys.executable, "-m", "let_core", "calibration", "fit", "--hostname", args.calibrate,
+                   *command[command.index("ui") + 1:]]
+            subprocess.run(fit, env=env, cwd=REPO, check=True)
         proc = subprocess.Popen([*command, "--port", str(port)], env=env, cwd=REPO)
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"

@@ -65,6 +65,16 @@ def test_overview_of_a_new_users_day(new_user: str, browser: Any, tmp_path: Path
         assert all(label.endswith(unit) for label in axis["labels"]), axis["labels"]
     failed_bars = browser.execute_script("return window.letPlots.trend.data[2].filter(v => v != null)")
     assert failed_bars == [pytest.approx(0.00125)]  # the failed run's hour is drawn red
+    # Hovering the red bar: the legend (uPlot's tooltip) names the hour, the energy in Wh, the failed run.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    over = browser.find_element(By.CSS_SELECTOR, "#chart-trend .u-over")
+    left = browser.execute_script("""const u = window.letPlots.trend, i = u.data[2].findIndex(v => v != null);
+                                     return u.valToPos(u.data[0][i], 'x');""")
+    ActionChains(browser).move_to_element_with_offset(over, int(left - over.size["width"] / 2), 0).perform()
+    legend = browser.find_element(By.CSS_SELECTOR, "#chart-trend .u-legend").text
+    assert "2 Dec 2026, 14:00-15:00 UTC" in legend and "1.250 Wh" in legend and "1 failed run(s)" in legend
+    assert "0.475 g" in legend, legend
     failed_rows = browser.find_elements(By.CSS_SELECTOR, "#failed-runs tbody tr.failed")
     assert len(failed_rows) == 1 and "CUDA out of memory" in failed_rows[0].text
     projects = [row.text.split()[0] for row in browser.find_elements(By.CSS_SELECTOR, "#top-projects tbody tr")]
