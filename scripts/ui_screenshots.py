@@ -1,6 +1,6 @@
 """Screenshots of every `lett ui` page, in headless Chromium over a real `lett ui` process.
 
-    python scripts/ui_screenshots.py OUT_DIR [--lab RUNS] [--store DIR]
+    python scripts/ui_screenshots.py OUT_DIR [--lab RUNS [--calibrate HOST]] [--store DIR] [--name PREFIX]
 
 Without options: a new user's store (one day, two projects; tests/ui_store.py). ``--lab N``: a
 lab's Parquet dataset of N runs over a year (bench/_lab_fixture.py builds it once per N and
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--lab", type=int, default=0)
     parser.add_argument("--store", type=Path)
+    parser.add_argument("--name", help="prefix of the PNG names (default: new-user, lab-N or store)")
     parser.add_argument("--calibrate", metavar="HOST", help="fit HOST's wall-socket calibration first "
                         "(`lett calibration fit`), so that the pages show calibrated runs")
     args = parser.parse_args()
@@ -52,6 +53,7 @@ def main() -> None:
             command += ["--output-dir", str(store), "--dataset", str(dataset)]
         elif args.store:
             store, name = args.store, "store"
+            store.mkdir(parents=True, exist_ok=True)
             command += ["--output-dir", str(store)]
         else:
             from tests.ui_store import build_new_user_store
@@ -59,6 +61,7 @@ def main() -> None:
             store, name = Path(tmp) / "store", "new-user"
             build_new_user_store(store)
             command += ["--output-dir", str(store)]
+        name = args.name or name
         from tests.loopback import free_port
 
         port = free_port()
@@ -109,7 +112,11 @@ def main() -> None:
             if driver is not None:
                 driver.quit()
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,24 @@ def test_unknown_names_are_answered_with_the_names_that_exist(new_user: tuple[Te
     assert "stored: first-try, thesis-baseline" in other
     together = client.get("/api/statement", params={"project": "first-try", "since": "2027-01-01"}).json()["detail"]
     assert "not together" in together
+
+
+def test_a_page_waits_for_the_figure_being_computed_instead_of_computing_it_again(tmp_path: Path) -> None:
+    import threading
+
+    dashboard = Dashboard(tmp_path / "store")
+    calls: list[int] = []
+    results: list[int] = []
+    second = threading.Thread(target=lambda: results.append(dashboard._cached(("k",), compute)))
+
+    def compute() -> int:
+        calls.append(1)
+        if len(calls) == 1:  # while the first computes, a second page asks for the same figure
+            second.start()
+            second.join(0.5)
+            assert second.is_alive()  # it waits for this result
+        return 42
+
+    assert dashboard._cached(("k",), compute) == 42
+    second.join(10)
+    assert results == [42] and calls == [1]

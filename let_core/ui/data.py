@@ -274,6 +274,7 @@ class Dashboard:
         self._prepared: Prepared | None = None
         self._error: str = ""
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._pending: dict[tuple[Any, ...], threading.Lock] = {}
 
     @property
     def location(self) -> str:
@@ -325,14 +326,27 @@ class Dashboard:
         return load_results(self.store.directory, dataset=self.dataset, columns=ui_columns(has_calibrations()))
 
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        # One computation per key at a time: the page asking for what the warm-up thread is
+        # computing waits for that result instead of computing it a second time beside it.
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        value = compute()
-        with self._lock:
-            if len(self._cache) > 256:  # bounded: a dashboard is browsed, not scanned
-                self._cache.clear()
-            self._cache[key] = value
+            pending = self._pending.setdefault(key, threading.Lock())
+        with pending:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            try:
+                value = compute()
+            except BaseException:
+                with self._lock:
+                    self._pending.pop(key, None)
+                raise
+            with self._lock:
+                if len(self._cache) > 256:  # bounded: a dashboard is browsed, not scanned
+                    self._cache.clear()
+                self._cache[key] = value
+                self._pending.pop(key, None)
         return value
 
     # ------------------------------------------------------------------------------ pages
