@@ -154,6 +154,7 @@ def test_an_empty_store_is_an_empty_dashboard_not_an_error(tmp_path: Path) -> No
     choices = client.get("/api/choices").json()
     assert choices["rows"] == 0
     assert client.get("/api/runs").json()["total"] == 0
+    assert client.get("/api/runs").json()["count_text"] == "No runs stored yet."
     assert client.get("/api/summary").json()["scatter"]["runs"] == 0
     overview = client.get("/api/overview").json()
     assert overview["runs"] == 0 and overview["trend"]["t"] == [] and overview["projects"] == []

@@ -156,6 +156,34 @@ def test_an_empty_store_says_how_to_record_a_first_run(tmp_path: Path, browser: 
             assert "EnergyTracker(project_name=" in hint.text
             screenshot(browser, tmp_path, "empty" + page.replace("/", "-"))
         assert not browser.find_element(By.ID, "statement-section").is_displayed()
+        assert not browser.find_element(By.ID, "error").is_displayed()  # the hint says it once
+        assert not browser.find_element(By.TAG_NAME, "main").is_displayed()  # no empty frames below it
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_calibration_table_shows_fifty_runs_and_how_many_more(let_home: Path, browser: Any,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    from paired_runs import rows, synthetic_runs
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from let_core.results import load_results
+    from let_core.results.calibration import fit, paired_runs, save
+    from let_core.store import Store
+
+    Store(let_home).append(rows(synthetic_runs(40, seed=21, power_w=(100, 350)))
+                           + rows(synthetic_runs(70, seed=22, metered=False, power_w=(120, 300))))
+    save(fit(paired_runs(load_results(let_home), "ws28")))
+    proc, url = start_ui(let_home, tmp_path / "ui.log")
+    try:
+        browser.get(url + "/calibration")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.body.dataset.calibration") == "drawn")
+        lines = browser.find_elements(By.CSS_SELECTOR, "table.corrected tbody tr")
+        assert len(lines) == 51 and lines[-1].text.startswith("… and 20 more")
+        assert "Estimate-only runs it corrected (70)" in visible_text(browser)
+        # The chart still holds every corrected run.
+        assert browser.execute_script("return window.letPlots['calibration-ws28'].data[5].filter(v => v != null).length") == 70
     finally:
         proc.terminate()
         proc.wait(10)

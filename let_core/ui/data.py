@@ -614,7 +614,7 @@ def _axis_json(low: float, high: float, units: Any) -> dict[str, Any]:
 def _count_text(rows: int, runs: int, tasks: int, failed: int, filters: Filters, start: int, shown: int) -> str:
     """The runs table's caption, in words: how many runs, why there are more rows, what is shown."""
     if not rows:
-        return f"No runs match {filters.words()}."
+        return f"No runs match {filters.words()}." if filters.key() != Filters().key() else "No runs stored yet."
     what = f"{runs:,} run{'s' if runs != 1 else ''}"
     if failed:
         what += f", {failed:,} of them failed"

@@ -21,6 +21,7 @@
     const box = document.getElementById("hint");
     box.textContent = message || "";
     box.hidden = !message;
+    document.querySelector("main").hidden = !!message;  // an empty store: the hint is the page
   }
 
   async function api(path, params) {
@@ -360,6 +361,7 @@
       // Nothing to state: the message goes where errors go, never into the statement's box.
       text.textContent = ""; bib.textContent = "";
       sections.forEach((s) => { s.hidden = true; });
+      if (error.status === 404 && !document.getElementById("hint").hidden) return;  // the hint says it
       throw error;
     }
   }
