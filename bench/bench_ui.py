@@ -4,12 +4,14 @@ Run: .venv/bin/python bench/bench_ui.py [--rows 1000000] [--repeats 5] [--no-bro
 
 Figures (medians of --repeats; nothing is asserted, goals: first page < 1 s, filter change < 300 ms):
 - start: process start until the store is loaded and the server answers (paid once);
-- first page (HTTP): the runs page's requests (HTML, app.js, uPlot, /api/choices, /api/runs);
+- runs page (HTTP): the runs page's requests (HTML, app.js, uPlot, /api/choices, /api/runs);
+- overview (HTTP): the landing page's aggregate, unfiltered (computed in the background at
+  start, as the unfiltered project view) and for a project not asked before;
 - filter change (HTTP): /api/runs with another project each time (never served from a cache);
 - project view / statement (HTTP): /api/summary and /api/statement of a project not asked before;
   the unfiltered project view (computed in the background at start) and one over every run
   through a filter never asked before (the cold cost of aggregating all runs);
-- first page / filter change (browser): navigation until the table is drawn, and choosing another
+- runs page / filter change (browser): navigation until the table is drawn, and choosing another
   project in the filter until the table is redrawn, in headless Chromium (if installed).
 """
 
@@ -88,17 +90,22 @@ def main() -> None:
             session = requests.Session()
 
             def first_page() -> None:
-                for path in ("/", "/static/app.js", "/static/vendor/uPlot.iife.min.js", "/api/choices"):
+                for path in ("/runs", "/static/app.js", "/static/vendor/uPlot.iife.min.js", "/api/choices"):
                     ok(session.get(url + path))
                 ok(session.get(url + "/api/runs"))
 
-            report("first page (HTTP)", [timed(first_page) for _ in range(args.repeats)], 1.0)
+            report("runs page (HTTP)", [timed(first_page) for _ in range(args.repeats)], 1.0)
+            report("overview, no filter (HTTP)",  # the landing page, computed in the background at start
+                   [timed(lambda: ok(session.get(url + "/api/overview"))) for _ in range(args.repeats)], None)
             names = [f"project-{i}" for i in range(projects)]
             report("filter change (HTTP)", [timed(lambda p=p: ok(session.get(url + "/api/runs", params={"project": p})))
                                             for p in names[: args.repeats]], 0.3)
             report("sort change (HTTP)", [timed(lambda s=s: ok(session.get(url + "/api/runs", params={"sort": s})))
                                           for s in ("energy_consumed", "duration", "hostname", "emissions",
                                                     "project_name")[: args.repeats]], 0.3)
+            report("overview, new filter (HTTP)",
+                   [timed(lambda p=p: ok(session.get(url + "/api/overview", params={"project": p})))
+                    for p in names[: args.repeats]], None)
             report("project view, new filter (HTTP)",
                    [timed(lambda p=p: ok(session.get(url + "/api/summary", params={"project": p})))
                     for p in names[args.repeats: 2 * args.repeats]], None)
@@ -146,10 +153,10 @@ def browser(url: str, names: list[str], repeats: int) -> None:
 
     try:
         def load() -> None:
-            driver.get(url + "/")
+            driver.get(url + "/runs")
             drawn(1)
 
-        report("first page (browser)", [timed(load) for _ in range(repeats)], 1.0)
+        report("runs page (browser)", [timed(load) for _ in range(repeats)], 1.0)
         changes = []
         for name in names[:repeats]:
             load()

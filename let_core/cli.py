@@ -146,8 +146,7 @@ def no_match_message(output_dir: str | None, dataset: str | None, project_name: 
                      user: str | None, hostname: str | None) -> str:
     """"no stored runs match", where it looked, and for a filter value that exists nowhere the
     close names that do (a typo in a project name must not read as "no runs yet")."""
-    import difflib
-
+    from let_core.errors import close_names
     from let_core.results import load_results
     from let_core.results.loading import where
 
@@ -163,10 +162,7 @@ def no_match_message(output_dir: str | None, dataset: str | None, project_name: 
         names = sorted({str(v) for v in present[column].dropna().unique()}) if column in present else []
         if value in names:
             continue
-        close = difflib.get_close_matches(str(value), names, n=3)
-        hints.append(f"{flag} {value!r} matches none; did you mean {' or '.join(map(repr, close))}?" if close
-                     else f"{flag} {value!r} matches none; stored: {', '.join(names[:10]) or 'none'}"
-                     + (" ..." if len(names) > 10 else ""))
+        hints.append(f"{flag} {value!r} matches none; {close_names(str(value), names)}")
     return message + ("; " + "; ".join(hints) if hints else " with these filters together")
 
 

@@ -26,6 +26,17 @@ class StoreError(LetError):
     """The central store cannot be read or written."""
 
 
+def close_names(value: str, names: list[str], shown: int = 10) -> str:
+    """The hint for a name that matches none: the close ones ("did you mean 'vision'?"), else
+    the names that exist ("stored: a, b ..."). Every "matches none" message words it so."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), names, n=3)
+    if close:
+        return f"did you mean {' or '.join(map(repr, close))}?"
+    return f"stored: {', '.join(names[:shown]) or 'none'}" + (" ..." if len(names) > shown else "")
+
+
 class LetWarning(UserWarning):
     """A problem LET survived: a failed backend, reporter or plugin. The run is still recorded."""
 

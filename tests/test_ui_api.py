@@ -31,7 +31,7 @@ def client(store: Path) -> TestClient:
 
 
 def test_pages_are_served_with_the_vendored_chart_library(client: TestClient) -> None:
-    for path in ("/", "/project", "/statement"):
+    for path in ("/", "/runs", "/project", "/statement"):
         page = client.get(path)
         assert page.status_code == 200 and "/static/vendor/uPlot.iife.min.js" in page.text
         assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
@@ -71,7 +71,8 @@ def test_summary_and_statement_match_the_read_side(client: TestClient, store: Pa
     assert statement["statement"] == statement_from_totals(frame_totals(vision))
     assert "@software{codecarbon" in statement["bibtex"]
     missing = client.get("/api/statement", params={"project": "nope"})
-    assert missing.status_code == 404 and "project=nope" in missing.json()["detail"]
+    assert missing.status_code == 404
+    assert "No stored run has project 'nope'; stored: nlp, speech, vision" in missing.json()["detail"]
 
 
 @pytest.mark.parametrize("params, words", [
@@ -86,7 +87,7 @@ def test_summary_and_statement_match_the_read_side(client: TestClient, store: Pa
     ({"project": "a\x00b"}, "not a plausible project"),
 ])
 def test_bad_filters_are_a_4xx_with_a_message(client: TestClient, params: dict[str, str], words: str) -> None:
-    for path in ("/api/runs", "/api/summary", "/api/statement"):
+    for path in ("/api/runs", "/api/summary", "/api/overview", "/api/statement"):
         if path != "/api/runs" and set(params) & {"sort", "order", "page", "per_page"}:
             continue
         response = client.get(path, params=params)
@@ -102,7 +103,7 @@ _text = st.one_of(st.none(), st.text(max_size=40), st.sampled_from(["vision", "n
 @given(query=st.fixed_dictionaries({}, optional={
     name: _text for name in ("project", "user", "host", "backend", "status", "kind", "since", "until",
                              "order", "page", "per_page")} | {"sort": st.one_of(_text, st.sampled_from(SORT_COLUMNS))}),
-       path=st.sampled_from(["/api/runs", "/api/summary", "/api/statement"]))
+       path=st.sampled_from(["/api/runs", "/api/summary", "/api/overview", "/api/statement"]))
 def test_any_query_is_answered_without_a_server_error(client: TestClient, query: dict[str, Any], path: str) -> None:
     params = {k: v for k, v in query.items() if v is not None}
     response = client.get(path, params=params)
@@ -150,11 +151,19 @@ def test_totals_tables_are_bounded_with_the_rest_summed() -> None:
 
 def test_an_empty_store_is_an_empty_dashboard_not_an_error(tmp_path: Path) -> None:
     client = TestClient(create_app(Dashboard(tmp_path / "nothing-yet")), base_url="http://localhost")
-    assert client.get("/api/choices").json()["rows"] == 0
+    choices = client.get("/api/choices").json()
+    assert choices["rows"] == 0
     assert client.get("/api/runs").json()["total"] == 0
+    assert client.get("/api/runs").json()["count_text"] == "No runs stored yet."
     assert client.get("/api/summary").json()["scatter"]["runs"] == 0
+    overview = client.get("/api/overview").json()
+    assert overview["runs"] == 0 and overview["trend"]["t"] == [] and overview["projects"] == []
+    # Every page says how to record a first run into this very store (the README's first command).
+    for body in (choices, client.get("/api/runs").json(), client.get("/api/summary").json(), overview):
+        assert "lett demo --keep" in body["hint"] and f"LET_HOME={tmp_path / 'nothing-yet'}" in body["hint"]
     missing = client.get("/api/statement")
     assert missing.status_code == 404 and "nothing-yet" in missing.json()["detail"]
+    assert "lett demo --keep" in missing.json()["detail"]
 
 
 def test_new_runs_appear_without_a_restart(tmp_path: Path) -> None:

@@ -97,6 +97,12 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def kwh(text: str) -> float:
+    """A shown energy ("12.500 mWh") in kWh."""
+    value, unit = text.split()
+    return float(value) * {"mWh": 1e-6, "Wh": 1e-3, "kWh": 1.0, "MWh": 1e3}[unit]
+
+
 def table(driver: Any, selector: str = "#runs tbody tr") -> list[dict[str, str]]:
     return [{td.get_attribute("data-col"): td.text for td in row.find_elements(By.TAG_NAME, "td")}
             for row in driver.find_elements(By.CSS_SELECTOR, selector)]
@@ -104,9 +110,9 @@ def table(driver: Any, selector: str = "#runs tbody tr") -> list[dict[str, str]]
 
 def test_runs_page_filters_sorts_and_pages(server: tuple[str, Path], browser: Any, tmp_path: Path) -> None:
     url, _ = server
-    browser.get(url + "/")
+    browser.get(url + "/runs")
     loaded(browser)
-    assert "36 row(s) match no filter" in browser.find_element(By.ID, "count").text
+    assert browser.find_element(By.ID, "count").text.startswith("24 runs, 3 of them failed (all stored runs). 36 rows")
     rows = table(browser)
     assert len(rows) == 36
     assert rows[0]["start_time"] >= rows[-1]["start_time"]  # newest first
@@ -117,18 +123,18 @@ def test_runs_page_filters_sorts_and_pages(server: tuple[str, Path], browser: An
     rows = table(browser)
     assert len(rows) == 6 and {r["project_name"] for r in rows} == {"nlp"}
     assert "project=nlp" in browser.current_url
-    assert "6 row(s) match project=nlp" in browser.find_element(By.ID, "count").text
+    assert browser.find_element(By.ID, "count").text == "6 runs, 1 of them failed (project nlp). Showing rows 1–6."
 
     browser.find_element(By.CSS_SELECTOR, "th[data-sort=energy_consumed]").click()
     loaded(browser, 3)
-    energies = [float(r["energy_consumed"].split()[0]) for r in table(browser)]
+    energies = [kwh(r["energy_consumed"]) for r in table(browser)]
     assert energies == sorted(energies, reverse=True) and energies[0] > energies[-1]
     browser.find_element(By.CSS_SELECTOR, "th[data-sort=energy_consumed]").click()
     loaded(browser, 4)
-    assert [float(r["energy_consumed"].split()[0]) for r in table(browser)] == sorted(energies)
+    assert [kwh(r["energy_consumed"]) for r in table(browser)] == sorted(energies)
     screenshot(browser, tmp_path, "runs-filtered")
 
-    browser.get(url + "/?per_page=5")  # paging is the server's: the browser gets one page
+    browser.get(url + "/runs?per_page=5")  # paging is the server's: the browser gets one page
     loaded(browser)
     Select(browser.find_element(By.NAME, "host")).select_by_visible_text("gpu-1")
     loaded(browser, 2)
@@ -154,12 +160,16 @@ def test_project_view_charts_hold_the_servers_figures(server: tuple[str, Path], 
     summary = requests.get(url + "/api/summary", params={"project": "vision"}, timeout=30).json()
     assert len(energy[0]) == 6  # one point per day
     assert energy[1] == pytest.approx(summary["series"]["kwh"])
-    assert energy[2] == pytest.approx(summary["series"]["kg"])
+    assert energy[3] == pytest.approx(summary["series"]["kg"])
     scatter = browser.execute_script("return window.letPlots.scatter.data")
     assert len(scatter[0]) == 12  # every vision run was measured both ways
-    for estimate_wh, metered_wh, diagonal in zip(*scatter):
-        assert metered_wh == pytest.approx(estimate_wh * METERED_RATIO)
-        assert diagonal == estimate_wh  # the y = x line
+    failed = 0
+    for estimate, metered_ok, metered_failed, diagonal in zip(*scatter):
+        assert (metered_ok is None) != (metered_failed is None)  # a point is a run that failed or not
+        failed += metered_failed is not None
+        assert (metered_ok or metered_failed) == pytest.approx(estimate * METERED_RATIO)
+        assert diagonal == estimate  # the y = x line
+    assert failed == sum(summary["scatter"]["failed"]) == 2
     assert "metered / estimate = 1.30" in browser.find_element(By.ID, "ratio").text
     host_names = [row.find_elements(By.TAG_NAME, "td")[0].text
                   for row in browser.find_elements(By.CSS_SELECTOR, "#totals-host tbody tr")]
@@ -169,7 +179,8 @@ def test_project_view_charts_hold_the_servers_figures(server: tuple[str, Path], 
 
     Select(browser.find_element(By.NAME, "project")).select_by_visible_text("speech")
     loaded(browser, 2)
-    assert browser.execute_script("return window.letPlots.scatter.data[0].length") == 0
+    assert "scatter" not in browser.execute_script("return Object.keys(window.letPlots)")
+    assert not browser.find_element(By.ID, "chart-scatter").is_displayed()
     assert "No run of this filter was measured both ways" in browser.find_element(By.ID, "ratio").text
 
 
@@ -206,7 +217,7 @@ def test_a_corrupt_store_is_shown_on_the_page_and_the_server_keeps_serving(
     csv.mkdir()  # what a broken sync tool leaves: the store file is a folder
     proc, url = start_ui(store, tmp_path / "ui.log")
     try:
-        browser.get(url + "/")
+        browser.get(url + "/runs")
         loaded(browser)
         error = browser.find_element(By.ID, "error")
         assert error.is_displayed() and "cannot read the LET store" in error.text

@@ -3,7 +3,8 @@
 Pages are static HTML + JavaScript (``static/``, uPlot vendored with its licence: no CDN, works
 offline); their data comes from the JSON API below, one page of rows or one aggregate at a time.
 
-- ``GET /``, ``/project``, ``/statement``   the pages (runs; project view; paper statement)
+- ``GET /``, ``/runs``, ``/project``, ``/statement``   the pages (overview; runs; project view; statement)
+- ``GET /api/overview``                     totals, shares, trend, top projects and hosts, failed runs
 - ``GET /api/choices``                      filter values present in the store
 - ``GET /api/runs``                         one sorted page of rows of a filter
 - ``GET /api/summary``                      energy/emissions per day, estimate vs metered, totals
@@ -137,7 +138,8 @@ def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES, local
             return HTMLResponse(body)
         return serve
 
-    app.get("/", include_in_schema=False)(page("runs", "Runs"))
+    app.get("/", include_in_schema=False)(page("overview", "Overview"))
+    app.get("/runs", include_in_schema=False)(page("runs", "Runs"))
     app.get("/project", include_in_schema=False)(page("project", "Project view"))
     app.get("/statement", include_in_schema=False)(page("statement", "Statement"))
     app.get("/calibration", include_in_schema=False)(page("calibration", "Calibration"))
@@ -166,6 +168,12 @@ def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES, local
                 backend: str | None = None, status: str | None = None, kind: str | None = None,
                 since: str | None = None, until: str | None = None) -> dict[str, Any]:
         return dashboard.summary(filters(project, user, host, backend, status, kind, since, until))
+
+    @app.get("/api/overview", summary="Totals, measured/estimated/calibrated shares, trend, top projects and hosts, failed runs")
+    def overview(project: str | None = None, user: str | None = None, host: str | None = None,
+                 backend: str | None = None, status: str | None = None, kind: str | None = None,
+                 since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        return dashboard.overview(filters(project, user, host, backend, status, kind, since, until))
 
     @app.get("/api/statement", summary="The paper statement of a filter, with BibTeX")
     def statement(project: str | None = None, user: str | None = None, host: str | None = None,
@@ -206,10 +214,10 @@ def serve(output_dir: str | None = None, dataset: str | None = None, host: str =
         except StoreUnreadable:
             pass  # the pages show the error
         else:
-            # The unfiltered project view aggregates every run (seconds at a million): computed
+            # The unfiltered overview and project view aggregate every run (seconds at a million): computed
             # once in the background while the first pages are served.
-            threading.Thread(target=lambda: dashboard.summary(Filters()), name="let-ui-warm",
-                             daemon=True).start()
+            threading.Thread(target=lambda: (dashboard.overview(Filters()), dashboard.summary(Filters())),
+                             name="let-ui-warm", daemon=True).start()
     app = create_app(dashboard, allowed_hosts(host, allow_hosts), local_addresses=_bare(host) in _WILDCARDS)
     if sock is None:
         uvicorn.run(app, host=host, port=port, log_level="warning")

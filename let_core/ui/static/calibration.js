@@ -6,6 +6,7 @@
   window.letData = window.letData || {};
   const root = document.getElementById("calibrations");
   const notes = document.getElementById("calibration-notes");
+  const SHOWN = 50;
 
   // uPlot shares one x array: every series gets a value at its own x, null elsewhere.
   function aligned(groups) {
@@ -57,7 +58,8 @@
     table.innerHTML = "<thead><tr><th>Run</th><th class=num>estimate</th><th class=num>corrected</th>" +
       "<th class=num>interval</th><th></th></tr></thead>";
     const body = document.createElement("tbody");
-    c.run_id.forEach((run, i) => {
+    // A table a person reads: the first SHOWN runs, then how many more (all of them are in the chart).
+    c.run_id.slice(0, SHOWN).forEach((run, i) => {
       const tr = document.createElement("tr");
       [run.slice(0, 8), c.estimate_w[i].toFixed(1) + " W", c.calibrated_w[i].toFixed(1) + " W",
        c.low_w[i].toFixed(1) + " – " + c.high_w[i].toFixed(1) + " W",
@@ -69,9 +71,16 @@
       });
       body.appendChild(tr);
     });
+    if (c.run_id.length > SHOWN) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 5; td.className = "muted more";
+      td.textContent = "… and " + (c.run_id.length - SHOWN).toLocaleString() + " more (`lett results --calibrated` lists every one)";
+      tr.appendChild(td); body.appendChild(tr);
+    }
     table.appendChild(body);
     const heading = document.createElement("h2");
-    heading.textContent = c.run_id.length ? "Estimate-only runs it corrected (" + c.run_id.length + ")"
+    heading.textContent = c.run_id.length ? "Estimate-only runs it corrected (" + c.run_id.length.toLocaleString() + ")"
       : "No estimate-only run of this host to correct";
     section.append(heading, table);
   }
