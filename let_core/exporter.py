@@ -16,6 +16,7 @@ port of its own, and no run id becomes a label.
 | ``let_exporter_up``                 | gauge   | source (store, live)          |
 | ``let_exporter_store_errors_total`` | counter | reason (an error's class)     |
 | ``let_exporter_store_warnings``     | gauge   |                               |
+| ``let_exporter_store_read_seconds`` | gauge   |                               |
 | ``let_exporter_live_files_skipped`` | gauge   | reason (dead, stale, unreadable) |
 
 ``sum by (project) (let_energy_joules_total)`` is ``lett results --by project``'s energy: the
@@ -27,6 +28,7 @@ good read (counters must not vanish), ``let_exporter_up{source="store"} 0`` and 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -44,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from let_core import config
 from let_core.live import read_published
+from let_core.store import STORE_FILE
 
 JOULES_PER_KWH = 3.6e6
 TOTAL_LABELS = ("project", "host", "backend", "kind")
@@ -61,17 +64,20 @@ class StoreTotals:
     warnings: int
 
 
-def read_totals(output_dir: str | None, dataset: str | None) -> StoreTotals:
-    """The store's counted totals through ``aggregate`` (what ``lett results --by`` shows)."""
+def read_totals(output_dir: str | None, dataset: str | None, hostname: str | None = None,
+                attributed: bool = False) -> StoreTotals:
+    """The store's counted totals through ``aggregate`` (what ``lett results --by`` shows), of
+    the runs of ``hostname`` (None: of every host); with ``attributed``, each run's share of
+    the machine where it has one (``lett results --by project --attribution``)."""
     from let_core.results import AGGREGATE_COLUMNS, aggregate, load_results
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        frame = load_results(output_dir, dataset=dataset, columns=AGGREGATE_COLUMNS)
+        frame = load_results(output_dir, hostname=hostname, dataset=dataset, columns=AGGREGATE_COLUMNS)
     if frame.empty:
         return StoreTotals((), (), len(caught))
-    energy = aggregate(frame, TOTAL_LABELS)
-    runs = aggregate(frame, RUN_LABELS)
+    energy = aggregate(frame, TOTAL_LABELS, attributed=attributed)
+    runs = aggregate(frame, RUN_LABELS, attributed=attributed)
     return StoreTotals(
         energy=tuple(((str(r["project"]), str(r["host"]), str(r["backend"]), str(r["kind"])),
                       float(r["kwh"]), float(r["kg"])) for r in energy.to_dict(orient="records")),
@@ -91,13 +97,13 @@ def _signature(output_dir: str | None, dataset: str | None) -> tuple[Any, ...] |
     root = Path(dataset or config.default_dataset_root(store)).expanduser()
     if config.is_uri(dataset) or config.is_uri(output_dir):
         return None
+    path = store / STORE_FILE
     parts: list[Any] = []
-    for path in [store / "emissions.csv"]:
-        try:
-            info = os.stat(path)
-            parts.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
-        except OSError:
-            parts.append((str(path), None))
+    try:
+        info = os.stat(path)
+        parts.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
+    except OSError:
+        parts.append((str(path), None))
     if root.is_dir():
         for folder, _, files in os.walk(root):
             for name in sorted(files):
@@ -112,27 +118,39 @@ def _signature(output_dir: str | None, dataset: str | None) -> tuple[Any, ...] |
 class LetCollector(Collector):
     """Yields LET's metric families on each scrape (prometheus_client's custom collector API).
 
+    ``hostname`` is this machine's (``LET_HOSTNAME``, else the system's): its live runs, and the
+    stored runs it exports unless ``all_hosts`` (a store shared by the nodes of a cluster is
+    then exported once per node, each its own, and no series is repeated by another instance).
+
     Never raises: a part that fails is reported by the ``let_exporter_*`` metrics instead.
     """
 
     def __init__(self, output_dir: str | None = None, dataset: str | None = None,
-                 runtime_dir: Path | None = None, hostname: str | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 runtime_dir: Path | None = None, hostname: str | None = None, all_hosts: bool = False,
+                 log: Callable[[str], None] | None = None, read_wait_s: float | None = 5.0,
+                 attributed: bool = False) -> None:
         self.output_dir = output_dir
         self.dataset = dataset
         self.runtime_dir = runtime_dir if runtime_dir is not None else config.runtime_dir()
         self.hostname = hostname or config.hostname()
+        self.all_hosts = all_hosts
+        self.attributed = attributed
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._lock = threading.Lock()  # scrapes may overlap (a threaded HTTP server)
         self._last: StoreTotals | None = None
         self._last_signature: tuple[Any, ...] | None = None
         self._errors: dict[str, int] = {}
         self._last_error = ""
+        self.read_wait_s = read_wait_s
+        self._reading: threading.Thread | None = None
+        self._outcome: tuple[tuple[Any, ...] | None, StoreTotals | BaseException, float] | None = None
+        self._store_up = False
+        self._read_seconds = math.nan
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             store_up = self._refresh_store()
-            totals, errors = self._last, dict(self._errors)
+            totals, errors, read_seconds = self._last, dict(self._errors), self._read_seconds
         yield from self._store_families(totals)
         live_up, live = self._live_families()
         yield from live
@@ -150,31 +168,60 @@ class LetCollector(Collector):
         yield GaugeMetricFamily("let_exporter_store_warnings", "Warnings the last good read of the store gave "
                                 "(damaged lines, a torn tail ...): `lett doctor` shows them.",
                                 value=totals.warnings if totals is not None else 0)
+        yield GaugeMetricFamily("let_exporter_store_read_seconds", "How long the last read of the store took "
+                                "(a scrape waits for at most a few seconds of it, then serves the last totals).",
+                                value=read_seconds)
 
     def _refresh_store(self) -> bool:
-        try:
-            signature = _signature(self.output_dir, self.dataset)
-        except Exception:
-            signature = None
-        if signature is not None and signature == self._last_signature and self._last is not None:
-            return True
-        try:
-            self._last = read_totals(self.output_dir, self.dataset)
-        except Exception as exc:  # a damaged store: serve the last good totals, say so
-            reason = _reason(exc)
+        """Read the store again if it changed, waiting at most ``read_wait_s`` for the read (None:
+        until it is done): a store too large to read within a scrape's timeout keeps being read
+        in the background while the scrape gets the last good totals
+        (``let_exporter_store_read_seconds`` says how long reads take)."""
+        if self._reading is None:
+            try:
+                signature = _signature(self.output_dir, self.dataset)
+            except Exception:
+                signature = None
+            if signature is not None and signature == self._last_signature and self._last is not None:
+                return self._store_up
+            self._reading = threading.Thread(target=self._read, args=(signature,), name="let-exporter-read",
+                                             daemon=True)
+            self._reading.start()
+        self._reading.join(self.read_wait_s)
+        if self._reading.is_alive():
+            return self._store_up
+        self._reading = None
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            return self._store_up
+        signature, result, seconds = outcome
+        self._read_seconds = seconds
+        if isinstance(result, BaseException):  # a damaged store: serve the last good totals, say so
+            reason = _reason(result)
             self._errors[reason] = self._errors.get(reason, 0) + 1
-            message = f"{type(exc).__name__}: {exc}"
+            message = f"{type(result).__name__}: {result}"
             if message != self._last_error:
                 self._log(f"LET exporter: cannot read the store ({message}); serving the last good "
                           "totals and let_exporter_up{source=\"store\"} 0")
                 self._last_error = message
             self._last_signature = None
+            self._store_up = False
             return False
-        self._last_signature = signature
+        self._last, self._last_signature, self._store_up = result, signature, True
         if self._last_error:
             self._log("LET exporter: the store reads again")
             self._last_error = ""
         return True
+
+    def _read(self, signature: tuple[Any, ...] | None) -> None:
+        t0 = time.perf_counter()
+        result: StoreTotals | BaseException
+        try:
+            result = read_totals(self.output_dir, self.dataset, None if self.all_hosts else self.hostname,
+                                 self.attributed)
+        except Exception as exc:
+            result = exc
+        self._outcome = (signature, result, time.perf_counter() - t0)
 
     @staticmethod
     def _store_families(totals: StoreTotals | None) -> Iterable[Metric]:
@@ -230,7 +277,7 @@ class LetCollector(Collector):
             running.add_metric(list(run_key), count)
         for reason, count in (("dead", scan.dead), ("stale", scan.stale), ("unreadable", scan.unreadable)):
             skipped.add_metric([reason], count)
-        return scan.unreadable == 0 or bool(scan.runs), families
+        return True, families
 
 
 def registry_for(collector: LetCollector) -> CollectorRegistry:
@@ -271,9 +318,3 @@ def run_textfile_loop(directory: str | os.PathLike[str], registry: CollectorRegi
             failed = str(exc)
         if stop.wait(interval):
             return
-
-
-def wait_forever() -> None:
-    """Sleep until interrupted (Ctrl+C, or the SIGTERM of a service manager)."""
-    while True:
-        time.sleep(3600)

@@ -201,10 +201,17 @@ class Leadership:
 
 
 def boot_id() -> str:
+    """An id that changes at every boot: Linux's boot_id, else the boot time (psutil, which
+    CodeCarbon depends on); "" when neither is known."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
-        return ""
+        try:
+            import psutil
+
+            return f"boot-time:{psutil.boot_time():.0f}"
+        except Exception:  # no psutil, or it cannot tell: a lock then proves nothing across boots
+            return ""
 
 
 @frozen

@@ -268,6 +268,10 @@ def process_alive(pid: int) -> bool:
 #: longer reported: its process hangs, or its pid was reused by another program.
 STALE_INTERVALS = 10
 STALE_MIN_S = 60.0
+# A run that ends within its first second never writes a live file: the exporter, scraping every
+# few seconds, would hardly see it, and a short tracked run (or the second tracker of a process)
+# would pay a file write, a rename and an unlink at stop for nothing (issue 19's bound).
+FIRST_PUBLISH_S = 1.0
 
 
 @frozen
@@ -275,25 +279,30 @@ class LiveScan:
     """What ``read_published`` found: the runs in progress, and the files it set aside."""
 
     runs: tuple[PublishedRun, ...]
-    dead: int = 0  # files of processes that no longer run (a killed tracker's last figure)
+    #: Files of processes that no longer run: a killed tracker's last figure (a follower rank
+    #: whose node leader died takes the leader's from here).
+    dead_runs: tuple[PublishedRun, ...] = ()
     stale: int = 0  # not refreshed for too long
     unreadable: int = 0  # damaged, of another version, or not readable
+
+    @property
+    def dead(self) -> int:
+        return len(self.dead_runs)
 
 
 def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -> LiveScan:
     """The runs in progress on this host, from their published files. A missing directory is
-    no run; a damaged file, a dead process's file or a stale one is counted and skipped, never
-    removed (a follower rank may still want a dead leader's last figure)."""
+    no run (an OSError if it cannot be listed); a damaged file, a dead process's file or a stale
+    one is counted and skipped, never removed (a follower rank may still want a dead leader's
+    last figure)."""
     folder = live_dir(runtime_dir)
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return LiveScan(runs=())
-    except OSError:
-        return LiveScan(runs=(), unreadable=1)
     now = time.time() if now is None else now
     prefix = f"{_safe(hostname)}-"
-    runs, dead, stale, unreadable = [], 0, 0, 0
+    runs, dead, stale, unreadable = [], [], 0, 0
     for name in names:
         if not (name.startswith(prefix) and name.endswith(LIVE_SUFFIX)):
             continue  # another node's (a shared runtime dir), or a writer's temporary file
@@ -306,20 +315,21 @@ def read_published(runtime_dir: Path, hostname: str, now: float | None = None) -
         if run.hostname != hostname:
             continue
         if not process_alive(run.pid):
-            dead += 1
+            dead.append(run)
         elif now - run.updated > max(STALE_MIN_S, STALE_INTERVALS * run.interval_s):
             stale += 1
         else:
             runs.append(run)
-    return LiveScan(runs=tuple(runs), dead=dead, stale=stale, unreadable=unreadable)
+    return LiveScan(runs=tuple(runs), dead_runs=tuple(dead), stale=stale, unreadable=unreadable)
 
 
 class LivePublisher:
     """Publishes a running tracker's ``live()`` figures to its file every ``interval`` seconds,
-    from a daemon thread, and removes the file when the run stops.
+    the first after FIRST_PUBLISH_S, and removes the file when the run stops.
 
-    A failure to write (a full or read-only runtime dir) is one warning and the end of
-    publishing, never of the run.
+    One daemon thread per process serves every publisher (see ``_Schedule``): a tracker's start
+    costs no thread start, and many trackers in one process cost one thread. A failure to write
+    (a full or read-only runtime dir) is one warning and the end of publishing, never of the run.
     """
 
     def __init__(self, tracker: EnergyTracker, runtime_dir: Path, interval: float) -> None:
@@ -327,35 +337,33 @@ class LivePublisher:
         self.interval = interval
         self.path = live_file(runtime_dir, tracker.hostname, os.getpid(), tracker.run_id)
         self._started = time.time()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopped = False
         self._failed = False
+        self._written = False
 
     def start(self) -> LivePublisher:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self._fail(exc)
-            return self
-        self.publish()
-        if not self._failed:
-            self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
-            self._thread.start()
+        _SCHEDULE.add(self, time.monotonic() + min(self.interval, FIRST_PUBLISH_S))
         return self
 
-    def publish(self) -> None:
+    def publish(self) -> bool:
+        """Write the file once; False when this publisher is done (stopped or failed)."""
         with self._lock:
-            if self._failed or self._stop.is_set() or not self.tracker.running:
-                return
+            if self._failed or self._stopped or not self.tracker.running:
+                return False
             status = self.tracker.live()
             run = PublishedRun(pid=os.getpid(), hostname=self.tracker.hostname, project=self.tracker.project_name,
                                user=self.tracker.user, run_id=self.tracker.run_id, started=self._started,
                                updated=time.time(), interval_s=self.interval, readings=status.readings)
             try:
+                if not self._written:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomically(self.path, json.dumps(run.to_json()).encode("utf-8"))
             except OSError as exc:
                 self._fail(exc)
+                return False
+            self._written = True
+            return True
 
     def _fail(self, exc: OSError) -> None:
         self._failed = True
@@ -363,19 +371,57 @@ class LivePublisher:
                       "`lett exporter` will not see it while it runs. The run itself is recorded as usual.",
                       LetWarning, stacklevel=2)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.publish()
-            except Exception as exc:  # the run goes on; only publishing stops
-                warnings.warn(f"LET live publishing stopped: {type(exc).__name__}: {exc}", LetWarning, stacklevel=1)
-                return
-
     def stop(self) -> None:
         """Stop publishing and remove the file: the run is in the store from now on."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
-        with self._lock, contextlib.suppress(OSError):
-            self.path.unlink()
+        _SCHEDULE.discard(self)
+        with self._lock:  # waits for a write in progress; none starts after this
+            self._stopped = True
+            if self._written:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+
+
+class _Schedule:
+    """The process's one publishing thread and the publishers it serves, each with its next time."""
+
+    def __init__(self) -> None:
+        self._due: dict[LivePublisher, float] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, publisher: LivePublisher, when: float) -> None:
+        with self._wake:
+            self._due[publisher] = when
+            # is_alive: a forked child inherits the object but not the thread.
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, publisher: LivePublisher) -> None:
+        with self._wake:
+            self._due.pop(publisher, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                ready = [p for p, when in self._due.items() if when <= now]
+                if not ready:
+                    self._wake.wait(min(self._due.values(), default=now + 60.0) - now)
+                    continue
+            for publisher in ready:  # outside the schedule's lock: a stop never waits on a write
+                try:
+                    going = publisher.publish()
+                except Exception as exc:  # the run goes on; only its publishing stops
+                    warnings.warn(f"LET live publishing stopped: {type(exc).__name__}: {exc}", LetWarning,
+                                  stacklevel=1)
+                    going = False
+                with self._wake:
+                    if not going:
+                        self._due.pop(publisher, None)
+                    elif publisher in self._due:
+                        self._due[publisher] = time.monotonic() + publisher.interval
+
+
+_SCHEDULE = _Schedule()

@@ -13,6 +13,7 @@ from attrs import field, frozen
 from let_core.results.rule import (
     MAX_ENERGY_KWH,
     SYSTEM_SCOPE,
+    as_float,
     counted_measurements,
     primary_measurements,
     shared_by_ranks,
@@ -228,9 +229,3 @@ def _json_or_blank(value: Mapping[str, Any]) -> str:
 
 
 
-def as_float(value: Any) -> float:
-    """A stored cell as a float; blank or unparsable cells are NaN."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

@@ -229,6 +229,7 @@ class EnergyTracker:
         """Start a new run on every backend. A backend that fails to start is a warning."""
         if self._running:
             raise LetError("this tracker is already running; call stop() before starting it again")
+        live_interval = config.live_interval()  # a bad value fails before any backend starts
         self._run_id = new_run_id()
         self._started.clear()
         self._start_errors.clear()
@@ -258,15 +259,14 @@ class EnergyTracker:
         self._start_time = _now()
         self._t0 = time.perf_counter()
         self._running = True
-        self._publish_live()
+        self._publish_live(live_interval)
         return self
 
-    def _publish_live(self) -> None:
+    def _publish_live(self, interval: float) -> None:
         """While it runs, the run's live figures are in the node's runtime dir, where `lett
         exporter` (and a follower rank whose leader died) read them: no port per process.
         Beside them, what a run record needs, so that the run is kept if this process dies
         (``let_core.recovery``); runs of this node that died so are recorded now."""
-        interval = config.live_interval()
         if interval <= 0:
             return
         from let_core import recovery
@@ -279,6 +279,8 @@ class EnergyTracker:
                           f"its files stay in {config.runtime_dir()}.", LetWarning, stacklevel=3)
         self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
         try:
+            # (The publisher makes its folder from its thread: the header may come first.)
+            self._publisher.path.parent.mkdir(parents=True, exist_ok=True)
             self._header = recovery.write_header(self._publisher.path, self._run_header())
         except OSError:
             self._header = None  # the publisher has said why it cannot write there

@@ -48,6 +48,14 @@ class Prometheus:
         assert body["status"] == "success", body
         return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
 
+    def samples(self, selector: str, window: str = "5m") -> list[tuple[float, float]]:
+        """The raw samples Prometheus stored for one series over ``window`` (timestamp, value)."""
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": f"{selector}[{window}]"}, timeout=10)
+        answer.raise_for_status()
+        result = answer.json()["data"]["result"]
+        assert len(result) <= 1, f"{selector} selects {len(result)} series, not one"
+        return [(float(t), float(v)) for t, v in result[0]["values"]] if result else []
+
     def targets(self) -> list[dict[str, Any]]:
         answer = requests.get(f"{self.url}/api/v1/targets", timeout=10)
         answer.raise_for_status()
@@ -76,13 +84,20 @@ class Prometheus:
             return "(no log)"
 
 
-def _config(targets: Sequence[tuple[str, str]], scrape_interval: str) -> str:
-    jobs = "".join(f"""
+def _config(targets: Sequence[tuple[str, ...]], scrape_interval: str) -> str:
+    jobs = ""
+    for job, target, *token in targets:
+        jobs += f"""
   - job_name: {job}
     metrics_path: /metrics
     static_configs:
       - targets: ['{target}']
-""" for job, target in targets)
+"""
+        if token:  # a target behind a bearer token (the ground-truth server's /metrics)
+            jobs += f"""    authorization:
+      type: Bearer
+      credentials: '{token[0]}'
+"""
     return f"""global:
   scrape_interval: {scrape_interval}
   scrape_timeout: {scrape_interval}
@@ -91,9 +106,9 @@ scrape_configs:{jobs}"""
 
 
 @contextlib.contextmanager
-def prometheus_server(tmp: Path, targets: Sequence[tuple[str, str]], scrape_interval: str = "1s") -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (job name, ``host:port``) until the block ends; killed on
-    the way out whatever happened inside."""
+def prometheus_server(tmp: Path, targets: Sequence[tuple[str, ...]], scrape_interval: str = "1s") -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (job name, ``host:port``[, bearer token]) until the block
+    ends; killed on the way out whatever happened inside."""
     exe = binary()
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "prometheus.yml"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy  # noqa: F401 - loaded before any collector's read thread imports it: pytest.approx looks numpy up
 import pytest
 import requests
 
@@ -28,6 +29,31 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 REPO = Path(__file__).resolve().parents[1]
 J_PER_KWH = 3.6e6
+
+
+def _children() -> list[int]:
+    """This test process's live child processes (zombies excepted), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    """Every exporter, Prometheus, node_exporter and tracked process a test starts is gone when it ends."""
+    before = set(_children())
+    yield
+    left = [pid for pid in _children() if pid not in before]
+    assert not left, f"processes left running: {[Path(f'/proc/{pid}/cmdline').read_bytes()[:120] for pid in left]}"
 
 
 def _env(let_home: Path, **extra: str) -> dict[str, str]:
@@ -149,6 +175,13 @@ def test_prometheus_scrapes_the_counters_that_lett_results_counts(let_home: Path
             runs = prom.query("sum by (project) (let_runs_total)")
             up = prom.query('let_exporter_up{source="store"}')
             by_kind = prom.query('sum by (project, kind) (let_energy_joules_total)')
+            # The README's Grafana panel: a run finished while Prometheus watches is a rate in watts.
+            prom.wait_for('count_over_time(let_energy_joules_total{project="nlp"}[1m]) >= 2')
+            _record("nlp", 0.001, metered_kwh=0.001)  # the same series grows (a new one's first value is no rate)
+            prom.wait_for('sum by (project) (rate(let_energy_joules_total{project="nlp"}[5m])) > 0')
+            assert prom.query('sum by (project) (rate(let_energy_joules_total{project="vision"}[5m]))')[0][1] == 0
+            month = prom.query("sum by (project) (increase(let_emissions_grams_total[30d])) / 1000")
+            assert {labels["project"] for labels, _ in month} == {"vision", "nlp"}
     for labels, value in energy:
         assert value == pytest.approx(expected[labels["project"]]["kwh"] * J_PER_KWH, rel=1e-9)
     for labels, value in grams:
@@ -210,6 +243,14 @@ def test_a_damaged_store_is_an_error_metric_and_the_last_totals_never_a_500(let_
         back = _scrape(url)
         assert back["let_exporter_up"][(("source", "store"),)] == 1
         assert sum(back["let_energy_joules_total"].values()) == pytest.approx(0.040 * J_PER_KWH)
+        assert back["let_exporter_store_warnings"][()] == 0
+        with open(store, "ab") as out:
+            out.write(b"a,b,c\n")  # a malformed line: the rows around it still count, with a warning
+        _record("vision", 0.001)
+        damaged = _scrape(url)
+        assert damaged["let_exporter_up"][(("source", "store"),)] == 1
+        assert damaged["let_exporter_store_warnings"][()] >= 1
+        assert sum(damaged["let_energy_joules_total"].values()) == pytest.approx(0.041 * J_PER_KWH)
         assert process.poll() is None
 
 
@@ -282,7 +323,7 @@ def test_textfile_is_written_atomically_and_node_exporter_serves_it(let_home: Pa
         def rewritten() -> bool:
             # Read while the loop replaces it: a whole file each time, old or new, never a part.
             text = (textfile / "let.prom").read_text()
-            assert text.endswith("let_exporter_store_warnings 0.0\n"), text[-200:]
+            assert text.splitlines()[-1].startswith("let_exporter_store_read_seconds "), text[-200:]
             return sum(_parse(text)["let_energy_joules_total"].values()) == pytest.approx(0.030 * J_PER_KWH)
 
         wait_until(rewritten, what="the textfile to show the new run")
@@ -318,3 +359,88 @@ def test_exporter_needs_a_destination_and_says_so(let_home: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "let_core", "exporter"], env=_env(let_home),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--port" in done.stderr and "--textfile" in done.stderr
+
+
+def test_a_store_shared_by_nodes_is_exported_once_per_node(let_home: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each node's exporter gives its own runs, so summing over instances counts every run once;
+    --all-hosts (one exporter of a merged store) gives them all."""
+    for host, kwh in (("node1", 0.010), ("node2", 0.020), ("node2", 0.001)):
+        monkeypatch.setenv("LET_HOSTNAME", host)
+        _record("sweep", kwh)
+    monkeypatch.delenv("LET_HOSTNAME")
+    for host, expected_runs in (("node1", 1), ("node2", 2)):
+        done = subprocess.run([sys.executable, "-m", "let_core", "exporter", "--textfile", str(tmp_path / host)],
+                              env=_env(let_home, LET_HOSTNAME=host), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        scraped = _parse((tmp_path / host / "let.prom").read_text())
+        assert scraped["let_runs_total"] == {(("host", host), ("project", "sweep")): expected_runs}
+    _lett(let_home, "exporter", "--textfile", str(tmp_path / "all"), "--all-hosts")
+    everything = _parse((tmp_path / "all" / "let.prom").read_text())
+    assert _by(everything["let_energy_joules_total"], "host") == pytest.approx(
+        {"node1": 0.010 * J_PER_KWH, "node2": 0.021 * J_PER_KWH})
+
+
+def test_a_slow_read_serves_the_last_totals_within_the_wait_then_the_new_ones(
+        let_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from let_core import exporter
+
+    _record("p", 0.010)
+    collector = exporter.LetCollector(read_wait_s=0.2, log=lambda _: None)
+    registry = exporter.registry_for(collector)
+
+    def joules() -> float:
+        scraped = _parse(prometheus_client.generate_latest(registry).decode())
+        return sum(scraped.get("let_energy_joules_total", {}).values())
+
+    # The first read (which imports pandas) may itself outlast the wait: scrapes until it is done.
+    wait_until(lambda: joules() == pytest.approx(0.010 * J_PER_KWH), what="the first read")
+    release = threading.Event()
+    real = exporter.read_totals
+
+    def slow(*args: Any) -> Any:  # a store that takes longer to read than a scrape may wait
+        release.wait(60)
+        return real(*args)
+
+    monkeypatch.setattr(exporter, "read_totals", slow)
+    _record("p", 0.020)
+    try:
+        scraped = _parse(prometheus_client.generate_latest(registry).decode())
+        assert sum(scraped["let_energy_joules_total"].values()) == pytest.approx(0.010 * J_PER_KWH)
+        assert scraped["let_exporter_up"][(("source", "store"),)] == 1
+    finally:
+        release.set()
+    wait_until(lambda: joules() == pytest.approx(0.030 * J_PER_KWH), what="the read to finish")
+
+
+def test_a_port_in_use_is_a_clear_error(let_home: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "let_core", "exporter", "--port", str(port)], env=_env(let_home),
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and f"--port {port + 1}" in done.stderr
+
+
+def test_attribution_exports_each_runs_share_as_lett_results_counts_it(let_home: Path, tmp_path: Path) -> None:
+    with EnergyTracker(project_name="shared", attribution="process", reporters=["csv"],
+                       backends=[ManualBackend(power_watts=100, hardware="Xeon")]):
+        sum(range(3 * 10**6))
+    _record("plain", 0.002)  # no share: its machine figure counts in both views
+    machine = _parse(_textfile(let_home, tmp_path / "machine"))
+    shares = _parse(_textfile(let_home, tmp_path / "shares", "--attribution"))
+    lines = _lett(let_home, "results", "--by", "project", "--json", "--attribution").splitlines()
+    expected = {row["project"]: row["kwh"] * J_PER_KWH for row in map(json.loads, lines)}
+    assert _by(shares["let_energy_joules_total"], "project") == pytest.approx(expected)
+    machine_shared = _by(machine["let_energy_joules_total"], "project")["shared"]
+    assert 0 < expected["shared"] <= machine_shared  # a share, never more than the machine's figure
+    assert expected["plain"] == pytest.approx(0.002 * J_PER_KWH)
+
+
+def _textfile(let_home: Path, folder: Path, *args: str) -> str:
+    _lett(let_home, "exporter", "--textfile", str(folder), *args)
+    return (folder / "let.prom").read_text()

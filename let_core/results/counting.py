@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
+from let_core.carbon import country_g_per_kwh
 from let_core.errors import ConfigurationError
-from let_core.records import as_float
 from let_core.results.rule import (
     COUNTED,
     EST_PRIMARY,
     FULL_COVERAGE,
     JOB_KEYS,
-    MAX_ENERGY_KWH,
     MET_PRIMARY,
     MIN_COVERAGE,
     SHARED_OUT,
     SYSTEM_SCOPE,
     Launches,
     View,
-    country_g_per_kwh,
+    as_float,
+    checkpoint_order,
     decide,
     epoch,
     interval,
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "attributed_view", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "run_hours",
-           "unshared_runs", "usable_energy"]
+           "Breakdown", "aggregate", "attributed_view", "breakdown", "counted_rows", "frame_accumulators",
+           "frame_totals", "primary_rows", "row_roles", "run_hours", "run_units", "unshared_runs", "usable_energy"]
 
 
 # ------------------------------------------------------------------------- totals
@@ -317,7 +317,7 @@ def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
 
 
 # ------------------------------------------------------------------------- frames, vectorised
-GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
+GROUP_COLUMNS = {"project": "project_name", "user": "user", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
 
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
@@ -328,7 +328,7 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``let results --by``) reads; ``--by job`` also shows each job's nodes,
+#: What ``aggregate`` (``lett results --by``) reads; ``--by job`` also shows each job's nodes,
 #: ranks and wall time.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 
@@ -354,7 +354,7 @@ class _Columns:
         import numpy as np
 
         if "run_id" in frame:
-            self.runs, self.run_count = row_codes(_run_units(frame))
+            self.runs, self.run_count = row_codes(run_units(frame))
         else:
             self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
         #: Every row a run of its own (one backend per run, no tasks: the usual store). Runs
@@ -502,7 +502,7 @@ class _Columns:
         return values.astype(object).where(values.notna(), "").to_numpy(dtype=object)
 
 
-def _run_units(frame: pd.DataFrame) -> pd.Series:
+def run_units(frame: pd.DataFrame) -> pd.Series:
     """``rule.run_unit`` of every row: the run id, with CodeCarbon's task name where there is one."""
     if "task_name" not in frame:
         return frame["run_id"]
@@ -521,16 +521,16 @@ def _seconds(value: Any) -> float:
 
 
 def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
-    """True for the row of each group with the largest duration (unknown counts as -1), the last
-    among equals: CodeCarbon's checkpoint rows are cumulative, the latest holds the whole run."""
+    """``rule.latest_checkpoints`` over arrays: True for the row of each group that comes last
+    in ``rule.checkpoint_order`` (the largest duration, the last stored among equals)."""
     import numpy as np
 
     size = len(groups)
     keep = np.zeros(size, dtype=bool)
     if not size:
         return keep
-    known = np.where(np.isfinite(duration), duration, -1.0)
-    order = np.lexsort((np.arange(size), known, groups))
+    order = np.lexsort((*reversed(checkpoint_order(duration, np.arange(size), where=np.where, isfinite=np.isfinite)),
+                        groups))
     ordered = groups[order]
     keep[order[np.r_[ordered[1:] != ordered[:-1], True]]] = True
     return keep
@@ -538,7 +538,7 @@ def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
 
 def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
     """``rows`` without older checkpoints: of several rows of one run id and backend, the one
-    ``keep_latest`` picks (as ``_latest_per_backend`` does run by run)."""
+    ``keep_latest`` picks (as ``Accumulator.add_run`` does run by run)."""
     import numpy as np
     import pandas as pd
 
@@ -561,12 +561,9 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     roles = np.zeros(columns.size, dtype=np.int8)
     is_estimate = columns.equals("kind", "estimate")
     is_metered = columns.equals("kind", "metered")
-    coverage = columns.numbers("coverage")
-    demoted = is_metered & (coverage < MIN_COVERAGE)
+    demoted = is_metered & low_coverage(columns.numbers("coverage"))
     metered = is_metered & ~demoted
-    with np.errstate(invalid="ignore"):
-        usable = (columns.top_level & np.isfinite(columns.energy) & (columns.energy >= 0)
-                  & (columns.energy <= MAX_ENERGY_KWH) & (is_estimate | is_metered))
+    usable = columns.top_level & usable_energy(columns.energy) & (is_estimate | is_metered)
     rows = _latest(columns, np.flatnonzero(usable))
     considered = np.zeros(columns.size, dtype=bool)
     considered[rows] = True
@@ -711,7 +708,8 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     import numpy as np
     import pandas as pd
 
-    columns, roles, parts, demoted, metered, launches = _frame_counting(frame)
+    counting = _frame_counting(frame)
+    columns = counting[0]
     if by_group:
         key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
         combined = np.zeros(columns.size, dtype=np.int64)
@@ -727,12 +725,70 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
             labels.append(tuple(reversed(names_g)))
     else:
         group, labels = np.zeros(columns.size, dtype=np.int64), [("", "", "")]
-    count = len(labels)
-    if not count:
+    if not labels:
         return {}
-    group = np.asarray(group, dtype=np.int64)
+    return _accumulate(counting, np.asarray(group, dtype=np.int64), labels,
+                       _launches_by_group(counting[5], labels))
+
+
+@frozen
+class Breakdown:
+    """What a result set counts for, in total and split by groupings, with each row's share."""
+
+    totals: Totals
+    #: grouping name -> label -> that group's totals (each grouping's groups add up to ``totals``)
+    groups: Mapping[str, Mapping[str, Totals]]
+    #: per row, the kWh and kg CO2e it counts for (0 where it counts for nothing): a run's
+    #: headline figure is the sum over its rows
+    row_kwh: np.ndarray
+    row_kg: np.ndarray
+
+
+def breakdown(frame: pd.DataFrame, groupings: Mapping[str, str | Sequence[Any]]) -> Breakdown:
+    """The counting of ``frame_totals`` done once over the whole frame and split by each
+    grouping: a column name of ``frame`` (``"project_name"``, ``"user"``, ``"hostname"``...) or
+    one label per row (a month, an institute's group). Missing labels are the group ""."""
+    import numpy as np
+    import pandas as pd
+
+    counting = _frame_counting(frame)
+    columns = counting[0]
+    emissions = _part_emissions(columns, counting[2])
+    whole = _accumulate(counting, np.zeros(columns.size, dtype=np.int64), [""], [{}], emissions)
+    groups: dict[str, dict[str, Totals]] = {}
+    for name, labels in groupings.items():
+        if isinstance(labels, str):
+            codes, names = columns.codes(labels)
+            codes = np.asarray(codes, dtype=np.int64)
+            if len(set(names)) != len(names):  # "" from a null and from an empty text: one group
+                codes, names = _labels(pd.Series(np.asarray(names, dtype=object)[codes]))
+        elif len(labels) != len(frame):
+            raise ValueError(f"grouping {name!r}: {len(labels)} labels for {len(frame)} rows")
+        else:
+            codes, names = _labels(pd.Series(np.asarray(labels, dtype=object)))
+        if not len(frame):
+            groups[name] = {}
+            continue
+        accumulators = _accumulate(counting, np.asarray(codes, dtype=np.int64), names, [{} for _ in names],
+                                   emissions)
+        groups[name] = {label: accumulator.totals() for label, accumulator in accumulators.items()}
+    counted = (counting[1] & COUNTED) > 0
+    kg = emissions[0]
+    return Breakdown(totals=whole[""].totals() if whole else Totals(), groups=groups,
+                     row_kwh=np.where(counted, counting[2], 0.0), row_kg=np.where(counted, kg, 0.0))
+
+
+def _accumulate(counting: tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Launches],
+                group: np.ndarray, labels: Sequence[Any], job_max: Sequence[dict[str, list[float]]],
+                emissions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[Any, Accumulator]:
+    """What ``Accumulator.add_run`` would hold per group (rows coded by ``group`` into ``labels``);
+    ``emissions`` is ``_part_emissions`` of the counting, when already computed."""
+    import numpy as np
+
+    columns, roles, parts, demoted, metered, _ = counting
+    count = len(labels)
     counted = (roles & COUNTED) > 0
-    emissions, used, replaced = _part_emissions(columns, parts)
+    emissions, used, replaced = emissions if emissions is not None else _part_emissions(columns, parts)
     known = counted & np.isfinite(used)
     counted_metered = counted & metered
     estimate_primary = (roles & EST_PRIMARY) > 0
@@ -799,14 +855,13 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
                "backends": counts("backend", counted),
                "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
                "paired_backends": counts("backend", estimate_primary & paired_rows)}
-    job_max = _launches_by_group(launches, labels)
     result = {}
     for index, label in enumerate(labels):
         data: dict[str, Any] = {name: (int(values[index]) if name in _INT_FIELDS else float(values[index]))
                                 for name, values in numbers.items()}
         data.update({name: values[index] for name, values in tallies.items()})
-        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))  # type: ignore[index]
-    return result  # type: ignore[return-value]
+        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))
+    return result
 
 
 def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[float]]]:
@@ -821,19 +876,23 @@ def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]
     return result
 
 
+def row_roles(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a result set: its role in its run (bits of EST_PRIMARY, MET_PRIMARY and
+    COUNTED; 0 for none), the code of its run unit (equal for the rows of one run), and its
+    energy in kWh as a number (NaN where the cell is not one)."""
+    columns = _Columns(frame)
+    return _roles(columns)[0], columns.runs, columns.energy
+
+
 def primary_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
     """True for the rows that make up their run's energy of ``kind`` (metered figures set
     aside for low coverage are not metered)."""
-    columns = _Columns(frame)
-    roles = _roles(columns)[0]
-    return (roles & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
+    return (row_roles(frame)[0] & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
 
 
 def counted_rows(frame: pd.DataFrame) -> np.ndarray:
     """True for the rows each run counts for (its headline energy)."""
-    columns = _Columns(frame)
-    roles = _roles(columns)[0]
-    return (roles & COUNTED) > 0
+    return (row_roles(frame)[0] & COUNTED) > 0
 
 
 def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -848,7 +907,7 @@ def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = False) -> pd.DataFrame:
-    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
+    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``user``, ``host``,
     ``backend``, ``kind`` or ``job``, or a tuple of them: one column each); with ``attributed``,
     of the shares where runs have them (``rule`` 9).
 
@@ -873,8 +932,7 @@ def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = F
     columns, roles, parts, _, metered, _ = _frame_counting(frame)
     energy = columns.energy
     if own_figures:
-        with np.errstate(invalid="ignore"):
-            counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
+        counted = columns.top_level & usable_energy(energy)
         if attributed:  # a figure whose share stands in for it is not the backend's figure here
             counted &= ~columns.equals("kind", SHARED_OUT)
         values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions()[0], 0.0)
@@ -938,9 +996,8 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
                           "rank": columns.text("rank")[rows], "run": columns.runs[rows]})
     start = pd.to_datetime(pd.Series(columns.text("start_time")[rows]), utc=True, errors="coerce", format="ISO8601")
     end = pd.to_datetime(pd.Series(columns.text("timestamp")[rows]), utc=True, errors="coerce", format="ISO8601")
-    # Naive UTC datetimes: a column with no parsable time at all (CodeCarbon rows have no
-    # start_time) would otherwise lose its time zone and refuse to subtract from the other.
-    table["start"], table["end"] = start.dt.tz_convert(None).to_numpy(), end.dt.tz_convert(None).to_numpy()
+    # Naive UTC: a column of NaT alone (no row has a start) would be naive beside an aware one.
+    table["start"], table["end"] = start.dt.tz_localize(None).to_numpy(), end.dt.tz_localize(None).to_numpy()
     # A run without a rank (one process) is a rank of its own.
     table["who"] = np.where(table["rank"] == "", "run:" + table["run"].astype(str), "rank:" + table["rank"])
     grouped = table.groupby("g")
