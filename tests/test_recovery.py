@@ -108,7 +108,8 @@ def test_a_damaged_header_records_nothing_and_stays(node: dict[str, str], let_ho
 def test_a_run_that_stops_leaves_nothing_to_recover(node: dict[str, str], let_home: Path) -> None:
     with EnergyTracker(project_name="p", backends=[ManualBackend(power_watts=10)], reporters=[]) as tracker:
         live = Path(node["RUNTIME"]) / "live"
-        assert {p.suffix for p in live.iterdir()} == {".json", ".header"}
+        # The header at once; the figures from the first publication on (a short run has none yet).
+        assert ".header" in {p.suffix for p in live.iterdir()}
     assert not list(live.iterdir())
     from let_core.recovery import recover_dead_runs
 
