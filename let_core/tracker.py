@@ -272,7 +272,11 @@ class EnergyTracker:
         from let_core import recovery
         from let_core.live import LivePublisher
 
-        recovery.recover_dead_runs(config.runtime_dir(), self.settings.hostname)
+        try:
+            recovery.recover_dead_runs(config.runtime_dir(), self.settings.hostname)
+        except Exception as exc:  # another's store that cannot be written: never this run's problem
+            warnings.warn(f"LET could not record a run that died on this node ({type(exc).__name__}: {exc}); "
+                          f"its files stay in {config.runtime_dir()}.", LetWarning, stacklevel=3)
         self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
         try:
             # (The publisher makes its folder from its thread: the header may come first.)
@@ -376,6 +380,10 @@ class EnergyTracker:
 
         try:
             run = recover(header_path(dead.path), self.settings.hostname)
+        except Exception as exc:  # this rank's own run is recorded whatever happens here
+            warnings.warn(f"LET could not record the figures of the node leader that died "
+                          f"({type(exc).__name__}: {exc}).", LetWarning, stacklevel=4)
+            run = None
         finally:
             dead.done()
         return f"{dead.note}; recorded as its run {run.run_id[:8]}" if run is not None else dead.note
