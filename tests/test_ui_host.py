@@ -189,7 +189,7 @@ def test_a_rebinding_page_in_a_real_browser_reads_nothing(ui: int, tmp_path: Pat
         driver.save_screenshot(str(shot))
         print(f"screenshot: {shot}")
         assert "answers to" in text and "alice" not in text and "gpu-1" not in text
-        driver.get(f"http://localhost:{ui}/")
+        driver.get(f"http://localhost:{ui}/runs")
         # the same browser, the dashboard's own name: the rows are there
         wait_until(lambda: "alice" in " ".join(r.text for r in driver.find_elements("css selector", "tbody tr")),
                    what="the runs table")
