@@ -1,8 +1,8 @@
 """Issue 2 figures: tracking overhead vs LET 0.1.4, store append / load / statement at 1M rows.
 
 Run: .venv/bin/python bench/bench_core.py [--rows 1000000] [--let014 /tmp/let014venv/bin/python]
-LET 0.1.4 runs in its own venv (`python -m venv /tmp/let014venv && /tmp/let014venv/bin/pip install
-lamarr-energy-tracker==0.1.4`). Prints medians; nothing here is asserted.
+LET 0.1.4 runs in its own venv (`python -m bench.let014` creates it). Prints medians; nothing here
+is asserted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import let014  # noqa: E402  (LET 0.1.4's venv: one definition, bench/let014.py)
 from _store_fixture import build_store, sample_run  # noqa: E402
 
 LET_RUN = """
@@ -76,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--let014", default="/tmp/let014venv/bin/python")
+    parser.add_argument("--let014", default=str(let014.python()))
     args = parser.parse_args()
 
     ours = whole_process(sys.executable, LET_RUN, args.repeat)

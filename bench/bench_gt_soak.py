@@ -3,6 +3,7 @@ crash and restart in the middle (issue 12).
 
     .venv/bin/python bench/bench_gt_soak.py [--clients 200] [--sockets 8] [--minutes 10]
                                             [--watts 3000] [--session-s 3 8]
+                                            [--abandon 0.1 --lease-s 30]
 
 - ``--sockets`` emulated sockets at a constant ``--watts`` each (so the truth of a session is
   ``watts x duration``), in their own `lett gt emulate` process as real sockets are their own
@@ -13,7 +14,12 @@ crash and restart in the middle (issue 12).
   that were open are stopped after the restart and must come out exact (socket counter);
 - errors are split into "in the restart window" (kill -> first /health answer + 2 s) and
   "outside" (the number that must be 0);
-- server RSS (VmRSS) is read a few seconds after each start and at the end of each life.
+- server RSS (VmRSS) is read a few seconds after each start and at the end of each life;
+- each client sends from an address of its own (127.0.x.y), as the machines of a lab do, so the
+  server's per-client caps see 200 clients, not one;
+- ``--abandon F``: that fraction of the clients never stop their sessions (a killed job each
+  time) and open the next one; with ``--lease-s`` the server expires them and the open sessions
+  level off instead of growing (``open_sessions`` samples them from ``/metrics``).
 
 The error budget: at constant power the counter difference is exact for the interval between
 the two boundary readings, so a session's error is (a) the socket's 0.01 Wh counter steps
@@ -46,8 +52,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
+from requests.adapters import HTTPAdapter  # noqa: E402
 
-from let_backends.tasmota.emulator import EmulatorFarm  # noqa: E402
+from let_groundtruth.emulator import EmulatorFarm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,9 +113,34 @@ class InProcessFarm:
         self.farm.close()
 
 
+class SourceAddress(HTTPAdapter):
+    """Requests sent from one local address (a client machine of its own)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client_address(i: int) -> str:
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
+
+
+def open_sessions(url: str) -> float:
+    """Open sessions on all hosts, as /metrics says (nan when it does not answer)."""
+    try:
+        text = requests.get(url + "/metrics", headers=AUTH, timeout=10).text
+    except requests.RequestException:
+        return float("nan")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("let_gt_sessions_open{"))
+
+
 class Server:
-    def __init__(self, config: Path, state: Path, port: int) -> None:
-        self.config, self.state, self.port = config, state, port
+    def __init__(self, config: Path, state: Path, port: int, lease_s: float | None = None) -> None:
+        self.config, self.state, self.port, self.lease_s = config, state, port, lease_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
 
@@ -116,7 +148,8 @@ class Server:
         env = {**os.environ, "LET_LOAD_PLUGINS": "", "LET_GT_TOKEN": TOKEN}
         self.proc = subprocess.Popen([sys.executable, "-m", "let_core", "gt", "serve", "--config", str(self.config),
                                       "--host", "127.0.0.1", "--port", str(self.port), "--poll-interval", "1",
-                                      "--state-dir", str(self.state)],
+                                      "--state-dir", str(self.state),
+                                      *(["--session-lease", str(self.lease_s)] if self.lease_s else [])],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      cwd=ROOT)
         deadline = time.monotonic() + 60
@@ -141,6 +174,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--watts", type=float, default=3000.0)
     ap.add_argument("--session-s", type=float, nargs=2, default=(3.0, 8.0))
+    ap.add_argument("--abandon", type=float, default=0.0, help="fraction of clients that never stop a session")
+    ap.add_argument("--lease-s", type=float, default=None, help="the server's --session-lease (default its own, 600 s)")
     ap.add_argument("--emulator-in-process", action="store_true",
                     help="run the emulated sockets in this process (the old, less faithful setup)")
     args = ap.parse_args()
@@ -148,7 +183,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="let-soak-"))
     config = tmp / "gt.json"
     farm = (InProcessFarm if args.emulator_in_process else Farm)(args.sockets, args.watts, config)
-    server = Server(config, tmp / "state", free_port())
+    server = Server(config, tmp / "state", free_port(), args.lease_s)
     server.start()
     hosts = farm.hosts
     end = time.monotonic() + args.minutes * 60
@@ -165,11 +200,15 @@ def main() -> None:
     time_errors: list[float] = []  # |energy / watts - duration|, seconds
     uncertainties: list[float] = []  # the server's timing_uncertainty_s per session
     beyond_timing: list[float] = []  # beyond 0.5% AND beyond what the reading times explain
+    abandoned = [0]
+    open_samples: list[tuple[float, float]] = []  # (seconds since the clients began, open sessions)
+    local = threading.local()
 
     def call(kind: str, method: str, path: str, **kw: Any) -> dict[str, Any] | None:
         t0 = time.monotonic()
         try:
-            r = requests.request(method, server.url + path, headers=AUTH, timeout=30, **kw)
+            # a connection per request, as before: a kept-alive one to the killed server would fail late
+            r = local.http.request(method, server.url + path, headers={**AUTH, "Connection": "close"}, timeout=30, **kw)
             ok = r.status_code < 300
             body = r.json() if ok else None
             detail = "" if ok else f"{r.status_code} {r.text[:100]}"
@@ -183,8 +222,12 @@ def main() -> None:
                 errors.append((time.monotonic(), f"{kind}: {detail}"))
         return body
 
+    abandoners = set(range(0, args.clients, round(1 / args.abandon))) if args.abandon > 0 else set()
+
     def client(i: int) -> None:
         rng = random.Random(i)
+        local.http = requests.Session()
+        local.http.mount("http://", SourceAddress(client_address(i)))
         try:
             while time.monotonic() < end:
                 host = hosts[i % len(hosts)]
@@ -194,6 +237,10 @@ def main() -> None:
                     continue
                 opened = time.monotonic()
                 time.sleep(rng.uniform(*args.session_s))
+                if i in abandoners:  # killed: never stopped, never renewed
+                    with lock:
+                        abandoned[0] += 1
+                    continue
                 result = None
                 while result is None and time.monotonic() < end + 120:
                     result = call("stop", "POST", f"/sessions/{started['session_id']}/stop")
@@ -227,6 +274,14 @@ def main() -> None:
     clients_began = time.monotonic()
     for t in threads:
         t.start()
+    sampling = threading.Event()
+
+    def sample_open() -> None:
+        while not sampling.wait(10.0):
+            open_samples.append((round(time.monotonic() - clients_began, 1), open_sessions(server.url)))
+
+    sampler = threading.Thread(target=sample_open, daemon=True)
+    sampler.start()
     time.sleep(5)
     assert server.proc is not None
     rss = {"life1_start_mb": rss_mb(server.proc.pid)}
@@ -242,6 +297,8 @@ def main() -> None:
     for t in threads:
         t.join(timeout=max(end - time.monotonic(), 0) + 180)
     rss["life2_end_mb"] = rss_mb(server.proc.pid)
+    sampling.set()
+    open_at_end = open_sessions(server.url)
     hung = sum(t.is_alive() for t in threads)
     server.kill()
     farm.close()
@@ -278,6 +335,9 @@ def main() -> None:
         "spanning_restart": {"n": len(spanning), "max_rel_error": max(spanning, default=float("nan"))},
         "server_rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "client_threads_crashed": crashed[:5], "client_threads_hung": hung,
+        "abandoning_clients": len(abandoners), "sessions_abandoned": abandoned[0],
+        "lease_s": args.lease_s or 600.0, "open_sessions_at_end": open_at_end,
+        "open_sessions_sampled": open_samples,
     }
     print(json.dumps(report, indent=2))
 

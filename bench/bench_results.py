@@ -27,6 +27,9 @@ import pyarrow.csv as pacsv
 
 from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
+sys.path.insert(0, str(Path(__file__).parent))
+import let014  # noqa: E402  (LET 0.1.4's venv: one definition, bench/let014.py)
+
 
 def synthetic(n: int, seed: int = 0) -> pd.DataFrame:
     """n single-backend runs in the store's columns (LET 1.x rows, CodeCarbon-compatible)."""
@@ -108,7 +111,7 @@ def child_peak_rss(command: list[str], env: dict[str, str]) -> tuple[float, floa
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1_000_000)
-    parser.add_argument("--let014", default="/tmp/let014venv/bin/python")
+    parser.add_argument("--let014", default=str(let014.python()))
     args = parser.parse_args()
     from let_core import keys
     from let_core.dataset import compact, locate, write_frame, write_run

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
 
-from let_backends.tasmota.config import parse_server_config  # noqa: E402
-from let_backends.tasmota.emulator import EmulatorFarm  # noqa: E402
-from let_backends.tasmota.server import RunningServer  # noqa: E402
+from let_groundtruth.config import parse_server_config  # noqa: E402
+from let_groundtruth.emulator import EmulatorFarm  # noqa: E402
+from let_groundtruth.server import RunningServer  # noqa: E402
 
 
 def free_port() -> int:

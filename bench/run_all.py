@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import let014 as let014_setup
+
 # The LET tree under test: this checkout, or LET_BENCH_ROOT (to measure another checkout, e.g. main).
 ROOT = Path(os.environ.get("LET_BENCH_ROOT") or Path(__file__).resolve().parents[1])
 
@@ -210,19 +212,6 @@ def result_of(stdout: str, tag: str = "RESULT") -> Any:
     raise Failed(f"no {tag} line in the output")
 
 
-def ensure_let014(python: Path) -> str | None:
-    if python.exists():
-        return None
-    venv = python.parent.parent
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "lamarr-energy-tracker==0.1.4"],
-                       check=True, capture_output=True)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return f"could not create {venv}: {exc}"
-    return None
-
-
 Row = tuple[str, str, str, str, int]  # figure, LET, baseline, ratio, runs
 
 
@@ -262,13 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=7, help="runs per side for process figures")
     parser.add_argument("--work-seconds", type=float, default=20.0, help="length of the CPU workload")
     parser.add_argument("--work-reps", type=int, default=3, help="runs per side of the CPU workload")
-    parser.add_argument("--let014", default=os.environ.get("LET014_PYTHON", "/tmp/let014venv/bin/python"))
+    parser.add_argument("--let014", default=str(let014_setup.python()))
     parser.add_argument("--statement-runs", type=int, default=1_000_000,
                         help="stored runs for the read-side rows (bench_statement.py); 0 skips them")
     args = parser.parse_args(argv)
     python = sys.executable
     let014 = Path(args.let014)
-    problem = ensure_let014(let014)
+    problem = let014_setup.ensure(let014)
     rows: list[Row] = []
     notes: list[str] = []
     started = time.perf_counter()

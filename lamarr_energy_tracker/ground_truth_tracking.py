@@ -8,7 +8,6 @@ Client:  ``python -m lamarr_energy_tracker.ground_truth_tracking --host SERVER-I
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -19,7 +18,7 @@ from urllib.parse import quote, unquote
 
 from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker
 from let_backends.tasmota.config import remote_config_file
-from let_backends.tasmota.protocol import TASMOTA_TIME as GT_FMT
+from let_groundtruth.protocol import TASMOTA_TIME as GT_FMT
 
 __all__ = ["GroundTruthTracker", "GroundTruthTrackingServer", "GroundTruthError", "GT_FMT", "main",
            "send_tasmota_query", "tasmota_start", "tasmota_stop"]
@@ -37,19 +36,19 @@ def send_tasmota_query(ip: str, cmd: str) -> dict[str, Any] | None:
     commands None. Errors are printed and give None, as in 0.1.x. Deprecated: the ground-truth
     server's sessions never touch the socket's counters.
     """
-    from let_backends.tasmota.protocol import http_get
+    import requests
 
     warnings.warn("send_tasmota_query() talks to a socket directly; use the ground-truth server's "
                   "sessions (GroundTruthTracker) instead", DeprecationWarning, stacklevel=2)
-    target = f"/cm?cmnd={quote(unquote(cmd), safe='')}"
-    print(f"[GroundTruthTrackingServer] http://{ip}{target}")
+    url = f"http://{ip}/cm?cmnd={quote(unquote(cmd), safe='')}"
+    print(f"[GroundTruthTrackingServer] {url}")
     try:
-        status, body = http_get(ip, target, 5.0)
+        # requests.get, as 0.1.x called it: its code and tests patch that name
+        response = requests.get(url, timeout=5)
         if unquote(cmd).strip().lower() != "status 8":
             return None
-        if status != 200:
-            raise ValueError(f"HTTP {status}")
-        data = json.loads(body)
+        response.raise_for_status()
+        data = response.json()
         results: dict[str, Any] = {
             "energy_consumed": data["StatusSNS"]["ENERGY"]["Total"],  # kWh
             "start_time": data["StatusSNS"]["ENERGY"]["TotalStartTime"],
@@ -105,8 +104,8 @@ class GroundTruthTrackingServer:
     def __init__(self, config_file: str | os.PathLike[str], host: str = "0.0.0.0", port: int = 8000, *,
                  token: str | None = None, poll_interval: float = 1.0, socket_timeout: float = 2.0,
                  block: bool = True, state_dir: str | os.PathLike[str] | None = None) -> None:
-        from let_backends.tasmota.config import default_state_dir, load_server_config
-        from let_backends.tasmota.server import RunningServer
+        from let_groundtruth.config import default_state_dir, load_server_config
+        from let_groundtruth.server import RunningServer
 
         self.config = load_server_config(config_file)
         self.host, self.port = host, port

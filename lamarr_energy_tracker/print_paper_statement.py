@@ -80,8 +80,9 @@ def format_summary(results: pd.DataFrame) -> tuple[str, str, str, int]:
     Counted as the statement counts (each run once, its headline measurements); where runs
     used several methods or hardware models, all are named instead of 0.1.x's assertion.
     """
+    from let_core.display import by_count, join_words
     from let_core.results.counting import frame_totals
-    from let_core.statement import _join, _ordered, methodology_phrase
+    from let_core.statement import methodology_phrase
 
     if "kind" not in results.columns:
         # a frame read by hand (pd.read_csv of a 0.1.x or CodeCarbon file): LET's columns first
@@ -93,8 +94,8 @@ def format_summary(results: pd.DataFrame) -> tuple[str, str, str, int]:
     if totals.empty:
         raise ConfigurationError("format_summary needs at least one run with a stored energy; "
                                  "the given results have none")
-    methodology = methodology_phrase(_ordered(totals.methodologies), _ordered(totals.backends))
-    hardware = _join(_ordered(totals.hardware)) or "unspecified hardware"
+    methodology = methodology_phrase(by_count(totals.methodologies), by_count(totals.backends))
+    hardware = join_words(by_count(totals.hardware)) or "unspecified hardware"
     # 0.1.x truncated the rate to whole grams (380.95 -> 380); the epsilon keeps 380.0 at 380
     rate = (math.floor(totals.emissions_kg * 1000 / totals.energy_kwh + 1e-6)
             if totals.energy_kwh > 0 else 0)

@@ -1,11 +1,13 @@
 """LET 0.1.x's ``lamarr_energy_tracker.tracker`` module: its tracker and the names it exposed.
 
 ``EnergyTracker`` here keeps 0.1.x's meaning: its arguments in 0.1.x's order and a ``stop()``
-whose ``energy_consumed`` and ``tracking_mode`` are CodeCarbon's estimate, even when a
-ground-truth server or other backends took part (LET 1.x's ``let_core.EnergyTracker`` makes a
-metered value the headline instead). Code that compares the estimate with
-``GroundTruthTracker`` therefore never gets the socket's value twice. Every backend's figure
-is still stored and returned under ``"measurements"``.
+whose ``energy_consumed`` and ``tracking_mode`` are CodeCarbon's estimate whenever CodeCarbon
+ran, even when a ground-truth server or other backends took part (LET 1.x's
+``let_core.EnergyTracker`` makes a metered value the headline instead). Code that compares the
+estimate with ``GroundTruthTracker`` therefore never gets the socket's value twice. Without a
+CodeCarbon figure (backends chosen without it, or it failed) it is the figure of the backends
+the user chose. Every backend's figure is stored, returned under ``"measurements"``, and named
+on the printed "Tracker stopped" line where there are several.
 
 ``python -m lamarr_energy_tracker.tracker`` runs 0.1.x's small example.
 """
@@ -33,7 +35,7 @@ CODECARBON_MODE = "CodeCarbon"
 
 
 class EnergyTracker(_LetTracker):
-    """LET 0.1.x's tracker: CodeCarbon's estimate is the result, whatever else measured the run.
+    """LET 0.1.x's tracker: CodeCarbon's estimate is the result whenever CodeCarbon ran.
 
     Arguments in 0.1.x's order (``project_name, country_iso_code, measure_power_secs,
     output_dir, cuda_devices``); LET 1.x's other settings (``backends=``, ``reporters=``,
@@ -49,10 +51,15 @@ class EnergyTracker(_LetTracker):
 
     def stop(self, print_summary: bool = True) -> dict[str, Any]:
         """Stop tracking and return 0.1.x's result: ``energy_consumed`` (kWh) and
-        ``tracking_mode`` ("CodeCarbon") of CodeCarbon's estimate, ``timestamp`` and
-        ``start_time`` as 0.1.x gave them (local time without a time zone), ``duration``, and
-        LET 1.x's keys (``measurements`` holds every backend's figure)."""
-        return _codecarbon_view(super().stop(print_summary=print_summary))
+        ``tracking_mode`` ("CodeCarbon") of CodeCarbon's estimate (without one, of the chosen
+        backends' figure and their methodology), ``timestamp`` and ``start_time`` as 0.1.x gave
+        them (local time without a time zone), ``duration``, and LET 1.x's keys
+        (``measurements`` holds every backend's figure)."""
+        return _codecarbon_view(super().stop(print_summary=print_summary), codecarbon_chosen=self._codecarbon_chosen)
+
+    @property
+    def _codecarbon_chosen(self) -> bool:
+        return any(getattr(b, "name", "") == "codecarbon" for b in self.backends)
 
     @property
     def last_result(self) -> dict[str, Any] | None:
@@ -60,8 +67,9 @@ class EnergyTracker(_LetTracker):
         return None if result is None else _codecarbon_view(result, warn=False)
 
 
-def _codecarbon_view(result: dict[str, Any], warn: bool = True) -> dict[str, Any]:
-    """The run's result with CodeCarbon's figure as the headline, as 0.1.x returned it."""
+def _codecarbon_view(result: dict[str, Any], warn: bool = True, codecarbon_chosen: bool = True) -> dict[str, Any]:
+    """The run's result with CodeCarbon's figure as the headline, as 0.1.x returned it; without
+    one, the figure of the backends the user chose (never NaN for a run that was measured)."""
     estimates = {name: m for name, m in result.get("measurements", {}).items()
                  if str(m.get("methodology", "")).startswith("CodeCarbon")
                  and not m.get("error") and math.isfinite(m.get("energy_consumed", math.nan))}
@@ -78,15 +86,13 @@ def _codecarbon_view(result: dict[str, Any], warn: bool = True) -> dict[str, Any
         view["energy_consumed"] = measurement["energy_consumed"]
         view["emissions"] = measurement["emissions"]
     else:
-        # No CodeCarbon figure (it failed, or was not among the backends): another backend's
-        # value under CodeCarbon's name would be the double counting this class exists to avoid.
-        view["energy_consumed"] = math.nan
-        view["emissions"] = math.nan
-        if warn:
-            warnings.warn("CodeCarbon gave no estimate for this run, so energy_consumed is NaN; "
-                          "every backend's figure is in the result's 'measurements' "
-                          "(let_core.EnergyTracker reports the headline of whatever measured)",
-                          LetWarning, stacklevel=3)
+        # No CodeCarbon figure (not among the chosen backends, or it failed): the run's own
+        # headline, from the backends the user chose, and their methodology as the mode.
+        view["tracking_mode"] = result.get("tracking_mode") or "none"
+        if warn and codecarbon_chosen:
+            warnings.warn("CodeCarbon gave no estimate for this run, so energy_consumed is the other "
+                          f"backends' figure ({view['tracking_mode']}); each backend's figure is in the "
+                          "result's 'measurements'", LetWarning, stacklevel=3)
     return view
 
 

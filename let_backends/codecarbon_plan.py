@@ -28,22 +28,10 @@ from typing import Any
 
 from let_core.caches import write_atomic
 from let_core.config import cache_dir
+from let_core.jobs import boot_id
 
 FORMAT = "let-codecarbon-plan/1"
 _PLAN_FIELDS = ("ram_tracker", "cpu_tracker", "gpu_tracker", "conf", "hardware_specs")
-
-
-def boot_id() -> str:
-    """An id that changes at every boot: Linux's boot_id, else the boot time."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        try:
-            import psutil  # CodeCarbon depends on it
-
-            return f"boot-time:{psutil.boot_time():.0f}"
-        except Exception:
-            return ""
 
 
 def _hardware_cache() -> Any | None:

@@ -6,15 +6,23 @@ as ``nvidia-smi`` numbers them, or by UUID): the total-energy counter
 power (``nvmlDeviceGetPowerUsage``, mW) sampled and integrated. A counter that goes backwards (a
 driver reload) loses that interval, never the run; a GPU that disappears keeps the energy it had
 measured and is named in the measurement's error.
+
+With attribution (``EnergyTracker(attribution="process")``) the tracker hands the backend the
+tracked process tree (``follow_processes``); each read then also takes NVML's per-process
+utilisation samples (``nvmlDeviceGetProcessUtilization``, SM utilisation per process since the
+last sample seen) and adds up the tree's and every process's, per GPU. The measurement carries
+those sums (``extras["gpus"][label]["processes"]``); ``let_core.attribution`` turns them into
+the tree's share. A GPU whose driver reports no per-process utilisation says why instead.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
-from attrs import frozen
+from attrs import define, frozen
 
 from let_core.errors import ConfigurationError
 from let_core.hookspecs import hookimpl
@@ -81,7 +89,20 @@ class NvmlBackend(SampledBackend):
         self.hardware = ", ".join(f"{n} x {name}" if n > 1 else name
                                   for name, n in Counter(g.name for g in gpus).items())
         self._closed = False
+        self._members: Callable[[], Collection[int]] | None = None
+        self._processes: dict[str, ProcessUtilisation] = {}
         self._init_runs()
+
+    def follow_processes(self, members: Callable[[], Collection[int]]) -> None:
+        """Also add up, per GPU, the SM utilisation of the processes ``members()`` names against
+        every process's, from the next run on (attribution)."""
+        self._members = members
+
+    def start(self) -> None:
+        if self._members is not None:
+            since = int(time.time() * 1e6)  # NVML stamps samples in CPU time, microseconds
+            self._processes = {label: ProcessUtilisation(last_seen=since) for label in self.gpus}
+        super().start()
 
     # ----------------------------------------------------------------------------- factory
     @classmethod
@@ -138,7 +159,34 @@ class NvmlBackend(SampledBackend):
                     values[label] = nvml.nvmlDeviceGetPowerUsage(gpu.handle)
             except nvml.NVMLError as exc:
                 values[label] = exc
+        if self._members is not None and self._processes:
+            self._read_processes(set(self._members()))
         return values
+
+    def _read_processes(self, members: set[int]) -> None:
+        nvml = self._nvml
+        for label, gpu in self.gpus.items():
+            sums = self._processes[label]
+            if sums.problem:
+                continue
+            try:
+                samples = nvml.nvmlDeviceGetProcessUtilization(gpu.handle, sums.last_seen)
+            except nvml.NVMLError_NotFound:
+                continue  # no process used the GPU since the last sample seen
+            except nvml.NVMLError as exc:
+                if getattr(exc, "value", None) == nvml.NVML_SUCCESS:
+                    continue  # pynvml raises "Success" where a driver answers "none" without NotFound
+                sums.problem = f"NVML reports no per-process utilisation for GPU {gpu.spec} ({exc})"
+                continue
+            for sample in samples:
+                # Some drivers fill a fixed-size buffer: the unused entries are zero, older than any run.
+                if sample.timeStamp <= sums.last_seen:
+                    continue
+                sums.all_util += sample.smUtil
+                if sample.pid in members:
+                    sums.tree_util += sample.smUtil
+                sums.samples += 1
+            sums.last_seen = max([sums.last_seen, *(sample.timeStamp for sample in samples)])
 
     def _measurement(self, interval: Interval) -> Measurement:
         joules = interval.joules
@@ -149,6 +197,8 @@ class NvmlBackend(SampledBackend):
                      for label, g in self.gpus.items()},
             "sample_secs": self.sampler.interval,
         }
+        for label, sums in self._processes.items():
+            extras["gpus"][label]["processes"] = sums.as_extras()
         extras.update(interval_extras(interval))
         error = "; ".join(
             f"GPU {self.gpus[label].spec} ({self.gpus[label].name}) failed mid-run: {message}; "
@@ -168,6 +218,23 @@ class NvmlBackend(SampledBackend):
                 self._nvml.nvmlShutdown()
             except self._nvml.NVMLError:
                 pass
+
+
+@define
+class ProcessUtilisation:
+    """One GPU's per-process utilisation over a run: the SM utilisation samples (percent) of the
+    followed processes and of every process, added up; or why NVML gives none."""
+
+    last_seen: int
+    tree_util: float = 0.0
+    all_util: float = 0.0
+    samples: int = 0
+    problem: str = ""
+
+    def as_extras(self) -> dict[str, Any]:
+        if self.problem:
+            return {"problem": self.problem}
+        return {"tree_util": self.tree_util, "all_util": self.all_util, "samples": self.samples}
 
 
 def _resolve_gpus(pynvml: Any, cuda_devices: tuple[str, ...] | None) -> list[Gpu]:

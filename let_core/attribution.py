@@ -10,26 +10,31 @@ in the same intervals, and its resident memory over the machine's used memory, b
 Shares of concurrent trackers of disjoint process trees add up to at most the machine's
 figure: each tick of busy CPU belongs to one process, each resident page is counted for the
 process that maps it (shared pages may be counted twice in RSS; the RAM share is clamped to 1).
-GPUs: without NVML's per-process utilisation the process is given each GPU whole, and the
-row says so.
+GPUs: where NVML reports per-process utilisation (``nvmlDeviceGetProcessUtilization``; the
+NVML backend samples it for the tree, ``follow_processes``), the tree's share of each GPU is
+its processes' SM utilisation over every process's, and a GPU's figure is split by it (also the
+GPU part of a machine figure, such as CodeCarbon's). Elsewhere the process is given each GPU
+whole, and the row says so.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 from let_core.records import Measurement
+from let_core.results.rule import SHARE_SUFFIX
 from let_core.sampling import Channel, Meter, Sampler, Snapshot
 
 PROC = Path("/proc")
 #: The seconds of one ``/proc`` CPU tick (USER_HZ).
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-BACKEND_SUFFIX = "/process"
 WHOLE_GPU = "whole GPU: NVML reports no per-process utilisation here"
+NO_GPU_USE = "no process used the GPU during the run (NVML took no utilisation sample)"
 
 
 class ProcessTree:
@@ -40,12 +45,19 @@ class ProcessTree:
     that one interval, never counts twice (``cutime`` is not read for that reason).
     """
 
-    def __init__(self, root_pid: int, proc: Path = PROC) -> None:
+    def __init__(self, root_pid: int, proc: Path = PROC, more_roots: Callable[[], Iterable[int]] | None = None) -> None:
         self.root_pid = root_pid
         self.proc = proc
+        #: Other processes whose trees are this one's too, asked on every read: the ranks of a
+        #: launch that leave the node's figure, and so its share, to this process (``jobs``).
+        self.more_roots = more_roots
         self._last: dict[int, int] = {}
         self._ticks = 0
         self._started = False
+
+    def members(self) -> frozenset[int]:
+        """The process ids of the tree as last read (the root alone before the first read)."""
+        return frozenset(self._last) | {self.root_pid}
 
     def check(self) -> str:
         """Why a share cannot be computed here, or "" when ``/proc`` can be read."""
@@ -106,9 +118,19 @@ class ProcessTree:
         return values[b"MemTotal"] - values[b"MemAvailable"]
 
     def _tree(self) -> list[int]:
-        pids, queue = [], [self.root_pid]
+        queue = [self.root_pid]
+        if self.more_roots is not None:
+            try:
+                queue.extend(self.more_roots())
+            except OSError:
+                pass  # the ranks' folder went away: this process's own tree still counts
+        pids: list[int] = []
+        seen: set[int] = set()
         while queue:
             pid = queue.pop()
+            if pid in seen:  # a rank that is also a child of this process
+                continue
+            seen.add(pid)
             pids.append(pid)
             try:
                 tasks = os.listdir(self.proc / str(pid) / "task")
@@ -126,14 +148,23 @@ class ProcessTree:
 class ProcessShare:
     """Samples a process tree beside a run and turns the machine's figures into its shares."""
 
-    def __init__(self, interval_s: float, root_pid: int | None = None, proc: Path | None = None) -> None:
-        self.tree = ProcessTree(os.getpid() if root_pid is None else root_pid, PROC if proc is None else proc)
+    def __init__(self, interval_s: float, root_pid: int | None = None, proc: Path | None = None,
+                 more_roots: Callable[[], Iterable[int]] | None = None) -> None:
+        self.tree = ProcessTree(os.getpid() if root_pid is None else root_pid, PROC if proc is None else proc,
+                                more_roots)
         self.meter = Meter([Channel("process_cpu", "counter", TICK_S), Channel("machine_cpu", "counter", TICK_S),
                             Channel("process_ram", "power", 1.0), Channel("machine_ram", "power", 1.0)],
                            self.tree.read)
         self.sampler = Sampler(self.meter, interval_s, name="let-attribution")
         self.problem = ""
         self._start: Snapshot | None = None
+
+    def follow(self, backends: Iterable[Any]) -> None:
+        """Hand the tree to the backends that can split their own figure by process (NVML)."""
+        for backend in backends:
+            follow: Callable[[Callable[[], Collection[int]]], None] | None = getattr(backend, "follow_processes", None)
+            if callable(follow):
+                follow(self.tree.members)
 
     def start(self) -> None:
         self.problem = self.tree.check()
@@ -165,14 +196,72 @@ class ProcessShare:
         return shares, ""
 
     def stop(self, measurements: Iterable[Measurement]) -> list[Measurement]:
-        """One ``attributed`` measurement beside each usable machine or CPU figure."""
+        """One ``attributed`` measurement beside each usable figure: machine, CPU or GPU."""
         shares, problem = self.shares()
-        return [attribute(m, shares, problem) for m in measurements if m.ok and m.scope != "gpu"]
+        usable = [m for m in measurements if m.ok]
+        gpus = gpu_shares(usable)
+        if gpus:
+            shares["gpu"] = _weighted(gpus)
+        return [attribute_gpu(m) if m.scope == "gpu" else attribute(m, shares, problem) for m in usable]
+
+
+def gpu_shares(measurements: Iterable[Measurement]) -> dict[str, tuple[float, float, str]]:
+    """Per GPU that a backend split by process (NVML's ``extras["gpus"][label]["processes"]``):
+    (the tree's share, the GPU's kWh, "" or what the share rests on)."""
+    found: dict[str, tuple[float, float, str]] = {}
+    for m in measurements:
+        gpus = m.extras.get("gpus")
+        if m.scope != "gpu" or not isinstance(gpus, Mapping):
+            continue
+        for label, info in gpus.items():
+            processes = info.get("processes") if isinstance(info, Mapping) else None
+            if isinstance(processes, Mapping):
+                share, note = _gpu_share(processes)
+                found[f"{m.backend}:{label}"] = (share, float(info.get("kwh", 0.0)), note)
+    return found
+
+
+def _gpu_share(processes: Mapping[str, Any]) -> tuple[float, str]:
+    if processes.get("problem"):
+        return 1.0, f"whole GPU: {processes['problem']}"
+    total = float(processes.get("all_util", 0.0))
+    if total <= 0:
+        return 0.0, NO_GPU_USE
+    return min(1.0, float(processes.get("tree_util", 0.0)) / total), ""
+
+
+def _weighted(gpus: Mapping[str, tuple[float, float, str]]) -> float:
+    """The tree's share of all these GPUs' energy (of their mean share when they used none)."""
+    kwh = sum(energy for _, energy, _ in gpus.values())
+    if kwh <= 0:
+        return sum(share for share, _, _ in gpus.values()) / len(gpus)
+    return sum(share * energy for share, energy, _ in gpus.values()) / kwh
+
+
+def attribute_gpu(gpu: Measurement) -> Measurement:
+    """The tree's share of a GPU figure: per GPU by NVML's per-process utilisation where the
+    backend took it, else the GPU whole, said."""
+    backend = gpu.backend + SHARE_SUFFIX
+    methodology = f"{gpu.methodology}, this process's share of the machine"
+    shares = gpu_shares([gpu])
+    extras: dict[str, object] = {"of_backend": gpu.backend, "of_scope": gpu.scope, "of_energy_kwh": gpu.energy_kwh}
+    if shares:
+        energy = sum(share * kwh for share, kwh, _ in shares.values())
+        extras["gpu_shares"] = {label.split(":", 1)[1]: round(share, 6) for label, (share, _, _) in shares.items()}
+        notes = sorted({note for _, _, note in shares.values() if note})
+        if notes:
+            extras["gpu_share"] = "; ".join(notes)
+    else:
+        energy = gpu.energy_kwh
+        extras["gpu_share"] = WHOLE_GPU
+    return Measurement(backend=backend, methodology=methodology, kind="attributed", energy_kwh=energy,
+                       duration_s=gpu.duration_s, scope="process", gpu_kwh=energy, hardware=gpu.hardware,
+                       extras=extras)
 
 
 def attribute(machine: Measurement, shares: dict[str, float], problem: str = "") -> Measurement:
     """The process tree's share of one machine figure, as its own measurement."""
-    backend = machine.backend + BACKEND_SUFFIX
+    backend = machine.backend + SHARE_SUFFIX
     methodology = f"{machine.methodology}, this process's share of the machine"
     if problem or "cpu" not in shares:
         return Measurement.failed(backend, problem or "no share: no CPU share was measured",
@@ -192,7 +281,10 @@ def attribute(machine: Measurement, shares: dict[str, float], problem: str = "")
         cpu = (machine.cpu_kwh or 0.0) * cpu_share
         ram = (machine.ram_kwh or 0.0) * ram_share
         gpu = machine.gpu_kwh or 0.0
-        if gpu:
+        if gpu and "gpu" in shares:  # split as NVML split the same GPUs' energy for this tree
+            gpu *= shares["gpu"]
+            extras["gpu_share"] = round(shares["gpu"], 6)
+        elif gpu:
             extras["gpu_share"] = WHOLE_GPU
         energy = cpu + ram + gpu
         cpu_kwh, ram_kwh, gpu_kwh = cpu, ram, (gpu if machine.gpu_kwh is not None else None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import frozen
 
-from let_core.errors import ConfigurationError
+from let_core.errors import ConfigurationError, LetError
 
 _MIX_FILE = ("data", "private_infra", "global_energy_mix.json")
 
@@ -93,6 +93,18 @@ def country_intensity(code: str) -> CountryIntensity:
                             float(entry["carbon_intensity"]), int(year) if year else None)
 
 
+@functools.cache
+def country_g_per_kwh(code: str) -> float:
+    """The carbon intensity of a stored row's country code, NaN when blank, unknown or without
+    data: the intensity a row without ``carbon_intensity`` was recorded with (counting's rule 8)."""
+    if not code:
+        return math.nan
+    try:
+        return country_intensity(code).carbon_intensity
+    except LetError:
+        return math.nan
+
+
 def resolve_intensity(country_iso_code: str | None = None,
                       carbon_intensity: float | None = None) -> tuple[CountryIntensity, float]:
     """The one default rule for every figure LET computes, tracked or custom: the intensity
@@ -102,7 +114,9 @@ def resolve_intensity(country_iso_code: str | None = None,
 
     country = country_intensity(country_iso_code or config.country_env() or config.DEFAULT_COUNTRY)
     if carbon_intensity is None:
-        carbon_intensity = config.carbon_intensity_env()
+        from_env = config.carbon_intensity_env()
+        if from_env is not None:
+            return country, checked_number(from_env, "LET_CARBON_INTENSITY", unit="gCO2/kWh")
     return country, (validate_intensity(carbon_intensity) if carbon_intensity is not None
                      else country.carbon_intensity)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -85,10 +86,13 @@ def _tracker_country(country: str | None, carbon_intensity: float | None) -> dic
               help="Leave out the wall-socket-calibrated figures of estimate-only runs.")
 @click.option("--transfer", is_flag=True,
               help="Hosts with identical CPU and GPU models may borrow a calibration (the statement says so).")
+@click.option("--attribution", "attributed", is_flag=True,
+              help="State each run's share of the machine (runs tracked with --attribution process) "
+                   "instead of the whole machine's figure.")
 def statement(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
               dataset: str | None, methodology: str | None, hardware: str | None,
               consumed_energy: float | None, kind: str | None, country: str | None,
-              carbon_intensity: float | None, no_calibration: bool, transfer: bool) -> None:
+              carbon_intensity: float | None, no_calibration: bool, transfer: bool, attributed: bool) -> None:
     """Print the paper statement for the stored runs (or a custom one).
 
     --country / --carbon-intensity restate the emissions at that grid's intensity. Without them
@@ -113,7 +117,7 @@ def statement(output_dir: str | None, project_name: str | None, user: str | None
     try:
         text = paper_statement(output_dir, project_name, user, hostname, dataset=dataset,
                                carbon_intensity=intensity, calibration=not no_calibration,
-                               transfer=transfer)
+                               transfer=transfer, attributed=attributed)
     except ConfigurationError:
         _raise_if_no_match(output_dir, dataset, project_name, user, hostname)
         raise  # rows match but none has an energy value: its own message says so
@@ -170,17 +174,20 @@ _TABLE_COLUMNS = ("start_time", "project_name", "hostname", "backend", "kind", "
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
 @click.option("-n", "--limit", type=int, default=50, show_default=True, help="Newest rows to show (0: all).")
-@click.option("--by", type=click.Choice(["project", "host", "backend", "job"]), default=None,
-              help="Sum per project, host, backend or job (ranks of a multi-node job count as one).")
+@click.option("--by", type=click.Choice(["project", "user", "host", "backend", "job"]), default=None,
+              help="Sum per project, user, host, backend or job (ranks of a multi-node job count as one).")
 @click.option("-d", "--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
 @click.option("--calibrated", is_flag=True,
               help="Add each estimate's wall-socket-calibrated kWh and interval (`lett calibration`).")
 @click.option("--transfer", is_flag=True,
               help="With --calibrated: hosts with identical CPU and GPU models borrow a calibration.")
+@click.option("--attribution", "attributed", is_flag=True,
+              help="Count each run's share of the machine (kind attributed) instead of the machine's "
+                   "figure where it has one; without --by, leave out the figures a share stands in for.")
 def results(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
             as_json: bool, limit: int, by: str | None, dataset: str | None, calibrated: bool,
-            transfer: bool) -> None:
-    """Show stored runs as a readable table (or JSON), or their sums --by project|host|backend|job."""
+            transfer: bool, attributed: bool) -> None:
+    """Show stored runs as a readable table (or JSON), or their sums --by project|user|host|backend|job."""
     from let_core.results import AGGREGATE_COLUMNS, load_results
     # Only the columns shown or summed: over a million runs that is a third of the memory.
     columns = AGGREGATE_COLUMNS if by is not None else None if as_json else (*_TABLE_COLUMNS, "timestamp")
@@ -189,8 +196,13 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     if frame.empty and not as_json:
         raise click.ClickException(no_match_message(output_dir, dataset, project_name, user, hostname))
     if by is not None:
-        _print_groups(frame, by, as_json)
+        _print_groups(frame, by, as_json, attributed)
         return
+    if attributed:
+        from let_core.results.counting import attributed_view
+        from let_core.results.rule import SHARED_OUT
+
+        frame = frame[(attributed_view(frame)["kind"] != SHARED_OUT).to_numpy(dtype=bool)]
     if limit > 0:
         frame = newest(frame, limit)
     if as_json:
@@ -199,7 +211,7 @@ def results(output_dir: str | None, project_name: str | None, user: str | None, 
     shown = frame[list(_TABLE_COLUMNS)].copy()
     shown["coverage"] = shown["coverage"].map(_coverage)
     # The statement's units, so a small run reads "12.000 mWh" here as there, never "0.000 Wh".
-    from let_core.statement import format_emissions, format_energy
+    from let_core.units import format_emissions, format_energy
 
     shown["energy_consumed"] = shown["energy_consumed"].map(lambda v: _scaled_or_dash(format_energy, v))
     shown["emissions"] = shown["emissions"].map(lambda v: _scaled_or_dash(format_emissions, v * 1000))
@@ -217,15 +229,15 @@ def _echo_json_lines(frame: Any) -> None:
         click.echo(json.dumps({k: _jsonable(v) for k, v in record.items()}))
 
 
-def _print_groups(frame: Any, by: str, as_json: bool) -> None:
+def _print_groups(frame: Any, by: str, as_json: bool, attributed: bool = False) -> None:
     from let_core.results import aggregate, frame_totals
     from let_core.results.counting import run_hours
 
-    groups = aggregate(frame, by)
+    groups = aggregate(frame, by, attributed=attributed)
     if as_json:
         _echo_json_lines(groups)
         return
-    from let_core.statement import format_emissions, format_energy
+    from let_core.units import format_emissions, format_energy
 
     # The statement's units, as the plain table: "5.000 mWh", never "0.000005 kWh".
     rows = [[str(r[by]) or "(none)", str(int(r["runs"])), _scaled_or_dash(format_energy, r["kwh"]),
@@ -239,22 +251,88 @@ def _print_groups(frame: Any, by: str, as_json: bool) -> None:
     # The total is what the runs count for (the statement's figure), each run once. Per
     # project, host or job that is the groups' sum; backends that measured the same run
     # overlap, so per backend it is not, and the label says so.
-    totals = frame_totals(frame)
+    totals = frame_totals(frame, attributed=attributed)
     label = "total" if by != "backend" else "total (each run once)"
     rows.append([label, str(totals.runs), format_energy(totals.energy_kwh),
-                 format_emissions(totals.emissions_kg * 1000), f"{run_hours(frame):.3f}", _coverage(totals.coverage)]
+                 format_emissions(totals.emissions_kg * 1000), f"{run_hours(frame, attributed):.3f}",
+                 _coverage(totals.coverage)]
                 + [""] * (len(header) - 6))
     click.echo(format_table(header, rows))
     if by == "backend":
         click.echo("\nBackends that measured the same run overlap: the total counts each run once, "
                    "as the statement does, not the column's sum.")
+    if attributed:
+        machine = frame_totals(frame)
+        click.echo(f"\nThis process's share of the machine, where runs have one; the machine as a whole: "
+                   f"{format_energy(machine.energy_kwh)}.")
 
 
 def _coverage(value: Any) -> str:
     """The metered share of a figure's time: "-" for none (estimates), else a percentage."""
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    return f"{math.floor(value * 100)}%"
+    from let_core.units import format_share
+
+    return format_share(value if isinstance(value, (int, float)) else None)
+
+
+_DATES = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"])
+
+
+@cli.command()
+@click.option("-o", "--output-dir", "--output_dir", "output_dirs", multiple=True,
+              help="Store folder (repeatable: several stores are read as one; default: $LET_HOME or ~/.let).")
+@click.option("-d", "--dataset", default=None,
+              help="Parquet dataset folder or URI (s3://...) to read too (default: LET_DATASET or STORE/runs).")
+@click.option("--since", type=_DATES, default=None, help="Only runs started at or after this (UTC), e.g. 2026-01-01.")
+@click.option("--until", type=_DATES, default=None,
+              help="Only runs started at or before this (UTC); a date alone is its midnight, e.g. 2026-07-01.")
+@click.option("--by", "by", type=click.Choice(["group"]), default=None,
+              help="Also break down by the groups of --groups (implied by --groups).")
+@click.option("-g", "--groups", "groups_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML or CSV file mapping users and projects to groups (format: README, `lett report`).")
+@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (one self-contained file; print it to PDF from a browser).")
+@click.option("--title", default="Energy and carbon impact report", show_default=True)
+def report(output_dirs: tuple[str, ...], dataset: str | None, since: Any, until: Any, by: str | None,
+           groups_file: str | None, html_file: str, title: str) -> None:
+    """Write an HTML impact report: energy, emissions, measured vs estimated per project, user,
+    host, month (and group), the biggest and failed runs, each project's paper statement."""
+    import datetime as dt
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from let_core.report import build_report, load_groups, render_html
+    from let_core.statement import format_emissions, format_energy
+
+    if by == "group" and groups_file is None:
+        raise click.UsageError("--by group needs --groups FILE, the file mapping users and projects to groups")
+    since, until = ((None if d is None else d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc))
+                    for d in (since, until))
+    if since is not None and until is not None and until < since:
+        raise click.UsageError(f"--until {until:%Y-%m-%d %H:%M} is before --since {since:%Y-%m-%d %H:%M}")
+    target = Path(html_file)
+    if not target.parent.is_dir():
+        raise click.ClickException(f"cannot write {target}: the folder {target.parent} does not exist; "
+                                   "create it or name another --html file")
+    groups = load_groups(groups_file) if groups_file is not None else None  # a bad file fails before reading
+    built = build_report(list(output_dirs) or None, dataset, since=since, until=until, groups=groups)
+    text = render_html(built, title=title)
+    # Written next to the target and renamed: an interrupted run never leaves half a report.
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    if built.empty:
+        click.echo(f"warning: no runs recorded in {'; '.join(built.sources)} for this period; "
+                   f"{target} says so", err=True)
+        return
+    click.echo(f"wrote {target}: {built.totals.runs:,} run(s), {format_energy(built.totals.energy_kwh)}, "
+               f"{format_emissions(built.totals.emissions_kg * 1000)} CO2e")
 
 
 @cli.command()
@@ -380,8 +458,9 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
     """Delete the stored runs that match the filters (all runs without filters) from the
     central store and the Parquet dataset, every source the statement reads."""
     from let_core.results.loading import delete_results, where
+    from let_core.schema import filter_dict
 
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    filters = filter_dict(project_name, user, hostname)
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
     looked = where(output_dir)
     matching = delete_results(output_dir, project_name, user, hostname, dry_run=True)
@@ -537,7 +616,7 @@ _QUIET = click.option("--quiet", "-q", is_flag=True,
 @click.option("-o", "--output-dir", default=None)
 @click.option("--attribution", type=click.Choice(["none", "process"]), default=None,
               help="process: also record the command's share of the machine's figures "
-                   "(CPU time, memory), beside them (default: LET_ATTRIBUTION, else none).")
+                   "(CPU time, memory, GPU utilisation where NVML reports it), beside them (default: LET_ATTRIBUTION, else none).")
 @_country_options
 @_QUIET
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
@@ -598,7 +677,7 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
                     total += sum(i * i for i in range(10_000))
         result = tracker.stop()
         for backend, measurement in result["measurements"].items():
-            from let_core.statement import format_energy
+            from let_core.units import format_energy
 
             shown = (f"{format_energy(measurement['energy_consumed'])} ({measurement['methodology']}, "
                      f"{measurement['kind']})" if not measurement["error"] else f"failed: {measurement['error']}")
@@ -617,18 +696,24 @@ def demo(seconds: float, project_name: str, keep: bool, country: str | None,
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; only this machine can connect unless you change it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> None:
+@click.option("--allow-host", "allow_host", multiple=True, metavar="NAME",
+              help="Another name it answers to in the Host header (a proxy's, an alias); repeatable. "
+                   "By default only localhost, 127.0.0.1, ::1 and the --host address.")
+def ui(output_dir: str | None, dataset: str | None, host: str, port: int, allow_host: tuple[str, ...]) -> None:
     """Local web dashboard: runs, a project view, the paper statement (needs the `server` extra)."""
     try:
         import fastapi  # noqa: F401,E401
         import uvicorn  # noqa: F401 - availability check
 
-        from let_core.ui.app import bind_socket, serve
+        from let_core.ui.app import allowed_hosts, bind_socket, serve
     except ImportError as exc:
         raise click.ClickException(f"`lett ui` needs FastAPI and uvicorn ({exc}); install the server "
                                    "extra: pip install 'lamarr-energy-tracker[server]'") from exc
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: listening on {host}: other machines can read your results", err=True)
+        names = ", ".join(sorted(allowed_hosts(host, allow_host)))
+        click.echo(f"warning: listening on {host}: other machines can read your results (under "
+                   f"{names}{' or any address of this machine' if host in ('0.0.0.0', '::') else ''}; "
+                   "add a name with --allow-host NAME)", err=True)
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
@@ -638,7 +723,78 @@ def ui(output_dir: str | None, dataset: str | None, host: str, port: int) -> Non
     port = sock.getsockname()[1]  # the one the system chose for --port 0
     click.echo(f"LET dashboard on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
                "(Ctrl+C stops it)", err=True)
-    serve(output_dir, dataset, host=host, port=port, sock=sock)
+    serve(output_dir, dataset, host=host, port=port, sock=sock, allow_hosts=allow_host)
+
+
+@cli.command()
+@click.option("-o", "--output-dir", "--output_dir", "output_dir", default=None,
+              help="Store folder (default: $LET_HOME or ~/.let).")
+@click.option("-d", "--dataset", default=None, help="Parquet dataset to read too (default: LET_DATASET or STORE/runs).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics on this port (0: any free one, printed).")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; only this machine can scrape unless you change it.")
+@click.option("--textfile", "textfile_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write DIR/let.prom for node_exporter's textfile collector.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None,
+              help="Rewrite the textfile every this many seconds (default: once, or every 15 s with --port).")
+@click.option("--all-hosts", is_flag=True,
+              help="Export the stored runs of every host (a merged store), not only this machine's.")
+@click.option("--attribution", "attributed", is_flag=True,
+              help="Count each run's share of the machine (kind attributed) where it has one, as "
+                   "`lett results --attribution` does.")
+def exporter(output_dir: str | None, dataset: str | None, port: int | None, bind: str,
+             textfile_dir: str | None, interval: float | None, all_hosts: bool, attributed: bool) -> None:
+    """Prometheus metrics of this machine: its stored totals and the runs tracked now (needs the `prometheus` extra)."""
+    if port is None and textfile_dir is None:
+        raise click.UsageError(f"say where the metrics go: {COMMAND_NAME} exporter --port 9877 (Prometheus "
+                               "scrapes http://HOST:9877/metrics) or --textfile DIR (node_exporter's textfile collector)")
+    try:
+        from let_core import exporter as prom
+    except ImportError as exc:
+        raise click.ClickException(f"`{COMMAND_NAME} exporter` needs prometheus-client ({exc}); install the "
+                                   "prometheus extra: pip install 'lamarr-energy-tracker[prometheus]'") from exc
+    # A scrape waits a few seconds for a large store's read, then gets the last totals; a
+    # textfile alone has no one waiting and is written with the whole read.
+    collector = prom.LetCollector(output_dir, dataset, all_hosts=all_hosts, attributed=attributed,
+                                  read_wait_s=5.0 if port is not None else None)
+    registry = prom.registry_for(collector)
+    if textfile_dir is not None:
+        try:
+            Path(textfile_dir).expanduser().mkdir(parents=True, exist_ok=True)
+            path = prom.write_textfile(textfile_dir, registry)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the textfile in {textfile_dir}: {exc.strerror or exc}; "
+                                       "give a folder you can write (node_exporter's --collector.textfile.directory)") from exc
+        click.echo(f"LET metrics written to {path}", err=True)
+        if port is None and interval is None:
+            return
+    if port is not None:
+        if bind not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"warning: listening on {bind}: other machines can read your totals", err=True)
+        try:
+            server, _ = prom.serve(registry, bind, port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}; another program "
+                                       f"may use it: stop it, or pick another port: {COMMAND_NAME} exporter "
+                                       f"--port {port + 1}") from exc
+        host = f"[{bind}]" if ":" in bind else bind
+        click.echo(f"LET exporter on http://{host}:{server.server_port}/metrics (Ctrl+C stops it)", err=True)
+    import signal
+    import threading
+
+    stop = threading.Event()
+    # SIGTERM (a service manager's stop) ends the exporter between two writes of the textfile,
+    # never in the middle of one.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if textfile_dir is not None:
+            prom.run_textfile_loop(textfile_dir, registry, interval or 15.0, stop)
+        else:
+            while not stop.wait(3600):
+                pass
+    except KeyboardInterrupt:
+        return
 
 
 def _load_plugin_commands() -> None:

@@ -18,8 +18,19 @@ and the CLI cannot disagree about it.
 | ``LET_LOAD_PLUGINS``    | entry-point plugins to load (unset: all; empty: none)           |
 | ``LET_LOCK_TIMEOUT``    | seconds to wait for the store's lock (default 30)               |
 | ``LET_ATTRIBUTION``     | ``process``: also record the tracked process tree's share       |
+| ``LET_LIVE_INTERVAL``   | seconds between a running tracker's published live figures      |
+|                         | (default 5; 0 publishes none, and a killed run keeps nothing)   |
 | ``LET_RUNTIME_DIR``     | node-local locks (default ``$XDG_RUNTIME_DIR/let``, else        |
 |                         | ``$LET_HOME/run``)                                              |
+| ``LET_GT_HOST``,        | the ground-truth server a client uses (``https://NAME`` for     |
+| ``LET_GT_PORT``         | TLS), default port 8000                                         |
+| ``LET_GT_TOKEN``        | bearer token: the client sends it, ``lett gt serve`` requires it|
+| ``LET_GT_ADMIN_TOKEN``  | the server's second token, which may list every session id      |
+| ``LET_GT_HOSTNAME``     | this computer's name on the ground-truth server                 |
+| ``LET_GT_CA_BUNDLE``    | PEM file the client verifies the server's TLS certificate with  |
+| ``LET_GT_TIMEOUT``      | total seconds of one call to the ground-truth server (10)       |
+| ``LET_GT_HEARTBEAT_S``  | seconds between a running session's renewals (30)               |
+| ``LET_GT_RATED_MAX_W``  | the sockets' rated power the client checks answers with (3680)  |
 
 Launcher variables (Slurm, torchrun, MPI) are not LET's settings; ``let_core.jobs`` reads them.
 """
@@ -168,18 +179,16 @@ def country_env() -> str | None:
 
 
 def carbon_intensity_env() -> float | None:
-    """``LET_CARBON_INTENSITY`` in gCO2/kWh, validated; None when unset."""
+    """``LET_CARBON_INTENSITY`` in gCO2/kWh as a number; None when unset. Its range is checked
+    where intensities are (``carbon.resolve_intensity``), so this module imports nothing of LET's."""
     value = os.environ.get("LET_CARBON_INTENSITY", "").strip()
     if not value:
         return None
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
         raise ConfigurationError(f"LET_CARBON_INTENSITY={value!r} is not a number; set it to the "
                                  "grid's carbon intensity in gCO2/kWh, e.g. 380") from None
-    from let_core.carbon import validate_intensity
-
-    return validate_intensity(number)
 
 
 def load_plugins_env() -> set[str] | None:
@@ -215,6 +224,25 @@ def attribution_env() -> str | None:
     return validate_attribution(value) if value else None
 
 
+DEFAULT_LIVE_INTERVAL = 5.0
+
+
+def live_interval() -> float:
+    """``LET_LIVE_INTERVAL``: seconds between the live figures a running tracker publishes in the
+    runtime dir for ``lett exporter`` (default 5, a tenth of a second at least; 0: publish none)."""
+    value = os.environ.get("LET_LIVE_INTERVAL", "").strip()
+    if not value:
+        return DEFAULT_LIVE_INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigurationError(f"LET_LIVE_INTERVAL={value!r} is not a number of seconds; set it to "
+                                 "e.g. 5, to 0 to publish no live figures, or unset it")
+    return max(seconds, 0.1) if seconds > 0 else 0.0
+
+
 def runtime_dir() -> Path:
     """Node-local runtime files (the node-meter election's locks): ``LET_RUNTIME_DIR``, else
     ``$XDG_RUNTIME_DIR/let``, else ``$LET_HOME/run`` (lock names carry the host name, so a
@@ -224,3 +252,17 @@ def runtime_dir() -> Path:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_RUNTIME_DIR", "").strip()
     return Path(xdg) / "let" if xdg else let_home() / "run"
+
+
+# ------------------------------------------------------------------ the ground-truth server's
+# Raw values only: ``let_backends.tasmota.config`` validates them where their meaning lives.
+def gt_env(name: str) -> str:
+    """``LET_GT_<NAME>`` stripped, "" when unset (HOST, PORT, TOKEN, ADMIN_TOKEN, HOSTNAME,
+    CA_BUNDLE, TIMEOUT, HEARTBEAT_S, RATED_MAX_W)."""
+    if name not in GT_VARIABLES:
+        raise ValueError(f"LET_GT_{name} is not one of LET's variables")
+    return os.environ.get(f"LET_GT_{name}", "").strip()
+
+
+GT_VARIABLES = frozenset({"HOST", "PORT", "TOKEN", "ADMIN_TOKEN", "HOSTNAME", "CA_BUNDLE", "TIMEOUT",
+                          "HEARTBEAT_S", "RATED_MAX_W"})

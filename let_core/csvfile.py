@@ -1,6 +1,6 @@
 """The bytes of the central store: its header, where its complete records end, a torn tail
 left by a killed writer, reading records between byte offsets, and the quarantine file for
-lines LET cannot parse. ``Store``, the loaders and ``let doctor`` all read and write the file
+lines LET cannot parse. ``Store``, the loaders and ``lett doctor`` all read and write the file
 through these functions, on a file descriptor they opened (and locked) themselves.
 
 Every record LET writes is exactly one line (line breaks inside values are replaced): that is
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from let_core.errors import LetWarning, StoreError
-from let_core.schema import CONTROL_CHARACTERS, REQUIRED_COLUMNS, Row, effective, header_problem
+from let_core.schema import CONTROL_CHARACTERS, REQUIRED_COLUMNS, Row, effective, header_problem, missing_columns
 
 HEADER_PROBE = 1 << 16
 #: Text cells longer than this (exception messages, params, notes) are cut when written, with
@@ -176,7 +176,7 @@ def header_trouble_kind(fd: int, path: str | os.PathLike[str]) -> tuple[str, str
     if any(name not in ("", "nan") and _is_number(name) for name in names) and not all(
             column in names for column in REQUIRED_COLUMNS):
         return DATA_ROW, (f"{path}: line 1 is a data row, not the header (the header line was deleted); "
-                "nothing was read or changed. Put the header line back above it (`let doctor "
+                "nothing was read or changed. Put the header line back above it (`lett doctor "
                 "--repair` does when the rows have LET's own columns).")
     return None
 
@@ -291,7 +291,7 @@ def check_emissions_header(fd: int, path: Path) -> None:
     header = read_header(fd)
     if header is None:
         return
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    missing = missing_columns(header)
     if missing:
         raise StoreError(f"{path} is not an emissions file (LET or CodeCarbon): it lacks the "
                          f"column(s) {', '.join(missing)}. Nothing was read or written; move it aside, "
@@ -312,8 +312,8 @@ def check_header(fd: int, header: Sequence[str], path: Path) -> None:
     problem = _cached_header_problem(tuple(header))
     if problem is not None:
         raise StoreError(f"the header of {path} is damaged or not an emissions file's ({problem}); "
-                         "LET does not write to a file it does not understand. Run `let doctor` to "
-                         "see every problem, `let doctor --repair` to fix what can be fixed.")
+                         "LET does not write to a file it does not understand. Run `lett doctor` to "
+                         "see every problem, `lett doctor --repair` to fix what can be fixed.")
 
 
 def scan_lines(fd: int, header: list[str], end: int | None = None) -> Iterator[tuple[int, list[str], bool]]:
@@ -324,7 +324,7 @@ def scan_lines(fd: int, header: list[str], end: int | None = None) -> Iterator[t
     header's."""
     stop = data_end(fd, len(header)) if end is None else end
     # surrogateescape keeps bytes that are not UTF-8 visible, so they can be reported.
-    for first, fields in records(fd, header_length(fd), stop, errors="surrogateescape"):
+    for first, fields in records(fd, header_length(fd), stop, errors="surrogateescape", width=len(header)):
         fitted = fit(fields, header)
         yield first, fields if fitted is None else fitted, not any(_SURROGATE.search(f) for f in fields)
 
@@ -333,14 +333,34 @@ class Unparsable(list):  # type: ignore[type-arg]  # list[str]: subclassing the 
     """The fields of a line whose quote is never closed on it: not a row, however many."""
 
 
-def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, list[str]]]:
+class Padded(list):  # type: ignore[type-arg]  # list[str], as Unparsable
+    """A row that lacked trailing fields, padded with blanks to the header's width (``fit``)."""
+
+
+def warn_damaged_header(path: Path, header: Sequence[str], stacklevel: int = 3) -> None:
+    """The one warning, on every read path, for a header LET reads but cannot trust
+    (``schema.header_problem``: a blank or duplicated name, control characters)."""
+    damaged = _cached_header_problem(tuple(header))
+    if damaged is not None:
+        warnings.warn(f"{path}: the header is damaged ({damaged}); rows may be skipped or "
+                      "misread. Run `lett doctor`.", LetWarning, stacklevel=stacklevel + 1)
+
+
+def warn_short_rows(count: int, where: str = "the LET store", stacklevel: int = 3) -> None:
+    """The one warning for rows short of trailing fields, given once per read of ``where``."""
+    warnings.warn(f"{count} row(s) of {where} lack trailing fields (written under an older, "
+                  "shorter header); read with those fields blank", LetWarning, stacklevel=stacklevel + 1)
+
+
+def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator[tuple[int, list[str]]]:
     """(first line number, fields) of each CSV record between two byte offsets of the store;
-    numbering starts after line 1, the header.
+    numbering starts after line 1, the header, whose ``width`` (number of names) is given.
 
     LET writes every record on one line. A record that spans lines is another tool's quoted
     line break, or a stray quote (a hand edit) that swallowed the lines after it; the latter
-    is told apart by re-reading its lines one by one whenever one of them does not parse
-    alone, so the damage costs that line only (an ``Unparsable``), never the rows after it.
+    yields a record that does not fit the header, or one whose last line opens a quote of its
+    own (a second stray quote), and is re-read line by line, so the damage costs those lines
+    only (each an ``Unparsable``), never the rows after them.
     """
     with os.fdopen(os.dup(fd), "rb") as handle:
         handle.seek(start)
@@ -356,7 +376,15 @@ def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, 
         line = 2
         for fields in csv.reader(lines()):
             consumed, span[:] = list(span), []
-            if len(consumed) > 1:
+            if (len(consumed) == 1 and len(fields) != width and '"' in consumed[0]
+                    and _quote_left_open(consumed[0])):
+                # A quote opened and never closed on the last line runs to the end of the file
+                # without spanning lines: its "fields" are the rest of the line, not a row
+                # (though fewer than the header's, they would read as a row short of fields).
+                yield line, Unparsable(fields)
+                line += 1
+                continue
+            if len(consumed) > 1 and (len(fields) != width or _opens_a_quote(consumed[-1])):
                 alone = [_parse_alone(physical) for physical in consumed]
                 if any(isinstance(part, Unparsable) for part in alone):
                     for offset, part in enumerate(alone):
@@ -365,6 +393,23 @@ def records(fd: int, start: int, stop: int, errors: str) -> Iterator[tuple[int, 
                     continue
             yield line, fields
             line += len(consumed)
+
+
+def _opens_a_quote(line: str) -> bool:
+    """Whether the last line of a record spanning lines opens a new quoted field (a quote right
+    after a delimiter, left open) instead of closing the one before: then the record is two
+    stray quotes that swallowed whole lines between them, even where its fields fit the header.
+    A quoted line break of another tool closes its quote on the last line."""
+    first = line.find('"')
+    return first > 0 and line[first - 1] == "," and _quote_left_open(line)
+
+
+def _quote_left_open(line: str) -> bool:
+    try:
+        next(csv.reader([line], strict=True), [])
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _parse_alone(line: str) -> list[str]:
@@ -391,7 +436,7 @@ def fit(fields: list[str], header: Sequence[str]) -> list[str] | None:
         return None
     if len(fields) < _required_width(tuple(header)):
         return None
-    return fields + [""] * (width - len(fields))
+    return Padded(fields + [""] * (width - len(fields)))
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -426,8 +471,8 @@ def require_parsable(fd: int, header: list[str], path: Path) -> None:
         where = ", ".join(f"line {n} ({what})" for n, what in problems[:3])
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise StoreError(f"{path} has lines LET cannot parse: {where}{more}. LET does not rewrite "
-                         "a file it does not understand (those lines would be lost). Run `let doctor` "
-                         "to see them, `let doctor --repair` to move them to a quarantine file.")
+                         "a file it does not understand (those lines would be lost). Run `lett doctor` "
+                         "to see them, `lett doctor --repair` to move them to a quarantine file.")
 
 
 def iter_rows(fd: int, header: list[str], offset: int,
@@ -440,7 +485,7 @@ def iter_rows(fd: int, header: list[str], offset: int,
     width = len(header)
     bad: list[int] = []
     short = 0
-    for first, fields in records(fd, start, stop, errors="replace"):
+    for first, fields in records(fd, start, stop, errors="replace", width=width):
         fitted = fit(fields, header)
         if fitted is None:
             if fields:
@@ -450,14 +495,12 @@ def iter_rows(fd: int, header: list[str], offset: int,
         yield dict(zip(header, fitted))
     where_from = "" if start <= header_length(fd) else f" after byte {start}"
     if short:
-        warnings.warn(f"{short} row(s) of the LET store{where_from} lack trailing fields (written "
-                      "under an older, shorter header); read with those fields blank",
-                      LetWarning, stacklevel=3)
+        warn_short_rows(short, "the LET store" + where_from)
     if bad:
         where = ("line(s) " + ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
                  if not where_from else f"{len(bad)} line(s){where_from}")
         warnings.warn(f"skipped {len(bad)} malformed line(s) in the LET store ({where}); "
-                      "`let doctor` shows them", LetWarning, stacklevel=3)
+                      "`lett doctor` shows them", LetWarning, stacklevel=3)
 
 
 def read_rows_file(path: Path, owner: int | None = None) -> list[dict[str, str]]:
@@ -476,7 +519,7 @@ def read_rows_file(path: Path, owner: int | None = None) -> list[dict[str, str]]
         if owner is not None and uid != owner:
             raise StoreError(f"{path} belongs to user id {uid}, not to the store's owner ({owner}); "
                              "LET takes rows only from the owner's files. Merge it on purpose with "
-                             "`let merge` if it holds your runs.")
+                             "`lett merge` if it holds your runs.")
         fcntl.flock(fd, fcntl.LOCK_SH)
         header = read_header(fd)
         if header is None:

@@ -33,6 +33,7 @@ from attrs import frozen
 
 from let_core.config import is_uri
 from let_core.errors import ConfigurationError, StoreError
+from let_core.results.rule import as_float
 from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS
 
 if TYPE_CHECKING:
@@ -125,11 +126,8 @@ def schema() -> pa.Schema:
 
 
 def _numeric(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    number = as_float(value)
+    return number if math.isfinite(number) else None  # (Arrow's null for a blank cell)
 
 
 def _text(value: Any) -> str:
@@ -320,11 +318,11 @@ def read_frame(location: Location, project_name: str | None = None, user: str | 
     The columns of ``coded`` that are dictionary columns keep their codes beside the frame
     (``keys.dictionary_codes``), so counting does not hash their texts again."""
     from let_core.keys import remember_dictionary
-    from let_core.results.loading import _to_frame
+    from let_core.results.frames import arrow_frame
 
     names = _names(columns)
     table = _scan(location, project_name, user, hostname, names, coded)
-    frame = _to_frame(table.select(names))
+    frame = arrow_frame(table.select(names))
     for name in table.column_names:
         if name.endswith(_ENCODED):
             remember_dictionary(frame[name[:-len(_ENCODED)]], table[name])
@@ -488,7 +486,7 @@ def delete_rows(location: Location, filters: Mapping[str, str | None], *,
             with fs.open_input_file(info.path) as handle:
                 table = _conform(pq.read_table(handle))
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `let doctor` "
+            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `lett doctor` "
                              "names files that do not open, --repair moves them aside.") from exc
         mask = pa.array([True] * table.num_rows, pa.bool_())
         for key, value in filters.items():

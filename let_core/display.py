@@ -1,10 +1,29 @@
-"""How LET's values look in a notebook: the HTML of ``Run._repr_html_`` and
-``Totals._repr_html_``, built here once (stdlib only, so records and counting can use it)."""
+"""How LET's values look to a person: lists in words (``join_words``, ``by_count``) and, in a
+notebook, the HTML of ``Run._repr_html_`` and ``Totals._repr_html_``. Built here once; a leaf
+(the standard library and ``units`` only), so records, counting, calibration and the statement
+can all use it."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping, Sequence
 from typing import Any, Iterable
+
+from let_core.units import format_emissions, format_energy
+
+
+def join_words(items: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c": a list as a sentence reads it."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def by_count(counts: Mapping[str, int]) -> list[str]:
+    """The names of a tally, the most frequent first (ties by name), as the statement lists
+    methods, backends and hardware."""
+    return sorted(counts, key=lambda k: (-counts[k], k))
 
 
 def html_table(rows: Iterable[tuple[str, str]], caption: str = "") -> str:
@@ -17,8 +36,6 @@ def html_table(rows: Iterable[tuple[str, str]], caption: str = "") -> str:
 
 def run_rows(run: Any) -> list[tuple[str, str]]:
     """What a person reads of one run: the counted figure, then each backend's."""
-    from let_core.statement import format_emissions, format_energy
-
     energy = run.energy_kwh
     rows = [("project", run.project_name), ("run", run.run_id[:8] + (f" task {run.task}" if run.task else "")),
             ("status", run.status + (f": {run.error}" if run.error else "")),
@@ -33,8 +50,6 @@ def run_rows(run: Any) -> list[tuple[str, str]]:
 
 
 def totals_rows(totals: Any) -> list[tuple[str, str]]:
-    from let_core.statement import format_emissions, format_energy
-
     rows = [("runs", str(totals.runs)), ("energy", format_energy(totals.energy_kwh)),
             ("emissions", format_emissions(totals.emissions_kg * 1000)),
             ("metered", format_energy(totals.metered_kwh) + f" of {totals.metered_runs} run(s)"),

@@ -80,8 +80,8 @@ def diagnose(output_dir: str | os.PathLike[str] | None = None,
 
 def _low_power_findings(store: Store) -> list[Finding]:
     """Wall-socket runs whose mean power was below what a Tasmota socket reads well."""
-    from let_core.records import as_float
     from let_core.results.calibration import LOW_POWER_W, low_power
+    from let_core.results.rule import as_float
 
     if not store.path.is_file():
         return []
@@ -217,9 +217,12 @@ def _sibling_findings(store: Store) -> list[Finding]:
                 present = set()
         return present
 
+    # The fold's own test (csvfile.read_rows_file with the store's owner): what it would refuse
+    # is reported as refused, not as rows the next append puts back.
+    owner = store.owner()
     for backup in store.backups():
         try:
-            missing = sum(1 for row in read_rows_file(backup) if identity(row) not in stored())
+            missing = sum(1 for row in read_rows_file(backup, owner=owner) if identity(row) not in stored())
         except StoreError as exc:
             found.append(Finding(backup, f"CodeCarbon backup does not open: {exc}"))
             continue
@@ -230,7 +233,7 @@ def _sibling_findings(store: Store) -> list[Finding]:
     rescue = recovery_file("rescue", store.path)
     if rescue.exists():
         try:
-            missing = sum(1 for row in read_rows_file(rescue) if identity(row) not in stored())
+            missing = sum(1 for row in read_rows_file(rescue, owner=owner) if identity(row) not in stored())
         except StoreError as exc:
             missing = 0
             found.append(Finding(rescue, f"rescue file does not open: {exc}"))

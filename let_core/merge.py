@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from attrs import frozen
 
-from let_core.csvfile import check_emissions_header, open_regular, read_header, scan_lines
-from let_core.errors import ConfigurationError, StoreError
-from let_core.records import MAX_ENERGY_KWH, as_float
+from let_core.csvfile import Padded, check_emissions_header, open_regular, read_header, scan_lines, warn_short_rows
+from let_core.errors import ConfigurationError, LetWarning, StoreError
+from let_core.results.rule import MAX_ENERGY_KWH, as_float, latest_checkpoints, usable_energy
 from let_core.schema import effective, identity, with_stable_ids
 
 
@@ -109,6 +109,8 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
     short of trailing fields are rows (``csvfile.fit``); a torn last line is not."""
     rows = []
     invalid: list[str] = []
+    bad: list[int] = []
+    short = 0
     fd = _open(path)
     try:
         for number, fields, valid in scan_lines(fd, header):
@@ -116,13 +118,16 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
                 raise ConfigurationError(f"{path}: line {number} holds bytes that are not UTF-8; is it "
                                          "damaged? Nothing was merged.")
             if len(fields) != len(header):
-                continue  # no row: said by the warning below
+                if fields:
+                    bad.append(number)  # no row: said by the warning below
+                continue
+            short += isinstance(fields, Padded)
             row = dict(zip(header, fields))
             energy = row.get("energy_consumed", "").strip()
             # An empty cell is a known gap (warned, not counted); a value that is there but
             # is no energy (-5, nan, inf, "3,2") is a broken file, and merging it would
             # store a figure that the statement then silently leaves out.
-            if energy and not 0 <= as_float(energy) <= MAX_ENERGY_KWH:
+            if energy and not usable_energy(as_float(energy)):
                 invalid.append(f"line {number}: {energy!r}")
             rows.append(with_stable_ids(effective(row)))
     except (OSError, csv.Error) as exc:
@@ -130,6 +135,13 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
                                  f"({exc}); is it damaged? Nothing was merged.") from exc
     finally:
         os.close(fd)
+    if short:
+        warn_short_rows(short, str(path), stacklevel=4)
+    if bad:
+        lines = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        warnings.warn(f"{path}: {len(bad)} line(s) are no row (line {lines}: a quote never closed, or "
+                      "more fields than the header names) and are not merged; fix them in the file and "
+                      "merge it again (rows already merged are not merged twice)", LetWarning, stacklevel=3)
     if invalid:
         shown = "; ".join(invalid[:5]) + (f" and {len(invalid) - 5} more" if len(invalid) > 5 else "")
         raise ConfigurationError(
@@ -140,21 +152,10 @@ def _rows(path: Path, header: list[str]) -> list[dict[str, str]]:
 
 def _latest_checkpoints(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """One row per ``schema.identity``: CodeCarbon writes cumulative checkpoint rows while a
-    run goes on, so the row of the largest duration (the last among equals) is the run, as
-    ``load_results`` and the statement count it."""
-    from let_core.results.rule import checkpoint_duration
-
-    def duration(row: Mapping[str, Any]) -> float:
-        return checkpoint_duration(as_float(row.get("duration")))
-
-    best: dict[tuple[str, ...], int] = {}
-    for index, row in enumerate(rows):
-        key = identity(row)
-        previous = best.get(key)
-        if previous is None or duration(row) >= duration(rows[previous]):
-            best[key] = index
-    keep = set(best.values())
-    return [row for index, row in enumerate(rows) if index in keep]
+    run goes on, so the latest (``rule.latest_checkpoints``) is the run, as ``load_results``
+    and the statement count it."""
+    keep = latest_checkpoints([as_float(row.get("duration")) for row in rows], [identity(row) for row in rows])
+    return [row for row, kept in zip(rows, keep) if kept]
 
 
 def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str]) -> MergeReport:
@@ -169,7 +170,7 @@ def merge(files: Sequence[str | os.PathLike[str]], into: str | os.PathLike[str])
     paths = [_resolve(f) for f in files]
     headers = [check_file(p) for p in paths]
     contents = [_rows(p, h) for p, h in zip(paths, headers)]
-    from let_core.results.loading import blank_energy, warn_blank_energy
+    from let_core.results.csvsource import blank_energy, warn_blank_energy
 
     for path, rows in zip(paths, contents):
         blank = [row for row in rows if blank_energy(row)]

@@ -31,19 +31,21 @@ def plot_energy(frame: pd.DataFrame, output: str) -> str:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from let_core.results.counting import EST_PRIMARY, MET_PRIMARY, _Columns, _roles
+    from let_core.results.counting import EST_PRIMARY, MET_PRIMARY, row_roles
 
-    columns = _Columns(frame)
-    stamps = frame["start_time"].where(~columns.empty("start_time"), frame["timestamp"])
     # ISO 8601 is what LET and CodeCarbon write; "mixed" would parse each cell in Python.
-    start = (pd.to_datetime(stamps, errors="coerce", utc=True, format="ISO8601")
-             .dt.tz_localize(None).to_numpy())  # naive UTC: datetime64, not a million Timestamp objects
+    def times(column: str) -> pd.Series:
+        return pd.to_datetime(frame[column], errors="coerce", utc=True, format="ISO8601")
+
+    # A run's start, else (a row without one) its end; naive UTC: datetime64, not a million
+    # Timestamp objects.
+    start = times("start_time").fillna(times("timestamp")).dt.tz_localize(None).to_numpy()
     per_kind: dict[str, pd.DataFrame] = {}
-    roles = _roles(columns)[0]
+    roles, run_codes, energy = row_roles(frame)
     for kind, bit in (("estimate", EST_PRIMARY), ("metered", MET_PRIMARY)):
         mask = (roles & bit) > 0
         if mask.any():
-            per_run = pd.DataFrame({"run": columns.runs[mask], "start": start[mask], "kwh": columns.energy[mask],
+            per_run = pd.DataFrame({"run": run_codes[mask], "start": start[mask], "kwh": energy[mask],
                                     "project": frame["project_name"].to_numpy()[mask]})
             per_kind[kind] = per_run.groupby("run").agg(start=("start", "min"), kwh=("kwh", "sum"),
                                                         project=("project", "first"))

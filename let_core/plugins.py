@@ -39,6 +39,7 @@ BUILTINS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "let_reporters.mlflow": (("reporter", "mlflow", True),),
     "let_reporters.statement": (("reporter", "statement", True),),
     "let_core.calibration_cli": (),  # commands only: `lett calibration`
+    "let_groundtruth": (),  # commands only: `lett gt` (the ground-truth server and its set-up)
 }
 DEFAULT_PLUGINS: tuple[str, ...] = tuple(BUILTINS)
 ENTRY_POINT_GROUP = "let"

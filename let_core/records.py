@@ -13,6 +13,7 @@ from attrs import field, frozen
 from let_core.results.rule import (
     MAX_ENERGY_KWH,
     SYSTEM_SCOPE,
+    as_float,
     counted_measurements,
     primary_measurements,
     shared_by_ranks,
@@ -176,7 +177,7 @@ class Run:
         emissions = self.emissions_kg(m.energy_kwh)
         duration = m.duration_s
         row.update({
-            "timestamp": self.end_time.isoformat(timespec="seconds"),
+            "timestamp": self.end_time.isoformat(timespec="milliseconds"),
             "project_name": self.project_name,
             "run_id": self.run_id,
             "experiment_id": f"{self.project_name}___{self.user}___{self.hostname}",
@@ -199,7 +200,7 @@ class Run:
             "hardware": m.hardware,
             "run_status": self.status,
             "error": "; ".join(e for e in (self.error, m.error) if e),
-            "start_time": self.start_time.isoformat(timespec="seconds"),
+            "start_time": self.start_time.isoformat(timespec="milliseconds"),
             "carbon_intensity": self.carbon_intensity,
             "task": self.task,
             "parent_run_id": self.parent_run_id,
@@ -228,9 +229,3 @@ def _json_or_blank(value: Mapping[str, Any]) -> str:
 
 
 
-def as_float(value: Any) -> float:
-    """A stored cell as a float; blank or unparsable cells are NaN."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

@@ -256,19 +256,22 @@ class SampledBackend:
     def _init_runs(self) -> None:
         self._run_start: Snapshot | None = None
         self._task_starts: dict[str, Snapshot] = {}
-        self._live_last: Snapshot | None = None
+        # Per reading thread: the status line, the live-file publisher and the user's own
+        # calls each get the power since their own previous call, never since another's.
+        self._live_last: dict[int, Snapshot] = {}
 
     def live(self) -> LiveReading:
-        """Energy since the run started and the mean power since the previous ``live()`` call
-        (or the start). One more poll of the meter: counters are cumulative, so an extra read
+        """Energy since the run started and the mean power since this thread's previous
+        ``live()`` call (or the start). One more poll of the meter: counters are cumulative, so an extra read
         changes no total; it only adds a sample."""
         from let_core.interfaces import LiveReading
 
         if self._run_start is None:
             raise RuntimeError(f"{type(self).__name__}.live() called outside a run")
         now = self.meter.snapshot()
-        previous = self._live_last if self._live_last is not None else self._run_start
-        self._live_last = now
+        reader = threading.get_ident()
+        previous = self._live_last.get(reader, self._run_start)
+        self._live_last[reader] = now
 
         def joules(a: Snapshot, b: Snapshot) -> float:
             return sum((b.totals[n] - a.totals[n]) * c.joules_per_unit for n, c in self.meter.channels.items())
@@ -280,7 +283,7 @@ class SampledBackend:
 
     def start(self) -> None:
         self._run_start = self.meter.snapshot()
-        self._live_last = None
+        self._live_last = {}
         self.sampler.start()
 
     def stop(self) -> Measurement:

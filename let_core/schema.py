@@ -1,6 +1,6 @@
 """The store's schema: its columns, what makes a CSV an emissions file, when two rows are the
 same row, and how results are filtered. Each of these is defined here once and only here;
-the store, the loaders, ``let doctor`` and ``let merge`` import it. Standard library only.
+the store, the loaders, ``lett doctor`` and ``lett merge`` import it. Standard library only.
 """
 
 from __future__ import annotations
@@ -124,10 +124,15 @@ def header_problem(header: Sequence[str]) -> str | None:
                   if len(set(header)) < len(header) else [])
     if duplicates:
         return f"column(s) {duplicates[:3]} appear twice"
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = missing_columns(header)
     if missing:
         return f"it lacks the column(s) {missing} every emissions file has"
     return None
+
+
+def missing_columns(header: Sequence[str]) -> list[str]:
+    """The REQUIRED_COLUMNS a header lacks: none for an emissions file (LET's or CodeCarbon's)."""
+    return [c for c in REQUIRED_COLUMNS if c not in header]
 
 
 def renamed_columns(header: Sequence[str]) -> dict[str, str]:
@@ -196,6 +201,14 @@ def identity(row: Mapping[str, Any]) -> tuple[str, ...]:
     id is known by ``stable_run_id``. Cumulative checkpoint rows of one CodeCarbon run share it."""
     run_id = str(row.get("run_id") or "") or stable_run_id(row)
     return (run_id, str(row.get("backend") or ""), str(row.get("task") or ""), str(row.get("task_name") or ""))
+
+
+def filter_dict(project_name: str | None = None, user: str | None = None,
+                hostname: str | None = None) -> dict[str, str | None]:
+    """The filters every reader and ``delete`` take, by ``FILTER_KEYS`` (None: any), checked."""
+    filters = dict(zip(FILTER_KEYS, (project_name, user, hostname)))
+    check_filters(filters)
+    return filters
 
 
 def check_filters(filters: Mapping[str, Any]) -> None:

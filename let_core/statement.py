@@ -16,9 +16,12 @@ from typing import Any
 from attrs import frozen
 
 from let_core.carbon import checked_number
+from let_core.display import by_count, join_words
 from let_core.errors import ConfigurationError
+from let_core.results.rule import FULL_COVERAGE
 from let_core.units import format_emissions as format_emissions
 from let_core.units import format_energy as format_energy
+from let_core.units import format_share
 
 # --------------------------------------------------------------------------- citations
 BIBTEX: dict[str, str] = {
@@ -210,13 +213,6 @@ def _with_article(phrase: str) -> str:
     return f"{article} {phrase}" if article else phrase
 
 
-def _join(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def hardware_phrase(hardware: Sequence[str]) -> str:
     # A CodeCarbon run with a GPU is described as "CPU and GPU" (schema.hardware_from_codecarbon);
     # split into devices so a CPU-only run of the same machine does not name its CPU twice.
@@ -224,7 +220,7 @@ def hardware_phrase(hardware: Sequence[str]) -> str:
                                for device in h.split(" and ") if device.strip()))
     if not named:
         return "unspecified hardware"
-    return _join([_with_article(h) for h in named])
+    return join_words([_with_article(h) for h in named])
 
 
 _COUNTERS_SUFFIX = " energy counters"
@@ -269,16 +265,12 @@ def methodology_phrase(methodologies: Sequence[str], backends: Sequence[str] = (
     counters = [m[: -len(_COUNTERS_SUFFIX)] for m in labels if m.endswith(_COUNTERS_SUFFIX)]
     others = [m for m in labels if not m.endswith(_COUNTERS_SUFFIX)]
     if counters:
-        others.append(_join(counters) + _COUNTERS_SUFFIX)
-    return _join(others) if others else "unspecified methods"
+        others.append(join_words(counters) + _COUNTERS_SUFFIX)
+    return join_words(others) if others else "unspecified methods"
 
 
 def _cite(keys: Sequence[str]) -> str:
     return "~\\cite{" + ",".join(keys) + "}" if keys else ""
-
-
-def _ordered(counts: Mapping[str, int]) -> list[str]:
-    return sorted(counts, key=lambda k: (-counts[k], k))
 
 
 _ESTIMATE_NOTE = ("Note that these numbers are underestimations of actual resource consumption and "
@@ -288,24 +280,21 @@ _COMPARISON_SOURCE = ("Comparisons are based on ``How Bad Are Bananas? The Carbo
                       "Everything'' by Mike Berners-Lee, Greystone Books, 2011.")
 
 
-# Mirrors let_core.results.counting.FULL_COVERAGE (not imported: the statement stays light).
-FULL_COVERAGE = 0.99
-
 
 def _percent(fraction: float) -> str:
-    # Rounded down: a figure with gaps never reads as "100%".
-    return f"{math.floor(fraction * 100)}%"
+    return format_share(fraction)
 
 
-def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
+def statement_from_totals(totals: Any, calibrated: str | None = None, share: str | None = None) -> str:
     """The statement for counted ``Totals`` (``let_core.results.counting``): every number in it
     is one of the totals' fields, formatted by one rule. ``calibrated`` is the sentence on
-    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any."""
+    calibrated estimates (``let_core.results.calibration.statement_sentence``), if any;
+    ``share`` the one saying the figures are shares of the machine (``share_sentence``)."""
     if totals.empty:
         raise ConfigurationError("there are no measured runs to describe; track a run first "
                                  "(`lett demo` runs one) or check the project/user/host filters")
-    methodologies = _ordered(totals.methodologies)
-    backends = _ordered(totals.backends)
+    methodologies = by_count(totals.methodologies)
+    backends = by_count(totals.backends)
     measured, estimated = totals.metered_runs > 0, totals.estimated_runs > 0
     energy = format_energy(totals.energy_kwh)
     intensity = totals.intensity if totals.intensity is not None else 0.0
@@ -316,7 +305,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
 
         warnings.warn(f"{totals.replaced_emissions} row(s) had a stored emissions figure that disagrees with "
                       "their energy times the carbon intensity they were recorded with (negative, absurd or "
-                      "beyond rounding); the statement uses energy x intensity instead. `let results --json` "
+                      "beyond rounding); the statement uses energy x intensity instead. `lett results --json` "
                       "shows the stored cells.", LetWarning, stacklevel=2)
     coverage = totals.coverage
     covered = ""
@@ -333,7 +322,7 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     emissions_word = "estimated carbon emissions" if estimated and not measured else "carbon emissions"
     keys = citation_keys(backends, methodologies)
     parts = [f"Using {methodology_phrase(methodologies, backends)}, the energy consumption of running all "
-             f"experiments on {hardware_phrase(_ordered(totals.hardware))} {amount}. This corresponds to "
+             f"experiments on {hardware_phrase(by_count(totals.hardware))} {amount}. This corresponds to "
              f"{emissions_word} of {format_emissions(totals.emissions_kg * 1000)} of CO2-equivalents, "
              f"assuming a carbon intensity of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}."]
     if totals.low_coverage_runs:
@@ -342,8 +331,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
         parts.append(f"The metered figures of {runs} covered less than half of the run, so they are "
                      "not presented as measured; the estimate is counted instead.")
     if totals.paired_runs and totals.paired_estimate_kwh > 0:
-        paired_methods = _ordered(totals.paired_methodologies)
-        paired_backends = _ordered(totals.paired_backends)
+        paired_methods = by_count(totals.paired_methodologies)
+        paired_backends = by_count(totals.paired_backends)
         cite = [k for k in citation_keys(paired_backends, paired_methods) if k not in keys]
         runs = "the same run" if totals.paired_runs == 1 else f"the {totals.paired_runs} runs measured both ways"
         ratio = totals.paired_metered_kwh / totals.paired_estimate_kwh
@@ -352,6 +341,8 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
                      f"{format_energy(totals.paired_metered_kwh)} is {ratio:.2f}x the estimate.")
     if calibrated:
         parts.append(calibrated)
+    if share:
+        parts.append(share)
     parts.append(_ESTIMATE_NOTE if estimated else _METERED_NOTE)
     text = " ".join(parts)
     compared = comparison(totals.emissions_kg * 1000)
@@ -360,12 +351,26 @@ def statement_from_totals(totals: Any, calibrated: str | None = None) -> str:
     return text
 
 
+def share_sentence(machine_kwh: float, runs: int, unshared: int) -> str:
+    """What the attributed statement adds: whose share the figures are, how it was taken, what
+    the whole machine used, and which runs had no share (their machine figure is counted)."""
+    text = ("These figures are this process's share of the machine: the tracked process tree's CPU "
+            "time over the machine's busy CPU time in the same intervals (its memory by resident "
+            "pages, GPUs by NVML's per-process utilisation where the driver reports it, else whole); "
+            f"the machine as a whole used {format_energy(machine_kwh)} during these runs.")
+    if unshared:
+        which = "1 run" if unshared == 1 and runs == 1 else f"{unshared} of the {runs} runs"
+        text += (f" For {which} no share was measured (attribution off, or unreadable process "
+                 "figures), so the whole machine figure is counted there.")
+    return text
+
+
 # --------------------------------------------------------------------------- public API
 def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
                     user: str | None = None, hostname: str | None = None, *,
                     dataset: str | os.PathLike[str] | None = None,
                     carbon_intensity: float | None = None, calibration: bool = True,
-                    transfer: bool = False) -> str:
+                    transfer: bool = False, attributed: bool = False) -> str:
     """The statement for every stored run matching the filters, from every source
     ``load_results`` reads (the CSV store, the Parquet dataset, an ``s3://`` URI, ``LET_DATASET``).
 
@@ -373,17 +378,30 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
     one each run was recorded with. With ``calibration`` (the default), estimate-only runs of
     hosts with a wall-socket calibration also get the corrected figure and its interval;
     ``transfer`` lets hosts of identical CPU and GPU models borrow a calibration.
+    ``attributed=True`` states each run's share of the machine (``EnergyTracker(attribution=
+    "process")``) where it has one, and says so; calibrations, being of whole machines, are left out.
     """
     from let_core.results.loading import counted_totals, where
 
-    totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
+    share = None
+    if attributed:
+        from let_core.results.counting import TOTALS_COLUMNS, frame_totals, unshared_runs
+        from let_core.results.loading import load_results
+
+        # With "error": a share that could not be measured says why, and is no blank row to warn of.
+        frame = load_results(output_dir, project_name, user, hostname, dataset=dataset,
+                             columns=(*TOTALS_COLUMNS, "error"))
+        totals = frame_totals(frame, attributed=True)
+        if not totals.empty:
+            share = share_sentence(frame_totals(frame).energy_kwh, totals.runs, unshared_runs(frame))
+    else:
+        totals = counted_totals(output_dir, project_name, user, hostname, dataset=dataset)
     if totals.empty:
-        filters = {k: v for k, v in (("project_name", project_name), ("user", user),
-                                     ("hostname", hostname)) if v is not None}
+        from let_core.schema import filter_dict, matches
         from let_core.store import Store
 
-        stored = sum(1 for row in Store(output_dir).rows()
-                     if all(row.get(k) == v for k, v in filters.items()))
+        filters = {k: v for k, v in filter_dict(project_name, user, hostname).items() if v is not None}
+        stored = sum(1 for row in Store(output_dir).rows() if matches(row, filters))
         if stored:
             raise ConfigurationError(
                 f"none of the {stored} stored row(s) in {Store(output_dir).path}"
@@ -395,6 +413,8 @@ def paper_statement(output_dir: str | os.PathLike[str] | None = None, project_na
                                  + "; track a run first or check the filters (`lett results`)")
     if carbon_intensity is not None:
         totals = at_intensity(totals, carbon_intensity)
+    if share:
+        return statement_from_totals(totals, share=share)
     return statement_from_totals(totals, _calibrated_sentence(output_dir, project_name, user, hostname,
                                                               dataset, calibration, transfer))
 
@@ -404,14 +424,25 @@ def _calibrated_sentence(output_dir: str | os.PathLike[str] | None, project_name
                          transfer: bool) -> str | None:
     """The metered figures' interval where their sockets were checked, and (with ``calibration``)
     the corrected figure of estimate-only runs on calibrated hosts."""
-    from let_core.results.calibration import has_calibrations, statement_sentence
+    from let_core.results.calibration import has_calibrations
 
     if not has_calibrations():  # the rows are read only when a calibration or socket check exists
         return None
-    from let_core.results.calibration import metered_sentence
     from let_core.results.loading import load_results
 
     frame = load_results(output_dir, project_name, user, hostname, dataset=dataset)
+    return calibration_sentences(frame, calibration, transfer)
+
+
+def calibration_sentences(frame: Any, calibration: bool = True, transfer: bool = False) -> str | None:
+    """What the statement of ``frame``'s runs (``load_results``' rows, with at least
+    ``calibration.CALIBRATION_COLUMNS``) says on calibrations: the metered figures' interval
+    where their sockets were checked and (with ``calibration``) the corrected figure of
+    estimate-only runs on calibrated hosts; None where there is nothing to say."""
+    from let_core.results.calibration import has_calibrations, metered_sentence, statement_sentence
+
+    if not has_calibrations():
+        return None
     sentences = [s for s in (metered_sentence(frame),
                              statement_sentence(frame, transfer=transfer) if calibration else None) if s]
     return " ".join(sentences) or None

@@ -327,6 +327,14 @@ class Store:
                 os.close(dir_fd)
 
     # --------------------------------------------------------------------- CodeCarbon .bak files
+    def owner(self) -> int:
+        """The user id whose files may give the store rows: the store file's owner (not
+        following a link), or this process's user where there is no store yet (it creates it)."""
+        try:
+            return self.path.lstat().st_uid
+        except OSError:
+            return os.getuid()
+
     def backups(self) -> list[Path]:
         """CodeCarbon's backups beside the store (``emissions.csv.bak``, then
         ``emissions.csv_0.bak``, ``_1`` ...): CodeCarbon (and LET 0.1.x) move a store whose

@@ -20,10 +20,13 @@ from let_core.interfaces import Backend, Reporter, Settings
 from let_core.records import MAX_ENERGY_KWH, Measurement, Run
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from let_core.attribution import ProcessShare
-    from let_core.jobs import Leadership
-    from let_core.live import LiveStatus
+    from let_core.jobs import DeadLeader, Job, Leadership
+    from let_core.live import LivePublisher, LiveStatus
     from let_core.plugins import PluginKind
+    from let_core.recovery import RunHeader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,8 +106,12 @@ class EnergyTracker:
         self._t0 = 0.0
         self._environment: dict[str, str] = {}
         self._leadership: Leadership | None = None
+        self._job: Job | None = None
+        self._rank_file: Path | None = None
+        self._header: Path | None = None
         self._delegated: dict[str, str] = {}
         self._share: ProcessShare | None = None
+        self._publisher: LivePublisher | None = None
         self.last_run: Run | None = None
         self._last_result: dict[str, Any] | None = None
 
@@ -222,6 +229,7 @@ class EnergyTracker:
         """Start a new run on every backend. A backend that fails to start is a warning."""
         if self._running:
             raise LetError("this tracker is already running; call stop() before starting it again")
+        live_interval = config.live_interval()  # a bad value fails before any backend starts
         self._run_id = new_run_id()
         self._started.clear()
         self._start_errors.clear()
@@ -231,7 +239,8 @@ class EnergyTracker:
         if self.attribution == "process":
             from let_core.attribution import ProcessShare
 
-            self._share = ProcessShare(self.settings.measure_power_secs)
+            self._share = ProcessShare(self.settings.measure_power_secs, more_roots=self._launch_ranks())
+            self._share.follow(self.backends)
             self._share.start()
         for backend in self.backends:
             name = _name_of(backend)
@@ -250,7 +259,46 @@ class EnergyTracker:
         self._start_time = _now()
         self._t0 = time.perf_counter()
         self._running = True
+        self._publish_live(live_interval)
         return self
+
+    def _publish_live(self, interval: float) -> None:
+        """While it runs, the run's live figures are in the node's runtime dir, where `lett
+        exporter` (and a follower rank whose leader died) read them: no port per process.
+        Beside them, what a run record needs, so that the run is kept if this process dies
+        (``let_core.recovery``); runs of this node that died so are recorded now."""
+        if interval <= 0:
+            return
+        from let_core import recovery
+        from let_core.live import LivePublisher
+
+        try:
+            recovery.recover_dead_runs(config.runtime_dir(), self.settings.hostname)
+        except Exception as exc:  # another's store that cannot be written: never this run's problem
+            warnings.warn(f"LET could not record a run that died on this node ({type(exc).__name__}: {exc}); "
+                          f"its files stay in {config.runtime_dir()}.", LetWarning, stacklevel=3)
+        self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
+        try:
+            # (The publisher makes its folder from its thread: the header may come first.)
+            self._publisher.path.parent.mkdir(parents=True, exist_ok=True)
+            self._header = recovery.write_header(self._publisher.path, self._run_header())
+        except OSError:
+            self._header = None  # the publisher has said why it cannot write there
+
+    def _run_header(self) -> RunHeader:
+        from let_core.jobs import boot_id
+        from let_core.recovery import RunHeader
+
+        s = self.settings
+        return RunHeader(
+            pid=os.getpid(), boot=boot_id(), run_id=self._run_id, hostname=s.hostname, project=s.project_name,
+            user=s.user, output_dir=str(s.output_dir), start=self._start_time.timestamp(),
+            country_iso_code=s.country_iso_code, country_name=s.country_name, carbon_intensity=s.carbon_intensity,
+            environment=dict(self._environment),
+            backends={name: {"kind": str(getattr(b, "kind", "") or ""), "scope": str(getattr(b, "scope", "") or "system"),
+                             "methodology": str(getattr(b, "methodology", "") or ""),
+                             "hardware": str(getattr(b, "hardware", "") or "")}
+                      for name, b in self._started.items()})
 
     def stop(self, print_summary: bool | None = None, *, status: str = "ok", error: str = "") -> dict[str, Any]:
         """Stop the run, record it and return its result. Calling it again returns the same result.
@@ -268,12 +316,19 @@ class EnergyTracker:
             if self._last_result is None:
                 raise LetError("this tracker was never started; call start() or use it as a context manager")
             return self._last_result
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:  # before the backends stop: no reading of a stopping backend
+            publisher.stop()
+        header, self._header = self._header, None
         measurements = self._stop_backends(self._t0)
         self._running = False
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
         run = self._make_run(self._run_id, self._start_time, end_time, status, error, measurements)
         self.last_run = run
         self._record(run)
+        if header is not None:  # recorded: nothing to recover if this process dies now
+            with contextlib.suppress(OSError):
+                header.unlink()
         self._report(run, print_summary=print_summary is not False)
         self._last_result = run.result()
         return self._last_result
@@ -286,23 +341,67 @@ class EnergyTracker:
         job = jobs.detect()
         fields = job.fields()
         self._delegated = {}
+        self._job = job
         if job.multi_rank:
-            self._leadership = jobs.elect_node_leader(job, config.runtime_dir(), self.settings.hostname)
-            fields["node_meter"] = self._leadership.note
-            if not self._leadership.leader:
+            leadership = jobs.elect_node_leader(job, config.runtime_dir(), self.settings.hostname, self._run_id)
+            self._leadership = leadership
+            fields["node_meter"] = leadership.note
+            if leadership.leader and leadership.previous is not None:
+                # Taken over from a leader that died (an elastic restart of the launch): its
+                # figures so far are recorded before this rank measures the node anew.
+                dead = jobs.dead_leader(job, config.runtime_dir(), self.settings.hostname,
+                                        holder=leadership.previous, fd=leadership.fd)
+                if dead is not None:
+                    self._record_dead_leader(dead)
+            if not leadership.leader:
                 from let_core.records import shared_by_ranks
 
-                self._delegated = {_name_of(b): self._leadership.note for b in self.backends
+                self._delegated = {_name_of(b): leadership.note for b in self.backends
                                    if shared_by_ranks(str(getattr(b, "scope", "system")))}
+                if self.attribution == "process":  # (the launch's ranks share one setting)
+                    self._rank_file = jobs.register_rank(job, config.runtime_dir(), self.settings.hostname)
         return fields
+
+    def _launch_ranks(self) -> Callable[[], list[int]] | None:
+        """For a node's leader: the other ranks of its launch here, whose process trees its
+        share of the node takes in (the node's figure is the leader's for all of them)."""
+        job, leadership = self._job, self._leadership
+        if job is None or leadership is None or not leadership.leader:
+            return None
+        from let_core import jobs
+
+        runtime, hostname = config.runtime_dir(), self.settings.hostname
+        return lambda: jobs.rank_pids(job, runtime, hostname)
+
+    def _record_dead_leader(self, dead: DeadLeader) -> str:
+        """Record what a node leader that died had published of its run (``recovery``), once.
+        Returns what this rank's rows say of it."""
+        from let_core.recovery import header_path, recover
+
+        try:
+            run = recover(header_path(dead.path), self.settings.hostname)
+        except Exception as exc:  # this rank's own run is recorded whatever happens here
+            warnings.warn(f"LET could not record the figures of the node leader that died "
+                          f"({type(exc).__name__}: {exc}).", LetWarning, stacklevel=4)
+            run = None
+        finally:
+            dead.done()
+        return f"{dead.note}; recorded as its run {run.run_id[:8]}" if run is not None else dead.note
 
     def _stop_backends(self, t0: float) -> list[Measurement]:
         measurements: list[Measurement] = []
+        died = ""
+        if self._delegated and self._leadership is not None and self._job is not None:
+            from let_core import jobs
+
+            dead = jobs.dead_leader(self._job, config.runtime_dir(), self.settings.hostname)
+            if dead is not None:
+                died = "; " + self._record_dead_leader(dead)
         for backend in self.backends:
             name = _name_of(backend)
             if name in self._delegated:
                 # Recorded, not counted: the row says whose figure covers this rank's node.
-                measurements.append(Measurement.failed(name, f"not measured by this rank: {self._delegated[name]}",
+                measurements.append(Measurement.failed(name, f"not measured by this rank: {self._delegated[name]}{died}",
                                                        duration_s=time.perf_counter() - t0))
                 continue
             if name in self._start_errors:
@@ -320,6 +419,10 @@ class EnergyTracker:
         if self._leadership is not None:
             self._leadership.release()
             self._leadership = None
+        if self._rank_file is not None:
+            with contextlib.suppress(OSError):
+                self._rank_file.unlink()
+            self._rank_file = None
         if self._share is not None:
             measurements.extend(self._share.stop(measurements))
             self._share = None

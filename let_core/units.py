@@ -94,3 +94,12 @@ def _label(value: float) -> str:
         if abs(float(text) - value) <= abs(value) * 1e-9:
             return "0" if float(text) == 0 else text
     return f"{value:.6f}"
+
+
+def format_share(fraction: float | None, nearest: bool = False) -> str:
+    """A share as a whole percentage, rounded down so a figure with gaps never reads "100%"
+    (``nearest``: rounded, for parts of a whole that should add up to it); "-" where there is
+    none (no metered time, no energy)."""
+    if fraction is None or isinstance(fraction, bool) or not math.isfinite(fraction):
+        return "-"
+    return f"{round(fraction * 100) if nearest else math.floor(fraction * 100)}%"

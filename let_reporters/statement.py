@@ -11,7 +11,9 @@ from let_core.hookspecs import hookimpl
 from let_core.interfaces import Availability, Settings
 from let_core.records import Run
 from let_core.results.loading import ResultsHandle
-from let_core.statement import format_energy, statement_from_totals
+from let_core.results.rule import usable_energy
+from let_core.statement import statement_from_totals
+from let_core.units import format_energy
 
 
 class StatementReporter:
@@ -40,7 +42,7 @@ class StatementReporter:
         out = self.stream or sys.stdout
         energy = run.energy_kwh
         if math.isfinite(energy):
-            print(f"\nTracker stopped - this experiment consumed {format_energy(energy)}.\n", file=out)
+            print(f"\nTracker stopped - this experiment consumed {format_energy(energy)}{figures(run)}.\n", file=out)
         else:
             print("\nTracker stopped - no backend measured this experiment (see the warnings above).\n",
                   file=out)
@@ -48,6 +50,27 @@ class StatementReporter:
         totals = results.totals(project_name=run.project_name, user=run.user, hostname=run.hostname)
         if not totals.empty:
             print(statement_from_totals(totals) + "\n", file=out)
+
+
+def figures(run: Run) -> str:
+    """Each backend's figure where the run has more than one, so that whichever a caller takes
+    (LET 0.1.x's facade returns CodeCarbon's) is on the printed line: " (codecarbon 7.783 mWh +
+    manual 74.100 mWh)", or " (tasmota 1.000 Wh metered; not counted: codecarbon 0.800 Wh estimated)"."""
+    counted = run.primary
+    ids = {id(m) for m in counted}
+    others = [m for m in run.measurements if id(m) not in ids and m.kind in ("estimate", "metered")
+              and not m.error and usable_energy(m.energy_kwh)]
+    if len(counted) + len(others) < 2:
+        return ""
+    mixed = len({m.kind for m in [*counted, *others]}) > 1
+
+    def named(m: Any, kind: bool) -> str:
+        return f"{m.backend} {format_energy(m.energy_kwh)}" + (" metered" if m.kind == "metered" else " estimated") * kind
+
+    text = " + ".join(named(m, mixed) for m in counted)
+    if others:
+        text += "; not counted: " + ", ".join(named(m, True) for m in others)
+    return f" ({text})"
 
 
 @hookimpl

@@ -10,7 +10,7 @@ _LET_ENV = ("LET_BACKENDS", "LET_REPORTERS", "LET_GT_HOST", "LET_GT_PORT", "LET_
             "LET_GT_HOSTNAME", "LET_GT_ADMIN_TOKEN", "LET_GT_CA_BUNDLE", "LET_GT_TIMEOUT",
             "LET_GT_HEARTBEAT_S", "LET_LOG_LEVEL", "LET_HOSTNAME", "CUDA_VISIBLE_DEVICES",
             "SLURM_JOB_ID", "SLURM_PROCID", "TORCHELASTIC_RUN_ID", "RANK", "LOCAL_RANK",
-            "MLFLOW_TRACKING_URI")
+            "MLFLOW_TRACKING_URI", "LET_RUNTIME_DIR", "XDG_RUNTIME_DIR", "LET_LIVE_INTERVAL")
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +29,11 @@ def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def let_home(hermetic: Path) -> Path:
     return hermetic
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The single-node Slurm has two CPUs: jobs of parallel workers would queue behind each other
+    # past the tests' timeouts, so every test that submits to it runs on one xdist worker.
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

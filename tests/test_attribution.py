@@ -58,7 +58,34 @@ def test_busy_and_sleeping_processes_at_once(tmp_path: Path) -> None:
     assert 0 < busy["extras"]["cpu_share"] <= 1
     assert busy["energy"] + sleeping["energy"] <= machine * 1.02  # both ran the same ~4 s
     # The child's CPU time is the tree's (less at most one sampling interval lost at its exit).
-    assert busy["extras"]["process_cpu_s"] >= out["busy"]["child_cpu_s"] - 0.3 > 0.5
+    # (A loaded machine gives the child less than its 4 s; at least a few tenths of a second.)
+    assert busy["extras"]["process_cpu_s"] >= out["busy"]["child_cpu_s"] - 0.25 and out["busy"]["child_cpu_s"] > 0.3
+
+    # Counting, asked for the shares, counts them through the one rule (never beside the machine).
+    from click.testing import CliRunner
+
+    from let_core.cli import cli
+    from let_core.results import aggregate, frame_totals, load_results
+    from let_core.statement import format_energy
+
+    home = tmp_path / "home"
+    rows = load_results(home)
+    shares = frame_totals(rows, attributed=True)
+    assert shares.runs == 2
+    assert shares.energy_kwh == pytest.approx(busy["energy"] + sleeping["energy"])
+    assert shares.energy_kwh <= machine * 1.02 < frame_totals(rows).energy_kwh
+    per_run = {run: frame_totals(rows[rows["run_id"] == run], attributed=True).energy_kwh
+               for run in rows["run_id"].unique()}
+    assert sorted(per_run.values()) == pytest.approx(sorted([busy["energy"], sleeping["energy"]]))
+    assert aggregate(rows, "project", attributed=True)["kwh"].sum() == pytest.approx(shares.energy_kwh)
+    stated = CliRunner().invoke(cli, ["statement", "--attribution", "--output-dir", str(home)])
+    assert stated.exit_code == 0, stated.output
+    assert "this process's share of the machine" in stated.output
+    assert f"is estimated to {format_energy(shares.energy_kwh)}" in stated.output
+    assert f"the machine as a whole used {format_energy(frame_totals(rows).energy_kwh)}" in stated.output
+    assert "no share was measured" not in stated.output
+    summed = CliRunner().invoke(cli, ["results", "--by", "project", "--attribution", "--output-dir", str(home)])
+    assert summed.exit_code == 0 and format_energy(shares.energy_kwh) in summed.output, summed.output
 
 
 def test_attributed_row_is_stored_and_not_counted(let_home: Path) -> None:
@@ -89,6 +116,14 @@ def test_unreadable_proc_keeps_the_machine_figure_and_says_why(let_home: Path, t
     assert by_name["manual"].ok
     assert not by_name["manual/process"].ok and "no share" in by_name["manual/process"].error
     assert "not readable" in by_name["manual/process"].error
+    from let_core.results import frame_totals, load_results
+
+    stored = load_results(let_home).set_index("backend")
+    assert stored.loc["manual", "error"] == "" and stored.loc["manual", "energy_consumed"] > 0
+    assert "no share" in stored.loc["manual/process", "error"] and stored.loc["manual/process", "kind"] == "attributed"
+    # Asked for shares, the run counts its machine figure: it has no share to stand in for it.
+    assert frame_totals(stored.reset_index(), attributed=True).energy_kwh == pytest.approx(
+        stored.loc["manual", "energy_consumed"])
 
 
 def test_attribution_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,3 +152,39 @@ def test_let_run_attribution_process(let_home: Path) -> None:
     assert list(share["backend"]) == ["codecarbon/process"] and share["error"].iloc[0] == ""
     machine = rows[rows["kind"] == "estimate"]["energy_consumed"].iloc[0]
     assert 0 <= share["energy_consumed"].iloc[0] <= machine
+
+
+def test_attributed_view_counts_shares_and_whole_figures_where_none(let_home: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from let_core import attribution
+    from let_core.cli import cli
+    from let_core.results import frame_totals, load_results
+
+    with EnergyTracker(project_name="p", attribution="process", reporters=[],
+                       backends=[ManualBackend(power_watts=100)]):
+        sum(range(10**6))
+    monkeypatch.setattr(attribution, "PROC", tmp_path / "no-proc")  # the second run gets no share
+    with EnergyTracker(project_name="p", attribution="process", reporters=[],
+                       backends=[ManualBackend(power_watts=100)]):
+        pass
+    rows = load_results(let_home)
+    machine = rows[rows["kind"] == "estimate"].set_index("run_id")["energy_consumed"]
+    share = rows[(rows["kind"] == "attributed") & (rows["error"] == "")].set_index("run_id")["energy_consumed"]
+    (shared_run,) = share.index
+    unshared_run = next(run for run in machine.index if run != shared_run)
+    counted = frame_totals(rows, attributed=True)
+    assert counted.runs == 2
+    assert counted.energy_kwh == pytest.approx(share[shared_run] + machine[unshared_run])
+    assert frame_totals(rows).energy_kwh == pytest.approx(machine.sum())  # the machine view as ever
+    # Shares are stated as what they are shares of: the machine figure's backend and methodology.
+    assert counted.backends == {"manual": 2} and counted.methodologies == frame_totals(rows).methodologies
+    stated = CliRunner().invoke(cli, ["statement", "--attribution"])
+    assert stated.exit_code == 0, stated.output
+    assert "For 1 of the 2 runs no share was measured" in stated.output
+    listed = CliRunner().invoke(cli, ["results", "--attribution", "--json"])
+    shown = [json.loads(line) for line in listed.output.splitlines()]
+    # The figure a share stands in for is left out; the run without a share shows its figure.
+    assert sorted((r["run_id"] == shared_run, r["kind"]) for r in shown) == [
+        (False, "attributed"), (False, "estimate"), (True, "attributed")]

@@ -260,11 +260,11 @@ def test_statement_names_the_calibration_and_never_calls_it_measured(calibrated_
 def test_a_run_below_60_w_at_the_wall_is_flagged_at_stop_and_by_doctor(let_home, monkeypatch):
     import time
 
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.emulator import EmulatorFarm
-    from let_backends.tasmota.server import RunningServer
     from let_core.doctor import diagnose
     from let_core.tracker import EnergyTracker
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.emulator import EmulatorFarm
+    from let_groundtruth.server import RunningServer
     from tests.loopback import free_port
 
     farm = EmulatorFarm([40.0, 300.0], names=["laptop", "box"]).start()
@@ -313,9 +313,9 @@ def test_view_data_and_plot_of_a_calibration(calibrated_store, tmp_path, capsys)
 def test_metered_interval_only_where_the_socket_was_checked(let_home, capsys):
     from click.testing import CliRunner
 
-    from let_backends.tasmota.cli import gt as gt_cli
-    from let_backends.tasmota.emulator import EmulatorFarm
     from let_core.results.calibration import socket_check_path
+    from let_groundtruth.cli import gt as gt_cli
+    from let_groundtruth.emulator import EmulatorFarm
 
     Store(let_home).append(rows(synthetic_runs(10, seed=31)))
     code, unchecked, _ = run_cli(capsys, "statement")

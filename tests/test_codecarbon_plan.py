@@ -253,9 +253,11 @@ def test_runs_of_one_tracker_equal_runs_of_fresh_trackers(new_process):
         # CPU: TDP x machine-wide load, which other processes on a shared machine move too.
         assert a.energy_kwh == pytest.approx(b.energy_kwh, rel=0.6)
     # A run that went on counting from the previous one (CodeCarbon's own restart) would hold
-    # the 2 s burn: the idle 1 s run would be above it, and its RAM energy 3x the fresh one's.
+    # the 2 s burn as well: about 3x the energy and RAM energy of a fresh tracker's idle 1 s run.
+    # Compared with that fresh run, not with the burn: CPU energy is TDP x machine-wide load, and
+    # on a machine loaded by others an idle second costs nearly what a busy one does.
     # CodeCarbon's own stray on a loaded machine (up to 1.5x, above) stays under the 2x bound.
-    assert one[1].energy_kwh < 0.8 * one[0].energy_kwh
+    assert one[1].energy_kwh < 2.0 * fresh[1].energy_kwh
     assert one[1].ram_kwh < 2.0 * fresh[1].ram_kwh
 
 

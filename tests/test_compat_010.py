@@ -1,8 +1,8 @@
 """Code written for LET 0.1.x keeps working: names, signatures and meaning of its modules.
 
-Where LET 0.1.4 itself can run here (its own venv at /tmp/let014venv, made with
-``python3 -m venv /tmp/let014venv && /tmp/let014venv/bin/pip install lamarr-energy-tracker==0.1.4``),
-its output is the reference; those checks are skipped where that venv does not exist.
+Where LET 0.1.4 itself can run here (its own venv, made by ``python -m bench.let014``, which
+.ci/run runs; ``bench/let014.py`` says where), its output is the reference; those checks are
+skipped, saying why, where that venv does not exist.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import lamarr_energy_tracker
+from bench import let014
 from lamarr_energy_tracker import print_paper_statement as pps_module
 from lamarr_energy_tracker import tracker as tracker_module
 from lamarr_energy_tracker.print_paper_statement import (
@@ -32,8 +33,8 @@ from let_core.errors import LetWarning
 from let_core.statement import REFERENCES, comparison
 from tests.loopback import free_port
 
-LET014 = Path("/tmp/let014venv/bin/python")
-needs_014 = pytest.mark.skipif(not LET014.exists(), reason="LET 0.1.4 venv not at /tmp/let014venv")
+LET014 = let014.python()
+needs_014 = pytest.mark.skipif(not LET014.exists(), reason=str(let014.missing()))
 DATA = Path(__file__).parent / "data"
 
 
@@ -242,9 +243,9 @@ def test_010_positional_arguments_keep_their_meaning(tmp_path: Path) -> None:
 @pytest.fixture
 def ground_truth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A real ground-truth server on loopback, metering an emulated socket at 1800 W."""
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.emulator import EmulatorFarm
-    from let_backends.tasmota.server import RunningServer
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.emulator import EmulatorFarm
+    from let_groundtruth.server import RunningServer
 
     farm = EmulatorFarm([1800.0], names=["worker"]).start()
     server = RunningServer(parse_server_config(farm.config()), port=free_port(), token="t",
@@ -293,18 +294,48 @@ def test_facade_tracker_reports_codecarbon_even_with_ground_truth(ground_truth: 
     assert "metered where any backend metered" in (LetTracker.__doc__ or "")
 
 
-def test_facade_tracker_without_codecarbon_gives_nan_not_another_figure(tmp_path: Path) -> None:
+def test_facade_tracker_without_codecarbon_returns_the_chosen_backends_figure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Backends chosen without CodeCarbon: their figure, never NaN (it was NaN with a warning)."""
+    import warnings
+
     from let_backends.manual import ManualBackend
 
     tracker = tracker_module.EnergyTracker(
         project_name="p", output_dir=str(tmp_path),
-        backends=[ManualBackend(energy_kwh=0.5, kind="metered", methodology="Tasmota smart socket")],
-        reporters=[])
+        backends=[ManualBackend(energy_kwh=0.5, kind="metered", methodology="Tasmota smart socket")])
     tracker.start()
-    with pytest.warns(LetWarning, match="CodeCarbon gave no estimate"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LetWarning)  # nothing to warn about: the user chose this
         result = tracker.stop()
-    assert math.isnan(result["energy_consumed"]) and result["tracking_mode"] == "CodeCarbon"
+    assert result["energy_consumed"] == 0.5 and result["tracking_mode"] == "Tasmota smart socket"
+    assert result["emissions"] == pytest.approx(0.5 * result["carbon_intensity"] / 1000)
     assert result["measurements"]["manual"]["energy_consumed"] == 0.5
+    assert tracker.last_result is not None and tracker.last_result["energy_consumed"] == 0.5
+    # what it prints is what it returns
+    assert "Tracker stopped - this experiment consumed 0.500 kWh." in capsys.readouterr().out
+
+
+def test_facade_tracker_prints_each_figure_when_codecarbon_is_not_the_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CodeCarbon + a manual GPU figure: the facade returns CodeCarbon's (0.1.x's meaning), the
+    printed line named only the sum (it printed "80.273 mWh" and returned 6.2 mWh); now it names
+    each figure, CodeCarbon's among them, and the sum."""
+    from let_backends.manual import ManualBackend
+    from let_core.statement import format_energy
+
+    tracker = tracker_module.EnergyTracker(
+        project_name="p", output_dir=str(tmp_path),
+        backends=["codecarbon", ManualBackend(energy_kwh=7.41e-5, scope="gpu", hardware="NVIDIA A100")])
+    tracker.start()
+    time.sleep(0.5)
+    result = tracker.stop()
+    codecarbon = result["measurements"]["codecarbon"]["energy_consumed"]
+    assert result["energy_consumed"] == codecarbon and result["tracking_mode"] == "CodeCarbon"
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Tracker stopped"))
+    total = format_energy(codecarbon + 7.41e-5)
+    assert line == (f"Tracker stopped - this experiment consumed {total} "
+                    f"(codecarbon {format_energy(codecarbon)} + manual {format_energy(7.41e-5)}).")
 
 
 def test_module_print_paper_statement_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -338,3 +369,122 @@ def test_module_cli_custom_statement_in_010_wording() -> None:
     assert done.returncode == 0, done.stderr
     assert "estimated to 3.200 kWh. This corresponds to estimated carbon emissions of 1.216 kgCO2-equivalents" \
         in done.stdout
+
+
+def test_printed_line_names_a_figure_that_is_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A metered figure beside an estimate: the headline is the metered one, and the estimate
+    (the facade's answer where it is CodeCarbon's) is on the line too, marked as not counted."""
+    from let_backends.manual import ManualBackend
+
+    tracker = tracker_module.EnergyTracker(
+        project_name="p", output_dir=str(tmp_path),
+        backends=[ManualBackend(energy_kwh=0.002, kind="metered", name="socket"),
+                  ManualBackend(energy_kwh=0.0008, name="guess")])
+    tracker.start()
+    result = tracker.stop()
+    assert result["energy_consumed"] == 0.002  # no CodeCarbon: the run's headline
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Tracker stopped"))
+    assert line == ("Tracker stopped - this experiment consumed 2.000 Wh "
+                    "(socket 2.000 Wh metered; not counted: guess 0.800 Wh estimated).")
+
+
+# ------------------------------------------------------------------------------ what 0.1.x code patches
+@pytest.fixture
+def trap(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A real HTTP server where the configured ground-truth server would be: every request that
+    goes around a patch lands here (0.1.x's tests patched, and LET's surface talked to the address)."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("LET_GT_HOST", "127.0.0.1")
+    monkeypatch.setenv("LET_GT_PORT", str(server.server_address[1]))
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_patched_requests_get_sees_every_call_of_the_010_surface(trap: list[str]) -> None:
+    from datetime import datetime
+    from unittest.mock import Mock, patch
+
+    import lamarr_energy_tracker.ground_truth_tracking as gtt
+
+    answers = {"/list": ["host1"],
+               "/host1/start": {"start_time": "2024-01-01T00:00:00", "timestamp": "2024-01-01T01:00:00",
+                                "duration": 3600, "energy_consumed": 10},
+               "/host1/stop": {"start_time": "2024-01-01T01:00:00", "timestamp": "2024-01-01T01:10:00",
+                               "duration": 600, "energy_consumed": 0.25},
+               "/cm?cmnd=Status%208": {"StatusSNS": {"ENERGY": {"Total": 1.5, "TotalStartTime": "2024-01-01T00:00:00"},
+                                                     "Time": "2024-01-01T01:00:00"}}}
+
+    def fake_get(url: str, **kwargs: object) -> Mock:
+        path = "/" + url.split("/", 3)[3]
+        response = Mock()
+        response.json.return_value = answers[path]
+        return response
+
+    with patch("requests.get", side_effect=fake_get) as get, patch("socket.gethostname", return_value="host1"):
+        with pytest.warns(LetWarning, match="LET 0.1.x server"):  # the answer has no session: 0.1.x's
+            tracker = gtt.GroundTruthTracker(verbose=False)
+            started = tracker.start()
+        stopped = tracker.stop()
+        command = gtt.GroundTruthTracker.send_command("127.0.0.1", "stop", 1)
+        with pytest.warns(DeprecationWarning):
+            socket_read = gtt.send_tasmota_query("127.0.0.1:1", "Status%208")
+    assert trap == []  # nothing went around the patch
+    assert started["energy_consumed"] == 10.0 and isinstance(started["start_time"], datetime)
+    assert stopped["energy_consumed"] == 0.25 and stopped["tracking_mode"] == "GroundTruth"
+    assert isinstance(stopped["duration"], float) and command["duration"] == 600.0
+    assert socket_read is not None and socket_read["duration"] == 3600
+    paths = ["/" + call.args[0].split("/", 3)[3] for call in get.call_args_list]
+    assert paths.count("/host1/start") == 1 and paths.count("/host1/stop") == 2 and "/list" in paths
+
+
+def test_a_patched_is_available_decides_alone(trap: list[str]) -> None:
+    from unittest.mock import patch
+
+    from lamarr_energy_tracker.ground_truth_tracking import GroundTruthTracker
+
+    with patch.object(GroundTruthTracker, "is_available", return_value=True), \
+            patch.object(GroundTruthTracker, "send_command", return_value={"energy_consumed": 1.0, "duration": 2.0}) as cmd:
+        tracker = GroundTruthTracker(verbose=False)
+        assert tracker.server_port == str(int(os.environ["LET_GT_PORT"]))
+        tracker.stop()
+    cmd.assert_called_once_with("127.0.0.1", "stop", os.environ["LET_GT_PORT"])
+    with patch.object(GroundTruthTracker, "is_available", side_effect=RuntimeError("down")):
+        with pytest.warns(LetWarning, match="down"):
+            disabled = GroundTruthTracker(crash_if_unavailable=False, verbose=False)
+    assert disabled.server_host is None and disabled.start()["energy_consumed"] == -1
+    assert trap == []
+
+
+def test_a_restart_reports_the_period_before_as_010_did(ground_truth: None) -> None:
+    """0.1.x's start() after a start(): the answer says what the host used since the last one."""
+    from lamarr_energy_tracker.ground_truth_tracking import GroundTruthTracker
+
+    tracker = GroundTruthTracker(verbose=False)
+    first = tracker.start()
+    time.sleep(1.5)
+    again = tracker.start()
+    assert again["session_id"] != first["session_id"]
+    assert again["energy_consumed"] * 3.6e6 / again["duration"] == pytest.approx(1800, rel=0.2)
+    time.sleep(1.0)
+    result = tracker.stop()
+    assert result["session_id"] == again["session_id"] and result["energy_consumed"] > 0

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from let_backends.tasmota.cli import gt as gt_cli
 from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker
-from let_backends.tasmota.config import parse_server_config
-from let_backends.tasmota.emulator import EmulatorFarm
-from let_backends.tasmota.server import RunningServer
 from let_core.errors import BackendUnavailable, LetWarning
 from let_core.tracker import EnergyTracker
+from let_groundtruth.cli import gt as gt_cli
+from let_groundtruth.config import parse_server_config
+from let_groundtruth.emulator import EmulatorFarm
+from let_groundtruth.server import RunningServer
 from tests.loopback import free_port
 
 TOKEN = "client-token"

@@ -15,13 +15,14 @@ import pytest
 import requests
 
 import lamarr_energy_tracker.ground_truth_tracking as gtt
+from bench import let014
 from let_backends.tasmota.client import GroundTruthTracker
-from let_backends.tasmota.emulator import EmulatedSocket
 from let_core.errors import LetWarning
 from let_core.tracker import EnergyTracker
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import free_port
 
-LET014_PYTHON = Path(os.environ.get("LET014_PYTHON", "/tmp/let014venv/bin/python"))
+LET014_PYTHON = let014.python()
 
 
 def let014_env(tmp: Path) -> dict[str, str]:
@@ -65,7 +66,7 @@ def test_low_level_functions_as_0_1_with_deprecation(capsys: pytest.CaptureFixtu
     assert "Error reading power" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not LET014_PYTHON.exists(), reason="LET 0.1.4's venv is not installed here")
+@pytest.mark.skipif(not LET014_PYTHON.exists(), reason=str(let014.missing()))
 def test_let014_reads_emulator_like_ours(tmp_path: Path) -> None:
     """The same socket read by 0.1.4's send_tasmota_query and ours gives the same keys."""
     with EmulatedSocket(500.0, start_total_kwh=2.0) as emu:
@@ -83,7 +84,7 @@ def test_let014_reads_emulator_like_ours(tmp_path: Path) -> None:
 @pytest.fixture
 def let014_server(tmp_path: Path) -> Iterator[tuple[str, int, EmulatedSocket]]:
     if not LET014_PYTHON.exists():
-        pytest.skip("LET 0.1.4's venv is not installed here")
+        pytest.skip(str(let014.missing()))
     emu = EmulatedSocket(1500.0, start_total_kwh=9.0).start()
     config = tmp_path / "gt.json"
     config.write_text(json.dumps({"old": emu.address}))
@@ -150,8 +151,8 @@ def test_crash_false_dummy_results_and_attributes(monkeypatch: pytest.MonkeyPatc
 
 
 def test_legacy_stop_is_an_error_when_the_socket_never_answered(tmp_path: Path) -> None:
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.server import RunningServer
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.server import RunningServer
 
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: the socket never answers
     with RunningServer(parse_server_config({"ghost": dead}), port=free_port(), token="",

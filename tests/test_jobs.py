@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,25 @@ def test_rank_without_world_size_is_a_note_not_a_crash(no_launcher: pytest.Monke
     assert "outside 0..1" in jobs.detect().note
 
 
+def test_rank_without_world_size_is_recorded_as_one_process_and_said(no_launcher: pytest.MonkeyPatch,
+                                                                     let_home: Path, tmp_path: Path) -> None:
+    from let_backends.manual import ManualBackend
+    from let_core.results import frame_totals, load_results
+    from let_core.tracker import EnergyTracker
+
+    no_launcher.setenv("RANK", "1")  # a launcher that set RANK but not WORLD_SIZE
+    no_launcher.setenv("LET_RUNTIME_DIR", str(tmp_path / "run"))
+    with EnergyTracker(project_name="p", backends=[ManualBackend(power_watts=10)], reporters=[]):
+        pass
+    row = load_results(let_home).iloc[0]
+    assert row["rank"] == "1" and row["world_size"] == ""
+    assert "RANK=1 without WORLD_SIZE" in row["job_note"] and "not treated as one of several ranks" in row["job_note"]
+    # Not one of several ranks: no election, and this process measured its node itself.
+    assert row["node_meter"] == "" and row["error"] == "" and row["energy_consumed"] > 0
+    assert not list((tmp_path / "run").glob("node-meter-*.lock"))
+    assert frame_totals(load_results(let_home)).energy_kwh == pytest.approx(row["energy_consumed"])
+
+
 def test_tracker_records_the_job_fields_in_the_store(no_launcher: pytest.MonkeyPatch, let_home: Path) -> None:
     from let_backends.manual import ManualBackend
     from let_core.results import load_results
@@ -154,7 +174,7 @@ def test_one_leader_per_node_and_launch(tmp_path: Path) -> None:
     other_node = jobs.elect_node_leader(_job(1), tmp_path, "node2")
     try:
         assert first.leader and not second.leader and other_node.leader
-        assert "rank=0" in second.note and f"pid={os.getpid()}" in second.note
+        assert "leader's (rank 0, pid " in second.note and f"pid {os.getpid()}" in second.note
     finally:
         first.release()
         other_node.release()
@@ -175,7 +195,7 @@ def test_stale_lock_of_a_killed_leader_is_taken_over(tmp_path: Path) -> None:
     assert killed.returncode == -9, killed.stderr
     heir = jobs.elect_node_leader(_job(1), tmp_path, "node1")
     try:
-        assert heir.leader and "took over from rank=0" in heir.note
+        assert heir.leader and "took over from rank 0, pid " in heir.note
     finally:
         heir.release()
 
@@ -323,3 +343,262 @@ def test_torchrun_two_cpu_processes_are_one_launch(tmp_path: Path, let_home: Pat
     assert sorted(rows["rank"]) == ["0", "1"] and set(rows["world_size"]) == {"2"}
     (job,) = _by_job(let_home)
     assert (job["runs"], job["ranks"]) == (1, 2)
+
+
+# ------------------------------------------------------------------ ranks and leaders that die
+RANK = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from let_backends.manual import ManualBackend
+    from let_core.tracker import EnergyTracker
+    go = Path(sys.argv[1])
+    with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[]) as t:
+        print(t.run_id, flush=True)
+        while not go.exists():  # the test says when this rank may finish
+            time.sleep(0.05)
+""")
+
+
+class Launch:
+    """The ranks of one Slurm step on this node, started as Slurm starts them (its variables),
+    so that a test can kill one; every process is killed at the end, however the test ends."""
+
+    def __init__(self, tmp_path: Path, let_home: Path, world: int = 2) -> None:
+        self.tmp_path, self.world = tmp_path, world
+        self.script = tmp_path / "rank.py"
+        self.script.write_text(RANK)
+        self.runtime = tmp_path / "run"
+        base = {k: v for k, v in os.environ.items() if k not in jobs.LAUNCHER_VARIABLES}
+        self.env = {**base, "PYTHONPATH": str(ROOT), "LET_HOME": str(let_home), "LET_LOAD_PLUGINS": "",
+                    "LET_RUNTIME_DIR": str(self.runtime), "LET_LIVE_INTERVAL": "0.1", "LET_HOSTNAME": "node1",
+                    "SLURM_JOB_ID": "555", "SLURM_STEP_ID": "0", "SLURM_NTASKS": str(world), "SLURM_NODEID": "0"}
+        self.procs: dict[int, subprocess.Popen[str]] = {}
+        self.run_ids: dict[int, str] = {}
+
+    def start(self, rank: int) -> str:
+        env = {**self.env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
+        proc = subprocess.Popen([sys.executable, str(self.script), str(self.go(rank))], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs[rank] = proc
+        assert proc.stdout is not None
+        self.run_ids[rank] = proc.stdout.readline().strip()  # its tracker has started
+        assert self.run_ids[rank], proc.stderr.read() if proc.stderr else ""
+        return self.run_ids[rank]
+
+    def go(self, rank: int) -> Path:
+        return self.tmp_path / f"go-{rank}"
+
+    def published(self, rank: int) -> Path:
+        from let_core.live import live_file
+
+        return live_file(self.runtime, "node1", self.procs[rank].pid, self.run_ids[rank])
+
+    def wait_published_energy(self, rank: int) -> float:
+        """Until the rank's published figure is above zero (it publishes every 0.1 s)."""
+        import time
+
+        from let_core.live import PublishedRun
+
+        while True:
+            try:
+                run = PublishedRun.from_json(json.loads(self.published(rank).read_text()))
+            except (OSError, ValueError):
+                run = None
+            if run is not None and run.readings and run.readings[0].energy_kwh > 0:
+                return run.readings[0].energy_kwh
+            assert self.procs[rank].poll() is None, self.procs[rank].communicate()[1][-3000:]
+            time.sleep(0.05)
+
+    def finish(self, rank: int) -> None:
+        self.go(rank).touch()
+        _, stderr = self.procs[rank].communicate(timeout=300)
+        assert self.procs[rank].returncode == 0, stderr[-3000:]
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture
+def launch(tmp_path: Path, let_home: Path) -> Iterator[Launch]:
+    started = Launch(tmp_path, let_home)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def test_leader_that_dies_keeps_its_figure_marked(launch: Launch, let_home: Path) -> None:
+    import signal
+
+    from let_core.results import aggregate, frame_totals, load_results
+
+    leader_run = launch.start(0)
+    launch.start(1)
+    published = launch.wait_published_energy(0)
+    launch.procs[0].send_signal(signal.SIGKILL)  # the node's meter dies mid-run
+    launch.procs[0].wait()
+    assert launch.published(0).exists()  # its last figures, which nobody recorded yet
+    launch.finish(1)
+
+    rows = load_results(let_home).set_index("run_id")
+    kept = rows.loc[leader_run]
+    assert kept["rank"] == "0" and kept["run_status"] == "failed" and kept["backend"] == "manual"
+    assert "leader_died" in kept["error"] and "leader_died" in kept["node_meter"]
+    assert kept["energy_consumed"] >= published > 0  # up to its last published reading
+    follower = rows.loc[launch.run_ids[1]]
+    assert "died mid-run" in follower["error"] and f"recorded as its run {leader_run[:8]}" in follower["error"]
+    assert frame_totals(rows.reset_index()).energy_kwh == pytest.approx(kept["energy_consumed"])
+    (job,) = aggregate(rows.reset_index(), "job").to_dict(orient="records")
+    assert (job["runs"], job["ranks"]) == (1, 2)
+    # Recorded once: the published file is gone, and no other rank finds it again.
+    assert not launch.published(0).exists()
+    assert jobs.dead_leader(jobs.Job(job_id="555", step_id="0", rank="1", world_size="2"), launch.runtime,
+                            "node1") is None
+
+
+def test_rank_that_dies_leaves_the_node_figure_to_its_leader(launch: Launch, let_home: Path) -> None:
+    from let_core.results import aggregate, frame_totals, load_results
+
+    leader_run = launch.start(0)
+    launch.start(1)
+    launch.procs[1].kill()  # a follower dies: it records nothing, and the node is still measured
+    launch.procs[1].wait()
+    launch.finish(0)
+    rows = load_results(let_home)
+    assert list(rows["run_id"]) == [leader_run] and rows["error"].iloc[0] == ""
+    assert rows["run_status"].iloc[0] == "ok" and "node leader" in rows["node_meter"].iloc[0]
+    assert frame_totals(rows).energy_kwh == pytest.approx(rows["energy_consumed"].iloc[0])
+    (job,) = aggregate(rows, "job").to_dict(orient="records")
+    assert (job["runs"], job["ranks"]) == (1, 1)
+
+
+def test_a_leader_taking_over_a_dead_leaders_lock_records_its_figure(launch: Launch, let_home: Path) -> None:
+    import signal
+
+    from let_core.results import load_results
+
+    dead_run = launch.start(0)
+    launch.wait_published_energy(0)
+    launch.procs[0].send_signal(signal.SIGKILL)
+    launch.procs[0].wait()
+    heir_run = launch.start(1)  # the lock is free: rank 1 leads now, and first records rank 0's figures
+    launch.finish(1)
+    rows = load_results(let_home).set_index("run_id")
+    assert "leader_died" in rows.loc[dead_run, "error"] and rows.loc[dead_run, "energy_consumed"] > 0
+    assert rows.loc[heir_run, "error"] == "" and "took over from rank 0" in rows.loc[heir_run, "node_meter"]
+
+
+def test_a_node_whose_clock_differs_counts_once_and_does_not_stretch_the_job() -> None:
+    import pandas as pd
+
+    from let_core.results import aggregate, frame_totals
+
+    def rank(host: str, rank: int, start: str, end: str, kwh: float) -> dict[str, object]:
+        return {"run_id": f"{host}-{rank}", "project_name": "p", "user": "u", "hostname": host, "job_id": "77",
+                "step_id": "0", "rank": str(rank), "world_size": "4", "backend": "rapl", "kind": "metered",
+                "scope": "cpu+ram", "hardware": "Xeon", "energy_consumed": kwh, "duration": 600.0,
+                "start_time": start, "timestamp": end, "carbon_intensity": 400.0, "task": ""}
+
+    frame = pd.DataFrame([
+        rank("node1", 0, "2026-01-01T10:00:00+00:00", "2026-01-01T10:10:00+00:00", 0.5),
+        rank("node1", 1, "2026-01-01T10:00:01+00:00", "2026-01-01T10:10:01+00:00", 0.5),
+        # node2's clock runs three hours ahead: its ranks overlap each other, not node1's.
+        rank("node2", 2, "2026-01-01T13:00:00+00:00", "2026-01-01T13:10:00+00:00", 0.4),
+        rank("node2", 3, "2026-01-01T13:00:02+00:00", "2026-01-01T13:10:02+00:00", 0.4),
+    ])
+    # Each node's figure once (the ranks of a node measured the same node), the nodes added.
+    assert frame_totals(frame).energy_kwh == pytest.approx(0.9)
+    (job,) = aggregate(frame, "job").to_dict(orient="records")
+    assert (job["nodes"], job["ranks"], job["kwh"]) == (2, 4, pytest.approx(0.9))
+    assert job["wall_s"] == pytest.approx(602.0)  # not three hours: each node on its own clock
+
+
+SRUN_RANK = textwrap.dedent("""
+    import json, os, signal, sys, time
+    from pathlib import Path
+    from let_backends.manual import ManualBackend
+    from let_core import config, jobs
+    from let_core.live import PublishedRun, live_file
+    from let_core.tracker import EnergyTracker
+    shared = Path(sys.argv[1])
+    with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[]) as t:
+        lock = jobs.lock_path(jobs.detect(), config.runtime_dir(), t.hostname)
+        holder = jobs.Holder.parse(lock.read_text())
+        if holder.pid == os.getpid():  # the node's leader: dies once it published a figure
+            (shared / "leader").write_text(t.run_id)
+            while not (shared / "follower").exists():
+                time.sleep(0.05)
+            mine = live_file(config.runtime_dir(), t.hostname, os.getpid(), t.run_id)
+            while True:
+                try:
+                    if PublishedRun.from_json(json.loads(mine.read_text())).readings[0].energy_kwh > 0:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGKILL)
+        (shared / "follower").write_text(t.run_id)
+        while holder.pid and os.path.exists(f"/proc/{holder.pid}"):
+            time.sleep(0.05)
+""")
+
+
+def test_srun_leader_killed_mid_step_keeps_its_figure(slurm: dict[str, str], let_home: Path, tmp_path: Path) -> None:
+    from let_core.results import load_results
+
+    script = tmp_path / "rank.py"
+    script.write_text(SRUN_RANK)
+    env = {**slurm, "LET_LIVE_INTERVAL": "0.1", "LET_RUNTIME_DIR": str(tmp_path / "run")}
+    done = subprocess.run(["srun", "-n", "2", "-t", "5", sys.executable, str(script), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # Slurm reports the task that the kernel killed
+    leader_run = (tmp_path / "leader").read_text()
+    rows = load_results(let_home).set_index("run_id")
+    assert set(rows.index) == {leader_run, (tmp_path / "follower").read_text()}, done.stderr[-3000:]
+    assert "leader_died" in rows.loc[leader_run, "error"] and rows.loc[leader_run, "energy_consumed"] > 0
+    assert rows.loc[leader_run, "job_id"] == rows["job_id"].iloc[0] != ""
+
+
+ATTRIBUTED_RANK = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    from let_backends.manual import ManualBackend
+    from let_core.tracker import EnergyTracker
+    go = Path(sys.argv[1])
+    with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[],
+                       attribution="process", measure_power_secs=0.1) as t:
+        print(t.run_id, flush=True)
+        cpu0 = time.process_time()
+        if os.environ["SLURM_PROCID"] == "1":  # busy: a second of CPU time, however loaded the machine
+            while time.process_time() - cpu0 < 1.0:
+                pass
+            print(json.dumps({"cpu_s": time.process_time() - cpu0}), flush=True)
+        while not go.exists():
+            time.sleep(0.05)
+""")
+
+
+def test_leaders_share_of_the_node_takes_in_its_launchs_ranks(launch: Launch, let_home: Path) -> None:
+    from let_core.results import frame_totals, load_results
+
+    launch.script.write_text(ATTRIBUTED_RANK)
+    leader_run = launch.start(0)
+    launch.start(1)  # busy: its CPU is part of the launch's share of the node, which rank 0 measures
+    ranks = launch.runtime.glob("node-meter-*.ranks")
+    assert [p.name for d in ranks for p in d.iterdir()] == [str(launch.procs[1].pid)]
+    assert launch.procs[1].stdout is not None
+    follower_cpu = json.loads(launch.procs[1].stdout.readline())["cpu_s"]  # it worked while rank 0 slept
+    launch.finish(1)
+    launch.finish(0)
+    rows = load_results(let_home)
+    share = rows[(rows["run_id"] == leader_run) & (rows["kind"] == "attributed")].iloc[0]
+    extra = json.loads(share["extra"])
+    assert share["error"] == "" and follower_cpu >= 1.0
+    # The leader slept; its share holds the busy rank's CPU time (less its last sampling interval).
+    assert extra["process_cpu_s"] >= follower_cpu - 0.5
+    machine = rows[(rows["run_id"] == leader_run) & (rows["kind"] == "estimate")]["energy_consumed"].iloc[0]
+    assert 0 < frame_totals(rows, attributed=True).energy_kwh <= machine
+    assert not list(launch.runtime.glob("node-meter-*.ranks/*"))  # the follower removed its pid file

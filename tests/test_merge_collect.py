@@ -109,3 +109,21 @@ def test_stored_rows_with_unusable_energy_are_warned_not_silently_dropped(tmp_pa
     with pytest.warns(LetWarning, match=r"1 row\(s\) have no usable energy_consumed.*run r2"):
         frame = load_results(tmp_path)
     assert len(frame) == 2  # kept, shown, not counted
+
+
+def test_merge_says_what_it_left_out_and_reads_short_rows(tmp_path: Path) -> None:
+    """A CodeCarbon file whose older rows lack the newer header's trailing fields, with one line
+    a hand edit broke (a quote never closed): every row merges, the broken line is named."""
+    source = tmp_path / "codecarbon.csv"
+    header = "timestamp,project_name,run_id,duration,emissions,energy_consumed,codecarbon_version,cpu_model,task_name"
+    source.write_text(header + "\n"
+                      "2024-05-01T10:00:00,p,A,10,0.04,0.1\n"                       # short: 6 of 9 fields
+                      '2024-05-01T11:00:00,p,B,10,0.04,0.1,2.2.0,"Intel,\n'          # a quote never closed
+                      "2024-05-01T12:00:00,p,C,10,0.08,0.2,2.3.4,Intel,\n")
+    with pytest.warns(LetWarning) as caught:
+        report = merge([source], tmp_path / "into")
+    said = " | ".join(str(w.message) for w in caught)
+    assert report.added == 2
+    assert "1 row(s) of" in said and "lack trailing fields" in said, said
+    assert "1 line(s) are no row (line 3" in said, said
+    assert sorted(load_results(tmp_path / "into")["run_id"]) == ["A", "C"]

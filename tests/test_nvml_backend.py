@@ -178,3 +178,81 @@ def test_rapl_and_nvml_end_to_end_with_a_task(gpus: list[fake.FakeGpu], tmp_path
     # cpu+ram and gpu do not overlap: the run's energy is their sum.
     assert result["energy_consumed"] * 3.6e6 == pytest.approx(22.0, rel=1e-12)
     assert result["tracking_mode"] == "RAPL + NVML"
+
+
+# ------------------------------------------------------------------ the process's share of each GPU
+def test_fake_utilisation_sample_has_the_real_fields() -> None:
+    real = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed: pip install '.[nvml]'")
+    ours = [name for name, _ in fake.c_nvmlProcessUtilizationSample_t._fields_]
+    assert ours == [name for name, _ in real.c_nvmlProcessUtilizationSample_t._fields_]
+
+
+def test_gpu_share_by_process_utilisation_else_whole_and_said(gpus: list[fake.FakeGpu], let_home: Path) -> None:
+    import os
+
+    from let_core.results import frame_totals, load_results
+
+    gpus[1].has_energy_counter = True  # (power-only GPUs are split the same way)
+    gpus[1].process_utilization = False  # as under some vGPU drivers: NVML_ERROR_NOT_SUPPORTED
+    other = os.getppid()  # another user's process on the same GPU
+    gpus[0].processes = {os.getpid(): 60, other: 20}
+    gpus[1].processes = {os.getpid(): 10, other: 90}
+    tracker = EnergyTracker(project_name="gpu", backends=["nvml"], reporters=[], attribution="process",
+                            options={"nvml": {"sample_secs": 3600}})
+    with tracker:
+        nvml = tracker.backends[0]
+        for _ in range(4):
+            for gpu in gpus:
+                gpu.advance(1.0)
+            nvml.meter.poll()  # type: ignore[attr-defined]
+        gpus[0].processes = {other: 40}  # the tree stops; the other process goes on
+        gpus[0].advance(1.0)
+        nvml.meter.poll()  # type: ignore[attr-defined]
+    by_name = {m.backend: m for m in tracker.last_run.measurements}
+    machine, share = by_name["nvml"], by_name["nvml/process"]
+    assert machine.kind == "metered" and machine.energy_kwh > 0
+    per_gpu = {label: info["kwh"] for label, info in machine.extras["gpus"].items()}
+    # GPU 0: the tree's 4 x 60 of every process's 4 x 80 + 40; GPU 1: whole, and the row says why.
+    assert share.extras["gpu_shares"] == {"gpu0": pytest.approx(240 / 360), "gpu1": 1.0}
+    assert share.energy_kwh == pytest.approx(per_gpu["gpu0"] * 240 / 360 + per_gpu["gpu1"])
+    assert "whole GPU" in share.extras["gpu_share"] and "GPU 1" in share.extras["gpu_share"]
+    assert "Not Supported" in share.extras["gpu_share"]
+    assert share.kind == "attributed" and not share.error
+    rows = load_results(let_home)
+    assert frame_totals(rows).energy_kwh == pytest.approx(machine.energy_kwh)
+    assert frame_totals(rows, attributed=True).energy_kwh == pytest.approx(share.energy_kwh)
+
+
+def test_gpu_no_process_used_gets_no_share(gpus: list[fake.FakeGpu]) -> None:
+    tracker = EnergyTracker(backends=["nvml"], reporters=[], attribution="process", cuda_devices=[0],
+                            options={"nvml": {"sample_secs": 3600}})
+    with tracker:
+        gpus[0].advance(2.0)  # idle: the driver samples no process (NVML_ERROR_NOT_FOUND)
+        tracker.backends[0].meter.poll()  # type: ignore[attr-defined]
+    share = {m.backend: m for m in tracker.last_run.measurements}["nvml/process"]
+    assert share.energy_kwh == 0.0 and "no process used the GPU" in share.extras["gpu_share"]
+
+
+def test_machine_figures_gpu_part_is_split_as_nvml_split_it(gpus: list[fake.FakeGpu]) -> None:
+    import os
+
+    from let_core.attribution import ProcessShare
+    from let_core.records import Measurement
+
+    backend = NvmlBackend.from_settings(settings(("0",)))
+    share = ProcessShare(3600)
+    share.follow([backend])
+    share.start()
+    backend.start()
+    gpus[0].processes = {os.getpid(): 30, os.getppid(): 70}
+    gpus[0].advance(1.0)
+    backend.meter.poll()
+    gpu = backend.stop()
+    backend.close()
+    machine = Measurement(backend="codecarbon", methodology="CodeCarbon", kind="estimate", energy_kwh=0.6,
+                          duration_s=1.0, cpu_kwh=0.2, gpu_kwh=0.3, ram_kwh=0.1)
+    rows = {m.backend: m for m in share.stop([machine, gpu])}
+    cpu_share, ram_share = rows["codecarbon/process"].extras["cpu_share"], rows["codecarbon/process"].extras["ram_share"]
+    assert rows["codecarbon/process"].gpu_kwh == pytest.approx(0.3 * 0.3)
+    assert rows["codecarbon/process"].energy_kwh == pytest.approx(0.2 * cpu_share + 0.3 * 0.3 + 0.1 * ram_share, abs=1e-6)
+    assert rows["nvml/process"].energy_kwh == pytest.approx(gpu.energy_kwh * 0.3)

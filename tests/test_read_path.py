@@ -197,3 +197,60 @@ def test_the_cache_index_hashes_a_column_as_it_hashes_one_unit() -> None:
     assert unit_hashes(pd.Series(texts)).tolist() == [unit_hash(t) for t in texts if t]
     uuids = [f"{n:08x}-1234-4abc-8def-0123456789ab" for n in (0, 7, 2**32 - 1)]  # one width: the matrix way
     assert unit_hashes(pd.Series(uuids)).tolist() == [unit_hash(t) for t in uuids]
+
+
+def test_a_quote_left_open_on_the_last_line_costs_that_line_only(let_home: Path) -> None:
+    """A hand edit opens a quote in the last stored line and never closes it: the quote runs to
+    the end of the file without spanning lines, so no re-read line by line catches it. Read as
+    a row short of fields, its hardware would be the rest of the line; it is no row."""
+    store = Store()
+    for index in range(3):
+        store.append(_run(index, 0.1).rows(__version__))
+    assert cached_totals().energy_kwh == pytest.approx(0.3)
+    lines = store.path.read_text().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace(",system,", ',system,"', 1)
+    store.path.write_text("".join(lines))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LetWarning)
+        _every_path(0.2)
+        hardware = set(load_results()["hardware"])
+    assert any("malformed line" in str(w.message) and "line" in str(w.message) for w in caught)
+    assert all("," not in h for h in hardware), hardware
+    store.append(_run(9, 0.4).rows(__version__))  # the lines after it count: only it is lost
+    _every_path(0.6)
+
+
+def test_legacy_rows_short_of_trailing_fields_count_under_a_filter(let_home: Path) -> None:
+    """CodeCarbon 2.x rows appended after LET's (no trailing blanks): a project filter and a
+    column selection must still derive their project from ``experiment_id``."""
+    store = Store()
+    store.append(_run(0, 0.1, project="p").rows(__version__))
+    header = store.path.read_text().split("\n", 1)[0].split(",")
+    values = {"timestamp": "2026-01-02T00:00:00+00:00", "project_name": "codecarbon", "run_id": "cc-1",
+              "experiment_id": "p___u___h", "duration": "10", "emissions": "0.025", "energy_consumed": "0.025",
+              "country_iso_code": "DEU", "codecarbon_version": "2.2.0"}
+    fields = [values.get(column, "") for column in header]
+    while not fields[-1]:
+        fields.pop()
+    with open(store.path, "a") as handle:
+        handle.write(",".join(fields) + "\n")
+    _every_path(0.125, project_name="p")
+    with warnings.catch_warnings(record=True) as caught:  # the frame path says it too, once
+        warnings.simplefilter("always", LetWarning)
+        load_results(project_name="p", columns=TOTALS_COLUMNS)
+    said = [str(w.message) for w in caught if "lack trailing fields" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("1 row(s)"), [str(w.message) for w in caught]
+
+
+def test_a_quoted_line_break_is_a_row_on_every_path(let_home: Path) -> None:
+    """Another tool's quoted field with a line break in it fits the header: a row, which the
+    row path (the statement at stop) used to split as if a stray quote had swallowed a line."""
+    let_home.mkdir(parents=True, exist_ok=True)
+    (let_home / "emissions.csv").write_text(
+        "timestamp,project_name,run_id,experiment_id,duration,emissions,energy_consumed,cpu_model\n"
+        '2024-05-01T10:00:00,codecarbon,A,p___u___h,10,0.04,0.1,"Intel\nXeon"\n'
+        "2024-05-01T11:00:00,codecarbon,B,p___u___h,10,0.04,0.2,AMD\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LetWarning)
+        _every_path(0.3, project_name="p")
+    assert not [str(w.message) for w in caught if "malformed" in str(w.message)]

@@ -79,6 +79,13 @@ def test_a_co_workers_bak_is_not_folded(tmp_path):
     said = _fold(folder)
     assert any("not folded" in m and "user id 65534" in m for m in said), said
     assert "planted" not in (folder / STORE_FILE).read_text()
+    # the doctor says the same (it said "--repair or the next append puts them back"), and
+    # --repair refuses it too
+    for args in (["doctor"], ["doctor", "--repair"]):
+        result = CliRunner().invoke(cli, [*args, "--output-dir", str(folder)])
+        assert result.exit_code == 1 and "belongs to user id 65534" in result.output, result.output
+        assert "puts them back" not in result.output
+    assert "planted" not in (folder / STORE_FILE).read_text()
 
 
 def test_the_owners_own_bak_is_folded_and_said(tmp_path):
@@ -97,10 +104,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 COMMANDS = {
     "results": ["results"],
+    "results --by job": ["results", "--by", "job"],
     "statement": ["statement"],
+    "cite": ["cite"],
     "doctor": ["doctor"],
     "doctor --repair": ["doctor", "--repair"],
     "delete": ["delete", "--yes"],
+    "export csv": ["export", "csv", "{tmp}/out.csv"],
+    "plot": ["plot", "--output", "{tmp}/plot.png"],
+    "calibration fit": ["calibration", "fit"],
 }
 
 
@@ -109,11 +121,28 @@ def test_a_fifo_store_is_an_error_naming_it_in_every_command(tmp_path, name):
     folder = tmp_path / "shared"
     folder.mkdir()
     os.mkfifo(folder / STORE_FILE)
-    done = _cli(*COMMANDS[name], "--output-dir", str(folder))  # subprocess.TimeoutExpired: a hang
+    args = [arg.format(tmp=tmp_path) for arg in COMMANDS[name]]
+    done = _cli(*args, "--output-dir", str(folder))  # subprocess.TimeoutExpired: a hang
     assert done.returncode != 0, done.stdout
     output = done.stdout + done.stderr
     assert f"{folder / STORE_FILE} is a FIFO" in output, output
     assert "Traceback" not in output and "no problems" not in output
+
+
+def test_a_tracked_command_over_a_fifo_store_ends_and_keeps_its_run(tmp_path):
+    """`lett run` (and any tracked run) cannot append to a FIFO: it says so, and the run goes
+    to the rescue file that `lett doctor --repair` puts back once the store is a file again."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.mkfifo(folder / STORE_FILE)
+    done = _cli("run", "--output-dir", str(folder), "--project", "p", "--", sys.executable, "-c", "pass")
+    output = done.stdout + done.stderr
+    assert f"{folder / STORE_FILE} is a FIFO" in output and "lett doctor --repair" in output, output
+    assert "Traceback" not in output
+    (folder / STORE_FILE).unlink()
+    repaired = _cli("doctor", "--repair", "--output-dir", str(folder))
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert len(load_results(folder, dataset=str(tmp_path / "none"))) == 1
 
 
 def test_merge_into_a_fifo_store_and_of_a_link_to_dev_zero_end_with_errors(tmp_path):
@@ -153,7 +182,7 @@ def test_ui_answers_while_the_store_is_a_fifo_and_recovers(tmp_path):
     good = path.read_bytes()
     path.unlink()
     os.mkfifo(path)
-    client = TestClient(create_app(Dashboard(folder)), raise_server_exceptions=False)
+    client = TestClient(create_app(Dashboard(folder)), raise_server_exceptions=False, base_url="http://localhost")
     answers: list[int] = []
 
     def ask() -> None:
@@ -168,3 +197,68 @@ def test_ui_answers_while_the_store_is_a_fifo_and_recovers(tmp_path):
     path.unlink()
     path.write_bytes(good)
     assert client.get("/api/runs").json()["total"] == 1
+
+
+def test_a_running_lett_ui_answers_errors_on_a_fifo_store_and_recovers(tmp_path):
+    """The real server: every request ends with a 503 naming the FIFO (none hangs, however many
+    ask at once), and once the store is a file again every page answers with its rows."""
+    pytest.importorskip("fastapi", reason="`lett ui` needs the server extra")
+    import http.client
+    import json
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+    from unittest.mock import ANY
+
+    from tests.loopback import free_port, wait_until
+
+    folder = tmp_path / "shared"
+    _run(folder)
+    path = folder / STORE_FILE
+    good = path.read_bytes()
+    port = free_port()
+    log = tmp_path / "ui.log"
+    proc = subprocess.Popen([sys.executable, "-m", "let_core", "ui", "--output-dir", str(folder), "--port", str(port)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def get(page: str) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=NO_HANG_S)  # a hang: TimeoutError
+        try:
+            conn.request("GET", page)
+            answer = conn.getresponse()
+            body = answer.read()
+            return answer.status, (json.loads(body) if answer.getheader("content-type") == "application/json" else {})
+        finally:
+            conn.close()
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return get("/api/runs")[0] == 200
+        except OSError:
+            return False
+
+    pages = ["/api/runs", "/api/summary", "/api/statement", "/api/choices", "/"] * 4
+    try:
+        wait_until(up, what="lett ui to answer")
+        path.unlink()
+        os.mkfifo(path)
+        with ThreadPoolExecutor(len(pages)) as pool:
+            answers = list(pool.map(get, pages))
+        assert [status for status, _ in answers] == [503, 503, 503, 503, 200] * 4, answers
+        assert all(f"{path} is a FIFO" in body["detail"] for _, body in answers if body), answers[0]
+        # no calibration stored: that page needs no store, and answers as before
+        assert get("/api/calibration") == (200, {"hosts": [], "ignored": [], "directory": ANY})
+        path.unlink()
+        path.write_bytes(good)
+        with ThreadPoolExecutor(len(pages)) as pool:
+            answers = list(pool.map(get, pages))
+        assert [status for status, _ in answers] == [200] * len(pages), answers
+        assert answers[0][1]["total"] == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

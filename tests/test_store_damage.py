@@ -198,6 +198,10 @@ def test_a_blanked_backend_name_is_warned_and_names_no_method_the_rows_do_not_sh
     with pytest.warns(LetWarning, match="empty column name"):
         frame = load_results(folder, dataset=str(tmp_path / "none"))
     assert "codecarbon" not in set(frame["backend"])
+    from let_core.results import cached_totals
+
+    with pytest.warns(LetWarning, match="header is damaged"):  # the statement at stop says it too
+        assert cached_totals(folder).runs == 2
     statement = CliRunner().invoke(cli, ["statement", "--output-dir", str(folder)])
     assert "CodeCarbon" not in statement.output, statement.output
 

@@ -27,7 +27,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(store: Path) -> TestClient:
-    return TestClient(create_app(Dashboard(store)))
+    return TestClient(create_app(Dashboard(store)), base_url="http://localhost")
 
 
 def test_pages_are_served_with_the_vendored_chart_library(client: TestClient) -> None:
@@ -121,7 +121,7 @@ def test_an_unreadable_store_is_a_503_and_the_server_recovers(tmp_path: Path) ->
     csv = store / "emissions.csv"
     good = csv.read_bytes()
     csv.write_bytes(b"\x00\x01garbage\xff\n" * 3 + good[:200])
-    client = TestClient(create_app(Dashboard(store)), raise_server_exceptions=False)
+    client = TestClient(create_app(Dashboard(store)), raise_server_exceptions=False, base_url="http://localhost")
     broken = [client.get(p) for p in ("/api/choices", "/api/runs", "/api/summary", "/api/statement")]
     if all(r.status_code == 200 for r in broken[:2]):
         pytest.fail("a garbled store header must not read as a valid store: " + broken[1].text)
@@ -150,7 +150,7 @@ def test_totals_tables_are_bounded_with_the_rest_summed() -> None:
 
 
 def test_an_empty_store_is_an_empty_dashboard_not_an_error(tmp_path: Path) -> None:
-    client = TestClient(create_app(Dashboard(tmp_path / "nothing-yet")))
+    client = TestClient(create_app(Dashboard(tmp_path / "nothing-yet")), base_url="http://localhost")
     choices = client.get("/api/choices").json()
     assert choices["rows"] == 0
     assert client.get("/api/runs").json()["total"] == 0
@@ -170,7 +170,7 @@ def test_new_runs_appear_without_a_restart(tmp_path: Path) -> None:
     from let_backends.manual import ManualBackend
     from let_core.tracker import EnergyTracker
 
-    client = TestClient(create_app(Dashboard(tmp_path / "store")))
+    client = TestClient(create_app(Dashboard(tmp_path / "store")), base_url="http://localhost")
     assert client.get("/api/runs").json()["total"] == 0
     for project in ("first", "second"):
         EnergyTracker(project_name=project, output_dir=tmp_path / "store",

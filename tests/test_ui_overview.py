@@ -21,13 +21,13 @@ from tests.ui_store import build_new_user_store, build_store
 def new_user(tmp_path: Path) -> tuple[TestClient, Path]:
     store = tmp_path / "store"
     build_new_user_store(store)
-    return TestClient(create_app(Dashboard(store))), store
+    return TestClient(create_app(Dashboard(store)), base_url="http://localhost"), store
 
 
 def test_overview_figures_are_the_read_sides(tmp_path: Path) -> None:
     store = tmp_path / "store"
     build_store(store)
-    client = TestClient(create_app(Dashboard(store)))
+    client = TestClient(create_app(Dashboard(store)), base_url="http://localhost")
     frame = load_results(store)
     totals = frame_totals(frame)
     body = client.get("/api/overview").json()
@@ -62,7 +62,7 @@ def test_calibrated_share_is_what_the_calibration_corrects(let_home: Path) -> No
 
     Store(let_home).append(rows(synthetic_runs(40, seed=21, power_w=(100, 350)))
                            + rows(synthetic_runs(6, seed=22, metered=False, power_w=(120, 300))))
-    client = TestClient(create_app(Dashboard(let_home)))
+    client = TestClient(create_app(Dashboard(let_home)), base_url="http://localhost")
     assert client.get("/api/overview").json()["shares"]["calibrated"]["runs"] == 0
     save(fit(paired_runs(load_results(let_home), "ws28")))  # a new calibration: the page follows
     calibrated = client.get("/api/overview").json()["shares"]["calibrated"]

@@ -72,7 +72,7 @@ class TasmotaBackend:
             return Availability.no(str(exc))
         if location is None:
             return Availability.no(NOT_CONFIGURED)
-        from let_backends.tasmota.client import GroundTruthClient, GroundTruthError, _is_legacy_server
+        from let_backends.tasmota.client import GroundTruthClient, GroundTruthError, is_legacy_server
 
         hostname = _hostname(settings)
         where = f"server {location.url} (from {location.source})"
@@ -81,7 +81,7 @@ class TasmotaBackend:
             try:
                 status = client.host(hostname)
             except GroundTruthError as exc:
-                if not _is_legacy_server(exc):
+                if not is_legacy_server(exc):
                     raise
                 # A LET 0.1.x server has no /hosts/...: its /list says whether it meters us.
                 if hostname not in client.hosts():

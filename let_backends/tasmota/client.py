@@ -8,12 +8,12 @@ request runs in a helper thread and the caller stops waiting at the deadline.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from let_backends.tasmota.config import (
     NOT_CONFIGURED,
@@ -21,14 +21,21 @@ from let_backends.tasmota.config import (
     ca_bundle,
     client_hostname,
     client_timeout,
+    heartbeat_seconds,
+    max_energy_kwh,
+    rated_max_w,
     server_location,
     token,
 )
 from let_core.errors import LetError, LetWarning
 
 TRACKING_MODE = "GroundTruth"
+T = TypeVar("T")
 #: A server's answers are small JSON documents; a larger body is not our server.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: A stop the server could not write (503, its state disk) is asked again this often, this far apart.
+STOP_TRIES = 3
+STOP_RETRY_S = 1.0
 
 
 class GroundTruthError(LetError, RuntimeError):
@@ -44,6 +51,58 @@ class GroundTruthError(LetError, RuntimeError):
         self.status = status
         self.cause = cause
         self.body = body
+
+
+def within(deadline: float, work: Callable[[], T]) -> T:
+    """``work()`` in a helper thread; the caller waits at most ``deadline`` seconds in all
+    (``requests`` applies its timeout per read, so a trickling server could hold us for ever)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["answer"] = work()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="let-gt-request", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within {deadline:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["answer"]  # type: ignore[no-any-return]
+
+
+def unreachable(location: ServerLocation, exc: BaseException) -> GroundTruthError:
+    """The error for a server that gave no answer (refused, timed out, TLS), with what to do."""
+    import requests
+
+    detail = "timed out" if isinstance(exc, (TimeoutError, requests.Timeout)) else type(exc).__name__
+    tls = isinstance(exc, requests.exceptions.SSLError)
+    fix = ("check its certificate: set LET_GT_CA_BUNDLE to the PEM file that signed it" if tls else
+           "is it running (`lett gt serve --config FILE`) and reachable from here?")
+    return GroundTruthError(f"cannot reach the ground-truth server at {location.url} (from "
+                            f"{location.source}): {detail}; {fix}",
+                            cause="tls" if tls else ("timeout" if detail == "timed out" else "unreachable"))
+
+
+def refusal(url: str, request: str, status: int, body: Any, sent_token: bool) -> GroundTruthError | None:
+    """The error for an answer >= 400 (None below): a token problem says which, with the fix."""
+    if status == 401:
+        said = body.get("token") if isinstance(body, dict) else None
+        if sent_token and said != "missing":
+            return GroundTruthError(f"the ground-truth server at {url} rejected the token in "
+                                    "LET_GT_TOKEN (wrong token); set it to the token the server was "
+                                    "started with", status, "wrong-token", body)
+        return GroundTruthError(f"the ground-truth server at {url} needs a token and none is set: "
+                                "set LET_GT_TOKEN to the token it was started with", status,
+                                "missing-token", body)
+    if status >= 400:
+        message = body.get("error") if isinstance(body, dict) else body
+        return GroundTruthError(f"ground-truth server {url}: {request} -> {status}: {message}",
+                                status, "refused", body)
+    return None
 
 
 class GroundTruthClient:
@@ -75,32 +134,24 @@ class GroundTruthClient:
 
     def _request(self, method: str, url: str, deadline: float, **kwargs: Any) -> tuple[int, Any]:
         """The request in a helper thread; the caller waits at most ``deadline`` seconds."""
-        box: dict[str, Any] = {}
         http = self._session()
 
-        def work() -> None:
-            try:
-                # verify per request: a session's own is overridden by REQUESTS_CA_BUNDLE
-                with http.request(method, url, timeout=(min(deadline, 5.0), deadline), stream=True,
-                                  verify=self._verify, **kwargs) as response:
-                    body = bytearray()
-                    for chunk in response.iter_content(65536):
-                        body += chunk
-                        if len(body) > MAX_ANSWER_BYTES:
-                            raise ValueError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
-                    box["answer"] = (response.status_code, bytes(body))
-            except BaseException as exc:  # handed to the caller
-                box["error"] = exc
+        def work() -> tuple[int, bytes]:
+            # verify per request: a session's own is overridden by REQUESTS_CA_BUNDLE
+            with http.request(method, url, timeout=(min(deadline, 5.0), deadline), stream=True,
+                              verify=self._verify, **kwargs) as response:
+                body = bytearray()
+                for chunk in response.iter_content(65536):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise ValueError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+                return response.status_code, bytes(body)
 
-        worker = threading.Thread(target=work, name="let-gt-request", daemon=True)
-        worker.start()
-        worker.join(deadline)
-        if worker.is_alive():
+        try:
+            return within(deadline, work)
+        except TimeoutError:
             self._local.http = None  # the abandoned thread keeps its session; start a fresh one
-            raise TimeoutError(f"no complete answer within {deadline:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box["answer"]  # type: ignore[no-any-return]
+            raise
 
     def _call(self, method: str, path: str, timeout: float | None = None, **kwargs: Any) -> Any:
         import json
@@ -111,34 +162,22 @@ class GroundTruthClient:
         try:
             status, raw = self._request(method, f"{self.url}{path}", deadline, **kwargs)
         except (requests.RequestException, OSError, ValueError) as exc:
-            detail = "timed out" if isinstance(exc, (TimeoutError, requests.Timeout)) else type(exc).__name__
-            tls = isinstance(exc, requests.exceptions.SSLError)
-            fix = ("check its certificate: set LET_GT_CA_BUNDLE to the PEM file that signed it" if tls else
-                   "is it running (`lett gt serve --config FILE`) and reachable from here?")
-            raise GroundTruthError(f"cannot reach the ground-truth server at {self.url} (from "
-                                   f"{self.location.source}): {detail}; {fix}",
-                                   cause="tls" if tls else ("timeout" if detail == "timed out" else "unreachable")) from None
+            raise unreachable(self.location, exc) from None
         try:
             body = json.loads(raw.decode("utf-8", "replace")) if raw else None
         except ValueError:
             body = {"error": raw[:200].decode("utf-8", "replace")}
-        if status == 401:
-            said = body.get("token") if isinstance(body, dict) else None
-            if self._secret and said != "missing":
-                raise GroundTruthError(f"the ground-truth server at {self.url} rejected the token in "
-                                       "LET_GT_TOKEN (wrong token); set it to the token the server was "
-                                       "started with", status, "wrong-token", body)
-            raise GroundTruthError(f"the ground-truth server at {self.url} needs a token and none is set: "
-                                   "set LET_GT_TOKEN to the token it was started with", status,
-                                   "missing-token", body)
-        if status >= 400:
-            message = body.get("error") if isinstance(body, dict) else body
-            raise GroundTruthError(f"ground-truth server {self.url}: {method} {path} -> {status}: {message}",
-                                   status, "refused", body)
+        refused = refusal(self.url, f"{method} {path}", status, body, bool(self._secret))
+        if refused is not None:
+            raise refused
         return body
 
     def hosts(self, timeout: float | None = None) -> list[str]:
         return list(self._call("GET", "/list", timeout=timeout))
+
+    def statuses(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every host's status (``GET /hosts``)."""
+        return list(self._call("GET", "/hosts", timeout=timeout))
 
     def host(self, host: str, timeout: float | None = None) -> dict[str, Any]:
         return dict(self._call("GET", f"/hosts/{host}", timeout=timeout))
@@ -169,7 +208,18 @@ class GroundTruthClient:
             self._local.http = None
 
 
-def _is_legacy_server(exc: GroundTruthError) -> bool:
+def legacy_server_note(url: str, doing: str) -> str:
+    return (f"the ground-truth server at {url} is a LET 0.1.x server (no session routes); {doing} its "
+            "/<host>/start and /<host>/stop, which RESET the socket's energy counter (other users of that "
+            "socket lose their figures). Upgrade the server to LET 1.x to avoid it.")
+
+
+#: A LET 0.1.x server reset the counter at start and reads it at stop: the socket metered all of it.
+LEGACY_QUALITY = {"complete": True, "coverage": 1.0, "interpolated_gaps": 0, "interpolated_seconds": 0.0,
+                  "legacy_server": True}
+
+
+def is_legacy_server(exc: GroundTruthError) -> bool:
     """A LET 0.1.x server: no session routes. Its http.server answers 501 to a POST and a plain
     (non-JSON) 404 to unknown paths; a 1.x server's 404s are JSON with an "error"."""
     if exc.status == 501:
@@ -191,15 +241,6 @@ def parse_times(result: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 pass
     return out
-
-
-def heartbeat_seconds() -> float:
-    """``LET_GT_HEARTBEAT_S``: how often a running session's figures are fetched and kept, so that
-    a server that dies mid-run still leaves the energy metered up to then (default 30 s)."""
-    try:
-        return max(float(os.environ.get("LET_GT_HEARTBEAT_S", "") or 30.0), 0.05)
-    except ValueError:
-        return 30.0
 
 
 class MeteredSession:
@@ -225,23 +266,27 @@ class MeteredSession:
         self._t0 = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: A session the server already opened (for LET 0.1.x's ``GET /<host>/start``, see
+        #: ``GroundTruthTracker``): ``start()`` takes it over instead of opening one.
+        self.opened: dict[str, Any] | None = None
 
     def start(self) -> dict[str, Any]:
-        self._t0 = time.time()
+        self._t0 = time.monotonic()  # a wall-clock step must not change a duration
         try:
-            started = self.client.start(self.host, self.label)
+            started = dict(self.opened) if self.opened is not None else self.client.start(self.host, self.label)
         except GroundTruthError as exc:
-            if not _is_legacy_server(exc):
+            if not is_legacy_server(exc):
                 raise
-            warnings.warn(f"the ground-truth server at {self.client.url} is a LET 0.1.x server (no session "
-                          "routes); using its /<host>/start and /<host>/stop, which RESET the socket's "
-                          "energy counter (other users of that socket lose their figures). Upgrade the "
-                          "server to LET 1.x to avoid it.", LetWarning, stacklevel=3)
+            warnings.warn(legacy_server_note(self.client.url, "using"), LetWarning, stacklevel=3)
             self.legacy = True
             started = self.client.legacy(self.host, "start")
             started.setdefault("session_id", "")
         self.started = started
         self.session_id = started.get("session_id") or None
+        lease = started.get("lease_s")
+        if isinstance(lease, (int, float)) and lease > 0:
+            # Renew well within the server's lease (a server may run a short one), or it expires.
+            self.heartbeat_s = min(self.heartbeat_s, max(float(lease) / 3.0, 0.05))
         if not self.legacy and self.session_id:
             self._stop.clear()
             self._thread = threading.Thread(target=self._heartbeat, name="let-gt-heartbeat", daemon=True)
@@ -273,27 +318,58 @@ class MeteredSession:
         if self.legacy:
             result = self.client.legacy(self.host, "stop")
             duration = float(result.get("duration") or 0.0)
-            # The counter was reset at start and read now: the socket metered all of it itself.
-            result["quality"] = {"complete": True, "coverage": 1.0, "interpolated_gaps": 0,
-                                 "interpolated_seconds": 0.0, "legacy_server": True}
+            result["quality"] = dict(LEGACY_QUALITY)
             result["duration"] = duration
             return result
         if self.session_id is None:
             raise GroundTruthError("stop() before start(); call start() first")
+        for attempt in range(STOP_TRIES):
+            try:
+                result = self.client.stop(self.session_id)
+                break
+            except GroundTruthError as exc:
+                # 503 + "retry": the server's state disk refused the write and changed nothing.
+                if exc.status == 503 and isinstance(exc.body, dict) and exc.body.get("retry") and attempt + 1 < STOP_TRIES:
+                    time.sleep(STOP_RETRY_S)
+                    continue
+                unknown = exc.status == 404 and isinstance(exc.body, dict) and exc.body.get("unknown_session")
+                if not partial_ok or not (exc.status is None or exc.status >= 500 or unknown):
+                    raise
+                return self.partial(str(exc))
+        self.check_plausible(result)
+        if result.get("expired"):
+            # The server ended it at its lease (no renewal reached it): its figures run to then,
+            # the rest of this run is a gap, as when the server is lost.
+            self.last_seen = result
+            return self.partial(str(result.get("note") or "the server expired the session"))
+        return result
+
+    def check_plausible(self, result: dict[str, Any]) -> None:
+        """Refuse a stop answer no socket can have metered: more energy than the rated power
+        (``LET_GT_RATED_MAX_W``, 3680 W) over this session's own duration, or a negative or
+        non-finite one. Raises ``GroundTruthError`` (cause "implausible") naming the figures."""
+        import math
+
+        elapsed = time.monotonic() - self._t0
         try:
-            return self.client.stop(self.session_id)
-        except GroundTruthError as exc:
-            unknown = exc.status == 404 and isinstance(exc.body, dict) and exc.body.get("unknown_session")
-            if not partial_ok or not (exc.status is None or exc.status >= 500 or unknown):
-                raise
-            return self.partial(str(exc))
+            energy = float(result.get("energy_consumed"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            energy = math.nan
+        rated = rated_max_w()
+        limit = max_energy_kwh(rated, elapsed)
+        if not (math.isfinite(energy) and 0.0 <= energy <= limit):
+            raise GroundTruthError(
+                f"the ground-truth server at {self.client.url} answered {result.get('energy_consumed')!r} kWh for a "
+                f"{elapsed:.1f} s session: no socket rated {rated:g} W meters that (at most {limit:.6f} kWh); "
+                "not recorded as metered. Check the server and its sockets (or LET_GT_RATED_MAX_W).",
+                None, "implausible", result)
 
     def partial(self, reason: str) -> dict[str, Any]:
         """What was last seen of this session, with the unseen rest of the run as a gap."""
         seen = self.last_seen or {**self.started, "duration": 0.0, "energy_consumed": 0.0,
                                   "quality": {"coverage": 0.0, "interpolated_gaps": 0,
                                               "interpolated_seconds": 0.0}}
-        duration = max(time.time() - self._t0, float(seen.get("duration") or 0.0))
+        duration = max(time.monotonic() - self._t0, float(seen.get("duration") or 0.0))
         seen_s = float(seen.get("duration") or 0.0)
         tail = max(duration - seen_s, 0.0)
         power = seen.get("power_w")
@@ -312,6 +388,11 @@ class MeteredSession:
                 "timestamp_iso": now.isoformat(timespec="milliseconds"),
                 "timestamp": now.astimezone().strftime("%Y-%m-%dT%H:%M:%S")}
 
+    def detach(self) -> None:
+        """Stop watching; the server's session stays (LET 0.1.x's next start closes it and
+        reports what it metered)."""
+        self._end_heartbeat()
+
     def cancel(self) -> None:
         self._end_heartbeat()
         if self.session_id is not None and not self.legacy:
@@ -325,14 +406,64 @@ _DISABLED = {"energy_consumed": -1, "start_time": None, "timestamp": None, "dura
              "tracking_mode": TRACKING_MODE}
 
 
+def _location(server_host: str, server_port: int | str) -> ServerLocation:
+    """The server that LET 0.1.x's helpers were given (``https://NAME`` for TLS)."""
+    scheme, host = ("https", server_host[8:]) if str(server_host).startswith("https://") else ("http", server_host)
+    return ServerLocation(host, int(server_port), "arguments", scheme)
+
+
+def _get_json(location: ServerLocation, path: str) -> Any:
+    """LET 0.1.x's call, ``requests.get(...).json()``, as 0.1.x made it: its code and tests patch
+    ``requests.get``. With LET's token and CA bundle, and one total deadline."""
+    import requests
+
+    secret = token()
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    verify = ca_bundle() if location.scheme == "https" else True
+    deadline = client_timeout()
+    url = f"{location.url}{path}"
+    try:
+        response = within(deadline, lambda: requests.get(url, timeout=min(deadline, 5.0), headers=headers,
+                                                         verify=verify))
+        response.raise_for_status()
+        return response.json()
+    except requests.HTTPError as exc:
+        answer = exc.response
+        if answer is None:  # raised by hand, without an answer to read
+            raise unreachable(location, exc) from None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = {"error": answer.text[:200]}
+        refused = refusal(location.url, f"GET {path}", answer.status_code, body, bool(secret))
+        raise (refused or GroundTruthError(f"{url}: {exc}")) from None
+    except (requests.RequestException, OSError, ValueError) as exc:
+        raise unreachable(location, exc) from None
+
+
+def _numbers(results: dict[str, Any]) -> dict[str, Any]:
+    """energy_consumed and duration as floats, as 0.1.x's callers test them (a JSON 10 is an int)."""
+    for key in ("energy_consumed", "duration"):
+        if isinstance(results.get(key), int) and not isinstance(results[key], bool):
+            results[key] = float(results[key])
+    return results
+
+
 class GroundTruthTracker:
-    """LET 0.1.x's ground-truth tracker: ``start()``/``stop()`` a session for this host.
+    """LET 0.1.x's ground-truth tracker: ``start()``/``stop()`` for this host, as 0.1.x did them.
 
     The server comes from ``LET_GT_HOST``/``LET_GT_PORT`` or ``$LET_HOME/GT_REMOTE_CONFIG``;
     this host's name from ``LET_GT_HOSTNAME``, else ``socket.gethostname()``. As in 0.1.x,
     ``server_host``/``server_port`` hold what was configured (strings), or None when tracking is
-    disabled. With ``crash_if_unavailable=False`` nothing raises: a missing server gives a warning
-    and ``energy_consumed == -1`` results, and a server lost at stop gives the last figures seen.
+    disabled; availability is asked of ``is_available``, and ``start()``/``stop()`` go through
+    ``send_command`` (0.1.x code patches those names). On a LET 1.x server 0.1.x's start opens
+    a session that resets nothing; this tracker keeps its figures (heartbeat) and stops exactly
+    that session. 0.1.x's start is per host: a second ``start()`` on the same host, from any
+    process, closes the first one's session (the server reports it in the answer). For sessions
+    of their own per process, use ``EnergyTracker(backends=["tasmota"])``.
+
+    With ``crash_if_unavailable=False`` nothing raises: a missing server gives a warning and
+    ``energy_consumed == -1`` results, and a server lost at stop gives the last figures seen.
     """
 
     def __init__(self, crash_if_unavailable: bool = True, verbose: bool = True, label: str = "") -> None:
@@ -344,71 +475,97 @@ class GroundTruthTracker:
         self.server_host: str | None = None
         self.server_port: str | None = None
         self._session: MeteredSession | None = None
+        self._legacy_server = False
         try:
             location = server_location()
             if location is None:
                 raise GroundTruthError(f"[GroundTruthTracker] cannot track: {NOT_CONFIGURED}")
-            client = GroundTruthClient(location)
-            hosts = client.hosts(timeout=5)
-            if self.hostname not in hosts:
-                raise GroundTruthError(
-                    f"[GroundTruthTracker] the server at {location.url} does not meter host "
-                    f"{self.hostname!r} (it knows {hosts}); add it to the server's config, or set "
-                    "LET_GT_HOSTNAME to this computer's name there")
-        except LetError as exc:  # ConfigurationError (bad file) or GroundTruthError
+            host = location.host if location.scheme == "http" else f"https://{location.host}"
+            try:
+                known = type(self).is_available(host, str(location.port))
+            except Exception as exc:  # 0.1.x: whatever is_available raises means "cannot connect"
+                raise GroundTruthError(f"[GroundTruthTracker] could not connect to the server at {location.url} "
+                                       f"({type(exc).__name__}: {exc}); is it running and reachable?") from None
+            if not known:
+                raise self._why_unavailable(location)
+        except Exception as exc:  # 0.1.x's contract: crash_if_unavailable=False never raises
             if crash_if_unavailable:
                 raise
             warnings.warn(f"{exc}. Tracking is disabled; start() and stop() return energy_consumed=-1.",
                           LetWarning, stacklevel=2)
             return
-        self.client = client
-        self.server_host, self.server_port = location.host, str(location.port)
+        self.client = GroundTruthClient(location)
+        self.server_host, self.server_port = host, str(location.port)
         if verbose:
             print(f"[GroundTruthTracker] Tracking {self.hostname} with smart sockets via {location.url}")
 
+    def _why_unavailable(self, location: ServerLocation) -> GroundTruthError:
+        """Why ``is_available`` said no: the server's own refusal, or the hosts it does meter."""
+        try:
+            hosts = _get_json(location, "/list")
+        except GroundTruthError as exc:
+            return exc
+        return GroundTruthError(
+            f"[GroundTruthTracker] the server at {location.url} does not meter host "
+            f"{self.hostname!r} (it knows {hosts}); add it to the server's config, or set "
+            "LET_GT_HOSTNAME to this computer's name there")
+
     @property
     def enabled(self) -> bool:
-        return self.client is not None
+        return self.server_host is not None
 
     def start(self) -> dict[str, Any]:
-        """Begin a session for this host (a running one is dropped, as 0.1.x restarted)."""
-        if self.client is None:
+        """(Re)start tracking this host: 0.1.x's ``send_command(host, "start", port)``."""
+        if self.server_host is None:
             return dict(_DISABLED)
         if self._session is not None:
-            self._session.cancel()
-        session = MeteredSession(self.client, self.hostname, self.label)
+            # 0.1.x's restart: the server closes the running session and reports it in its answer
+            self._session.detach()
+            self._session = None
         try:
-            results = parse_times(session.start())
-        except GroundTruthError as exc:
+            results = type(self).send_command(self.server_host, "start", self.server_port or 8000)
+        except Exception as exc:
             if self.crash_if_unavailable:
                 raise
             warnings.warn(f"{exc}; this session is not tracked.", LetWarning, stacklevel=2)
             return dict(_DISABLED)
-        self._session = session
+        self._legacy_server = not results.get("session_id")
+        if self._legacy_server:
+            warnings.warn(legacy_server_note(f"{self.server_host}:{self.server_port}", "this tracker used"),
+                          LetWarning, stacklevel=2)
+        elif self.client is not None:
+            # A LET 1.x server opened a session for it; its answer reports the period before.
+            self._session = MeteredSession(self.client, self.hostname, self.label)
+            self._session.opened = {**results, "start_time": results.get("timestamp"),
+                                    "start_time_iso": results.get("timestamp_iso"), "duration": 0.0, "energy_consumed": 0.0}
+            self._session.start()
         if self.verbose:
-            power = results.get("power_w")
-            print(f"[GroundTruthTracker] Started session {(session.session_id or 'legacy')[:8]} on "
-                  f"{self.hostname}" + (f" at {power:.0f} W" if isinstance(power, (int, float)) else ""))
+            print(f"[GroundTruthTracker] Started tracking {self.hostname}"
+                  + (f" (session {self._session.session_id[:8]})" if self._session and self._session.session_id else ""))
         return results
 
     def stop(self) -> dict[str, Any]:
-        """End the session: start_time, timestamp, duration (s), energy_consumed (kWh), quality."""
-        if self.client is None:
+        """End tracking: start_time, timestamp, duration (s), energy_consumed (kWh), quality.
+
+        Without a session of this tracker (a LET 0.1.x server, or no ``start()``), 0.1.x's
+        ``send_command(host, "stop", port)``: the energy since the host's last start."""
+        if self.server_host is None:
             return dict(_DISABLED)
-        if self._session is None:
-            if not self.crash_if_unavailable:
-                return dict(_DISABLED)
-            raise GroundTruthError("[GroundTruthTracker] stop() before start(); call start() first")
         session, self._session = self._session, None
         try:
-            results = parse_times(session.stop(partial_ok=not self.crash_if_unavailable))
-        except GroundTruthError as exc:
+            if session is not None:
+                results = _numbers(parse_times(session.stop(partial_ok=not self.crash_if_unavailable)))
+            else:
+                results = type(self).send_command(self.server_host, "stop", self.server_port or 8000)
+                if self._legacy_server:
+                    results.setdefault("quality", dict(LEGACY_QUALITY))
+        except Exception as exc:
             if self.crash_if_unavailable:
                 raise
             warnings.warn(f"{exc}; no result for this session.", LetWarning, stacklevel=2)
             return dict(_DISABLED)
         results["tracking_mode"] = TRACKING_MODE
-        q = results.get("quality", {})
+        q = results.get("quality") or {}
         if q.get("partial"):
             warnings.warn(f"[GroundTruthTracker] the server was lost at stop ({q['partial']}); the result is "
                           f"the last figures seen, metered for {q.get('coverage', 0):.0%} of the session.",
@@ -422,13 +579,13 @@ class GroundTruthTracker:
                   f"{results['energy_consumed']:12.5f} kWh!{note}")
         return results
 
-    # LET 0.1.x's class helpers, kept for old scripts.
+    # LET 0.1.x's class helpers: through requests.get, as 0.1.x's code and tests expect.
     @classmethod
     def all_available(cls, server_host: str, server_port: int | str = 8000) -> list[str] | bool:
+        """The host names the server meters, or False (printed why) when it cannot be asked."""
         try:
-            scheme, host = ("https", server_host[8:]) if str(server_host).startswith("https://") else ("http", server_host)
-            return GroundTruthClient(ServerLocation(host, int(server_port), "arguments", scheme)).hosts(timeout=5)
-        except (GroundTruthError, ValueError) as exc:
+            return list(_get_json(_location(server_host, server_port), "/list"))
+        except (GroundTruthError, ValueError, TypeError) as exc:
             print(f"[GroundTruthTracker] Could not connect to server: {exc}")
             return False
 
@@ -441,7 +598,8 @@ class GroundTruthTracker:
     def send_command(cls, server_host: str, cmd: str, server_port: int | str = 8000) -> dict[str, Any]:
         """LET 0.1.x's call: ``GET /<this host>/<cmd>`` (cmd "start" or "stop"), times parsed.
 
-        On a LET 0.1.x server "start" resets the socket's counter; on 1.x it opens a session.
+        On a LET 0.1.x server "start" resets the socket's counter; on 1.x it opens a session
+        (closing the host's previous one) and resets nothing.
         """
         if not cls.is_available(server_host, server_port):
             raise GroundTruthError(f"[GroundTruthTracker] The host {client_hostname()} is not available for "
@@ -449,7 +607,9 @@ class GroundTruthTracker:
         if cmd not in ("start", "stop"):
             raise GroundTruthError(f"[GroundTruthTracker] unknown command {cmd!r}; use 'start' or 'stop'")
         try:
-            client = GroundTruthClient(ServerLocation(server_host, int(server_port), "arguments"))
-            return parse_times(client.legacy(client_hostname(), cmd))
-        except GroundTruthError as exc:
+            answer = _get_json(_location(server_host, server_port), f"/{client_hostname()}/{cmd}")
+            if not isinstance(answer, dict):
+                raise GroundTruthError(f"the answer is not a JSON object: {str(answer)[:200]}")
+            return _numbers(parse_times(answer))
+        except (GroundTruthError, ValueError) as exc:
             raise GroundTruthError(f"Command '{cmd}' failed: {exc}") from None

@@ -1,151 +1,61 @@
-"""Where things are: the server's host -> socket map, and the client's server address.
+"""Where the client's ground-truth server is: its address, token, deadline and this host's name.
 
 Cheap to import (stdlib and attrs only): the ``tasmota`` backend's availability check reads
-these before deciding whether any network call is worth making.
+these before deciding whether any network call is worth making. The server's own settings (its
+host -> socket map) live with the server, in ``let_groundtruth.config``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from attrs import frozen
 
+from let_core import config as core_config
 from let_core.errors import ConfigurationError
 
 DEFAULT_SERVER_PORT = 8000
 REMOTE_CONFIG_NAME = "GT_REMOTE_CONFIG"
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+#: Beside GT_REMOTE_CONFIG, mode 600: the token ``lett gt config --token`` stored.
+REMOTE_TOKEN_NAME = "GT_REMOTE_TOKEN"
+#: A 16 A socket at 230 V: the most a Tasmota plug (Nous A1T, Sonoff S31) can deliver.
+DEFAULT_RATED_MAX_W = 3680.0
+#: Slack of the energy-rate check: request timing jitter and the counter's 0.01 Wh rounding.
+RATE_SLACK_S = 1.0
+RATE_SLACK_KWH = 0.00002
 
 
-@frozen
-class SocketConfig:
-    """One metered computer: its name and how to reach the Tasmota socket it is plugged into."""
+def max_energy_kwh(rated_max_w: float, seconds: float) -> float:
+    """The most energy a socket rated ``rated_max_w`` can deliver in ``seconds``, with slack.
 
-    host: str  # the computer's host name, as its clients send it
-    address: str  # "ip" or "ip:port" of the socket
-    user: str = ""
-    password: str = ""
-    hardware: str = ""  # optional description for statements ("DGX-1, 8x V100")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.address}"
+    One rule for both sides: the server refuses a counter that rises faster, the client a stop
+    answer that claims more (a 1000 kWh answer for a 1 s session is not a measurement)."""
+    return rated_max_w * (max(seconds, 0.0) + RATE_SLACK_S) / 3.6e6 + RATE_SLACK_KWH
 
 
-def strip_json_comments(text: str) -> str:
-    """JSON with ``//`` line comments and trailing commas (the LET README's example) -> JSON.
-
-    Scans character by character so that ``//`` inside strings ("http://...") is kept.
-    """
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_string = False
-    while i < n:
-        ch = text[i]
-        if in_string:
-            out.append(ch)
-            if ch == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if ch == '"':
-                in_string = False
-            i += 1
-            continue
-        if ch == '"':
-            in_string = True
-            out.append(ch)
-        elif ch == "/" and text.startswith("//", i):
-            # Keep the newline so json's error line numbers still match the file.
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        else:
-            out.append(ch)
-        i += 1
-    cleaned = "".join(out)
-    # A trailing comma before } or ] (left behind when the last entry is a comment).
-    return re.sub(r",(\s*[}\]])", r"\1", cleaned)
-
-
-def _check_address(host: str, address: Any, path: str) -> str:
-    if not isinstance(address, str) or not address.strip():
-        raise ConfigurationError(f"{path}: host {host!r} needs a socket address like \"192.168.0.20\" "
-                                 f"or \"127.0.0.2:8080\", got {address!r}")
-    address = address.strip()
-    if "://" in address or "/" in address:
-        raise ConfigurationError(f"{path}: host {host!r} has address {address!r}; give only "
-                                 "\"ip\" or \"ip:port\", without http:// or a path")
-    if address.count(":") == 1:
-        port = address.rsplit(":", 1)[1]
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigurationError(f"{path}: host {host!r} has a bad port in {address!r}")
-    return address
-
-
-def parse_server_config(data: Mapping[str, Any], path: str = "<config>") -> dict[str, SocketConfig]:
-    """The host map from parsed JSON: ``{"host": "ip[:port]"}`` or ``{"host": {"address", ...}}``."""
-    if not isinstance(data, Mapping) or not data:
-        raise ConfigurationError(f"{path}: the config must be a JSON object mapping host names to "
-                                 "socket addresses, e.g. {\"ws28\": \"192.168.0.20\"}")
-    sockets: dict[str, SocketConfig] = {}
-    for host, value in data.items():
-        if not _HOST_NAME.match(str(host)):
-            raise ConfigurationError(f"{path}: {host!r} is not a valid host name (letters, digits, "
-                                     "'.', '-', '_')")
-        if isinstance(value, str):
-            sockets[host] = SocketConfig(host, _check_address(host, value, path))
-        elif isinstance(value, Mapping):
-            unknown = set(value) - {"address", "user", "password", "hardware"}
-            if unknown:
-                raise ConfigurationError(f"{path}: host {host!r} has unknown keys {sorted(unknown)}; "
-                                         "allowed are address, user, password, hardware")
-            sockets[host] = SocketConfig(
-                host, _check_address(host, value.get("address"), path),
-                user=str(value.get("user") or ("admin" if value.get("password") else "")),
-                password=str(value.get("password") or ""),
-                hardware=str(value.get("hardware") or ""))
-        else:
-            raise ConfigurationError(f"{path}: host {host!r} maps to {value!r}; use \"ip[:port]\" or "
-                                     "{\"address\": ..., \"user\": ..., \"password\": ...}")
-    return sockets
-
-
-def load_server_config(path: str | os.PathLike[str]) -> dict[str, SocketConfig]:
-    """Read the ground-truth server's config file (JSON; ``//`` comments are allowed)."""
+def rated_max_w() -> float:
+    """``LET_GT_RATED_MAX_W``: the rated power of the sockets (default 3680 W, 16 A at 230 V)."""
+    raw = core_config.gt_env("RATED_MAX_W")
+    if not raw:
+        return DEFAULT_RATED_MAX_W
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the ground-truth config {str(path)!r}: {exc.strerror}. "
-                                 "Pass the JSON file mapping host names to socket IPs.") from None
-    try:
-        data = json.loads(strip_json_comments(text))
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                                 f"{exc.msg}") from None
-    return parse_server_config(data, str(path))
-
-
-# ------------------------------------------------------------------------------------ client side
-def let_home() -> Path:
-    home = os.environ.get("LET_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".let"
-
-
-def default_state_dir() -> Path:
-    """Where ``lett gt serve`` keeps its SQLite state unless ``--state-dir`` says otherwise."""
-    return let_home() / "gt-server"
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise ConfigurationError(f"LET_GT_RATED_MAX_W={raw!r} is not a power in watts (e.g. 3680 for a 16 A socket)")
+    return value
 
 
 def remote_config_file() -> Path:
     """``$LET_HOME/GT_REMOTE_CONFIG``: "host:port" of the ground-truth server (LET 0.1.x's file)."""
-    return let_home() / REMOTE_CONFIG_NAME
+    return core_config.let_home() / REMOTE_CONFIG_NAME
+
+
+def remote_token_file() -> Path:
+    return core_config.let_home() / REMOTE_TOKEN_NAME
 
 
 @frozen
@@ -173,7 +83,7 @@ def _split_scheme(host: str) -> tuple[str, str]:
 def ca_bundle() -> str | bool:
     """What clients verify the server's TLS certificate with: ``LET_GT_CA_BUNDLE`` (a PEM file,
     e.g. the server's self-signed certificate), else the system's trust store."""
-    path = os.environ.get("LET_GT_CA_BUNDLE", "").strip()
+    path = core_config.gt_env("CA_BUNDLE")
     if not path:
         return True
     if not Path(path).expanduser().is_file():
@@ -184,7 +94,7 @@ def ca_bundle() -> str | bool:
 
 def client_timeout() -> float:
     """``LET_GT_TIMEOUT``: the most seconds one call to the server (start, stop) may take in all."""
-    raw = os.environ.get("LET_GT_TIMEOUT", "").strip()
+    raw = core_config.gt_env("TIMEOUT")
     if not raw:
         return 10.0
     try:
@@ -194,6 +104,16 @@ def client_timeout() -> float:
     if not 0 < value <= 3600:
         raise ConfigurationError(f"LET_GT_TIMEOUT={raw!r} is not a number of seconds (0-3600]")
     return value
+
+
+def heartbeat_seconds() -> float:
+    """``LET_GT_HEARTBEAT_S``: how often a running session is renewed and its figures kept, so that
+    a server that dies mid-run still leaves the energy metered up to then (default 30 s; the
+    server's lease, 10 min by default, must be longer)."""
+    try:
+        return max(float(core_config.gt_env("HEARTBEAT_S") or 30.0), 0.05)
+    except ValueError:
+        return 30.0
 
 
 NOT_CONFIGURED = ("no ground-truth server is configured: set LET_GT_HOST and LET_GT_PORT, or run "
@@ -213,14 +133,16 @@ def _port(value: str, source: str) -> int:
 
 def server_location() -> ServerLocation | None:
     """The configured server (env vars first, then the file), or None. No network access."""
-    host = os.environ.get("LET_GT_HOST", "").strip()
+    host = core_config.gt_env("HOST")
     if host:
         scheme, host = _split_scheme(host)
-        return ServerLocation(host, _port(os.environ.get("LET_GT_PORT") or str(DEFAULT_SERVER_PORT),
-                                          "LET_GT_PORT"), "LET_GT_HOST/LET_GT_PORT", scheme)
+        return ServerLocation(host, _port(core_config.gt_env("PORT") or str(DEFAULT_SERVER_PORT), "LET_GT_PORT"),
+                              "LET_GT_HOST/LET_GT_PORT", scheme)
     path = remote_config_file()
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        # open(), as LET 0.1.x read it: its code and tests patch builtins.open for this file
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().strip()
     except OSError:
         return None
     if not text:
@@ -233,22 +155,44 @@ def server_location() -> ServerLocation | None:
     return ServerLocation(host.strip("[]"), _port(port, str(path)), str(path), scheme)
 
 
-def write_remote_config(host: str, port: int) -> Path:
+def _replace(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(tmp, mode)  # an older file of another mode is replaced, not reused
+    os.replace(tmp, path)
+
+
+def write_remote_config(host: str, port: int, bearer: str | None = None) -> Path:
+    """Store the server's address (and, given, its token: mode 600, beside it)."""
     path = remote_config_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     _port(str(port), "--port")
     if not host or any(c.isspace() for c in host):
         raise ConfigurationError(f"--host must be a server name or IP, got {host!r}")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{host}:{port}", encoding="utf-8")
-    os.replace(tmp, path)
+    if bearer is not None:
+        if any(c.isspace() for c in bearer):
+            raise ConfigurationError("--token must not contain spaces")
+        if bearer:
+            _replace(remote_token_file(), bearer, 0o600)
+        else:
+            remote_token_file().unlink(missing_ok=True)
+    _replace(path, f"{host}:{port}")
     return path
 
 
 def client_hostname(default: str | None = None) -> str:
     """The name this computer has on the server: ``LET_GT_HOSTNAME``, else the host name."""
-    return os.environ.get("LET_GT_HOSTNAME") or default or socket.gethostname()
+    return core_config.gt_env("HOSTNAME") or default or socket.gethostname()
 
 
 def token() -> str:
-    return os.environ.get("LET_GT_TOKEN", "")
+    """The bearer token clients send: ``LET_GT_TOKEN``, else the one ``lett gt config --token`` stored."""
+    explicit = core_config.gt_env("TOKEN")
+    if explicit:
+        return explicit
+    try:
+        return remote_token_file().read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""

@@ -149,7 +149,7 @@ class TrackMagics:
 
     @staticmethod
     def _summary(tracker: EnergyTracker, result: dict[str, Any]) -> str:
-        from let_core.statement import format_emissions, format_energy
+        from let_core.units import format_emissions, format_energy
 
         energy = result["energy_consumed"]
         if energy != energy:

@@ -1,6 +1,12 @@
-"""The read side of LET: loading stored runs (``loading``) and deciding what they count for
-(``counting``, the only place that does). ``cache`` keeps the counted totals of the central
-store current by reading only what was appended.
+"""The read side of LET, one pass down (each module imports only those after it):
+
+- ``loading``: ``load_results`` and ``delete_results``, combining the two sources;
+- ``cache``: the counted totals of the CSV store, kept current by reading only what was appended;
+- ``calibration``: wall-socket calibrations, fitted and applied to estimates;
+- ``csvsource``: the central CSV store as a frame (``let_core.dataset`` is the Parquet source);
+- ``frames``: Arrow tables as pandas frames, for both sources;
+- ``counting``: what stored runs count for, applying ``rule`` run by run or over a frame;
+- ``rule``: each counting rule once, in the standard library only.
 
 Importing this package is cheap; pandas and pyarrow load with the functions that need them.
 """

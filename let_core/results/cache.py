@@ -31,9 +31,9 @@ from typing import Any, Iterator, Mapping
 
 from let_core import appendlog
 from let_core.config import cache_file
-from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header
+from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header, warn_damaged_header
 from let_core.results.counting import Accumulator, Totals
-from let_core.results.loading import blank_energy, warn_blank_energy
+from let_core.results.csvsource import blank_energy, normalize_legacy, read_frame, warn_blank_energy
 from let_core.results.rule import run_unit
 from let_core.schema import FILTER_KEYS, check_filters, effective, matches
 from let_core.store import Store
@@ -114,6 +114,7 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         header = read_header(fd)
         if header is None:
             return Totals()
+        warn_damaged_header(store.path, header)
         cache = _load(store, fd)
         end = data_end(fd, len(header))
         if cache.offset < end or not cache.trusted:
@@ -159,7 +160,7 @@ class _Cache:
 
 
 def covers_its_bytes(store: Store, fd: int) -> bool:
-    """Whether the store's cache proves it covers exactly the bytes it claims (``let doctor``)."""
+    """Whether the store's cache proves it covers exactly the bytes it claims (``lett doctor``)."""
     return _load(store, fd).valid
 
 
@@ -173,14 +174,12 @@ def _crc(fd: int, start: int, end: int, crc: int = 0) -> int:
 
 
 def _vectorised(store: Store, fd: int, end: int) -> _Cache:
-    from let_core.results.counting import TOTALS_COLUMNS, _run_units, frame_accumulators
-    from let_core.results.loading import _normalize_legacy, _read_frame
-
-    frame = _normalize_legacy(_read_frame(store, TOTALS_COLUMNS))
+    from let_core.results.counting import TOTALS_COLUMNS, frame_accumulators, run_units
+    frame = normalize_legacy(read_frame(store, TOTALS_COLUMNS))
     top = frame[frame["task"].fillna("") == ""] if "task" in frame else frame
     import numpy as np
 
-    units = array.array("I", np.unique(unit_hashes(_run_units(top))).tobytes())
+    units = array.array("I", np.unique(unit_hashes(run_units(top))).tobytes())
     return _Cache(end, _crc(fd, 0, end), frame_accumulators(frame), units, trusted=True)
 
 

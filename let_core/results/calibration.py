@@ -35,13 +35,15 @@ import os
 import re
 import urllib.parse
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
 
+from let_core.display import join_words
 from let_core.errors import ConfigurationError, LetWarning
+from let_core.results.rule import FULL_COVERAGE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,7 +76,6 @@ CALIBRATION_COLUMNS: tuple[str, ...] = (
 )
 COMPONENTS = ("cpu", "gpu", "ram")
 _HUBER_K = 1.345
-_FULL_COVERAGE = 0.99  # as let_core.results.counting.FULL_COVERAGE (importing it would load numpy)
 
 
 class CalibrationRefused(ConfigurationError):
@@ -394,7 +395,7 @@ def paired_runs(frame: pd.DataFrame, hostname: str, estimate_backend: str = "cod
     est = host[keep & (backend == estimate_backend) & (kind == "estimate")].drop_duplicates("run_id", keep="last")
     met = host[keep & (backend == metered_backend) & (kind == "metered")].drop_duplicates("run_id", keep="last")
     coverage = _number(met, "coverage")
-    full = coverage >= _FULL_COVERAGE
+    full = coverage >= FULL_COVERAGE
     leave("metered runs below full coverage or without a recorded coverage", int((~full).sum()))
     met = met[full]
     joined = pd.DataFrame({
@@ -440,7 +441,7 @@ def fit(paired: Paired, estimate_backend: str = "codecarbon", metered_backend: s
     if n < MIN_PAIRED_RUNS and gaps and n + gaps >= MIN_PAIRED_RUNS:
         raise CalibrationRefused(
             f"cannot calibrate {host}: {gaps} of its runs measured both ways have gaps in their "
-            f"{metered_backend} figures (coverage below {_FULL_COVERAGE:.0%}, the rest interpolated), "
+            f"{metered_backend} figures (coverage below {FULL_COVERAGE:.0%}, the rest interpolated), "
             f"leaving {n} fully metered; at least {MIN_PAIRED_RUNS} are needed. Interpolated energy is "
             "no truth to calibrate against: check the socket's connection to the server (`lett gt hosts`) "
             "and track more runs.")
@@ -640,7 +641,7 @@ def low_power(energy_kwh: float, duration_s: float) -> bool:
 
 def calibrated_cells(frame: pd.DataFrame) -> list[str]:
     """``lett results --calibrated``'s column: "1.234 kWh (1.1-1.3)", "*" outside the fitted range."""
-    from let_core.statement import format_energy
+    from let_core.units import format_energy
 
     cells = []
     for kwh, low, high, by, outside, host in zip(frame["calibrated_kwh"], frame["calibrated_low_kwh"],
@@ -686,7 +687,8 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
     """The statement's sentence on runs measured by estimate only on calibrated hosts: their
     estimate, the corrected figure and its interval, and the calibration named; None where no
     such run exists. ``frame`` is ``load_results``'s (deduplicated) rows."""
-    from let_core.statement import format_energy
+
+    from let_core.units import format_energy
 
     if calibrations is None:
         calibrations = load_calibrations()
@@ -707,7 +709,7 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
     whose = "this host" if len(hosts) == 1 and hosts == used else (
         f"host {used[0]}" if len(used) == 1 else "these hosts")
     runs_phrase = "the run" if count == 1 else f"the {count} runs"
-    text = (f"For {runs_phrase} on {_join_words(hosts)} measured by estimate only, the estimate of "
+    text = (f"For {runs_phrase} on {join_words(hosts)} measured by estimate only, the estimate of "
             f"{format_energy(estimate)} corrected by a wall-socket calibration of {whose} from {paired} paired runs "
             f"(cross-validated error {errors}) is {format_energy(total)} ({level:.0%} interval "
             f"{format_energy(low)} to {format_energy(high)})~\\cite{{ai_energy_validation}}.")
@@ -720,10 +722,6 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
         text += (f" {'1 of these runs lies' if outside == 1 else f'{outside} of these runs lie'} outside the "
                  "power or duration range the calibration was fitted on; their intervals are widened.")
     return text
-
-
-def _join_words(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -> dict[str, Any]:
@@ -775,18 +773,16 @@ def view_data(frame: pd.DataFrame, calibration: Calibration, points: int = 60) -
     }
 
 
-def calibration_views(output_dir: str | os.PathLike[str] | None, dataset: str | os.PathLike[str] | None,
-                      hostname: str | None = None) -> dict[str, Any]:
-    """``view_data`` of every stored calibration (or one host's), and the files that were ignored."""
-    from let_core.results.loading import load_results
-
+def calibration_views(load: Callable[[], pd.DataFrame], hostname: str | None = None) -> dict[str, Any]:
+    """``view_data`` of every stored calibration (or one host's), and the files that were ignored.
+    ``load`` gives the rows (``load_results``'s); it is called only when a calibration exists."""
     with warnings.catch_warnings(record=True) as ignored:
         warnings.simplefilter("always", LetWarning)
         found = load_calibrations()
     found = {h: c for h, c in found.items() if hostname is None or h == hostname}
     if not found:
         return {"hosts": [], "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
-    frame = load_results(output_dir, dataset=dataset)
+    frame = load()
     return {"hosts": [view_data(frame, c) for _, c in sorted(found.items())],
             "ignored": [str(w.message) for w in ignored], "directory": str(calibration_dir())}
 
@@ -845,7 +841,7 @@ def metered_sentence(frame: pd.DataFrame) -> str | None:
     import numpy as np
 
     from let_core.results.counting import counted_rows
-    from let_core.statement import format_energy
+    from let_core.units import format_energy
 
     if frame.empty:
         return None
@@ -866,7 +862,7 @@ def metered_sentence(frame: pd.DataFrame) -> str | None:
     gaps = _number(part, "gap_seconds").fillna(0).to_numpy(float)
     share = float(np.nansum(gaps) / np.nansum(duration)) if np.nansum(duration) > 0 else 0.0
     names = sorted(set(sockets))
-    text = (f"The socket{'s' if len(names) > 1 else ''} of {_join_words(names)} "
+    text = (f"The socket{'s' if len(names) > 1 else ''} of {join_words(names)} "
             f"{'were' if len(names) > 1 else 'was'} checked against a known load (`lett gt calibrate`): the measured "
             f"{format_energy(total)} lies within {format_energy(max(total - spread, 0.0))} to "
             f"{format_energy(total + spread)} by that check and the counter's {RESOLUTION_WH['tasmota']:g} Wh resolution")

@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
+from let_core.carbon import country_g_per_kwh
 from let_core.errors import ConfigurationError
-from let_core.records import as_float
 from let_core.results.rule import (
     COUNTED,
     EST_PRIMARY,
     FULL_COVERAGE,
     JOB_KEYS,
-    MAX_ENERGY_KWH,
     MET_PRIMARY,
     MIN_COVERAGE,
+    SHARED_OUT,
     SYSTEM_SCOPE,
     Launches,
     View,
-    country_g_per_kwh,
+    as_float,
+    checkpoint_order,
     decide,
     epoch,
     interval,
@@ -41,6 +42,7 @@ from let_core.results.rule import (
     row_emissions,
     run_unit,
     scalar_where,
+    share_of,
     shared_by_ranks,
     usable_energy,
 )
@@ -51,8 +53,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["COUNTED", "EST_PRIMARY", "FULL_COVERAGE", "MET_PRIMARY", "MIN_COVERAGE", "Accumulator", "Totals",
-           "aggregate", "counted_rows", "frame_accumulators", "frame_totals", "primary_rows", "run_hours",
-           "usable_energy"]
+           "Breakdown", "aggregate", "attributed_view", "breakdown", "counted_rows", "frame_accumulators",
+           "frame_totals", "primary_rows", "row_roles", "run_hours", "run_units", "unshared_runs", "usable_energy"]
 
 
 # ------------------------------------------------------------------------- totals
@@ -315,7 +317,7 @@ def totals_of_runs(runs: Iterable[Sequence[Mapping[str, Any]]]) -> Totals:
 
 
 # ------------------------------------------------------------------------- frames, vectorised
-GROUP_COLUMNS = {"project": "project_name", "host": "hostname", "backend": "backend", "job": "job"}
+GROUP_COLUMNS = {"project": "project_name", "user": "user", "host": "hostname", "backend": "backend", "kind": "kind", "job": "job"}
 
 #: What ``frame_totals`` (the paper statement) reads: ``load_results(columns=TOTALS_COLUMNS)``.
 TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_consumed", "emissions",
@@ -326,7 +328,7 @@ TOTALS_COLUMNS: tuple[str, ...] = ("run_id", "task", "kind", "scope", "energy_co
 #: dictionary codes beside the frame.
 CODED_COLUMNS: tuple[str, ...] = ("kind", "task", "scope", "methodology", "hardware", "backend",
                                   "project_name", "user", "hostname", "job_id")
-#: What ``aggregate`` (``let results --by``) reads; ``--by job`` also shows each job's nodes,
+#: What ``aggregate`` (``lett results --by``) reads; ``--by job`` also shows each job's nodes,
 #: ranks and wall time.
 AGGREGATE_COLUMNS: tuple[str, ...] = TOTALS_COLUMNS + ("rank",)
 
@@ -352,7 +354,7 @@ class _Columns:
         import numpy as np
 
         if "run_id" in frame:
-            self.runs, self.run_count = row_codes(_run_units(frame))
+            self.runs, self.run_count = row_codes(run_units(frame))
         else:
             self.runs, self.run_count = np.arange(self.size, dtype=np.int64), self.size
         #: Every row a run of its own (one backend per run, no tasks: the usual store). Runs
@@ -500,7 +502,7 @@ class _Columns:
         return values.astype(object).where(values.notna(), "").to_numpy(dtype=object)
 
 
-def _run_units(frame: pd.DataFrame) -> pd.Series:
+def run_units(frame: pd.DataFrame) -> pd.Series:
     """``rule.run_unit`` of every row: the run id, with CodeCarbon's task name where there is one."""
     if "task_name" not in frame:
         return frame["run_id"]
@@ -519,16 +521,16 @@ def _seconds(value: Any) -> float:
 
 
 def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
-    """True for the row of each group with the largest duration (unknown counts as -1), the last
-    among equals: CodeCarbon's checkpoint rows are cumulative, the latest holds the whole run."""
+    """``rule.latest_checkpoints`` over arrays: True for the row of each group that comes last
+    in ``rule.checkpoint_order`` (the largest duration, the last stored among equals)."""
     import numpy as np
 
     size = len(groups)
     keep = np.zeros(size, dtype=bool)
     if not size:
         return keep
-    known = np.where(np.isfinite(duration), duration, -1.0)
-    order = np.lexsort((np.arange(size), known, groups))
+    order = np.lexsort((*reversed(checkpoint_order(duration, np.arange(size), where=np.where, isfinite=np.isfinite)),
+                        groups))
     ordered = groups[order]
     keep[order[np.r_[ordered[1:] != ordered[:-1], True]]] = True
     return keep
@@ -536,7 +538,7 @@ def keep_latest(groups: np.ndarray, duration: np.ndarray) -> np.ndarray:
 
 def _latest(columns: _Columns, rows: np.ndarray) -> np.ndarray:
     """``rows`` without older checkpoints: of several rows of one run id and backend, the one
-    ``keep_latest`` picks (as ``_latest_per_backend`` does run by run)."""
+    ``keep_latest`` picks (as ``Accumulator.add_run`` does run by run)."""
     import numpy as np
     import pandas as pd
 
@@ -559,12 +561,9 @@ def _roles(columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     roles = np.zeros(columns.size, dtype=np.int8)
     is_estimate = columns.equals("kind", "estimate")
     is_metered = columns.equals("kind", "metered")
-    coverage = columns.numbers("coverage")
-    demoted = is_metered & (coverage < MIN_COVERAGE)
+    demoted = is_metered & low_coverage(columns.numbers("coverage"))
     metered = is_metered & ~demoted
-    with np.errstate(invalid="ignore"):
-        usable = (columns.top_level & np.isfinite(columns.energy) & (columns.energy >= 0)
-                  & (columns.energy <= MAX_ENERGY_KWH) & (is_estimate | is_metered))
+    usable = columns.top_level & usable_energy(columns.energy) & (is_estimate | is_metered)
     rows = _latest(columns, np.flatnonzero(usable))
     considered = np.zeros(columns.size, dtype=bool)
     considered[rows] = True
@@ -690,8 +689,13 @@ def _frame_counting(frame: pd.DataFrame) -> tuple[_Columns, np.ndarray, np.ndarr
     return columns, roles, parts, demoted & considered, metered, launches
 
 
-def frame_totals(frame: pd.DataFrame) -> Totals:
-    """``Totals`` of a result set, vectorised: the same rule and numbers as the row path."""
+def frame_totals(frame: pd.DataFrame, attributed: bool = False) -> Totals:
+    """``Totals`` of a result set, vectorised: the same rule and numbers as the row path.
+
+    ``attributed=True`` counts each machine figure's share instead of the figure, where the run
+    has one (``rule`` 9, ``attributed_view``)."""
+    if attributed:
+        frame = attributed_view(frame)
     result = Totals()
     for accumulator in frame_accumulators(frame, by_group=False).values():
         result = result.merged(accumulator.totals())
@@ -704,7 +708,8 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
     import numpy as np
     import pandas as pd
 
-    columns, roles, parts, demoted, metered, launches = _frame_counting(frame)
+    counting = _frame_counting(frame)
+    columns = counting[0]
     if by_group:
         key_codes = [columns.codes(k) for k in ("project_name", "user", "hostname")]
         combined = np.zeros(columns.size, dtype=np.int64)
@@ -720,12 +725,70 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
             labels.append(tuple(reversed(names_g)))
     else:
         group, labels = np.zeros(columns.size, dtype=np.int64), [("", "", "")]
-    count = len(labels)
-    if not count:
+    if not labels:
         return {}
-    group = np.asarray(group, dtype=np.int64)
+    return _accumulate(counting, np.asarray(group, dtype=np.int64), labels,
+                       _launches_by_group(counting[5], labels))
+
+
+@frozen
+class Breakdown:
+    """What a result set counts for, in total and split by groupings, with each row's share."""
+
+    totals: Totals
+    #: grouping name -> label -> that group's totals (each grouping's groups add up to ``totals``)
+    groups: Mapping[str, Mapping[str, Totals]]
+    #: per row, the kWh and kg CO2e it counts for (0 where it counts for nothing): a run's
+    #: headline figure is the sum over its rows
+    row_kwh: np.ndarray
+    row_kg: np.ndarray
+
+
+def breakdown(frame: pd.DataFrame, groupings: Mapping[str, str | Sequence[Any]]) -> Breakdown:
+    """The counting of ``frame_totals`` done once over the whole frame and split by each
+    grouping: a column name of ``frame`` (``"project_name"``, ``"user"``, ``"hostname"``...) or
+    one label per row (a month, an institute's group). Missing labels are the group ""."""
+    import numpy as np
+    import pandas as pd
+
+    counting = _frame_counting(frame)
+    columns = counting[0]
+    emissions = _part_emissions(columns, counting[2])
+    whole = _accumulate(counting, np.zeros(columns.size, dtype=np.int64), [""], [{}], emissions)
+    groups: dict[str, dict[str, Totals]] = {}
+    for name, labels in groupings.items():
+        if isinstance(labels, str):
+            codes, names = columns.codes(labels)
+            codes = np.asarray(codes, dtype=np.int64)
+            if len(set(names)) != len(names):  # "" from a null and from an empty text: one group
+                codes, names = _labels(pd.Series(np.asarray(names, dtype=object)[codes]))
+        elif len(labels) != len(frame):
+            raise ValueError(f"grouping {name!r}: {len(labels)} labels for {len(frame)} rows")
+        else:
+            codes, names = _labels(pd.Series(np.asarray(labels, dtype=object)))
+        if not len(frame):
+            groups[name] = {}
+            continue
+        accumulators = _accumulate(counting, np.asarray(codes, dtype=np.int64), names, [{} for _ in names],
+                                   emissions)
+        groups[name] = {label: accumulator.totals() for label, accumulator in accumulators.items()}
+    counted = (counting[1] & COUNTED) > 0
+    kg = emissions[0]
+    return Breakdown(totals=whole[""].totals() if whole else Totals(), groups=groups,
+                     row_kwh=np.where(counted, counting[2], 0.0), row_kg=np.where(counted, kg, 0.0))
+
+
+def _accumulate(counting: tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Launches],
+                group: np.ndarray, labels: Sequence[Any], job_max: Sequence[dict[str, list[float]]],
+                emissions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[Any, Accumulator]:
+    """What ``Accumulator.add_run`` would hold per group (rows coded by ``group`` into ``labels``);
+    ``emissions`` is ``_part_emissions`` of the counting, when already computed."""
+    import numpy as np
+
+    columns, roles, parts, demoted, metered, _ = counting
+    count = len(labels)
     counted = (roles & COUNTED) > 0
-    emissions, used, replaced = _part_emissions(columns, parts)
+    emissions, used, replaced = emissions if emissions is not None else _part_emissions(columns, parts)
     known = counted & np.isfinite(used)
     counted_metered = counted & metered
     estimate_primary = (roles & EST_PRIMARY) > 0
@@ -792,14 +855,13 @@ def frame_accumulators(frame: pd.DataFrame, by_group: bool = True) -> dict[tuple
                "backends": counts("backend", counted),
                "paired_methodologies": counts("methodology", estimate_primary & paired_rows),
                "paired_backends": counts("backend", estimate_primary & paired_rows)}
-    job_max = _launches_by_group(launches, labels)
     result = {}
     for index, label in enumerate(labels):
         data: dict[str, Any] = {name: (int(values[index]) if name in _INT_FIELDS else float(values[index]))
                                 for name, values in numbers.items()}
         data.update({name: values[index] for name, values in tallies.items()})
-        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))  # type: ignore[index]
-    return result  # type: ignore[return-value]
+        result[label] = Accumulator(Totals(**data).to_json(), Launches(job_max[index]))
+    return result
 
 
 def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[float]]]:
@@ -814,19 +876,23 @@ def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]
     return result
 
 
+def row_roles(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a result set: its role in its run (bits of EST_PRIMARY, MET_PRIMARY and
+    COUNTED; 0 for none), the code of its run unit (equal for the rows of one run), and its
+    energy in kWh as a number (NaN where the cell is not one)."""
+    columns = _Columns(frame)
+    return _roles(columns)[0], columns.runs, columns.energy
+
+
 def primary_rows(frame: pd.DataFrame, kind: str) -> np.ndarray:
     """True for the rows that make up their run's energy of ``kind`` (metered figures set
     aside for low coverage are not metered)."""
-    columns = _Columns(frame)
-    roles = _roles(columns)[0]
-    return (roles & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
+    return (row_roles(frame)[0] & (EST_PRIMARY if kind == "estimate" else MET_PRIMARY)) > 0
 
 
 def counted_rows(frame: pd.DataFrame) -> np.ndarray:
     """True for the rows each run counts for (its headline energy)."""
-    columns = _Columns(frame)
-    roles = _roles(columns)[0]
-    return (roles & COUNTED) > 0
+    return (row_roles(frame)[0] & COUNTED) > 0
 
 
 def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -840,42 +906,57 @@ def _labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     return merged[codes], [str(label) for label in labels]
 
 
-def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``host``,
-    ``backend`` or ``job``).
+def aggregate(frame: pd.DataFrame, by: str | Sequence[str], attributed: bool = False) -> pd.DataFrame:
+    """Runs, kWh, kg CO2e, hours and metered coverage per group (``project``, ``user``, ``host``,
+    ``backend``, ``kind`` or ``job``, or a tuple of them: one column each); with ``attributed``,
+    of the shares where runs have them (``rule`` 9).
 
     Per project, host or job the counted figures (the groups add up to ``frame_totals``).
-    Per backend each backend's own figures: backends that measured the same run overlap, so
-    those groups do not add up (``lett results`` labels its total accordingly).
+    Per backend alone each backend's own figures: backends that measured the same run overlap, so
+    those groups do not add up (``lett results`` labels its total accordingly). In a tuple,
+    ``backend`` and ``kind`` are those of the counted figures, so the groups still add up
+    (``lett exporter``'s counters by project, host, backend and kind); a run counts once in
+    each group holding one of its counted figures.
     """
     import numpy as np
     import pandas as pd
 
-    if by not in GROUP_COLUMNS:
-        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}")
+    keys = (by,) if isinstance(by, str) else tuple(by)
+    unknown = [k for k in keys if k not in GROUP_COLUMNS]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        raise ConfigurationError(f"cannot group by {by!r}; use one of {', '.join(GROUP_COLUMNS)}, "
+                                 "or several of them once each")
+    own_figures = keys == ("backend",)
+    if attributed:
+        frame = attributed_view(frame)
     columns, roles, parts, _, metered, _ = _frame_counting(frame)
     energy = columns.energy
-    if by == "backend":
-        with np.errstate(invalid="ignore"):
-            counted = columns.top_level & np.isfinite(energy) & (energy >= 0) & (energy <= MAX_ENERGY_KWH)
+    if own_figures:
+        counted = columns.top_level & usable_energy(energy)
+        if attributed:  # a figure whose share stands in for it is not the backend's figure here
+            counted &= ~columns.equals("kind", SHARED_OUT)
         values, kg = np.where(counted, energy, 0.0), np.where(counted, columns.emissions()[0], 0.0)
     else:
         counted = (roles & COUNTED) > 0
         values, kg = np.where(counted, parts, 0.0), np.where(counted, _part_emissions(columns, parts)[0], 0.0)
     rows = np.flatnonzero(columns.top_level)
-    if by == "job":
-        job = pd.Series(columns.text("job_id")[rows])
-        run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
-        key = job.where(job != "", "run " + run_ids.str[:8])
-    else:
-        key = pd.Series(columns.text(GROUP_COLUMNS[by])[rows])
+    texts = []
+    for name in keys:
+        if name == "job":
+            job = pd.Series(columns.text("job_id")[rows])
+            run_ids = pd.Series(columns.text("run_id")[rows]).astype(str)
+            texts.append(job.where(job != "", "run " + run_ids.str[:8]))
+        else:
+            texts.append(pd.Series(columns.text(GROUP_COLUMNS[name])[rows]))
+    # Several keys: one text per row that no key's own text can fake (a unit separator).
+    key = texts[0] if len(texts) == 1 else texts[0].str.cat(texts[1:], sep="\x1f")
     groups, names = _labels(key.reset_index(drop=True))
     kwh = np.bincount(groups, weights=values[rows], minlength=len(names))
     kg_sum = np.bincount(groups, weights=kg[rows], minlength=len(names))
     duration = np.nan_to_num(columns.numbers("duration"), nan=0.0)
     coverage = columns.numbers("coverage")
     coverage = np.where(np.isfinite(coverage), coverage, 1.0)
-    is_metered = metered if by != "backend" else columns.equals("kind", "metered")
+    is_metered = metered if not own_figures else columns.equals("kind", "metered")
     metered_rows = (counted & is_metered)[rows]
     metered_s = np.bincount(groups, weights=np.where(metered_rows, duration[rows], 0.0), minlength=len(names))
     covered_s = np.bincount(groups, weights=np.where(metered_rows, (duration * coverage)[rows], 0.0),
@@ -893,18 +974,21 @@ def aggregate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         group_coverage = np.where(metered_s > 0, covered_s / np.where(metered_s > 0, metered_s, 1.0), np.nan)
     order = sorted(range(len(names)), key=names.__getitem__)
-    result = pd.DataFrame({by: [names[i] for i in order], "runs": runs[order].astype(np.int64),
-                           "kwh": kwh[order], "kg": kg_sum[order], "hours": hours[order],
-                           "coverage": group_coverage[order]})
-    if by == "job":
+    parts_of = [names[i].split("\x1f") if len(keys) > 1 else [names[i]] for i in order]
+    result = pd.DataFrame({**{name: [p[k] for p in parts_of] for k, name in enumerate(keys)},
+                           "runs": runs[order].astype(np.int64), "kwh": kwh[order], "kg": kg_sum[order],
+                           "hours": hours[order], "coverage": group_coverage[order]})
+    if keys == ("job",):
         for name, values in _job_layout(columns, rows, groups, len(names)).items():
             result[name] = values[order]
     return result[result["runs"] > 0].reset_index(drop=True)
 
 
 def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: int) -> dict[str, np.ndarray]:
-    """Per job: how many nodes (hosts) and ranks ran it, and its wall time (first start to last
-    end, over every row, counted or not: a rank that measured nothing still ran)."""
+    """Per job: how many nodes (hosts) and ranks ran it, and its wall time: on each node its
+    first start to its last end, over every row, counted or not (a rank that measured nothing
+    still ran), and the longest of the nodes. Each node's span is read on its own clock, so a
+    node whose clock differs from the others' does not stretch the job."""
     import numpy as np
     import pandas as pd
 
@@ -912,21 +996,25 @@ def _job_layout(columns: _Columns, rows: np.ndarray, groups: np.ndarray, count: 
                           "rank": columns.text("rank")[rows], "run": columns.runs[rows]})
     start = pd.to_datetime(pd.Series(columns.text("start_time")[rows]), utc=True, errors="coerce", format="ISO8601")
     end = pd.to_datetime(pd.Series(columns.text("timestamp")[rows]), utc=True, errors="coerce", format="ISO8601")
-    table["start"], table["end"] = start.to_numpy(), end.to_numpy()
+    # Naive UTC: a column of NaT alone (no row has a start) would be naive beside an aware one.
+    table["start"], table["end"] = start.dt.tz_localize(None).to_numpy(), end.dt.tz_localize(None).to_numpy()
     # A run without a rank (one process) is a rank of its own.
     table["who"] = np.where(table["rank"] == "", "run:" + table["run"].astype(str), "rank:" + table["rank"])
     grouped = table.groupby("g")
     nodes = grouped["host"].nunique().reindex(range(count), fill_value=0).to_numpy()
     ranks = grouped["who"].nunique().reindex(range(count), fill_value=0).to_numpy()
-    span = (grouped["end"].max() - grouped["start"].min()).dt.total_seconds()
+    by_node = table.groupby(["g", "host"])
+    span = (by_node["end"].max() - by_node["start"].min()).dt.total_seconds().groupby(level="g").max()
     wall = span.reindex(range(count)).to_numpy(dtype=float, na_value=np.nan)
     return {"nodes": nodes.astype(np.int64), "ranks": ranks.astype(np.int64), "wall_s": wall}
 
 
-def run_hours(frame: pd.DataFrame) -> float:
+def run_hours(frame: pd.DataFrame, attributed: bool = False) -> float:
     """Hours of the counted runs, each run's longest measurement."""
     import numpy as np
 
+    if attributed:
+        frame = attributed_view(frame)
     columns, roles, _, _, _, _ = _frame_counting(frame)
     counted = (roles & COUNTED) > 0
     if not counted.any():
@@ -937,3 +1025,76 @@ def run_hours(frame: pd.DataFrame) -> float:
     np.maximum.at(longest, columns.runs[rows], duration[rows])
     has = columns.per_run(counted) > 0
     return float(longest[has].sum() / 3600)
+
+
+# ------------------------------------------------------------------------- the attributed view
+#: What a share takes of the machine figure it stands in for (rule 9).
+_TAKEN_FROM_MACHINE = ("kind", "scope", "coverage", "backend", "methodology")
+
+
+def attributed_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rule 9 over a result set: each machine figure with a usable share of the same run unit
+    and task is replaced by that share (which takes its kind, scope, coverage, backend and
+    methodology), the figure being set to kind ``SHARED_OUT``. Counting the view counts the
+    shares where there are any, the machine figures elsewhere. The frame is not changed; one
+    without shares is returned as it is."""
+    import numpy as np
+    import pandas as pd
+
+    if not {"kind", "backend", "run_id", "energy_consumed"} <= set(frame.columns):
+        return frame
+    is_share = (frame["kind"] == "attributed").to_numpy(dtype=bool, na_value=False)
+    if not is_share.any():
+        return frame
+    run_ids = frame["run_id"].astype(object).where(frame["run_id"].notna(), "")
+    involved = np.flatnonzero(run_ids.isin(set(run_ids[is_share]) - {""}).to_numpy(dtype=bool))
+    part = frame.iloc[involved]
+
+    def texts(name: str) -> list[str]:
+        if name not in part:
+            return [""] * len(part)
+        return [str(v) for v in part[name].astype(object).where(part[name].notna(), "").tolist()]
+
+    energy = pd.to_numeric(part["energy_consumed"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    machine: dict[tuple[str, str, str], list[int]] = {}
+    shares: dict[tuple[str, str, str], int] = {}
+    for place, (run, task_name, task, backend, kind) in enumerate(zip(
+            texts("run_id"), texts("task_name"), texts("task"), texts("backend"), texts("kind"))):
+        key = (run_unit(run, task_name), task, backend)
+        if kind == "attributed":
+            of = share_of(backend)
+            if of and usable_energy(float(energy[place])):
+                shares[(key[0], task, of)] = place  # the last stored share of a figure
+        elif kind in ("estimate", "metered"):
+            machine.setdefault(key, []).append(place)
+    pairs = [(places, share) for key, share in shares.items() if (places := machine.get(key))]
+    if not pairs:
+        return frame
+    view = frame.copy(deep=False)
+    share_rows = involved[[share for _, share in pairs]]
+    figure_rows = involved[[places[-1] for places, _ in pairs]]
+    shared_out = involved[[place for places, _ in pairs for place in places]]
+    for name in _TAKEN_FROM_MACHINE:
+        if name not in frame:
+            continue
+        numeric = name == "coverage"
+        values = (pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if numeric
+                  else frame[name].astype(object).to_numpy(copy=True))
+        values[share_rows] = values[figure_rows]
+        if name == "kind":
+            values[shared_out] = SHARED_OUT
+        view[name] = values
+    return view
+
+
+def unshared_runs(frame: pd.DataFrame) -> int:
+    """How many runs the attributed view counts a whole machine figure for (no usable share:
+    attribution off, or no share could be measured)."""
+    import numpy as np
+
+    view = attributed_view(frame)
+    columns = _Columns(view)
+    counted = (_roles(columns)[0] & COUNTED) > 0
+    if "kind" in frame:
+        counted &= ~(frame["kind"] == "attributed").to_numpy(dtype=bool, na_value=False)
+    return int(np.count_nonzero(columns.per_run(counted)))

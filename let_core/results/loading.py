@@ -7,21 +7,17 @@ here, never on the tracking path.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from attrs import frozen
 
 from let_core.config import default_dataset_root, is_uri
-from let_core.csvfile import data_end, read_header
-from let_core.errors import LetWarning, StoreError
-from let_core.records import MAX_ENERGY_KWH, as_float
-from let_core.schema import LET_MARKERS, NUMERIC_COLUMNS, STORE_COLUMNS, check_filters, legacy_fields
+from let_core.errors import StoreError
+from let_core.results.csvsource import normalize_legacy, read_frame
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, filter_dict, matches
 from let_core.store import Store
 
 if TYPE_CHECKING:
@@ -30,7 +26,11 @@ if TYPE_CHECKING:
     from let_core.results.counting import Totals
 
 
-def load_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
+#: One store folder (or URI), several, or None for ``$LET_HOME``.
+StoreDirs = str | os.PathLike[str] | None | Sequence[str | os.PathLike[str]]
+
+
+def load_results(output_dir: StoreDirs = None, project_name: str | None = None,
                  user: str | None = None, hostname: str | None = None, *,
                  dataset: str | os.PathLike[str] | None = None,
                  columns: Sequence[str] | None = None, latest_only: bool = True,
@@ -38,7 +38,8 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
     """Stored runs as a pandas DataFrame, one row per (run, backend), optionally filtered.
 
     Reads the central CSV store and the Parquet dataset together (``dataset=``, else
-    ``LET_DATASET``, else ``<store>/runs``; an ``output_dir`` URI such as ``s3://bucket/let``
+    ``LET_DATASET``, else ``<store>/runs``; ``output_dir`` may be a list of stores, each with
+    its dataset, read as one: a run found in several counts once; an ``output_dir`` URI such as ``s3://bucket/let``
     is the dataset, the CSV store then being ``$LET_HOME``'s). Reads LET 1.x, LET 0.1.x and
     plain CodeCarbon files alike: older rows get LET's columns (project, user and host from
     ``experiment_id``; backend ``codecarbon``).
@@ -73,35 +74,36 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         from let_core.results.calibration import CALIBRATED_COLUMNS
 
         return frame[[c for c in frame.columns if c in {*wanted, *CALIBRATED_COLUMNS}]]
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    check_filters(filters)
-    store, root = sources(output_dir, dataset)
+    filters = filter_dict(project_name, user, hostname)
+    located = [sources(one, dataset) for one in _store_dirs(output_dir)]
     import pandas as pd
 
     frames = []
-    try:
-        present = store.path.exists()
-    except PermissionError:  # a folder the user may not enter: stat() fails, not "missing"
-        present = False
-    if present:
-        frame = _normalize_legacy(_read_frame(store, columns))
-        for key, value in filters.items():
-            if value is not None:
-                frame = frame[frame[key] == value]
-        if columns is not None:
-            # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
-            # the dataset and its deduplication, where every column costs a copy.
-            keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
-            frame = frame[[c for c in frame.columns if c in keep]]
-        frames.append(frame)
-    elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
-        raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied; "
-                         f"give your user access (chmod u+rx {store.directory}) or read another "
-                         "output_dir")
-    parquet = _read_dataset(root, filters,
-                            None if columns is None else set(columns) | set(_DEDUP_KEYS) | {"duration"})
-    if parquet is not None:
-        frames.append(parquet)
+    for store, _ in located:
+        try:
+            present = store.path.exists()
+        except PermissionError:  # a folder the user may not enter: stat() fails, not "missing"
+            present = False
+        if present:
+            frame = normalize_legacy(read_frame(store, columns))
+            for key, value in filters.items():
+                if value is not None:
+                    frame = frame[frame[key] == value]
+            if columns is not None:
+                # BASE_COLUMNS have served (filters, legacy rows): not carried into the merge with
+                # the dataset and its deduplication, where every column costs a copy.
+                keep = set(columns) | set(_DEDUP_KEYS) | {"duration", "task_name"}
+                frame = frame[[c for c in frame.columns if c in keep]]
+            frames.append(frame)
+        elif store.directory.exists() and not os.access(store.directory, os.R_OK | os.X_OK):
+            raise StoreError(f"cannot read the LET store folder {store.directory}: permission denied; "
+                             f"give your user access (chmod u+rx {store.directory}) or read another "
+                             "output_dir")
+    for root in dict.fromkeys(root for _, root in located):  # one dataset given for all: read once
+        parquet = _read_dataset(root, filters,
+                                None if columns is None else set(columns) | set(_DEDUP_KEYS) | {"duration"})
+        if parquet is not None:
+            frames.append(parquet)
     if not frames:
         empty = pd.DataFrame({column: pd.Series(dtype=_pandas_dtype(column)) for column in STORE_COLUMNS})
         return empty if columns is None else empty[[c for c in empty.columns if c in set(columns)]]
@@ -121,6 +123,15 @@ def load_results(output_dir: str | os.PathLike[str] | None = None, project_name:
         if wanted != list(frame.columns):  # (selecting every column would still copy them)
             frame = frame[wanted]
     return frame
+
+
+def _store_dirs(output_dir: StoreDirs) -> list[str | os.PathLike[str] | None]:
+    """One store folder or several (a list or tuple: the institute's collected stores)."""
+    if isinstance(output_dir, (list, tuple)):
+        if not output_dir:
+            raise StoreError("no store folder given; name at least one output_dir")
+        return list(output_dir)
+    return [cast("str | os.PathLike[str] | None", output_dir)]
 
 
 def sources(output_dir: str | os.PathLike[str] | None = None,
@@ -150,8 +161,7 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
     the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
     ``dataset.delete_rows``).
     """
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
-    check_filters(filters)
+    filters = filter_dict(project_name, user, hostname)
     store, root = sources(output_dir, dataset)
     runs: set[str] = set()
     anonymous = 0
@@ -170,7 +180,7 @@ def delete_results(output_dir: str | os.PathLike[str] | None = None, project_nam
 
         for row in delete_rows(locate(root), filters, dry_run=dry_run):
             note(row)
-    matching = [row for row in store.rows() if all(v is None or row.get(k) == v for k, v in filters.items())]
+    matching = [row for row in store.rows() if matches(row, filters)]
     if matching and not dry_run:
         store.delete(**filters)
     for row in matching:
@@ -190,8 +200,14 @@ def where(output_dir: str | os.PathLike[str] | None = None,
           dataset: str | os.PathLike[str] | None = None) -> str:
     """Where ``load_results`` looks, in words (for "no stored runs match" messages)."""
     store, root = sources(output_dir, dataset)
-    return f"{store.path} and the dataset {root}" if _dataset_present(root) else (
-        f"{store.path} (no Parquet dataset at {root})")
+    if is_uri(root):
+        from let_core.dataset import locate
+
+        shown = locate(root).display  # never the credentials a URI may carry
+    else:
+        shown = root
+    return f"{store.path} and the dataset {shown}" if _dataset_present(root) else (
+        f"{store.path} (no Parquet dataset at {shown})")
 
 
 def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
@@ -203,7 +219,7 @@ def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_nam
     from let_core.results.counting import TOTALS_COLUMNS, frame_totals
 
     store, root = sources(output_dir, dataset)
-    filters = {"project_name": project_name, "user": user, "hostname": hostname}
+    filters = filter_dict(project_name, user, hostname)
     if not _dataset_present(root):
         return cached_totals(store.directory, **filters)
     return frame_totals(load_results(output_dir, **filters, dataset=dataset, columns=TOTALS_COLUMNS))
@@ -296,297 +312,6 @@ def _pandas_dtype(column: str) -> str:
     if column in _TIME_COLUMNS:
         return "datetime64[ns, UTC]"
     return "float64" if column in NUMERIC_COLUMNS else "object"
-
-
-#: What ``_normalize_legacy`` reads to derive LET's columns for 0.1.x / CodeCarbon rows.
-LEGACY_KEYS: tuple[str, ...] = ("experiment_id", "codecarbon_version", "cpu_model", "gpu_model", "run_status")
-#: Columns load_results always reads: filters, legacy normalization and deduplication need them.
-#: With ``columns=`` the LEGACY_KEYS are read only when the store holds legacy rows (a blank
-#: backend): a million LET rows then parse about 40% faster.
-BASE_COLUMNS: tuple[str, ...] = ("project_name", "user", "hostname", "run_id", "backend", "let_version", "task",
-                                 *LEGACY_KEYS, "methodology", "kind", "scope", "hardware")
-
-
-@contextlib.contextmanager
-def _quiet_undecodable_invalid_rows(handler: Callable[[Any], str]) -> Iterator[None]:
-    """Arrow decodes an invalid row's text before it calls our handler; bytes that are not
-    UTF-8 make that decoding raise inside Arrow, where Python can only print an "Exception
-    ignored" traceback on the user's stderr. The row is accounted for anyway (read again with
-    the bytes replaced, and warned about), so exactly that report is dropped, nothing else."""
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not (isinstance(unraisable.exc_value, UnicodeDecodeError) and unraisable.object is handler):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        sys.unraisablehook = previous
-
-
-def _read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The CSV store as a frame; only ``columns`` (plus BASE_COLUMNS) when given, which is
-    what keeps memory at the data's size for tables over millions of rows."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from let_core.csvfile import check_emissions_header
-    from let_core.schema import renamed_columns
-
-    with store.locked(exclusive=False, create=False) as fd:
-        if fd is None:
-            import pandas as pd
-
-            return pd.DataFrame(columns=list(STORE_COLUMNS))
-        check_emissions_header(fd, store.path)
-        header = read_header(fd)
-        # Only the rows: a killed writer's torn last line is not one (a last line without its
-        # line break that parses is, as many tools write files that way).
-        end = 0 if header is None else data_end(fd, len(header))
-        torn = 0 if header is None else os.fstat(fd).st_size - end
-        with pa.memory_map(str(store.path)) as mapped:
-            data = mapped.read_buffer(end)
-    if header is None:
-        import pandas as pd
-
-        return pd.DataFrame(columns=list(STORE_COLUMNS))
-    skipped: list[int] = []
-
-    def skip(row: Any) -> str:
-        skipped.append(row.number)
-        return "skip"
-
-    wanted = None if columns is None else set(columns) | set(BASE_COLUMNS) - set(LEGACY_KEYS)
-    included = [c for c in header if wanted is None or c in wanted]
-    # Read again with these only when legacy rows turn up (see BASE_COLUMNS).
-    legacy_keys = [c for c in LEGACY_KEYS if c in header and c not in included]
-
-    def read(typed: bool, block_size: int | None) -> pa.Table:
-        types = {c: (pa.float64() if typed and c in NUMERIC_COLUMNS else pa.string()) for c in header}
-        # The names as read_header gives them (a column-aligned copy pads them with spaces).
-        read_options = pacsv.ReadOptions(column_names=header, skip_rows=1,
-                                         **({} if block_size is None else {"block_size": block_size}))
-        with _quiet_undecodable_invalid_rows(skip):
-            return pacsv.read_csv(
-                pa.BufferReader(data), read_options=read_options,
-                parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                     quoted_strings_can_be_null=False,
-                                                     include_columns=included),
-            )
-
-    # Arrow's fast path fails on three kinds of input, each retried with what fixes it: a field
-    # longer than a parse block (one block as large as the file), bytes that are not UTF-8
-    # (replaced, and reported), a damaged cell in a number column (all read as text, numbers
-    # kept where they parse). What still fails is a StoreError pointing to `lett doctor`.
-    typed, block_size, replaced = True, None, False
-    while True:
-        skipped.clear()
-        try:
-            table = read(typed, block_size)
-            if legacy_keys and ("backend" not in table.column_names or _any_blank(table["backend"])):
-                included = [c for c in header if c in set(included) | set(legacy_keys)]
-                legacy_keys = []
-                continue
-            break
-        except pa.ArrowInvalid as exc:
-            message = str(exc).lower()
-            if "straddling" in message and block_size is None:
-                block_size = min(max(len(data) + 1, 1 << 20), (1 << 31) - 1)
-            elif not replaced and ("utf8" in message or not _is_utf8(data)):
-                # (An invalid row that is not UTF-8 fails inside Arrow's row handler, which
-                # then reports a parse error: hence the check of the bytes themselves.)
-                data = pa.py_buffer(bytes(data).decode("utf-8", errors="replace").encode("utf-8"))
-                replaced = True
-            elif typed:
-                typed = False
-            else:
-                raise StoreError(f"cannot parse the LET store {store.path}: {exc}. Run `lett doctor` "
-                                 "to see the damaged lines, `lett doctor --repair` to set them aside.") from None
-    if skipped:
-        # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
-        # carriage return next to a long one, say). Before calling them malformed, read the
-        # file the slow, exact way; the store module's scanner also knows their line numbers.
-        slow, bad = _python_rows(store, header, included)
-        if slow is not None:
-            if slow.num_rows > table.num_rows:
-                table, typed = slow, False
-            skipped = bad  # exact line numbers (Arrow's are unknown for some rows)
-    import pandas as pd
-
-    frame = _to_frame(table)
-    if not typed:
-        for column in NUMERIC_COLUMNS:
-            if column in frame:
-                frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    if replaced:
-        warnings.warn(f"{store.path}: bytes that are not UTF-8 were read as U+FFFD; `lett doctor` "
-                      "shows the lines", LetWarning, stacklevel=3)
-    from let_core.schema import header_problem
-
-    if torn:
-        warnings.warn(f"{store.path}: its last line is torn ({torn} bytes, left by an interrupted "
-                      "writer) and is not a row; the next append or `lett doctor --repair` moves it "
-                      "to the quarantine file", LetWarning, stacklevel=3)
-
-    damaged = header_problem(header)
-    if damaged is not None:
-        warnings.warn(f"{store.path}: the header is damaged ({damaged}); rows may be skipped or "
-                      "misread. Run `lett doctor`.", LetWarning, stacklevel=3)
-    if skipped:
-        lines = ", ".join(str(n) for n in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        warnings.warn(f"{store.path}: skipped {len(skipped)} malformed line(s) (line {lines}); "
-                      "`lett doctor` shows them", LetWarning, stacklevel=3)
-    renamed = renamed_columns(header)
-    if renamed:
-        # In place: DataFrame.rename copies every column (a quarter of a second at 1M rows),
-        # even when nothing is renamed.
-        frame.columns = [renamed.get(c, c) for c in frame.columns]
-    if "energy_consumed" in frame:
-        errors = frame["error"].fillna("").astype(str).str.strip() if "error" in frame else ""
-        energy = frame["energy_consumed"]
-        blank = ~energy.between(0, MAX_ENERGY_KWH) & (errors == "")  # NaN fails between() too
-        if blank.any():
-            shown = [c for c in ("run_id", "timestamp") if c in frame]
-            warn_blank_energy(store.path, frame.loc[blank, shown].astype(object).fillna("")
-                              .to_dict("records"))
-    missing = [c for c in STORE_COLUMNS if c not in frame and (wanted is None or c in wanted)]
-    if missing:
-        import numpy as np
-
-        filler = {c: (np.full(len(frame), np.nan) if c in NUMERIC_COLUMNS
-                      else pd.arrays.ArrowExtensionArray(pa.array([""] * len(frame), pa.string())))
-                  for c in missing}
-        frame = pd.concat([frame, pd.DataFrame(filler, index=frame.index, copy=False)], axis=1, copy=False)
-    return frame
-
-
-def blank_energy(row: Mapping[str, Any]) -> bool:
-    """A row without a usable energy figure (empty, negative, not a number, above the sanity
-    bound) that does not say why (a failed backend's row does). Counting skips such rows."""
-    error = row.get("error")
-    energy = as_float(row.get("energy_consumed"))
-    return (not 0 <= energy <= MAX_ENERGY_KWH  # NaN fails too
-            and not (isinstance(error, str) and error.strip()))
-
-
-def warn_blank_energy(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    """One warning naming the rows (run id, timestamp) whose energy cell is empty: they count
-    as nothing, and a statement over only such rows would otherwise read as "no stored runs"."""
-    names = [f"run {row.get('run_id') or '(no run id)'} at {row.get('timestamp') or '?'}"
-             for row in rows[:5]]
-    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-    warnings.warn(f"{path}: {len(rows)} row(s) have no usable energy_consumed value (empty, "
-                  f"negative, not a number or above {MAX_ENERGY_KWH:g} kWh) and are not counted: "
-                  f"{'; '.join(names)}{more}. Fill in the energy or delete those rows.",
-                  LetWarning, stacklevel=4)
-
-
-def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[Any, list[int]]:
-    """The store read by Python's csv module: (text table of ``included`` columns, line
-    numbers of records that are not rows); (None, []) when the header changed meanwhile."""
-    import pyarrow as pa
-
-    from let_core.csvfile import scan_lines
-
-    with store.locked(exclusive=False, create=False) as fd:
-        if fd is None or read_header(fd) != header:
-            return None, []
-        indices = [header.index(c) for c in included]
-        columns: list[list[str]] = [[] for _ in indices]
-        bad: list[int] = []
-        for number, fields, valid in scan_lines(fd, header):
-            if len(fields) != len(header):
-                if fields:
-                    bad.append(number)
-                continue
-            if not valid:
-                fields = [f.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for f in fields]
-            for target, index in zip(columns, indices):
-                target.append(fields[index])
-    return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
-
-
-def _is_utf8(data: Any) -> bool:
-    try:
-        bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _any_blank(column: Any) -> bool:
-    """Whether a text column has a blank or missing cell (a legacy row's backend)."""
-    import pyarrow.compute as pc
-
-    return bool(pc.any(pc.fill_null(pc.equal(column, ""), True)).as_py()) or column.null_count > 0
-
-
-def _to_frame(table: Any) -> pd.DataFrame:
-    """Arrow columns as pandas columns without copies: text stays Arrow-backed, numbers numpy.
-
-    ``Table.to_pandas`` converts a million text cells into Python objects and consolidates
-    blocks, which costs more than parsing the CSV.
-    """
-    import pandas as pd
-    import pyarrow as pa
-
-    columns: dict[str, Any] = {}
-    for name, column in zip(table.column_names, table.columns):
-        if pa.types.is_string(column.type):
-            columns[name] = pd.arrays.ArrowExtensionArray(column)
-        else:
-            columns[name] = column.to_numpy()
-    return pd.DataFrame(columns, copy=False)
-
-
-def _normalize_legacy(frame: pd.DataFrame) -> pd.DataFrame:
-    """LET's columns for LET 0.1.x / CodeCarbon rows, computed once per distinct combination
-    of the fields ``legacy_fields`` reads (a handful per file), then spread by group code.
-
-    Works on Arrow arrays (join, dictionary-encode, take), so a million legacy rows cost
-    about as much as parsing them.
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    blank = [(frame[c].fillna("") == "").to_numpy(dtype=bool) for c in LET_MARKERS if c in frame]
-    legacy = pa.array(np.logical_and.reduce(blank) if blank else np.ones(len(frame), dtype=bool))
-    if not pc.any(legacy).as_py():
-        return frame
-    keys = list(LEGACY_KEYS)
-    text = {k: _arrow_text(frame[k]) if k in frame else pa.nulls(len(frame), pa.string()).fill_null("")
-            for k in keys}
-    joined = pc.binary_join_element_wise(*(text[k] for k in keys), "\x1f")
-    encoded = pc.dictionary_encode(pc.if_else(legacy, joined, pa.scalar("", pa.string())))
-    combos = [dict(zip(keys, value.split("\x1f"))) if value else None
-              for value in encoded.dictionary.to_pylist()]
-    derived = [legacy_fields(combo) if combo is not None else {} for combo in combos]
-    for column in sorted({name for fields in derived for name in fields}):
-        current = _arrow_text(frame[column]) if column in frame else pa.array([""] * len(frame), pa.string())
-        # None in the dictionary: a field legacy_fields leaves alone for that combination.
-        dictionary = pa.array([fields.get(column) for fields in derived], pa.string())
-        new = pa.DictionaryArray.from_arrays(encoded.indices, dictionary).dictionary_decode()
-        merged = pc.if_else(pc.and_(legacy, pc.is_valid(new)), new, current)
-        frame[column] = pd.arrays.ArrowExtensionArray(merged)
-    return frame
-
-
-def _arrow_text(series: pd.Series) -> Any:
-    """A text column as an Arrow string array, blanks for missing values."""
-    import pyarrow as pa
-
-    array = pa.array(series.array) if hasattr(series.array, "__arrow_array__") else pa.array(
-        series.astype(object).where(series.notna(), "").astype(str).tolist(), pa.string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if array.type != pa.string():
-        array = array.cast(pa.string())
-    return array.fill_null("")
 
 
 @frozen

@@ -2,7 +2,7 @@
 
 Both readers call these functions: the row-by-row path (``counting.Accumulator``: the totals
 cache, the statement at stop) and the frame path (``counting.frame_totals``, ``aggregate``:
-``load_results``, the cold statement, ``let results``, the dashboard, plots, exports). The
+``load_results``, the cold statement, ``lett results``, the dashboard, plots, exports). The
 frame path applies them to arrays: ``decide`` is evaluated once per distinct shape of a run and
 spread; ``emissions`` takes its arithmetic from the caller (``math`` here, numpy there) so the
 formula is the same text for a float and for a column; the job rule (``Launches``) is fed the
@@ -29,6 +29,13 @@ The rules, per run:
 8. Emissions are energy x the intensity the row was recorded with (``carbon_intensity``, else
    the country's); a stored emissions cell is never trusted over that. A cell that disagrees
    beyond rounding, or is negative or absurd, is replaced and counted.
+9. Attributed view (only when asked: ``frame_totals(frame, attributed=True)``, ``lett results
+   --attribution``, ``lett statement --attribution``): a machine figure with a usable share of
+   the same run unit and task (kind ``attributed``, backend ``<backend>/process``) counts as
+   that share: the share takes the figure's kind, scope, coverage, backend and methodology, so
+   rules 4-8 apply to it as to the figure, and the figure itself is left out. A figure without
+   a usable share (attribution off, ``/proc`` unreadable) counts whole. Otherwise attributed
+   rows count for nothing: a share is never added to the figure it is a share of.
 """
 
 from __future__ import annotations
@@ -58,6 +65,17 @@ JOB_KEYS = ("project_name", "user", "job_id", "hostname", "backend", "hardware")
 
 #: Scope of a whole machine at the wall; overlaps every other scope.
 SYSTEM_SCOPE = "system"
+
+#: Rule 9: a share's backend is the machine figure's backend and this suffix.
+SHARE_SUFFIX = "/process"
+#: Rule 9: the kind a machine figure takes in the attributed view where its share stands in
+#: for it; no rule counts it.
+SHARED_OUT = "shared out"
+
+
+def share_of(backend: str) -> str:
+    """Rule 9: the backend whose figure a share (``<backend>/process``) is of; "" for any other."""
+    return backend[:-len(SHARE_SUFFIX)] if backend.endswith(SHARE_SUFFIX) and len(backend) > len(SHARE_SUFFIX) else ""
 
 
 def shared_by_ranks(scope: str) -> bool:
@@ -93,7 +111,7 @@ def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
     taken: list[M] = []
     covered: set[str] = set()
     for m in measurements:
-        if m.kind != kind or not _finite(m.energy_kwh):
+        if m.kind != kind or not math.isfinite(as_float(m.energy_kwh)):
             continue
         scope = m.scope or SYSTEM_SCOPE
         parts = set(scope.split("+"))
@@ -104,21 +122,26 @@ def primary_measurements(measurements: Iterable[M], kind: str) -> list[M]:
     return taken
 
 
-def _finite(value: Any) -> bool:
+def as_float(value: Any) -> float:
+    """A stored cell as a float; blank or unparsable cells are NaN."""
     try:
-        return math.isfinite(float(value))
+        return float(value)
     except (TypeError, ValueError):
-        return False
+        return math.nan
 
 
-def usable_energy(value: Any) -> bool:
-    """Rule 1: a finite, non-negative energy no larger than MAX_ENERGY_KWH (NaN fails)."""
-    return isinstance(value, float) and 0 <= value <= MAX_ENERGY_KWH
+# Rules 1 and 4 are written with ``>=``/``<``/``&`` only, so that the same text decides for one
+# float (a bool) and for a numpy or pandas column (a mask): NaN fails every comparison.
+def usable_energy(value: Any) -> Any:
+    """Rule 1: a finite, non-negative energy in kWh no larger than MAX_ENERGY_KWH (NaN fails);
+    ``value`` is a float or a column of them."""
+    return (value >= 0) & (value <= MAX_ENERGY_KWH)
 
 
-def low_coverage(coverage: float) -> bool:
-    """Rule 4: a metered figure known to cover less than MIN_COVERAGE of its run."""
-    return math.isfinite(coverage) and coverage < MIN_COVERAGE
+def low_coverage(coverage: Any) -> Any:
+    """Rule 4: a metered figure known to cover less than MIN_COVERAGE of its run (unknown,
+    NaN, is not low); ``coverage`` is a float or a column of them."""
+    return (coverage > -math.inf) & (coverage < MIN_COVERAGE)
 
 
 def run_unit(run_id: str, task_name: str) -> str:
@@ -126,20 +149,29 @@ def run_unit(run_id: str, task_name: str) -> str:
     return f"{run_id}\x1f{task_name}" if task_name else run_id
 
 
-def checkpoint_duration(duration: float) -> float:
-    """Rule 2: what orders checkpoints of one run, backend and task (unknown first)."""
-    return duration if math.isfinite(duration) else -1.0
+def scalar_where(condition: Any, yes: Any, no: Any) -> Any:
+    """``numpy.where`` for one value: the arithmetic ``emissions`` and ``checkpoint_order`` take
+    for a single row."""
+    return yes if condition else no
+
+
+def checkpoint_order(duration: Any, position: Any, *, where: Callable[..., Any] = scalar_where,
+                     isfinite: Callable[[Any], Any] = math.isfinite) -> tuple[Any, Any]:
+    """Rule 2's order of the checkpoints of one run, backend and task: the latest is the
+    greatest (duration, stored position), an unknown duration counting as -1. For one row
+    (a duration, its index) or, with numpy's ``where``/``isfinite``, for columns of them."""
+    return where(isfinite(duration), duration, -1.0), position
 
 
 def latest_checkpoints(durations: Sequence[float], keys: Sequence[Any]) -> list[bool]:
-    """Rule 2 over one run unit's rows: True for each key's row of the largest duration, the
-    last among equals."""
-    best: dict[Any, int] = {}
+    """Rule 2 over rows in stored order: True for each key's row that is greatest in
+    ``checkpoint_order``."""
+    best: dict[Any, tuple[Any, Any]] = {}
     for index, (key, duration) in enumerate(zip(keys, durations)):
-        previous = best.get(key)
-        if previous is None or checkpoint_duration(duration) >= checkpoint_duration(durations[previous]):
-            best[key] = index
-    chosen = set(best.values())
+        order = checkpoint_order(duration, index)
+        if key not in best or order > best[key]:
+            best[key] = order
+    chosen = {position for _, position in best.values()}
     return [index in chosen for index in range(len(keys))]
 
 
@@ -246,41 +278,17 @@ def emissions(energy: Any, stored: Any, intensity: Any, *, where: Callable[..., 
     return kg, used, replaced
 
 
-def scalar_where(condition: Any, yes: Any, no: Any) -> Any:
-    """``numpy.where`` for one value: the arithmetic ``emissions`` takes for a single row."""
-    return yes if condition else no
-
-
 def row_emissions(energy: float, stored: float, intensity: float) -> tuple[float, float, bool]:
     """``emissions`` for one row."""
     kg, used, replaced = emissions(energy, stored, intensity, where=scalar_where, isfinite=math.isfinite)
     return float(kg), float(used), bool(replaced)
 
 
-_country_cache: dict[str, float] = {}
-
-
-def country_g_per_kwh(code: str) -> float:
-    """The carbon intensity of a country code (NaN when unknown or no data): the intensity a
-    row without ``carbon_intensity`` was recorded with."""
-    if not code:
-        return math.nan
-    if code not in _country_cache:
-        from let_core.carbon import country_intensity
-        from let_core.errors import LetError
-
-        try:
-            _country_cache[code] = country_intensity(code).carbon_intensity
-        except LetError:
-            _country_cache[code] = math.nan
-    return _country_cache[code]
-
-
 def recorded_intensity(carbon_intensity: Any, country_of: Callable[[Any], Any], *, where: Callable[..., Any],
                        isfinite: Callable[[Any], Any]) -> Any:
     """The intensity a row was recorded with: its own ``carbon_intensity``, else its
     country's; NaN when neither is known. ``country_of(own)`` gives the country's intensity
-    (``country_g_per_kwh``) where ``own`` is false, so it is looked up only where needed."""
+    (``carbon.country_g_per_kwh``) where ``own`` is false, so it is looked up only where needed."""
     own = isfinite(carbon_intensity) & (carbon_intensity >= 0)
     return where(own, carbon_intensity, country_of(own))
 
@@ -306,14 +314,7 @@ def interval(start: float, end: float, duration: float) -> tuple[float, float]:
 def counted_measurements(measurements: Sequence[Any]) -> list[Any]:
     """The measurements one run counts for (``Run.primary``): rules 1, 4-6."""
     usable = [m for m in measurements if m.kind in ("estimate", "metered") and not getattr(m, "error", "")
-              and usable_energy(float(m.energy_kwh))]
-    views = [View(m, m.kind, m.scope, m.kind == "metered" and low_coverage(_float(getattr(m, "coverage", None))))
+              and usable_energy(as_float(m.energy_kwh))]
+    views = [View(m, m.kind, m.scope, m.kind == "metered" and low_coverage(as_float(getattr(m, "coverage", None))))
              for m in usable]
     return [view.index for view, role in zip(views, decide(views)) if role & COUNTED]
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

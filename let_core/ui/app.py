@@ -13,10 +13,18 @@ offline); their data comes from the JSON API below, one page of rows or one aggr
 
 A bad filter is a 400 with a message; an unreadable store is a 503 whose message the pages
 show, and the server keeps serving (it retries when the store changes).
+
+It answers only to its own names in ``Host:`` (``allowed_hosts``): a page of another site whose
+name resolves to 127.0.0.1 (DNS rebinding) gets a 421, not the results. The API's description is
+``/api/openapi.json``; there is no Swagger page, whose scripts come from a CDN (the dashboard
+works offline).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time.
+import functools
+import ipaddress
 import socket
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from let_core.errors import ConfigurationError
@@ -24,18 +32,81 @@ from let_core.ui.data import Dashboard, Filters, StoreUnreadable, static_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+#: The names of this machine that every dashboard answers to.
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
-def create_app(dashboard: Dashboard) -> Any:
+def allowed_hosts(bound: str = DEFAULT_HOST, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The names the dashboard answers to: this machine's local names, the address it is bound
+    to (for a wildcard bind: the machine's names, and ``is_local_address`` per request), and
+    ``extra`` (``--allow-host``; ``*`` allows any name)."""
+    names = {*LOCAL_NAMES, *(_bare(name) for name in extra)}
+    address = _bare(bound)
+    if address not in _WILDCARDS:
+        names.add(address)
+        return frozenset(names)
+    # The machine's names; its addresses are checked per request (is_local_address).
+    names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=256)
+def is_local_address(name: str) -> bool:
+    """An IP address of this machine (binding to it succeeds). A wildcard-bound dashboard is
+    reached under these; they are no rebinding risk (a rebinding page needs a name of its own)."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    with socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
+def _bare(name: str) -> str:
+    return name.strip().strip("[]").lower()
+
+
+def host_name(header: str) -> str:
+    """The name in a ``Host:`` header, without port or IPv6 brackets (``[::1]:8765`` -> ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def create_app(dashboard: Dashboard, hosts: Collection[str] = LOCAL_NAMES, local_addresses: bool = False) -> Any:
+    """The dashboard's app, answering to the names in ``hosts`` (``allowed_hosts``) only, and
+    with ``local_addresses`` (a wildcard bind) to every address of this machine too."""
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
 
-    app = FastAPI(title="LET dashboard", version="1", docs_url="/api/docs", redoc_url=None,
+    # Swagger UI and ReDoc load their scripts from a CDN: off. The OpenAPI JSON stays.
+    app = FastAPI(title="LET dashboard", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     static = static_dir()
     app.mount("/static", StaticFiles(directory=static), name="static")
+    names = frozenset(_bare(name) for name in hosts)
+    shown = ", ".join(sorted(names))
+
+    @app.middleware("http")
+    async def own_names_only(request: Request, call_next: Any) -> Any:
+        # Starlette's TrustedHostMiddleware does this check but answers a bare "Invalid host
+        # header"; this one says which names work and how to add one.
+        header = request.headers.get("host")
+        name = host_name(header or "")
+        if (header is not None and "*" not in names and name not in names
+                and not (local_addresses and is_local_address(name))):
+            return JSONResponse({"detail": f"this LET dashboard answers to {shown}, not to Host "
+                                           f"{header[:100]!r}: open it under one of those names, or start it "
+                                           "with `lett ui --allow-host NAME`"}, status_code=421)
+        return await call_next(request)
 
     @app.exception_handler(ConfigurationError)
     async def bad_request(request: Request, exc: ConfigurationError) -> JSONResponse:
@@ -113,9 +184,10 @@ def create_app(dashboard: Dashboard) -> Any:
     @app.get("/api/calibration", summary="Each calibrated host's paired runs, fitted line, band and corrected runs")
     def calibration(host: str | None = None) -> dict[str, Any]:
         from let_core.results.calibration import calibration_views
+        from let_core.results.loading import load_results
 
         try:
-            return calibration_views(dashboard.store.directory, dashboard.dataset, host)
+            return calibration_views(lambda: load_results(dashboard.store.directory, dataset=dashboard.dataset), host)
         except (OSError, ValueError) as exc:
             raise StoreUnreadable(f"cannot read the LET store {dashboard.location}: {exc}") from exc
 
@@ -123,11 +195,12 @@ def create_app(dashboard: Dashboard) -> Any:
 
 
 def serve(output_dir: str | None = None, dataset: str | None = None, host: str = DEFAULT_HOST,
-          port: int = DEFAULT_PORT, preload: bool = True, sock: socket.socket | None = None) -> None:
+          port: int = DEFAULT_PORT, preload: bool = True, sock: socket.socket | None = None,
+          allow_hosts: Iterable[str] = ()) -> None:
     """Run the dashboard until interrupted. Loads the store first, so the first page is quick.
 
     ``sock``: a socket already bound (``bind_socket``), so that a busy port was an error before
-    anything was loaded or announced."""
+    anything was loaded or announced. ``allow_hosts``: more names it answers to in ``Host:``."""
     import threading
 
     import uvicorn
@@ -145,10 +218,11 @@ def serve(output_dir: str | None = None, dataset: str | None = None, host: str =
             # once in the background while the first pages are served.
             threading.Thread(target=lambda: (dashboard.overview(Filters()), dashboard.summary(Filters())),
                              name="let-ui-warm", daemon=True).start()
+    app = create_app(dashboard, allowed_hosts(host, allow_hosts), local_addresses=_bare(host) in _WILDCARDS)
     if sock is None:
-        uvicorn.run(create_app(dashboard), host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
         return
-    server = uvicorn.Server(uvicorn.Config(create_app(dashboard), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import string
 import sys
 import threading
+import time
 from typing import Any
 
 NVML_SUCCESS = 0
@@ -92,21 +93,44 @@ _make_error_classes()
 
 
 # ------------------------------------------------------------------------------- fake hardware
+class c_nvmlProcessUtilizationSample_t:
+    """The fields of pynvml's ctypes structure of the same name (one process's utilisation at
+    one CPU time stamp, microseconds), as ``nvmlDeviceGetProcessUtilization`` returns them."""
+
+    _fields_ = [("pid", "c_uint"), ("timeStamp", "c_ulonglong"), ("smUtil", "c_uint"),
+                ("memUtil", "c_uint"), ("encUtil", "c_uint"), ("decUtil", "c_uint")]
+
+    def __init__(self, pid: int, timeStamp: int, smUtil: int, memUtil: int = 0,
+                 encUtil: int = 0, decUtil: int = 0) -> None:
+        self.pid, self.timeStamp, self.smUtil = pid, timeStamp, smUtil
+        self.memUtil, self.encUtil, self.decUtil = memUtil, encUtil, decUtil
+
+
 class FakeGpu:
-    """One GPU: an energy counter in mJ (Volta+) or only a power reading in mW."""
+    """One GPU: an energy counter in mJ (Volta+) or only a power reading in mW, and the processes
+    using it (pid to SM utilisation in percent), sampled by the driver as the GPU advances."""
 
     def __init__(self, name: str = "NVIDIA A100-SXM4-40GB", uuid: str = "GPU-00000000-0000-0000-0000-000000000000",
-                 power_mw: int = 250_000, energy_mj: int = 0, has_energy_counter: bool = True) -> None:
+                 power_mw: int = 250_000, energy_mj: int = 0, has_energy_counter: bool = True,
+                 process_utilization: bool = True) -> None:
         self.name = name
         self.uuid = uuid
         self.power_mw = power_mw
         self.energy_mj = energy_mj
         self.has_energy_counter = has_energy_counter
+        #: Whether the driver reports per-process utilisation (Maxwell and newer, not under every vGPU).
+        self.process_utilization = process_utilization
+        self.processes: dict[int, int] = {}
+        self.samples: list[c_nvmlProcessUtilizationSample_t] = []
         self.lost = False
 
     def advance(self, seconds: float) -> None:
-        """The GPU draws ``power_mw`` for ``seconds``."""
+        """The GPU draws ``power_mw`` for ``seconds``; the driver takes one utilisation sample of
+        every process that used it (as NVML, only those with non-zero utilisation)."""
         self.energy_mj += int(round(self.power_mw * seconds))
+        stamp = max([int(time.time() * 1e6), *(s.timeStamp + 1 for s in self.samples)])
+        self.samples.extend(c_nvmlProcessUtilizationSample_t(pid, stamp, util)
+                            for pid, util in self.processes.items() if util > 0)
 
 
 class _Handle:
@@ -204,3 +228,18 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: Any) -> int:
     if not gpu.has_energy_counter:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return int(gpu.energy_mj)
+
+
+def nvmlDeviceGetProcessUtilization(handle: Any, timeStamp: int) -> list[c_nvmlProcessUtilizationSample_t]:
+    """As the real one: per process, its latest sample newer than ``timeStamp``; NotFound when
+    there is none, NotSupported where the driver keeps no per-process figures."""
+    gpu = _gpu(handle)
+    if not gpu.process_utilization:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    latest: dict[int, c_nvmlProcessUtilizationSample_t] = {}
+    for sample in gpu.samples:
+        if sample.timeStamp > int(timeStamp):
+            latest[sample.pid] = sample
+    if not latest:
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+    return list(latest.values())

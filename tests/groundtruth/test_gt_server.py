@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from let_backends.tasmota.emulator import EmulatedSocket
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import WAIT_S, free_port, wait_until
 
 TOKEN = "test-token-123"

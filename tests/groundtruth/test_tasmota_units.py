@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from let_backends.tasmota.config import SocketConfig, load_server_config, server_location, strip_json_comments
-from let_backends.tasmota.emulator import EmulatedSocket, integrate_profile
-from let_backends.tasmota.meter import HostMeter, quality
-from let_backends.tasmota.protocol import EnergyReading, SocketError, TasmotaSocket
-from let_backends.tasmota.service import GroundTruthService
+from let_backends.tasmota.config import server_location
 from let_core.errors import ConfigurationError
+from let_groundtruth.config import SocketConfig, load_server_config, strip_json_comments
+from let_groundtruth.emulator import EmulatedSocket, integrate_profile
+from let_groundtruth.meter import HostMeter, quality
+from let_groundtruth.protocol import EnergyReading, SocketError, TasmotaSocket
+from let_groundtruth.service import GroundTruthService
 
 README_EXAMPLE = """{
   "host1": "127.0.0.1",
@@ -164,8 +165,7 @@ def test_reading_instant_bracketed_by_the_exchange_not_the_whole_call() -> None:
         began = time.monotonic()
         assert meter.refresh()
         call_s = time.monotonic() - began
-    assert call_s > 0.2
-    assert meter.last_read_s < call_s / 4
+    assert meter.last_read_s < call_s / 4  # the bracket, not the trickled call
     assert meter.snapshot().timing_s == pytest.approx(meter.last_read_s / 2)
 
 
@@ -301,7 +301,7 @@ def test_meter_implausible_readings_are_gaps_and_never_poison() -> None:
 
 
 def test_meter_rated_max_is_configurable() -> None:
-    from let_backends.tasmota.meter import Limits
+    from let_groundtruth.meter import Limits
 
     s = ScriptedSocket()
     m = HostMeter("h", s.read, clock=s.clock, limits=Limits(rated_max_w=500.0))
@@ -331,8 +331,8 @@ def test_meter_restore_bridges_downtime_exactly_or_as_gap() -> None:
 
 
 def test_state_dir_is_one_servers(tmp_path: Path) -> None:
-    from let_backends.tasmota.state import StateStore
     from let_core.errors import ConfigurationError
+    from let_groundtruth.state import StateStore
 
     first = StateStore(tmp_path / "st")
     with pytest.raises(ConfigurationError, match="already uses the state directory"):

@@ -9,38 +9,46 @@ Routes (JSON everywhere; ``/docs`` has the OpenAPI page):
 - ``GET /hosts/{host}/power``              live power
 - ``POST /hosts/{host}/sessions``          start a session -> ``session_id``
 - ``GET /sessions``                        open sessions; their ids only with the admin token
-- ``GET /sessions/{id}``                   a running session's energy so far
+- ``GET /sessions/{id}``                   a running session's energy so far; renews its lease
 - ``POST /sessions/{id}/stop``             stop -> energy, duration, data quality, coverage
 - ``DELETE /sessions/{id}``                drop a session without a result
+- ``GET /metrics``                         Prometheus exposition: each socket's power, energy, gaps
 
 With a token (``LET_GT_TOKEN`` or ``token=``), every route but ``/health`` needs
 ``Authorization: Bearer TOKEN`` (the docs and the OpenAPI schema too). The admin token
 (``LET_GT_ADMIN_TOKEN``) is accepted everywhere and is the only one that sees session ids of
 others: an id is the capability to read, stop or drop a session, returned only to its opener.
-Request bodies above ``MAX_BODY_BYTES`` get a 413; a cap of open sessions per host and per client
-address answers 429 instead of evicting running sessions.
+Request bodies above ``MAX_BODY_BYTES`` get a 413; caps of open sessions per client address (on
+one host, and in all) answer 429 instead of evicting running sessions. A session not renewed
+within its lease (10 min) expires; its result is kept for the opener (``"expired": true``).
+A state directory that cannot be written (full, read-only) answers 503 with ``Retry-After`` and
+changes nothing, so the request can be retried.
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves the endpoint annotations at
 # run time, and the request model is local to create_app (pydantic is imported lazily).
 import hmac
-import os
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from let_backends.tasmota.config import SocketConfig
-from let_backends.tasmota.meter import Limits
-from let_backends.tasmota.service import (
+from let_core.config import gt_env
+from let_groundtruth.config import SocketConfig
+from let_groundtruth.meter import Limits
+from let_groundtruth.service import (
+    DEFAULT_LEASE_S,
     GroundTruthService,
     SocketNeverAnswered,
     TooManySessions,
     UnknownHost,
     UnknownSession,
 )
+from let_groundtruth.state import StateUnavailable
 
 _OPEN_PATHS = frozenset({"/health"})
+#: Seconds a client is told to wait before retrying a request the state directory refused.
+RETRY_AFTER_S = 5
 #: The largest body a route takes is {"label": <= 200 chars}.
 MAX_BODY_BYTES = 16 * 1024
 
@@ -96,12 +104,12 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
     """
     from fastapi import Body, FastAPI, Path, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    secret = token if token is not None else os.environ.get("LET_GT_TOKEN", "")
-    admin = admin_token if admin_token is not None else os.environ.get("LET_GT_ADMIN_TOKEN", "")
+    secret = token if token is not None else gt_env("TOKEN")
+    admin = admin_token if admin_token is not None else gt_env("ADMIN_TOKEN")
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -173,13 +181,20 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
 
     @app.exception_handler(UnknownSession)
     async def unknown_session(request: Request, exc: UnknownSession) -> JSONResponse:
-        return error(404, f"no running session {exc.args[0]!r}: it was stopped already, expired, or the "
-                          "server restarted without its state directory since it began",
+        return error(404, f"no running session {exc.args[0]!r}: it was stopped already, its kept result "
+                          "was collected or dropped, or the server restarted without its state directory "
+                          "since it began",
                      unknown_session=True)
 
     @app.exception_handler(TooManySessions)
     async def too_many(request: Request, exc: TooManySessions) -> JSONResponse:
         return error(429, str(exc))
+
+    @app.exception_handler(StateUnavailable)
+    async def state_unavailable(request: Request, exc: StateUnavailable) -> JSONResponse:
+        # Nothing was changed: a retry after the fault (disk freed, made writable) succeeds.
+        return JSONResponse({"error": f"{exc}. Nothing was changed; retry this request.", "retry": True},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(SocketNeverAnswered)
     async def never_answered(request: Request, exc: SocketNeverAnswered) -> JSONResponse:
@@ -236,6 +251,16 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
         service.cancel_session(session_id)
         return {"session_id": session_id, "cancelled": True}
 
+    @app.get("/metrics", summary="Prometheus exposition: every socket's power, energy, gaps", include_in_schema=True)
+    def metrics() -> Response:
+        from let_groundtruth.metrics import exposition
+
+        try:
+            body, content_type = exposition(service)
+        except ImportError:
+            return error(501, "/metrics needs prometheus-client: pip install 'lamarr-energy-tracker[prometheus]'")
+        return Response(body, media_type=content_type)
+
     # LET 0.1.x's routes last, so that /hosts/... and /sessions/... are matched first.
     @app.get("/{host}/start", summary="Start tracking a host (LET 0.1.x)")
     def legacy_start(request: Request, host: str = host_path) -> dict[str, Any]:
@@ -245,7 +270,7 @@ def create_app(service: GroundTruthService, token: str | None = None, admin_toke
     def legacy_stop(host: str = host_path) -> dict[str, Any]:
         return service.legacy_stop(host)
 
-    from let_backends.tasmota.ui import mount_ui  # GET /ui: live power, open sessions, gaps
+    from let_groundtruth.ui import mount_ui  # GET /ui: live power, open sessions, gaps
 
     mount_ui(app, service)
     return app
@@ -259,10 +284,11 @@ class RunningServer:
                  log_level: str = "warning", *, admin_token: str | None = None,
                  state_dir: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
                  rated_max_w: float | None = None, max_sessions_per_host: int | None = None,
-                 max_sessions_per_client: int | None = None, max_age_days: float | None = None) -> None:
+                 max_sessions_per_client: int | None = None, lease_s: float | None = None,
+                 clock: Any = None) -> None:
         import uvicorn
 
-        from let_backends.tasmota import service as svc
+        from let_groundtruth import service as svc
 
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key (PEM files)")
@@ -271,7 +297,7 @@ class RunningServer:
             limits=Limits(rated_max_w=rated_max_w) if rated_max_w else None,
             max_sessions_per_host=max_sessions_per_host or svc.MAX_SESSIONS_PER_HOST,
             max_sessions_per_client=max_sessions_per_client or svc.MAX_SESSIONS_PER_CLIENT,
-            max_age_days=max_age_days or svc.DEFAULT_MAX_AGE_DAYS)
+            lease_s=lease_s or DEFAULT_LEASE_S, **({"clock": clock} if clock is not None else {}))
         self.app = create_app(self.service, token, admin_token)
         # h11's limit on a request's headers keeps a header flood bounded too.
         config = uvicorn.Config(self.app, host=host, port=port, log_level=log_level,

@@ -15,7 +15,10 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 DEFAULT_WINDOW_S = 600.0
 _PAGE = Path(__file__).with_name("ui.html")
@@ -48,7 +51,7 @@ class PowerHistory:
         stopped = getattr(service, "_stop", None)  # GroundTruthService.close() sets it
         if service is None or (isinstance(stopped, threading.Event) and stopped.is_set()):
             return False
-        now = time.time()
+        now = time.monotonic()  # points are aged, never dated: a wall-clock step must not bend the line
         for host in service.hosts():
             try:
                 power = service.host_status(host).get("power_w")
@@ -76,7 +79,7 @@ class PowerHistory:
 
 
 def page_data(service: Any, history: PowerHistory) -> dict[str, Any]:
-    now = time.time()
+    now = time.monotonic()
     hosts = []
     for host in service.hosts():
         status = service.host_status(host)
@@ -86,10 +89,10 @@ def page_data(service: Any, history: PowerHistory) -> dict[str, Any]:
     sessions = [{k: s.get(k) for k in ("host", "label", "start_time_iso", "legacy")}
                 for s in service.sessions()]
     return {"window_s": history.window_s, "hosts": hosts, "sessions": sessions,
-            "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + " UTC"}
+            "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + " UTC"}
 
 
-def mount_ui(app: Any, service: Any, window_s: float = DEFAULT_WINDOW_S) -> PowerHistory:
+def mount_ui(app: FastAPI, service: Any, window_s: float = DEFAULT_WINDOW_S) -> PowerHistory:
     """Add ``GET /ui`` (the page) and ``GET /ui/data`` (its JSON) to the server's app."""
     from fastapi.responses import FileResponse
 

@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from let_backends.tasmota.client import GroundTruthError, GroundTruthTracker
-from let_backends.tasmota.emulator import EmulatedSocket
 from let_core.errors import BackendUnavailable, LetWarning
 from let_core.tracker import EnergyTracker
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import free_port, wait_until
 
 TOKEN = "robust-token"
@@ -106,21 +106,36 @@ class Server:
         monkeypatch.setenv("LET_GT_HOSTNAME", hostname)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sockets() -> Iterator[dict[str, EmulatedSocket]]:
     made = {"a": EmulatedSocket(1800.0, start_total_kwh=4.0), "b": EmulatedSocket(900.0, start_total_kwh=1.0)}
-    for s in made.values():
-        s.start()
-    yield made
-    for s in made.values():
-        s.close()
+    try:
+        for s in made.values():
+            s.start()
+        yield made
+    finally:
+        for s in made.values():
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, sockets: dict[str, EmulatedSocket]) -> Iterator[Server]:
+    """One server for the tests that leave it running (each resumes the sockets it faults)."""
+    srv = Server(tmp_path_factory.mktemp("shared"), sockets, "--max-sessions-per-host", "20")
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
 
 
 @pytest.fixture
-def server(tmp_path: Path, sockets: dict[str, EmulatedSocket]) -> Iterator[Server]:
-    srv = Server(tmp_path, sockets, "--max-sessions-per-host", "20").start()
-    yield srv
-    srv.stop()
+def own_server(tmp_path: Path, sockets: dict[str, EmulatedSocket]) -> Iterator[Server]:
+    """A server of the test's own, for the tests that kill it."""
+    srv = Server(tmp_path, sockets)
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
 
 
 def watts(result: dict[str, Any]) -> float:
@@ -132,11 +147,13 @@ def test_socket_killed_mid_run_is_coverage_not_metered(server: Server, sockets: 
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12 #1: kill the socket 2 s into a 6 s run: the row says how little was metered."""
     server.configure_client(monkeypatch, "a")
-    with EnergyTracker(project_name="cov", backends=["tasmota"], reporters=[]) as tracker:
-        time.sleep(2.0)
-        sockets["a"].hang()
-        time.sleep(4.0)
-    sockets["a"].resume()
+    try:
+        with EnergyTracker(project_name="cov", backends=["tasmota"], reporters=[]) as tracker:
+            time.sleep(2.0)
+            sockets["a"].hang()
+            time.sleep(4.0)
+    finally:
+        sockets["a"].resume()
     m = tracker.last_result["measurements"]["tasmota"]  # type: ignore[index]
     assert m["coverage"] is not None and 0.15 < m["coverage"] < 0.6, m
     assert m["gap_count"] >= 1 and m["gap_seconds"] > 2.5
@@ -339,13 +356,18 @@ def test_dead_socket_at_start_warns(server: Server, sockets: dict[str, EmulatedS
 def test_caps_refuse_with_429_and_never_evict(server: Server) -> None:
     """Issue 12 #7: POSTs for host b evicted host a's running session."""
     mine = server.session("a")
-    codes = [server.call("POST", "/hosts/b/sessions", json={}).status_code for _ in range(25)]
-    assert codes.count(201) == 20 and codes.count(429) == 5
-    assert "max-sessions-per-host" in server.call("POST", "/hosts/b/sessions", json={}).json()["error"]
-    assert server.call("GET", f"/sessions/{mine}").status_code == 200
-    assert server.finish(mine)["energy_consumed"] > 0
-    listed = server.call("GET", "/sessions").json()
-    assert len(listed) == 20 and all("session_id" not in s for s in listed)
+    answers = [server.call("POST", "/hosts/b/sessions", json={}) for _ in range(25)]
+    opened = [r.json()["session_id"] for r in answers if r.status_code == 201]
+    try:
+        assert len(opened) == 20 and [r.status_code for r in answers].count(429) == 5
+        assert "max-sessions-per-host" in server.call("POST", "/hosts/b/sessions", json={}).json()["error"]
+        assert server.call("GET", f"/sessions/{mine}").status_code == 200
+        assert server.finish(mine)["energy_consumed"] > 0
+        listed = server.call("GET", "/sessions?host=b").json()
+        assert len(listed) == 20 and all("session_id" not in s for s in listed)
+    finally:  # the server is shared: give the cap back
+        for sid in opened:
+            server.call("DELETE", f"/sessions/{sid}")
 
 
 def test_body_size_limit(server: Server) -> None:
@@ -355,31 +377,31 @@ def test_body_size_limit(server: Server) -> None:
 
 
 # ---------------------------------------------------------------------------------- durability
-def test_restart_mid_session_exact_from_counter(server: Server, sockets: dict[str, EmulatedSocket]) -> None:
-    sid = server.session("a")
+def test_restart_mid_session_exact_from_counter(own_server: Server, sockets: dict[str, EmulatedSocket]) -> None:
+    sid = own_server.session("a")
     time.sleep(1.0)
-    server.kill()
+    own_server.kill()
     time.sleep(2.0)  # the socket keeps counting while no server watches
-    server.start()
+    own_server.start()
     time.sleep(0.8)
-    result = server.finish(sid)
+    result = own_server.finish(sid)
     q = result["quality"]
     assert q["coverage"] == 1.0 and q["interpolated_gaps"] == 0, result
     assert watts(result) == pytest.approx(1800.0, rel=0.06)
     assert result["duration"] > 3.0
 
 
-def test_restart_with_socket_reset_in_downtime_is_a_marked_gap(server: Server,
+def test_restart_with_socket_reset_in_downtime_is_a_marked_gap(own_server: Server,
                                                                sockets: dict[str, EmulatedSocket]) -> None:
-    sid = server.session("a")
+    sid = own_server.session("a")
     time.sleep(1.0)
-    server.kill()
+    own_server.kill()
     time.sleep(1.0)
     sockets["a"].reset_counter()
     time.sleep(1.0)
-    server.start()
+    own_server.start()
     time.sleep(0.8)
-    result = server.finish(sid)
+    result = own_server.finish(sid)
     q = result["quality"]
     assert q["resets"] == 1 and q["interpolated_gaps"] >= 1 and q["coverage"] < 0.9
     assert q["interpolated_seconds"] >= 1.5
@@ -404,32 +426,37 @@ def test_unknown_session_after_restart_without_state_is_clear(tmp_path: Path, so
         srv.stop()
 
 
-def test_expired_sessions_are_dropped(tmp_path: Path, sockets: dict[str, EmulatedSocket]) -> None:
-    from let_backends.tasmota.config import parse_server_config
-    from let_backends.tasmota.service import GroundTruthService
+def test_a_session_not_renewed_expires_after_its_lease_with_its_figures_kept(tmp_path: Path,
+                                                                            sockets: dict[str, EmulatedSocket]) -> None:
+    from let_groundtruth.config import parse_server_config
+    from let_groundtruth.service import GroundTruthService
 
-    svc = GroundTruthService(parse_server_config({"a": sockets["a"].address}), state_dir=tmp_path / "st",
-                             max_age_days=1.0)
+    svc = GroundTruthService(parse_server_config({"a": sockets["a"].address}), state_dir=tmp_path / "st", lease_s=60.0)
     try:
         sid = svc.start_session("a")["session_id"]
-        assert svc.expire(now=time.time() + 0.5 * 86400) == 0
-        assert svc.expire(now=time.time() + 1.5 * 86400) == 1
-        with pytest.raises(KeyError):
-            svc.stop_session(sid)
+        now = svc.clock.monotonic()
+        assert svc.expire(now=now + 30.0) == 0
+        svc.peek_session(sid)  # renews: the lease runs from here
+        assert svc.expire(now=svc.clock.monotonic() + 59.0) == 0
+        assert svc.expire(now=svc.clock.monotonic() + 61.0) == 1
+        kept = svc.peek_session(sid)
+        assert kept["expired"] is True and kept["running"] is False and kept["energy_consumed"] >= 0
+        assert svc.stop_session(sid)["expired"] is True  # the opener's stop answers the kept figure
         assert list(svc.store.sessions()) == []  # type: ignore[union-attr]
+        assert [row[0] for row in svc.store.expired()] == [sid]  # type: ignore[union-attr]
     finally:
         svc.close()
 
 
 # ---------------------------------------------------------------------------------- dead server
-def test_server_dead_at_stop_keeps_what_was_metered(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    server.configure_client(monkeypatch, "a")
+def test_server_dead_at_stop_keeps_what_was_metered(own_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    own_server.configure_client(monkeypatch, "a")
     monkeypatch.setenv("LET_GT_HEARTBEAT_S", "0.3")
     monkeypatch.setenv("LET_GT_TIMEOUT", "2")
     with pytest.warns(LetWarning, match="lost at stop"):
         with EnergyTracker(project_name="dead", backends=["tasmota"], reporters=[]) as tracker:
             time.sleep(2.0)
-            server.kill()
+            own_server.kill()
             time.sleep(1.0)
     m = tracker.last_result["measurements"]["tasmota"]  # type: ignore[index]
     assert m["energy_consumed"] > 0 and 0.3 < m["coverage"] < 0.95, m
@@ -437,14 +464,14 @@ def test_server_dead_at_stop_keeps_what_was_metered(server: Server, monkeypatch:
     assert m["energy_consumed"] * 3.6e6 / m["duration"] == pytest.approx(1800.0, rel=0.15)
 
 
-def test_crash_false_never_raises_when_server_dies(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    server.configure_client(monkeypatch, "a")
+def test_crash_false_never_raises_when_server_dies(own_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    own_server.configure_client(monkeypatch, "a")
     monkeypatch.setenv("LET_GT_HEARTBEAT_S", "0.3")
     monkeypatch.setenv("LET_GT_TIMEOUT", "2")
     tracker = GroundTruthTracker(crash_if_unavailable=False, verbose=False)
     tracker.start()
     time.sleep(1.0)
-    server.kill()
+    own_server.kill()
     with pytest.warns(LetWarning):
         result = tracker.stop()
     assert result["energy_consumed"] > 0 and result["quality"]["partial"]

@@ -19,8 +19,9 @@ A socket that does not answer opens an outage; when it answers again with a plau
 (and its uptime says it did not reboot), the outage's energy is the counter's exact increase and
 it costs no coverage. Otherwise the outage is an interpolated gap too.
 
-Coverage of a session = 1 - interpolated seconds / duration. The clock is wall time
-(``time.time``) so that a server restart can continue from persisted counters.
+Coverage of a session = 1 - interpolated seconds / duration. The clock is monotonic
+(``time.monotonic``, or the service's injected one): a wall-clock step changes no interval.
+Persisted instants are moved onto the running clock at restore (``clock.Clock.offset_since``).
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from let_backends.tasmota.protocol import EnergyReading, SocketError
+from let_backends.tasmota.config import DEFAULT_RATED_MAX_W, max_energy_kwh
+from let_groundtruth.protocol import EnergyReading, SocketError
 
 #: Counter noise below half the 0.01 Wh resolution is not a drop.
 _DROP_TOLERANCE_KWH = 0.000005
-#: A 16 A socket at 230 V: the most a Tasmota plug (Nous A1T, Sonoff S31) can deliver.
-DEFAULT_RATED_MAX_W = 3680.0
 #: A session boundary wants a reading whose instant is known to within this many times the
 #: bracket the host's link achieves, or ``SHARP_FLOOR_S``; see ``HostMeter.sharp_span_s``.
 SHARP_FACTOR = 2.0
@@ -54,9 +54,6 @@ class Limits:
     rated_max_w: float = DEFAULT_RATED_MAX_W
     #: Beyond 1e9 kWh a double no longer resolves the 1e-5 kWh counter step.
     max_total_kwh: float = 1e9
-    #: Slack for the rise check: request timing jitter and the counter's rounding.
-    slack_s: float = 1.0
-    slack_kwh: float = 0.00002
 
     def problem(self, reading: EnergyReading) -> str:
         """Why a reading on its own is implausible, or "" when it is fine."""
@@ -72,14 +69,14 @@ class Limits:
         return ""
 
     def max_rise_kwh(self, dt: float) -> float:
-        return self.rated_max_w * (max(dt, 0.0) + self.slack_s) / 3.6e6 + self.slack_kwh
+        return max_energy_kwh(self.rated_max_w, dt)
 
 
 @frozen
 class Snapshot:
-    """Cumulative counters of one host at one moment (wall time); sessions are differences."""
+    """Cumulative counters of one host at one moment; sessions are differences."""
 
-    mono: float  # the meter's clock (wall seconds) at this snapshot
+    mono: float  # the meter's monotonic clock (seconds) at this snapshot
     energy_kwh: float
     estimated_kwh: float
     resets: int
@@ -105,7 +102,7 @@ class HostMeter:
     #: Seconds since the socket booted (Status 11); asked only when a gap closes, because a
     #: socket that rebooted in a gap may already have counted past its old Total.
     uptime: Callable[[], float | None] | None = None
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.monotonic  # never the wall clock: see the module's docstring
     limits: Limits = Limits()
     # cumulative since the server began metering this host (persisted across restarts)
     energy_kwh: float = 0.0
@@ -128,6 +125,8 @@ class HostMeter:
     last_attempt_ok: bool = False
     last_read_s: float = 0.0  # how long the bracket of the last good reading's instant was
     started: float = 0.0
+    #: restored from the state and not read since: the persisted energy may lag what was shown
+    awaiting_first_reading: bool = False
     #: bumped on every change, so the state store writes only what moved
     version: int = 0
     _lock: threading.Lock = field(init=False, factory=threading.Lock)  # guards the counters
@@ -252,6 +251,7 @@ class HostMeter:
                 self.gap_s_closed += max(t - self.failing_since, 0.0)
                 self.failing_since = None
             self.last_error = note
+            self.awaiting_first_reading = False
             # under the lock with last_ok, so a snapshot's time and its uncertainty always match
             self.last, self.last_ok, self.last_read_s = reading, t, span_s
             self._spans.append(span_s)
@@ -336,25 +336,30 @@ class HostMeter:
             out: dict[str, Any] = {k: getattr(self, k) for k in self._STATE_FIELDS}
             out["last"] = self.last.as_dict() if self.last is not None else None
             out["version"] = self.version
+            out["awaiting_first_reading"] = self.awaiting_first_reading
             return out
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a persisted state. The time the server was down is an open outage from
-        the last good reading: the next reading closes it exactly (counter rose plausibly, no
-        reboot) or as an interpolated gap."""
+    def restore(self, state: dict[str, Any], offset: float = 0.0) -> None:
+        """Continue from a persisted state (its instants + ``offset`` on this meter's clock). The
+        time the server was down is an open outage from the last good reading: the next reading
+        closes it exactly (counter rose plausibly, no reboot) or as an interpolated gap."""
         with self._lock:
-            for k in ("energy_kwh", "estimated_kwh", "gap_s_closed", "interp_s", "started"):
+            for k in ("energy_kwh", "estimated_kwh", "gap_s_closed", "interp_s"):
                 setattr(self, k, float(state.get(k) or 0.0))
+            self.started = float(state.get("started") or 0.0) + offset
             for k in ("resets", "reboots", "gaps", "interp_n", "implausible"):
                 setattr(self, k, int(state.get(k) or 0))
             last = state.get("last")
             self.last = EnergyReading.from_dict(last) if last else None
-            self.last_ok = float(state["last_ok"]) if state.get("last_ok") is not None else None
+            self.last_ok = float(state["last_ok"]) + offset if state.get("last_ok") is not None else None
             since = state.get("failing_since")
             if since is None:
                 since = self.last_ok if self.last_ok is not None else self.started
                 self.gaps += 1
+            else:
+                since = float(since) + offset
             self.failing_since = float(since)
+            self.awaiting_first_reading = True
             self.last_error = "the server restarted; waiting for the socket's next reading"
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from let_backends.tasmota.emulator import EmulatedSocket
+from let_groundtruth.emulator import EmulatedSocket
 from tests.loopback import free_port, wait_until
 
 TOKEN = "fuzz-token"
@@ -84,10 +83,9 @@ def test_no_route_answers_5xx_or_hangs(server: tuple[str, list[tuple[str, str]]]
     auth = data.draw(auths)
     if auth:
         headers["Authorization"] = auth
-    began = time.monotonic()
+    # the timeout is the hang check: a request not answered within it raises
     r = requests.request(method, url + path, params=query, data=body, headers=headers, timeout=20)
     assert r.status_code < 500, (method, path, query, body, r.status_code, r.text[:300])
-    assert time.monotonic() - began < 20
     if r.status_code >= 400 and r.status_code != 405:
         assert "error" in r.json() or "detail" in r.json(), r.text[:200]
     if r.status_code == 201:  # a session started: stop it, so the client cap is not the only answer

@@ -14,9 +14,9 @@ import requests
 
 pytest.importorskip("fastapi", reason="fastapi is not installed: pip install '.[server]' (in the test extra)")
 
-from let_backends.tasmota.config import SocketConfig  # noqa: E402
-from let_backends.tasmota.emulator import EmulatedSocket  # noqa: E402
-from let_backends.tasmota.server import RunningServer  # noqa: E402
+from let_groundtruth.config import SocketConfig  # noqa: E402
+from let_groundtruth.emulator import EmulatedSocket  # noqa: E402
+from let_groundtruth.server import RunningServer  # noqa: E402
 from tests.loopback import free_port, wait_until  # noqa: E402
 
 

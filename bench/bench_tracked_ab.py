@@ -1,0 +1,73 @@
+"""Issue 19's cost bound, like for like: a whole tracked run (``bench_core.LET_RUN``: manual backend,
+default reporters, fresh process) and the second tracker of one process, for several source trees
+(e.g. a commit before a change and after it), run in interleaved rounds; medians.
+
+Run: .venv/bin/python bench/bench_tracked_ab.py base=/tmp/base after=. [--rounds 15]
+(``git archive <commit> | tar -x -C /tmp/base`` gives a tree of a commit). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_core import LET_RUN  # noqa: E402
+
+SECOND_TRACKER = """
+import time, lamarr_energy_tracker
+from let_backends.manual import ManualBackend
+def run():
+    tracker = lamarr_energy_tracker.EnergyTracker(project_name="bench", output_dir={out!r},
+                                                  backends=[ManualBackend(power_watts=100)])
+    tracker.start()
+    tracker.stop()
+run()
+started = time.perf_counter()
+run()
+print(time.perf_counter() - started)
+"""
+
+
+def once(tree: str, code: str, inside: bool) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "LET_HOME": out, "LET_LOAD_PLUGINS": "", "PYTHONPATH": os.path.abspath(tree)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code.format(out=out)], env=env, cwd=out,
+                              capture_output=True, text=True, check=True)
+        elapsed = time.perf_counter() - started
+    return float(done.stdout.strip().splitlines()[-1]) if inside else elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("trees", nargs="+", help="name=path of a source tree")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    trees = dict(t.split("=", 1) for t in args.trees)
+    cases = {"tracked run (whole process)": (LET_RUN, False), "second tracker in one process": (SECOND_TRACKER, True)}
+    times: dict[tuple[str, str], list[float]] = {(t, c): [] for t in trees for c in cases}
+    for tree in trees.values():  # warm-up: bytecode written
+        for code, inside in cases.values():
+            once(tree, code, inside)
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            for case, (code, inside) in cases.items():
+                times[(name, case)].append(once(tree, code, inside))
+    first = next(iter(trees))
+    for case in cases:
+        medians = {name: statistics.median(times[(name, case)]) * 1000 for name in trees}
+        print(f"{case}: " + ", ".join(f"{name} {ms:.1f} ms ({ms / medians[first]:.3f}x {first})"
+                                      for name, ms in medians.items()))
+
+
+if __name__ == "__main__":
+    main()
