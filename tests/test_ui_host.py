@@ -114,7 +114,7 @@ def test_docs_are_not_loaded_from_a_cdn(ui: int) -> None:
     status, body = get(ui, "/api/openapi.json", "localhost")
     assert status == 200 and "/api/runs" in json.loads(body)["paths"]
     # nothing any page loads comes from elsewhere
-    for path in ("/", "/project", "/statement", "/calibration"):
+    for path in ("/", "/runs", "/project", "/statement", "/calibration"):
         page = get(ui, path, "localhost")[1].decode()
         assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), path
 
@@ -189,7 +189,7 @@ def test_a_rebinding_page_in_a_real_browser_reads_nothing(ui: int, tmp_path: Pat
         driver.save_screenshot(str(shot))
         print(f"screenshot: {shot}")
         assert "answers to" in text and "alice" not in text and "gpu-1" not in text
-        driver.get(f"http://localhost:{ui}/")
+        driver.get(f"http://localhost:{ui}/runs")  # the runs table (the landing page is the overview)
         # the same browser, the dashboard's own name: the rows are there
         wait_until(lambda: "alice" in " ".join(r.text for r in driver.find_elements("css selector", "tbody tr")),
                    what="the runs table")
