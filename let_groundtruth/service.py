@@ -397,10 +397,13 @@ class GroundTruthService:
             "last_error": meter.last_error,
         }
 
-    def _kept(self, session_id: str) -> dict[str, Any] | None:
+    def _kept(self, session_id: str) -> dict[str, Any]:
+        """An expired session's figures, kept for its opener; UnknownSession when there are none."""
         with self._lock:
             kept = self._expired.get(session_id)
-        return None if kept is None else dict(kept[2])
+        if kept is None:
+            raise UnknownSession(session_id)
+        return dict(kept[2])
 
     def peek_session(self, session_id: str) -> dict[str, Any]:
         """A running session's figures so far; asking renews its lease."""
@@ -409,10 +412,7 @@ class GroundTruthService:
             if session is not None:
                 session.renewed = self.clock.monotonic()
         if session is None:
-            kept = self._kept(session_id)
-            if kept is None:
-                raise UnknownSession(session_id)
-            return kept
+            return self._kept(session_id)
         meter = self.meters[session.host]
         return {**self._result(session, meter.snapshot(), self.clock.now_label()), "running": True}
 
@@ -423,10 +423,7 @@ class GroundTruthService:
             if session is not None:
                 session.renewed = self.clock.monotonic()
         if session is None:
-            kept = self._kept(session_id)
-            if kept is None:
-                raise UnknownSession(session_id)
-            return kept  # stays kept: a stop whose answer was lost may be asked again
+            return self._kept(session_id)  # stays kept: a stop whose answer was lost may be asked again
         if pending is None:
             snap = self._fresh_snapshot(self.meters[session.host])
             pending = {**self._result(session, snap, self.clock.now_label()), "running": False}
