@@ -5,7 +5,6 @@ can all use it."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from typing import Any, Iterable
 
@@ -28,6 +27,8 @@ def by_count(counts: Mapping[str, int]) -> list[str]:
 
 def html_table(rows: Iterable[tuple[str, str]], caption: str = "") -> str:
     """A two-column table (label, value), every cell escaped."""
+    import html  # (html.entities costs a millisecond: only a notebook's display needs it)
+
     head = f"<caption style='text-align:left'><b>{html.escape(caption)}</b></caption>" if caption else ""
     body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
                    f"{html.escape(v)}</td></tr>" for k, v in rows)
