@@ -19,6 +19,11 @@ def join_words(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 run", "99,847 runs": a count in prose, with thousands separators (the plural adds s)."""
+    return f"1 {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def by_count(counts: Mapping[str, int]) -> list[str]:
     """The names of a tally, the most frequent first (ties by name), as the statement lists
     methods, backends and hardware."""
