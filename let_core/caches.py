@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from let_core.atomicfile import write_atomically
 from let_core.config import cache_dir
 
 EntryPoints = list[tuple[str, str, str]]
@@ -75,13 +76,5 @@ def write_atomic(path: Path, body: str) -> None:
     A reader sees the old file or the new one, and the last of several concurrent writers wins
     whole; a torn or interleaved file cannot appear.
     """
-    import tempfile  # 3 ms at import; only a cache miss writes
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomically(path, body.encode("utf-8"))

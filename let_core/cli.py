@@ -297,10 +297,9 @@ def report(output_dirs: tuple[str, ...], dataset: str | None, since: Any, until:
     """Write an HTML impact report: energy, emissions, measured vs estimated per project, user,
     host, month (and group), the biggest and failed runs, each project's paper statement."""
     import datetime as dt
-    import os
-    import tempfile
     from pathlib import Path
 
+    from let_core.atomicfile import write_atomically
     from let_core.report import build_report, load_groups, render_html
     from let_core.statement import format_emissions, format_energy
 
@@ -317,16 +316,7 @@ def report(output_dirs: tuple[str, ...], dataset: str | None, since: Any, until:
     groups = load_groups(groups_file) if groups_file is not None else None  # a bad file fails before reading
     built = build_report(list(output_dirs) or None, dataset, since=since, until=until, groups=groups)
     text = render_html(built, title=title)
-    # Written next to the target and renamed: an interrupted run never leaves half a report.
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomically(target, text.encode("utf-8"))  # an interrupted run never leaves half a report
     if built.empty:
         click.echo(f"warning: no runs recorded in {'; '.join(built.sources)} for this period; "
                    f"{target} says so", err=True)

@@ -72,9 +72,15 @@ def _store_key(store_path: str | os.PathLike[str]) -> str:
 
 
 def cache_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".json") -> Path:
-    """A cache file for one store, keyed by a digest of the store's absolute path (any path fits),
-    the one the recovery files use; each cache also names its store inside and proves it."""
-    return cache_dir() / f"{kind}-{_store_key(store_path)}{suffix}"
+    """A cache file for one store, keyed by a CRC-32 of the store's absolute path (any path fits).
+
+    Not a cryptographic digest: each cache names inside what it is of (the totals cache its
+    store, proven by checksums; the folded-backups list each file's path), so two paths of one
+    name cost a rebuild, never a wrong number. hashlib loads OpenSSL, 3-6 ms of every tracked
+    process (a tenth of it: issue 19's bound). Recovery files, which are data, keep SHA-256."""
+    import zlib
+
+    return cache_dir() / f"{kind}-{zlib.crc32(_absolute(store_path)):08x}{suffix}"
 
 
 def recovery_dir() -> Path:
@@ -87,8 +93,9 @@ def recovery_dir() -> Path:
 
 def recovery_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".csv") -> Path:
     """A recovery file for one store (``rescue``: runs that could not be appended;
-    ``quarantine``: lines that could not be parsed; ``backup``), keyed like the caches but
-    named after the store's folder so a person can tell them apart."""
+    ``quarantine``: lines that could not be parsed; ``backup``), keyed by a SHA-256 of the
+    store's absolute path (no two stores ever share one) and named after the store's folder
+    so a person can tell them apart."""
     folder = Path(os.path.abspath(os.path.expanduser(os.fspath(store_path)))).parent.name or "root"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in folder)[:40]
     return recovery_dir() / f"{kind}-{safe}-{_store_key(store_path)}{suffix}"

@@ -173,8 +173,8 @@ def header_trouble_kind(fd: int, path: str | os.PathLike[str]) -> tuple[str, str
                 f"nothing was read or changed. If it is text, convert it: iconv -f LATIN1 -t UTF-8 "
                 f"'{path}' > emissions-utf8.csv, check the result, then move it in place.")
     names = [name.strip() for name in parse_line(text)]
-    if any(name not in ("", "nan") and _is_number(name) for name in names) and not all(
-            column in names for column in REQUIRED_COLUMNS):
+    if not all(column in names for column in REQUIRED_COLUMNS) and any(
+            name not in ("", "nan") and _is_number(name) for name in names):
         return DATA_ROW, (f"{path}: line 1 is a data row, not the header (the header line was deleted); "
                 "nothing was read or changed. Put the header line back above it (`lett doctor "
                 "--repair` does when the rows have LET's own columns).")

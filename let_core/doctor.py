@@ -184,15 +184,13 @@ def _describe(widths: set[int]) -> str:
 
 def _cache_findings(store: Store, fd: int) -> list[Finding]:
     """The totals cache: present but not provably this file's (it is then rebuilt, never trusted)."""
-    import json
-
     from let_core.results import cache
 
     path = cache.cache_path(store)
     if not path.exists():
         return []
     try:
-        json.loads(path.read_text(encoding="utf-8"))
+        cache.read_saved(path)
     except (OSError, ValueError):
         return [Finding(path, "totals cache does not parse; it is rebuilt on the next statement "
                               "(--repair removes it)")]

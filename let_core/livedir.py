@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from attrs import frozen
 
+from let_core.atomicfile import write_atomically
 from let_core.errors import LetWarning
 from let_core.interfaces import LiveReading
 
@@ -129,20 +130,6 @@ def live_file(runtime_dir: Path, hostname: str, pid: int, run_id: str) -> Path:
     """A run's published file; the host name first, so that a runtime dir on a shared file
     system keeps the nodes apart."""
     return live_dir(runtime_dir) / f"{host_prefix(hostname)}{pid}-{_safe(run_id)[:8]}{LIVE_SUFFIX}"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` so that a reader sees the old or the new file, never a
-    part: a temporary file in the same folder, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def process_alive(pid: int) -> bool:

@@ -23,7 +23,7 @@ from let_core.dataset import locate, write_run
 from let_core.errors import ConfigurationError, LetError, LetWarning
 from let_core.records import Measurement, Run
 from let_core.results import aggregate, cached_totals, frame_totals, load_results
-from let_core.results.cache import cache_path
+from let_core.results.cache import cache_path, read_saved
 from let_core.results.counting import _FIELDS, AGGREGATE_COLUMNS, TOTALS_COLUMNS, Totals
 from let_core.statement import custom_paper_statement, paper_statement, statement_from_totals
 from let_core.store import STORE_FILE, Store
@@ -116,7 +116,7 @@ def test_cache_after_every_append_counts_exactly(runs: list[dict], tmp_path_fact
     for index, spec in enumerate(runs):
         store.append(_rows(spec, index))
         _same(cached_totals(folder), frame_totals(load_results(folder, dataset=str(folder / "none"))))
-        covered = json.loads(cache_path(store).read_text())["offset"]
+        covered = read_saved(cache_path(store))[0]["offset"]
         assert covered <= store.path.stat().st_size
 
 
@@ -379,10 +379,14 @@ def test_cache_proves_it_belongs_to_the_file(let_home: Path, tmp_path: Path) -> 
     path.write_bytes(backup)
     assert cached_totals().energy_kwh == 10.0
     # A cache with the wrong types, or not JSON at all, is rebuilt, never a TypeError.
-    data = json.loads(cache.read_text())
+    data, index = read_saved(cache)
     data["groups"][0][1]["sums"]["energy_kwh"] = "lots"
-    cache.write_text(json.dumps(data))
+    cache.write_bytes(json.dumps(data).encode() + b"\n" + index)
     assert cached_totals().energy_kwh == 10.0
+    data, index = read_saved(cache)  # (rebuilt) an index cut short, or of another cache
+    for damaged in (index[:-1], index[::-1] + b"\0\0\0\0"):
+        cache.write_bytes(json.dumps(data).encode() + b"\n" + damaged)
+        assert cached_totals().energy_kwh == 10.0
     cache.write_text("[1, 2")
     assert cached_totals().energy_kwh == 10.0
 

@@ -24,12 +24,12 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from let_core import appendlog
+from let_core.atomicfile import write_atomically
 from let_core.config import cache_file
 from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header, warn_damaged_header
 from let_core.results.counting import Accumulator, Totals
@@ -38,14 +38,15 @@ from let_core.results.rule import run_unit
 from let_core.schema import FILTER_KEYS, check_filters, effective, matches
 from let_core.store import Store
 
-_VERSION = 5
+_VERSION = 6
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
 VECTORISED_ABOVE = 4 << 20
 _CHUNK = 8 << 20
-#: A cache proven by the file's state is rewritten only once this many bytes were appended
-#: after what it covers (or above WAIT_ABOVE, where a checksum would cost more than a save):
-#: below, the tail is added in memory, and another process proves the cache by its checksum.
-SAVE_ABOVE = 8 << 10
+#: A cache is rewritten only once this many bytes were appended after what it covers (or above
+#: WAIT_ABOVE, where a checksum would cost more than a save); below, the tail is added in memory
+#: and the next reader proves the cache by its state or checksum. A save costs about what
+#: re-adding four runs does, so a few runs (2 KiB) is where the two balance (bench_tracked_ab).
+SAVE_ABOVE = 2 << 10
 #: Above this store size a cache is saved only once the file clock has moved on (see _tick_passed).
 WAIT_ABOVE = 4 << 20
 #: Linux's CLOCK_REALTIME_COARSE, the clock file times are taken from (Python does not name it).
@@ -60,11 +61,6 @@ class _Recount(Exception):
 
 def cache_path(store: Store) -> Path:
     return cache_file("totals", store.path)
-
-
-def _units_path(store: Store) -> Path:
-    path = cache_path(store)
-    return path.with_name(path.name + ".units")
 
 
 def unit_hash(unit: str) -> int:
@@ -154,13 +150,14 @@ class _Cache:
         self.groups: dict[GroupKey, Accumulator] = groups if groups is not None else {}
         self.units: array.array[int] = units if units is not None else array.array("I")
 
-    def counted(self, unit: str) -> bool:
+    def add_unit(self, unit: str) -> bool:
+        """Add a run unit to the index; False (and nothing added) when it was counted before."""
         value = unit_hash(unit)
         at = bisect.bisect_left(self.units, value)
-        return at < len(self.units) and self.units[at] == value
-
-    def add_unit(self, unit: str) -> None:
-        bisect.insort(self.units, unit_hash(unit))
+        if at < len(self.units) and self.units[at] == value:
+            return False
+        self.units.insert(at, value)
+        return True
 
 
 def covers_its_bytes(store: Store, fd: int) -> bool:
@@ -203,10 +200,8 @@ def _add_rows(rows: Iterator[Mapping[str, str]], cache: _Cache, path: Path | Non
     def finish() -> None:
         if current:
             unit = _unit(current[0])
-            if unit:
-                if cache.counted(unit):
-                    raise _Recount
-                cache.add_unit(unit)
+            if unit and not cache.add_unit(unit):
+                raise _Recount
             key = tuple(str(current[0].get(k, "")) for k in FILTER_KEYS)
             groups.setdefault(key, Accumulator()).add_run(current)  # type: ignore[arg-type]
             current.clear()
@@ -232,13 +227,21 @@ def _unit(row: Mapping[str, str]) -> str:
     return run_unit(run_id, row.get("task_name") or "") if run_id else ""
 
 
+def read_saved(path: Path) -> tuple[Any, bytes]:
+    """A cache file's fields and the units' index after them: one JSON line (offsets,
+    checksums, totals), then the index as raw bytes. Raises OSError, or ValueError when the
+    line does not parse."""
+    with open(path, "rb") as handle:
+        line, _, index = handle.read().partition(b"\n")
+    return json.loads(line), index
+
+
 def _load(store: Store, fd: int) -> _Cache:
     """The cache, proven to cover exactly its bytes; else an empty one from offset 0 (not trusted)."""
     fresh = _Cache(header_length(fd), _crc(fd, 0, header_length(fd)), trusted=False)
     fresh.valid = False
     try:
-        with open(cache_path(store), encoding="utf-8") as handle:
-            cache = json.load(handle)
+        cache, index = read_saved(cache_path(store))
         offset, crc, saved = cache["offset"], cache["crc"], tuple(cache["state"])
         now = appendlog.state(fd)
         if (cache["version"] != _VERSION or type(offset) is not int or type(crc) is not int
@@ -257,8 +260,7 @@ def _load(store: Store, fd: int) -> _Cache:
                 return fresh
             groups[(key[0], key[1], key[2])] = Accumulator.from_json(value)
         units = array.array("I")
-        with open(_units_path(store), "rb") as handle:
-            units.frombytes(handle.read())
+        units.frombytes(index)
         if len(units) != cache["units"] or zlib.crc32(units.tobytes()) != cache["units_crc"]:
             return fresh
         return _Cache(offset, crc, groups, units, trusted=proven)
@@ -293,12 +295,8 @@ def _tick_passed(mtime_ns: int, wait: bool) -> bool:
 
 def _save(store: Store, fd: int, cache: _Cache) -> None:
     # Best effort: without a writable cache folder the totals are still right, just recomputed.
-    # Each process writes its own temporary names; the units go first, the JSON that names
-    # their count and checksum last, so a reader never pairs one cache with another's units.
-    target, units_target = cache_path(store), _units_path(store)
-    suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp = target.with_name(f".{target.name}{suffix}")
-    units_tmp = units_target.with_name(f".{units_target.name}{suffix}")
+    # One file (see _load), replaced whole: a reader never pairs one cache with another's units.
+    target = cache_path(store)
     data = cache.units.tobytes()
     state = appendlog.state(fd)
     # Waiting out the tick costs a millisecond or two; proving a racy cache by its checksum
@@ -308,15 +306,6 @@ def _save(store: Store, fd: int, cache: _Cache) -> None:
             "crc": cache.crc,
             "state": list(state), "units": len(cache.units), "units_crc": zlib.crc32(data),
             "groups": [[list(key), value.to_json()] for key, value in cache.groups.items()]}
-    try:
+    with contextlib.suppress(OSError):
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(units_tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(units_tmp, units_target)
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(body, handle)
-        os.replace(tmp, target)
-    except OSError:
-        for leftover in (tmp, units_tmp):
-            with contextlib.suppress(OSError):
-                os.unlink(leftover)
+        write_atomically(target, json.dumps(body).encode("utf-8") + b"\n" + data)

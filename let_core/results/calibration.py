@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import re
 import urllib.parse
 import warnings
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
 
+from let_core.atomicfile import write_atomically
 from let_core.display import counted, join_words
 from let_core.errors import ConfigurationError, LetWarning
 from let_core.results.rule import FULL_COVERAGE
@@ -531,14 +531,9 @@ def calibration_path(hostname: str) -> Path:
 
 def save(calibration: Calibration) -> Path:
     """Write atomically (a reader never sees half a file)."""
-    import tempfile
-
     path = calibration_path(calibration.hostname)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(calibration.to_json())
-    os.replace(tmp, path)
+    write_atomically(path, calibration.to_json().encode("utf-8"))
     return path
 
 
@@ -799,8 +794,6 @@ def socket_check_path(host: str) -> Path:
 
 def save_socket_check(host: str, expected_w: float, measured_w: float) -> Path:
     """Keep the verdict of ``lett gt calibrate --watts`` for a socket: its relative error at a known load."""
-    import tempfile
-
     from let_core._version import __version__
 
     path = socket_check_path(host)
@@ -808,10 +801,7 @@ def save_socket_check(host: str, expected_w: float, measured_w: float) -> Path:
     body = {"format": SOCKET_CHECK_FORMAT, "version": FORMAT_VERSION, "host": host, "expected_w": expected_w,
             "measured_w": measured_w, "let_version": __version__,
             "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(body, out)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(body).encode("utf-8"))
     return path
 
 
