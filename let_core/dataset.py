@@ -526,8 +526,9 @@ def apply_delete(plan: DeletePlan) -> None:
     """Carry out ``plan`` as close to all-or-nothing as a filesystem allows.
 
     First every rewritten file is written under a hidden temporary name beside its original
-    (readers, compaction and DuckDB skip dot-names): a failure there (read-only folder, full
-    disk, an object store refusing the PUT) removes the temporary files and changes nothing.
+    (readers, compaction and DuckDB skip dot-names), and every folder that will change creates
+    and deletes a probe file: a failure there (read-only folder, full disk, an object store
+    refusing the PUT or the DELETE) removes the temporary files and changes nothing.
     Then each file changes in one atomic step: the temporary file renamed over the original
     (locally rename(2); on S3 one server-side copy over the key), or the file deleted. Between
     any two steps the dataset is the old one less some matching rows: no row counts twice and
@@ -562,6 +563,13 @@ def _apply(plan: DeletePlan, fs: Any) -> None:
             with fs.open_output_stream(temporary) as out:
                 pq.write_table(table, out, compression="snappy")
             written.append((temporary, path))
+        # Deleting needs what writing does not prove (a folder's write bit for unlink, an
+        # object store's DeleteObject): each folder that will change takes and loses a probe.
+        for directory in sorted({path.rsplit("/", 1)[0] for path in (*plan.drops, *(p for p, _ in plan.rewrites))}):
+            temporary = _temporary(directory, "let-delete-probe")
+            with fs.open_output_stream(temporary):
+                pass
+            fs.delete_file(temporary)
     except (OSError, pa.ArrowException) as exc:
         _remove_quietly(fs, {temporary, *(t for t, _ in written)} - {""})
         raise StoreError(f"cannot write the rewritten files of the LET dataset {location.display}: "

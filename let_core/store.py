@@ -309,7 +309,7 @@ class Store:
             tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=REWRITE_PREFIX,
                                               suffix=REWRITE_SUFFIX, delete=False)
         except OSError as exc:
-            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; nothing was changed") from exc
+            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; the store was left as it was.") from exc
         try:
             with tmp:
                 tmp.write(encode([], columns, header=True))
@@ -328,8 +328,8 @@ class Store:
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp.name)
-            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; nothing was "
-                             "changed") from exc
+            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; the store was left "
+                             "as it was.") from exc
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp.name)

@@ -89,8 +89,8 @@ def _progress(before: int, counted: Callable[[], int]) -> str:
                 "delete again once the problem is fixed: it removes what is left.")
     if left >= before:
         return f"The statement still counts all {before} matching run(s); fix the problem and run the delete again."
-    return (f"{before - left} of the {before} matching run(s) are gone from the statement, {left} still "
-            "count; fix the problem and run the same delete again to remove them.")
+    return (f"{before - left} of the {before} matching run(s) are gone from the statement, {left} are "
+            "still counted; fix the problem and run the same delete again to remove them.")
 
 
 def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
