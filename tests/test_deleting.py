@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from let_backends.manual import ManualBackend
 from let_core._version import __version__
 from let_core.cli import cli
-from let_core.dataset import Location, compact, locate, write_run
+from let_core.dataset import Location, compact, locate, write_frame, write_run
 from let_core.errors import StoreError
 from let_core.records import Measurement, Run
 from let_core.results import counted_totals, load_results
@@ -210,8 +210,8 @@ class Faulty(pafs.FileSystemHandler):
         return self.inner.open_append_stream(path, metadata=metadata)
 
 
-def _through(monkeypatch: pytest.MonkeyPatch, before: Callable[[str, str], None]) -> None:
-    """Every dataset location (the delete's and the readers') goes through a Faulty handler."""
+def _faulty(before: Callable[[str, str], None]) -> Callable[[str | os.PathLike[str]], Location]:
+    """``dataset.locate`` whose locations (the delete's and the readers') go through Faulty."""
     import let_core.dataset
 
     real = let_core.dataset.locate
@@ -220,7 +220,11 @@ def _through(monkeypatch: pytest.MonkeyPatch, before: Callable[[str, str], None]
         location = real(root)
         return Location(pafs.PyFileSystem(Faulty(location.filesystem, before)), location.path, location.display)
 
-    monkeypatch.setattr(let_core.dataset, "locate", faulty_locate)
+    return faulty_locate
+
+
+def _through(monkeypatch: pytest.MonkeyPatch, before: Callable[[str, str], None]) -> None:
+    monkeypatch.setattr("let_core.dataset.locate", _faulty(before))
 
 
 def _layout(uri_or_root: str, store: Store) -> Location:
@@ -383,3 +387,63 @@ def test_the_printed_count_is_what_left_the_statement(let_home: Path) -> None:
     assert f"Delete {before} run(s) (project_name=P)" in output, output
     assert f"deleted {before} run(s)" in output
     assert _runs(project_name="P") == 0 and _runs() == 1
+
+
+#: A delete killed (SIGKILL) just before its second file changes: FIFO says when it is there.
+KILLED_MIDWAY = """
+import os, sys, time
+import let_core.dataset
+from tests.test_deleting import _faulty
+from let_core.results.deleting import delete_runs
+
+steps = []
+def before(name, path):
+    if name == "move":
+        steps.append(path)
+        if len(steps) == 2:
+            with open(sys.argv[1], "w") as fifo:
+                fifo.write("there")
+            time.sleep(600)
+let_core.dataset.locate = _faulty(before)
+delete_runs(project_name="P", user="u")
+"""
+
+
+def test_a_delete_killed_between_two_files_leaves_a_state_that_counts_right(let_home: Path, tmp_path: Path) -> None:
+    store = Store(let_home)
+    location = locate(str(let_home / "runs"))
+    import pandas as pd
+
+    for first in (0, 3):  # two compacted P files, each with runs of u and of x
+        write_frame(location, pd.DataFrame([row for index in range(first, first + 3)
+                                            for row in _run(index, user="ux"[index % 2]).rows(__version__)]))
+    files = sorted(name for name in _files(location) if name.startswith("project=P/"))
+    assert len(files) == 2, files
+    write_run(location, _run(9, project="Q").rows(__version__))
+    assert (_runs(project_name="P", user="u"), _runs(project_name="P", user="x"), _runs()) == (3, 3, 7)
+    fifo = tmp_path / "there"
+    os.mkfifo(fifo)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MIDWAY, str(fifo)],
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    try:
+        with open(fifo) as signal:
+            assert signal.read() == "there"
+        child.kill()
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=60)
+    # One compacted file has lost its u rows, the other is as it was: some matching runs are
+    # gone, none counts twice, no x run is missing.
+    left = _runs(project_name="P", user="u")
+    assert 0 < left < 3
+    assert _runs(project_name="P", user="x") == 3 and _runs(project_name="Q") == 1
+    frame = load_results(latest_only=False)
+    assert not frame.duplicated(["run_id", "backend"]).any()
+    # The killed delete's other temporary file is hidden (no reader sees it; compaction
+    # removes it after an hour); the same delete again finishes the job.
+    assert any("/." in name for name in _files(location))
+    assert delete_results(project_name="P", user="u") == left
+    assert _runs(project_name="P", user="u") == 0 and _runs() == 4
+    assert list(store.rows()) == []
