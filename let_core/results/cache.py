@@ -117,8 +117,8 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
         warn_damaged_header(store.path, header)
         cache = _load(store, fd)
         end = data_end(fd, len(header))
-        if cache.offset < end or not cache.trusted:
-            warned, proven, covered = False, cache.trusted, cache.offset
+        if cache.offset < end or not cache.valid:
+            warned, covered, recounted = False, cache.offset, not cache.valid
             try:
                 if not cache.groups and end - cache.offset > VECTORISED_ABOVE:
                     raise _Recount
@@ -126,10 +126,12 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
                 cache.crc = zlib.crc32(os.pread(fd, end - cache.offset, cache.offset), cache.crc)
             except _Recount:
                 # Appenders wait for our shared lock, so the file holds exactly the bytes up to ``end``.
-                cache, proven = _vectorised(store, fd, end), False
+                cache, recounted = _vectorised(store, fd, end), True
             cache.offset = end
-            # (saved past rows it warned about, so the warning is not repeated)
-            if not proven or warned or end - covered > SAVE_ABOVE or end > WAIT_ABOVE:
+            # Saved past rows it warned about, so the warning is not repeated. A cache its
+            # checksum proved is not rewritten for a short tail: the next reader proves it the
+            # same way, which below WAIT_ABOVE costs less than a save.
+            if recounted or warned or end - covered > SAVE_ABOVE or end > WAIT_ABOVE:
                 _save(store, fd, cache)
     result = Totals()
     for key, value in cache.groups.items():
@@ -140,7 +142,9 @@ def cached_totals(directory: str | os.PathLike[str] | None = None, **filters: st
 
 class _Cache:
     """What the cache holds: per-group accumulators, the offset and CRC-32 of the bytes they
-    cover, the sorted hashes of the run units counted, and whether it proved itself."""
+    cover, the sorted hashes of the run units counted, and how it proved itself: ``valid``
+    once it covers its bytes (by the file's state or its checksum), ``trusted`` when the
+    file's state alone proved it (no checksum needed)."""
 
     def __init__(self, offset: int, crc: int, groups: dict[GroupKey, Accumulator] | None = None,
                  units: array.array[int] | None = None, trusted: bool = True) -> None:
