@@ -490,6 +490,7 @@ def plan_delete(location: Location, filters: Mapping[str, str | None]) -> Delete
     if not exists(location):
         return DeletePlan(location, 0, (), ())
     fs = location.filesystem
+    wanted = {key: value for key, value in filters.items() if value is not None}
     try:
         infos = fs.get_file_info(pafs.FileSelector(location.path, recursive=True))
     except OSError as exc:
@@ -500,25 +501,27 @@ def plan_delete(location: Location, filters: Mapping[str, str | None]) -> Delete
             continue
         try:
             with fs.open_input_file(info.path) as handle:
-                raw = pq.read_table(handle)
-            table = _conform(raw)
+                parquet = pq.ParquetFile(handle)
+                total = parquet.metadata.num_rows
+                if not set(wanted) <= set(parquet.schema_arrow.names):
+                    continue  # a file without a filter's column holds no matching row
+                # Only the filter columns: the whole file is read only when some rows stay.
+                table = parquet.read(columns=list(wanted))
+                mask = pa.array([True] * total, pa.bool_())
+                for key, value in wanted.items():
+                    mask = pc.and_(mask, pc.fill_null(pc.equal(table[key].cast(pa.string()), value), False))
+                matched = pc.sum(mask).as_py() or 0
+                # The file's own columns and types, not the conformed ones: another tool's
+                # extra columns stay with the rows that stay.
+                rest = parquet.read().filter(pc.invert(mask)) if 0 < matched < total else None
         except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise StoreError(f"cannot delete from {info.path}: {exc}; nothing was deleted. `lett doctor "
                              "--dataset ...` names files that do not open, --repair moves them aside.") from exc
-        mask = pa.array([True] * table.num_rows, pa.bool_())
-        for key, value in filters.items():
-            if value is not None:
-                mask = pc.and_(mask, pc.fill_null(pc.equal(table[key], value), False))
-        matched = pc.sum(mask).as_py() or 0
-        if not matched:
-            continue
         rows += matched
-        if matched == table.num_rows:
+        if rest is not None:
+            rewrites.append((info.path, rest))
+        elif matched:
             drops.append(info.path)
-        else:
-            # The file's own columns and types, not the conformed ones: another tool's extra
-            # columns stay with the rows that stay.
-            rewrites.append((info.path, raw.filter(pc.invert(mask))))
     return DeletePlan(location, rows, tuple(drops), tuple(rewrites))
 
 

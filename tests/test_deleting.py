@@ -447,3 +447,29 @@ def test_a_delete_killed_between_two_files_leaves_a_state_that_counts_right(let_
     assert delete_results(project_name="P", user="u") == left
     assert _runs(project_name="P", user="u") == 0 and _runs() == 4
     assert list(store.rows()) == []
+
+
+def test_another_tools_file_keeps_its_own_columns_through_a_rewrite(let_home: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    partition = let_home / "runs" / "project=P" / "year=2026"
+    partition.mkdir(parents=True)
+    pq.write_table(pa.table({"run_id": ["f1", "f2", "f3"], "project_name": ["P"] * 3, "user": ["a", "b", "b"],
+                             "backend": ["manual"] * 3, "energy_consumed": [0.1, 0.2, 0.3],
+                             "note": ["mine", "kept", "kept too"]}), partition / "foreign.parquet")
+    # No user column at all: no row of it can match a user filter, so it stays as it is.
+    pq.write_table(pa.table({"run_id": ["g1"], "project_name": ["P"], "energy_consumed": [0.5]}),
+                   partition / "no-user.parquet")
+    untouched = (partition / "no-user.parquet").read_bytes()
+    done = delete_runs(project_name="P", user="a")
+    assert (done.dataset_rows, done.dataset_files, done.store_rows) == (1, 1, 0)
+    rest = pq.read_table(partition / "foreign.parquet")
+    assert rest.column_names == ["run_id", "project_name", "user", "backend", "energy_consumed", "note"]
+    assert rest.to_pydict()["note"] == ["kept", "kept too"] and rest["user"].to_pylist() == ["b", "b"]
+    assert (partition / "no-user.parquet").read_bytes() == untouched
+    assert sorted(load_results(project_name="P")["run_id"]) == ["f2", "f3", "g1"]
+    # Rows the statement counts for no run (no kind, no times) are still deleted, and said so.
+    output = CliRunner().invoke(cli, ["delete", "-p", "P", "-u", "b", "--yes"]).output
+    assert "deleted 0 run(s) (2 stored row(s) that count for no run)" in output, output
+    assert load_results(project_name="P")["run_id"].tolist() == ["g1"]
