@@ -470,13 +470,16 @@ def delete(output_dir: str | None, project_name: str | None, user: str | None, h
     filters = filter_dict(project_name, user, hostname)
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
     looked = where(output_dir, dataset)
-    planned = delete_runs(output_dir, project_name, user, hostname, dataset=dataset, dry_run=True)
-    if not planned.rows:
-        click.echo("no stored runs match; nothing deleted")
-        return
-    if not yes:
+    if not yes:  # (with --yes the delete itself finds what matches: every file is read once)
+        planned = delete_runs(output_dir, project_name, user, hostname, dataset=dataset, dry_run=True)
+        if not planned.rows:
+            click.echo("no stored runs match; nothing deleted")
+            return
         click.confirm(f"Delete {_deleted(planned)} ({what}) from {looked}?", abort=True)
     done = delete_runs(output_dir, project_name, user, hostname, dataset=dataset)
+    if not done.rows:
+        click.echo("no stored runs match; nothing deleted")
+        return
     click.echo(f"deleted {_deleted(done)} from {looked}")
     if done.remaining:
         click.echo(f"{done.remaining} matching run(s) still count: recorded while deleting? Run the "
