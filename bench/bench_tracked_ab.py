@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,21 +31,25 @@ def run():
     tracker.start()
     tracker.stop()
 run()
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 run()
-print(time.perf_counter() - started)
+print(time.perf_counter() - started, time.process_time() - cpu)
 """
 
 
-def once(tree: str, code: str, inside: bool) -> float:
+def once(tree: str, code: str, inside: bool) -> tuple[float, float]:
+    """Wall and CPU seconds (CPU time moves less than wall time on a machine others load)."""
     with tempfile.TemporaryDirectory() as out:
         env = {**os.environ, "LET_HOME": out, "LET_LOAD_PLUGINS": "", "PYTHONPATH": os.path.abspath(tree)}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        started = time.perf_counter()
+        started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([sys.executable, "-c", code.format(out=out)], env=env, cwd=out,
                               capture_output=True, text=True, check=True)
-        elapsed = time.perf_counter() - started
-    return float(done.stdout.strip().splitlines()[-1]) if inside else elapsed
+        elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if inside:
+        wall, cpu = done.stdout.strip().splitlines()[-1].split()
+        return float(wall), float(cpu)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -54,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     trees = dict(t.split("=", 1) for t in args.trees)
     cases = {"tracked run (whole process)": (LET_RUN, False), "second tracker in one process": (SECOND_TRACKER, True)}
-    times: dict[tuple[str, str], list[float]] = {(t, c): [] for t in trees for c in cases}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {(t, c): [] for t in trees for c in cases}
     for tree in trees.values():  # warm-up: bytecode written
         for code, inside in cases.values():
             once(tree, code, inside)
@@ -64,9 +69,10 @@ def main() -> None:
                 times[(name, case)].append(once(tree, code, inside))
     first = next(iter(trees))
     for case in cases:
-        medians = {name: statistics.median(times[(name, case)]) * 1000 for name in trees}
-        print(f"{case}: " + ", ".join(f"{name} {ms:.1f} ms ({ms / medians[first]:.3f}x {first})"
-                                      for name, ms in medians.items()))
+        for clock, index in (("wall", 0), ("cpu", 1)):
+            medians = {name: statistics.median(t[index] for t in times[(name, case)]) * 1000 for name in trees}
+            print(f"{case}, {clock}: " + ", ".join(f"{name} {ms:.1f} ms ({ms / medians[first]:.3f}x {first})"
+                                                   for name, ms in medians.items()))
 
 
 if __name__ == "__main__":

@@ -184,6 +184,8 @@ def header_trouble_kind(fd: int, path: str | os.PathLike[str]) -> tuple[str, str
 def _utf16_text(line: bytes) -> bool:
     """Whether a line without a byte order mark is UTF-16 text (every other byte NUL), rather
     than a line blanked with NULs."""
+    if b"\x00" not in line:
+        return False
     for encoding in ("utf-16-le", "utf-16-be"):
         with contextlib.suppress(UnicodeDecodeError):
             text = line[: len(line) // 2 * 2].decode(encoding)

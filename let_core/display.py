@@ -5,7 +5,6 @@ can all use it."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from typing import Any, Iterable
 
@@ -20,6 +19,11 @@ def join_words(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 run", "99,847 runs": a count in prose, with thousands separators (the plural adds s)."""
+    return f"1 {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def by_count(counts: Mapping[str, int]) -> list[str]:
     """The names of a tally, the most frequent first (ties by name), as the statement lists
     methods, backends and hardware."""
@@ -28,6 +32,8 @@ def by_count(counts: Mapping[str, int]) -> list[str]:
 
 def html_table(rows: Iterable[tuple[str, str]], caption: str = "") -> str:
     """A two-column table (label, value), every cell escaped."""
+    import html  # (html.entities costs a millisecond: only a notebook's display needs it)
+
     head = f"<caption style='text-align:left'><b>{html.escape(caption)}</b></caption>" if caption else ""
     body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
                    f"{html.escape(v)}</td></tr>" for k, v in rows)

@@ -2,7 +2,7 @@
 
 On each scrape a custom collector reads the store (the counted totals, from the one counting
 implementation ``lett results --by`` uses) and the live files the running trackers of this
-machine publish in its runtime dir (``let_core.live``). Nothing is pushed, no process opens a
+machine publish in its runtime dir (``let_core.livedir``). Nothing is pushed, no process opens a
 port of its own, and no run id becomes a label.
 
 | metric                              | type    | labels                        |

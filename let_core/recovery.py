@@ -3,11 +3,11 @@
 A tracked process killed by SIGKILL, the OOM killer or a job's time limit (Slurm sends SIGTERM,
 which Python does not catch by default) never reaches ``stop()``: nothing is stored. While it
 ran, though, its tracker published its figures so far in the node's runtime dir
-(``let_core.live``), and at start it wrote beside them what a run record needs that those
+(``let_core.livedir``), and before the first of them it wrote what a run record needs that those
 figures lack: project, store, start, job fields, each backend's kind, scope, methodology and
 hardware (``RunHeader``, a ``.header`` file next to the published ``.json``). A tracker that
 stops removes both. So a header whose process is gone is a run that died: the next tracker to
-start on the node (or the follower rank of a node leader that died, ``let_core.jobs``) records
+start on the node (or the follower rank of a node leader that died, ``let_core.nodemeter``) records
 it, from its last published reading, as a failed run whose ``error`` says so, and removes the
 files so that it is recorded once (an ``flock`` on the header keeps two recorders apart).
 """
@@ -26,20 +26,14 @@ from typing import Any
 from attrs import field, frozen
 
 from let_core.jobs import boot_id
-from let_core.live import LIVE_SUFFIX, PublishedRun, live_dir, process_alive, write_atomically
+from let_core.livedir import HEADER_SUFFIX, LIVE_SUFFIX, PublishedRun, live_dir, process_alive, write_atomically
 from let_core.records import Measurement, Run
 
 HEADER_FORMAT = 1
-HEADER_SUFFIX = ".header"
 #: The mark of a recorded run of a process that died (``error`` starts with it).
 PROCESS_DIED = "process_died"
 #: The mark of a node leader's run recorded by another rank of its launch.
 LEADER_DIED = "leader_died"
-
-
-def header_path(published: Path) -> Path:
-    """The header beside a run's published figures."""
-    return published.with_suffix(HEADER_SUFFIX)
 
 
 @frozen
@@ -128,9 +122,8 @@ class RunHeader:
                    environment=environment, error=note)
 
 
-def write_header(published: Path, header: RunHeader) -> Path:
-    """Write a run's header beside its published figures (raises OSError)."""
-    path = header_path(published)
+def write_header(path: Path, header: RunHeader) -> Path:
+    """Write a run's header at ``path`` (``live.header_path`` of its figures; raises OSError)."""
     write_atomically(path, json.dumps(header.to_json()).encode("utf-8"))
     return path
 

@@ -16,7 +16,7 @@ from typing import Any
 from attrs import frozen
 
 from let_core.carbon import checked_number
-from let_core.display import by_count, join_words
+from let_core.display import by_count, counted, join_words
 from let_core.errors import ConfigurationError
 from let_core.results.rule import FULL_COVERAGE
 from let_core.units import format_emissions as format_emissions
@@ -326,15 +326,14 @@ def statement_from_totals(totals: Any, calibrated: str | None = None, share: str
              f"{emissions_word} of {format_emissions(totals.emissions_kg * 1000)} of CO2-equivalents, "
              f"assuming a carbon intensity of {format_intensity(intensity)} gCO2/kWh{_cite(keys)}."]
     if totals.low_coverage_runs:
-        n = totals.low_coverage_runs
-        runs = "1 run" if n == 1 else f"{n} runs"
+        runs = counted(totals.low_coverage_runs, "run")
         parts.append(f"The metered figures of {runs} covered less than half of the run, so they are "
                      "not presented as measured; the estimate is counted instead.")
     if totals.paired_runs and totals.paired_estimate_kwh > 0:
         paired_methods = by_count(totals.paired_methodologies)
         paired_backends = by_count(totals.paired_backends)
         cite = [k for k in citation_keys(paired_backends, paired_methods) if k not in keys]
-        runs = "the same run" if totals.paired_runs == 1 else f"the {totals.paired_runs} runs measured both ways"
+        runs = "the same run" if totals.paired_runs == 1 else f"the {counted(totals.paired_runs, 'run')} measured both ways"
         ratio = totals.paired_metered_kwh / totals.paired_estimate_kwh
         parts.append(f"For {runs}, {methodology_phrase(paired_methods, paired_backends)} estimated "
                      f"{format_energy(totals.paired_estimate_kwh)}{_cite(cite)}; the measured "
@@ -359,7 +358,7 @@ def share_sentence(machine_kwh: float, runs: int, unshared: int) -> str:
             "pages, GPUs by NVML's per-process utilisation where the driver reports it, else whole); "
             f"the machine as a whole used {format_energy(machine_kwh)} during these runs.")
     if unshared:
-        which = "1 run" if unshared == 1 and runs == 1 else f"{unshared} of the {runs} runs"
+        which = "1 run" if unshared == 1 and runs == 1 else f"{unshared:,} of the {counted(runs, 'run')}"
         text += (f" For {which} no share was measured (attribution off, or unreadable process "
                  "figures), so the whole machine figure is counted there.")
     return text

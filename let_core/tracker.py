@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from let_core.attribution import ProcessShare
-    from let_core.jobs import DeadLeader, Job, Leadership
-    from let_core.live import LivePublisher, LiveStatus
+    from let_core.jobs import Job
+    from let_core.live import LiveStatus
+    from let_core.livedir import LivePublisher
+    from let_core.nodemeter import DeadLeader, Leadership
     from let_core.plugins import PluginKind
     from let_core.recovery import RunHeader
 
@@ -108,7 +110,6 @@ class EnergyTracker:
         self._leadership: Leadership | None = None
         self._job: Job | None = None
         self._rank_file: Path | None = None
-        self._header: Path | None = None
         self._delegated: dict[str, str] = {}
         self._share: ProcessShare | None = None
         self._publisher: LivePublisher | None = None
@@ -265,25 +266,29 @@ class EnergyTracker:
     def _publish_live(self, interval: float) -> None:
         """While it runs, the run's live figures are in the node's runtime dir, where `lett
         exporter` (and a follower rank whose leader died) read them: no port per process.
-        Beside them, what a run record needs, so that the run is kept if this process dies
-        (``let_core.recovery``); runs of this node that died so are recorded now."""
+        Beside them, from the first publication on, what a run record needs, so that the run
+        is kept if this process dies (``let_core.recovery``); runs of this node that died so
+        are recorded now."""
         if interval <= 0:
             return
-        from let_core import recovery
-        from let_core.live import LivePublisher
+        from let_core import livedir
 
-        try:
-            recovery.recover_dead_runs(config.runtime_dir(), self.settings.hostname)
-        except Exception as exc:  # another's store that cannot be written: never this run's problem
-            warnings.warn(f"LET could not record a run that died on this node ({type(exc).__name__}: {exc}); "
-                          f"its files stay in {config.runtime_dir()}.", LetWarning, stacklevel=3)
-        self._publisher = LivePublisher(self, config.runtime_dir(), interval).start()
-        try:
-            # (The publisher makes its folder from its thread: the header may come first.)
-            self._publisher.path.parent.mkdir(parents=True, exist_ok=True)
-            self._header = recovery.write_header(self._publisher.path, self._run_header())
-        except OSError:
-            self._header = None  # the publisher has said why it cannot write there
+        runtime = config.runtime_dir()
+        if livedir.holds_headers(runtime):
+            from let_core import recovery
+
+            try:
+                recovery.recover_dead_runs(runtime, self.settings.hostname)
+            except Exception as exc:  # another's store that cannot be written: never this run's problem
+                warnings.warn(f"LET could not record a run that died on this node ({type(exc).__name__}: {exc}); "
+                              f"its files stay in {runtime}.", LetWarning, stacklevel=3)
+        self._publisher = livedir.LivePublisher(self, runtime, interval, write_header=self._write_header).start()
+
+    def _write_header(self, path: Path) -> Path:
+        """(From the publisher's thread, before the run's first figures.)"""
+        from let_core.recovery import write_header
+
+        return write_header(path, self._run_header())
 
     def _run_header(self) -> RunHeader:
         from let_core.jobs import boot_id
@@ -319,7 +324,7 @@ class EnergyTracker:
         publisher, self._publisher = self._publisher, None
         if publisher is not None:  # before the backends stop: no reading of a stopping backend
             publisher.stop()
-        header, self._header = self._header, None
+        header = publisher.header if publisher is not None else None
         measurements = self._stop_backends(self._t0)
         self._running = False
         end_time = self._start_time + timedelta(seconds=time.perf_counter() - self._t0)
@@ -335,7 +340,7 @@ class EnergyTracker:
 
     def _join_job(self) -> dict[str, str]:
         """The launcher's job fields; in a launch of several ranks, one process per node runs
-        the node-level backends and the others leave them to it (``let_core.jobs``)."""
+        the node-level backends and the others leave them to it (``let_core.nodemeter``)."""
         from let_core import jobs
 
         job = jobs.detect()
@@ -343,14 +348,16 @@ class EnergyTracker:
         self._delegated = {}
         self._job = job
         if job.multi_rank:
-            leadership = jobs.elect_node_leader(job, config.runtime_dir(), self.settings.hostname, self._run_id)
+            from let_core import nodemeter
+
+            leadership = nodemeter.elect_node_leader(job, config.runtime_dir(), self.settings.hostname, self._run_id)
             self._leadership = leadership
             fields["node_meter"] = leadership.note
             if leadership.leader and leadership.previous is not None:
                 # Taken over from a leader that died (an elastic restart of the launch): its
                 # figures so far are recorded before this rank measures the node anew.
-                dead = jobs.dead_leader(job, config.runtime_dir(), self.settings.hostname,
-                                        holder=leadership.previous, fd=leadership.fd)
+                dead = nodemeter.dead_leader(job, config.runtime_dir(), self.settings.hostname,
+                                             holder=leadership.previous, fd=leadership.fd)
                 if dead is not None:
                     self._record_dead_leader(dead)
             if not leadership.leader:
@@ -359,7 +366,7 @@ class EnergyTracker:
                 self._delegated = {_name_of(b): leadership.note for b in self.backends
                                    if shared_by_ranks(str(getattr(b, "scope", "system")))}
                 if self.attribution == "process":  # (the launch's ranks share one setting)
-                    self._rank_file = jobs.register_rank(job, config.runtime_dir(), self.settings.hostname)
+                    self._rank_file = nodemeter.register_rank(job, config.runtime_dir(), self.settings.hostname)
         return fields
 
     def _launch_ranks(self) -> Callable[[], list[int]] | None:
@@ -368,15 +375,16 @@ class EnergyTracker:
         job, leadership = self._job, self._leadership
         if job is None or leadership is None or not leadership.leader:
             return None
-        from let_core import jobs
+        from let_core import nodemeter
 
         runtime, hostname = config.runtime_dir(), self.settings.hostname
-        return lambda: jobs.rank_pids(job, runtime, hostname)
+        return lambda: nodemeter.rank_pids(job, runtime, hostname)
 
     def _record_dead_leader(self, dead: DeadLeader) -> str:
         """Record what a node leader that died had published of its run (``recovery``), once.
         Returns what this rank's rows say of it."""
-        from let_core.recovery import header_path, recover
+        from let_core.livedir import header_path
+        from let_core.recovery import recover
 
         try:
             run = recover(header_path(dead.path), self.settings.hostname)
@@ -392,9 +400,9 @@ class EnergyTracker:
         measurements: list[Measurement] = []
         died = ""
         if self._delegated and self._leadership is not None and self._job is not None:
-            from let_core import jobs
+            from let_core import nodemeter
 
-            dead = jobs.dead_leader(self._job, config.runtime_dir(), self.settings.hostname)
+            dead = nodemeter.dead_leader(self._job, config.runtime_dir(), self.settings.hostname)
             if dead is not None:
                 died = "; " + self._record_dead_leader(dead)
         for backend in self.backends:

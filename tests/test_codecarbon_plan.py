@@ -242,9 +242,11 @@ def test_runs_of_one_tracker_equal_runs_of_fresh_trackers(new_process):
     one = _two_runs(reused)
     assert any(codecarbon_backend._idle.values())  # the stopped CodeCarbon tracker waits for the next run
     fresh = _two_runs(None)
+    # Each run's duration is its own: the 1 s run after the 2 s one would last both if the
+    # reused tracker went on counting (compared with each other, never with a wall clock).
+    assert one[1].duration_s < one[0].duration_s and fresh[1].duration_s < fresh[0].duration_s
     for a, b in zip(one, fresh):
         assert a.error == "" and b.error == ""
-        assert a.duration_s == pytest.approx(b.duration_s, abs=0.3)
         # RAM power is a constant model of installed memory: a run's RAM energy is that power
         # times its own duration, not the previous run's as well (3x here). CodeCarbon itself
         # strays from it on a loaded machine: up to 1.5x seen, in fresh trackers and reused

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from let_core import jobs
+from let_core import jobs, nodemeter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,9 +169,9 @@ def _job(rank: int, world: int = 2) -> jobs.Job:
 
 
 def test_one_leader_per_node_and_launch(tmp_path: Path) -> None:
-    first = jobs.elect_node_leader(_job(0), tmp_path, "node1")
-    second = jobs.elect_node_leader(_job(1), tmp_path, "node1")
-    other_node = jobs.elect_node_leader(_job(1), tmp_path, "node2")
+    first = nodemeter.elect_node_leader(_job(0), tmp_path, "node1")
+    second = nodemeter.elect_node_leader(_job(1), tmp_path, "node1")
+    other_node = nodemeter.elect_node_leader(_job(1), tmp_path, "node2")
     try:
         assert first.leader and not second.leader and other_node.leader
         assert "leader's (rank 0, pid " in second.note and f"pid {os.getpid()}" in second.note
@@ -185,15 +185,15 @@ def test_stale_lock_of_a_killed_leader_is_taken_over(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from let_core import jobs
+        from let_core import jobs, nodemeter
         job = jobs.Job(launcher="slurm", job_id="9", step_id="0", rank="0", world_size="2")
-        assert jobs.elect_node_leader(job, Path({str(tmp_path)!r}), "node1").leader
+        assert nodemeter.elect_node_leader(job, Path({str(tmp_path)!r}), "node1").leader
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
-    heir = jobs.elect_node_leader(_job(1), tmp_path, "node1")
+    heir = nodemeter.elect_node_leader(_job(1), tmp_path, "node1")
     try:
         assert heir.leader and "took over from rank 0, pid " in heir.note
     finally:
@@ -209,7 +209,7 @@ def test_followers_leave_node_backends_to_the_leader(no_launcher: pytest.MonkeyP
                         "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_NTASKS": "2"}.items():
         no_launcher.setenv(name, value)
     no_launcher.setenv("LET_RUNTIME_DIR", str(tmp_path / "run"))
-    leader = jobs.elect_node_leader(jobs.detect(), tmp_path / "run", "vm")
+    leader = nodemeter.elect_node_leader(jobs.detect(), tmp_path / "run", "vm")
     no_launcher.setenv("LET_HOSTNAME", "vm")
     try:
         gpu = ManualBackend(power_watts=50, scope="gpu", name="gpu", hardware="NVIDIA A100 GPU")
@@ -389,7 +389,7 @@ class Launch:
         return self.tmp_path / f"go-{rank}"
 
     def published(self, rank: int) -> Path:
-        from let_core.live import live_file
+        from let_core.livedir import live_file
 
         return live_file(self.runtime, "node1", self.procs[rank].pid, self.run_ids[rank])
 
@@ -397,7 +397,7 @@ class Launch:
         """Until the rank's published figure is above zero (it publishes every 0.1 s)."""
         import time
 
-        from let_core.live import PublishedRun
+        from let_core.livedir import PublishedRun
 
         while True:
             try:
@@ -455,7 +455,7 @@ def test_leader_that_dies_keeps_its_figure_marked(launch: Launch, let_home: Path
     assert (job["runs"], job["ranks"]) == (1, 2)
     # Recorded once: the published file is gone, and no other rank finds it again.
     assert not launch.published(0).exists()
-    assert jobs.dead_leader(jobs.Job(job_id="555", step_id="0", rank="1", world_size="2"), launch.runtime,
+    assert nodemeter.dead_leader(jobs.Job(job_id="555", step_id="0", rank="1", world_size="2"), launch.runtime,
                             "node1") is None
 
 
@@ -520,13 +520,13 @@ SRUN_RANK = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
     from let_backends.manual import ManualBackend
-    from let_core import config, jobs
-    from let_core.live import PublishedRun, live_file
+    from let_core import config, jobs, nodemeter
+    from let_core.livedir import PublishedRun, live_file
     from let_core.tracker import EnergyTracker
     shared = Path(sys.argv[1])
     with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[]) as t:
-        lock = jobs.lock_path(jobs.detect(), config.runtime_dir(), t.hostname)
-        holder = jobs.Holder.parse(lock.read_text())
+        lock = nodemeter.lock_path(jobs.detect(), config.runtime_dir(), t.hostname)
+        holder = nodemeter.Holder.parse(lock.read_text())
         if holder.pid == os.getpid():  # the node's leader: dies once it published a figure
             (shared / "leader").write_text(t.run_id)
             while not (shared / "follower").exists():

@@ -106,10 +106,12 @@ def test_a_damaged_header_records_nothing_and_stays(node: dict[str, str], let_ho
 
 
 def test_a_run_that_stops_leaves_nothing_to_recover(node: dict[str, str], let_home: Path) -> None:
+    live = Path(node["RUNTIME"]) / "live"
     with EnergyTracker(project_name="p", backends=[ManualBackend(power_watts=10)], reporters=[]) as tracker:
-        live = Path(node["RUNTIME"]) / "live"
-        # The header at once; the figures from the first publication on (a short run has none yet).
-        assert ".header" in {p.suffix for p in live.iterdir()}
+        # From the first publication on, the figures with the header written before them.
+        while not list(live.glob("*.json")):
+            time.sleep(0.02)
+        assert {p.suffix for p in live.iterdir()} == {".json", ".header"}
     assert not list(live.iterdir())
     from let_core.recovery import recover_dead_runs
 

@@ -67,3 +67,11 @@ def test_custom_and_tracked_statements_share_one_default_intensity(
     cli_custom = CliRunner().invoke(cli, ["statement", "--methodology", "the CO2 Impact Calculator",
                                           "--hardware", "Intel Xeon", "--energy", "1.0"])
     assert phrase in cli_custom.output
+
+
+def test_counts_in_the_text_have_thousands_separators() -> None:
+    from let_core.display import counted
+    from let_core.statement import share_sentence
+
+    assert counted(1, "run") == "1 run" and counted(99847, "run") == "99,847 runs"
+    assert "For 12 of the 99,847 runs no share was measured" in share_sentence(1.0, runs=99847, unshared=12)

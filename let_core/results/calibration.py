@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
 
-from let_core.display import join_words
+from let_core.display import counted, join_words
 from let_core.errors import ConfigurationError, LetWarning
 from let_core.results.rule import FULL_COVERAGE
 
@@ -144,7 +144,7 @@ class Calibration:
         else:
             parts = [f"{c:.2f} x its {t.upper()} estimate" for t, c in zip(self.terms[:-1], self.coefficients[:-1])]
             seen = ", ".join(parts)
-        runs = "1 run" if self.runs == 1 else f"{self.runs} runs"
+        runs = counted(self.runs, "run")
         return (f"on {self.hostname} the wall saw {seen} {base}; cross-validated error "
                 f"{self.cv_error * 100:.1f}%, from {runs} (raw estimate {self.raw_error * 100:.1f}% off, "
                 f"a plain ratio {self.ratio_error * 100:.1f}%)")
@@ -704,11 +704,11 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
     used = sorted(set(part["calibrated_by"].astype(str)))
     models = [calibrations[h] for h in used]
     level = min(c.level for c in models)
-    paired = " and ".join(f"{c.runs}" for c in models)
+    paired = " and ".join(f"{c.runs:,}" for c in models)
     errors = " and ".join(f"{c.cv_error * 100:.1f}%" for c in models)
     whose = "this host" if len(hosts) == 1 and hosts == used else (
         f"host {used[0]}" if len(used) == 1 else "these hosts")
-    runs_phrase = "the run" if count == 1 else f"the {count} runs"
+    runs_phrase = "the run" if count == 1 else f"the {counted(count, 'run')}"
     text = (f"For {runs_phrase} on {join_words(hosts)} measured by estimate only, the estimate of "
             f"{format_energy(estimate)} corrected by a wall-socket calibration of {whose} from {paired} paired runs "
             f"(cross-validated error {errors}) is {format_energy(total)} ({level:.0%} interval "
@@ -719,7 +719,7 @@ def statement_sentence(frame: pd.DataFrame, calibrations: Mapping[str, Calibrati
                                  "GPU models are identical" for h, b in lent) + "."
     outside = int(part.loc[part["calibrated_outside_range"], "run_id"].astype(str).nunique())
     if outside:
-        text += (f" {'1 of these runs lies' if outside == 1 else f'{outside} of these runs lie'} outside the "
+        text += (f" {'1 of these runs lies' if outside == 1 else f'{outside:,} of these runs lie'} outside the "
                  "power or duration range the calibration was fitted on; their intervals are widened.")
     return text
 

@@ -337,12 +337,12 @@
       }, [xs, ok, bad, xs.slice()]);
     }
     document.getElementById("ratio").textContent = sc.runs
-      ? sc.runs + " run(s) measured both ways; metered / estimate = " + sc.ratio.toFixed(2) +
-        (sc.shown < sc.runs ? " (the " + sc.shown + " largest shown)" : "")
+      ? sc.runs.toLocaleString() + " run(s) measured both ways; metered / estimate = " + sc.ratio.toFixed(2) +
+        (sc.shown < sc.runs ? " (the " + sc.shown.toLocaleString() + " largest shown)" : "")
       : "No run of this filter was measured both ways (an estimate and a metered backend).";
     for (const group of ["host", "backend", "job"]) {
       groupTable("totals-" + group, [group, "runs", "energy", "CO2e", "time"], data.totals[group],
-                 (r) => [r[group] || "(none)", String(r.runs), r.text.kwh, r.text.kg, r.text.hours]);
+                 (r) => [r[group] || "(none)", r.runs.toLocaleString(), r.text.kwh, r.text.kg, r.text.hours]);
     }
   }
 
