@@ -18,7 +18,7 @@ _EXPORTS = {
     "EnergyTracker": "lamarr_energy_tracker.tracker",
     "track_energy": "let_core.tracker",
     "load_results": "let_core.results.loading",
-    "delete_results": "let_core.results.loading",
+    "delete_results": "let_core.results.deleting",
     "paper_statement": "let_core.statement",
     # 0.1.x's wording ("1.216 kgCO2-equivalents"), as its README imports it from here
     "print_custom_paper_statement": "lamarr_energy_tracker.print_paper_statement",

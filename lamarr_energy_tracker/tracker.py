@@ -23,7 +23,7 @@ from typing import Any
 
 from let_core.errors import LetWarning
 from let_core.results import load_results
-from let_core.results.loading import delete_results
+from let_core.results.deleting import delete_results
 from let_core.statement import print_paper_statement
 from let_core.tracker import EnergyTracker as _LetTracker
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from let_core.interfaces import Availability, Settings
     from let_core.records import Measurement, Run
     from let_core.results import load_results
-    from let_core.results.loading import delete_results
+    from let_core.results.deleting import delete_results
     from let_core.statement import (
         custom_paper_statement,
         paper_statement,
@@ -36,7 +36,7 @@ _EXPORTS = {
     "Availability": "let_core.interfaces",
     "Settings": "let_core.interfaces",
     "load_results": "let_core.results.loading",
-    "delete_results": "let_core.results.loading",
+    "delete_results": "let_core.results.deleting",
     "Store": "let_core.store",
     "paper_statement": "let_core.statement",
     "print_paper_statement": "let_core.statement",

@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from let_core._version import __version__
 from let_core.errors import LetError
+
+if TYPE_CHECKING:
+    from let_core.results.deleting import Deletion
 
 #: The primary console script. ``let`` is kept as an alias for those who call it by path, but
 #: in bash and zsh ``let`` is a builtin that wins over ``PATH``, so messages name this one.
@@ -442,25 +445,42 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 @cli.command()
 @filter_options
+@click.option("-d", "--dataset", default=None,
+              help="Parquet dataset (folder or URI) to delete from too (default: LET_DATASET or STORE/runs).")
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 def delete(output_dir: str | None, project_name: str | None, user: str | None, hostname: str | None,
-           yes: bool) -> None:
+           dataset: str | None, yes: bool) -> None:
     """Delete the stored runs that match the filters (all runs without filters) from the
-    central store and the Parquet dataset, every source the statement reads."""
-    from let_core.results.loading import delete_results, where
+    central store and the Parquet dataset (for an s3:// dataset, its run files): every
+    source the statement reads. Refuses, changing nothing, where it cannot do it all."""
+    from let_core.results.deleting import delete_runs
+    from let_core.results.loading import where
     from let_core.schema import filter_dict
 
     filters = filter_dict(project_name, user, hostname)
     what = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None) or "ALL runs"
-    looked = where(output_dir)
-    matching = delete_results(output_dir, project_name, user, hostname, dry_run=True)
-    if matching == 0:
+    looked = where(output_dir, dataset)
+    if not yes:  # (with --yes the delete itself finds what matches: every file is read once)
+        planned = delete_runs(output_dir, project_name, user, hostname, dataset=dataset, dry_run=True)
+        if not planned.rows:
+            click.echo("no stored runs match; nothing deleted")
+            return
+        click.confirm(f"Delete {_deleted(planned)} ({what}) from {looked}?", abort=True)
+    done = delete_runs(output_dir, project_name, user, hostname, dataset=dataset)
+    if not done.rows:
         click.echo("no stored runs match; nothing deleted")
         return
-    if not yes:
-        click.confirm(f"Delete {matching} run(s) ({what}) from {looked}?", abort=True)
-    removed = delete_results(output_dir, project_name, user, hostname)
-    click.echo(f"deleted {removed} run(s) from {looked}")
+    click.echo(f"deleted {_deleted(done)} from {looked}")
+    if done.remaining:
+        click.echo(f"{done.remaining} matching run(s) still count: recorded while deleting? Run the "
+                   "delete again.", err=True)
+
+
+def _deleted(deletion: Deletion) -> str:
+    """``3 run(s)``, and the rows that count for no run when there are only such rows."""
+    if deletion.runs:
+        return f"{deletion.runs} run(s)"
+    return f"0 run(s) ({deletion.rows} stored row(s) that count for no run)"
 
 
 @cli.command()

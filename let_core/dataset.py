@@ -12,7 +12,8 @@ before it deletes the parts, so a reader (or a crash) in between sees some runs 
 deduplicate by (run_id, backend, task), which makes that harmless. A reader whose file was
 merged away under it reads the dataset again. Two compactions of a local dataset serialise on
 ``ROOT/.compact.lock``; on object stores a part another compaction already took is skipped.
-Temporary files older than an hour (a killed writer's) are removed by the next compaction.
+Temporary files older than an hour (a killed writer's or delete's) are removed by the next
+compaction.
 
 Everything here imports pyarrow lazily: the tracking path only pays for it when the dataset
 reporter is on.
@@ -181,7 +182,7 @@ def _write_table(location: Location, partition: str, name: str, table: pa.Table)
         with fs.open_output_stream(final) as out:
             pq.write_table(table, out, compression="snappy")
         return final
-    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    temporary = _temporary(directory, name)
     try:
         with fs.open_output_stream(temporary) as out:
             pq.write_table(table, out, compression="snappy")
@@ -376,10 +377,10 @@ def _compact(location: Location, min_files: int) -> CompactReport:
     for info in fs.get_file_info(selector):
         if info.type != pafs.FileType.File:
             continue
-        if (location.local and info.base_name.startswith(".") and info.base_name.endswith(".tmp")
+        if (info.base_name.startswith(".") and info.base_name.endswith(".tmp")
                 and info.mtime is not None and time.time() - info.mtime.timestamp() > 3600):
             with contextlib.suppress(OSError):
-                fs.delete_file(info.path)  # a writer killed an hour ago or more
+                fs.delete_file(info.path)  # a writer or delete killed an hour ago or more
             continue
         if not info.base_name.endswith(".parquet") or info.base_name.startswith((".", "_")):
             continue
@@ -459,49 +460,149 @@ def write_frame(location: Location, frame: pd.DataFrame) -> int:
 
 
 # ----------------------------------------------------------------------------- deleting
-def delete_rows(location: Location, filters: Mapping[str, str | None], *,
-                dry_run: bool = False) -> list[dict[str, str]]:
-    """Remove the rows matching every filter from the dataset's files (``dry_run``: only
-    find them); returns their run_id/task (what ``load_results`` would have counted).
+@frozen(eq=False)
+class DeletePlan:
+    """What deleting rows from the dataset will change, decided before anything is changed:
+    the files whose every row matches (``drops``) and, for files where only some rows match,
+    the file and the table of its other rows (``rewrites``)."""
 
-    Per file: all rows match, the file is deleted; some match, the rest is written to a new
-    file of the partition first and the old file deleted after. A reader in between, or a
-    crash, sees the kept rows twice, which ``load_results`` reads once (one row per run,
-    backend and task); no matching row is ever kept and no other row lost.
-    """
+    location: Location
+    rows: int
+    drops: tuple[str, ...]
+    rewrites: tuple[tuple[str, Any], ...]  # (path, pyarrow.Table)
+
+    @property
+    def files(self) -> int:
+        return len(self.drops) + len(self.rewrites)
+
+
+def plan_delete(location: Location, filters: Mapping[str, str | None]) -> DeletePlan:
+    """Read every file of the dataset and decide which rows matching every filter go where.
+    Changes nothing; a file that does not open refuses the whole delete (StoreError)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    drops: list[str] = []
+    rewrites: list[tuple[str, Any]] = []
+    rows = 0
     if not exists(location):
-        return []
+        return DeletePlan(location, 0, (), ())
     fs = location.filesystem
-    removed: list[dict[str, str]] = []
-    for info in fs.get_file_info(pafs.FileSelector(location.path, recursive=True)):
+    wanted = {key: value for key, value in filters.items() if value is not None}
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(location.path, recursive=True))
+    except OSError as exc:
+        raise StoreError(f"cannot list the LET dataset {location.display}: {exc}; nothing was deleted") from exc
+    for info in sorted(infos, key=lambda i: i.path):
         if (info.type != pafs.FileType.File or not info.base_name.endswith(".parquet")
                 or info.base_name.startswith((".", "_"))):
             continue
         try:
             with fs.open_input_file(info.path) as handle:
-                table = _conform(pq.read_table(handle))
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing more was deleted. `lett doctor` "
-                             "names files that do not open, --repair moves them aside.") from exc
-        mask = pa.array([True] * table.num_rows, pa.bool_())
-        for key, value in filters.items():
-            if value is not None:
-                mask = pc.and_(mask, pc.fill_null(pc.equal(table[key], value), False))
-        matched = table.filter(mask)
-        if not matched.num_rows:
-            continue
-        removed += [{"run_id": r or "", "task": t or ""} for r, t in
-                    zip(matched["run_id"].to_pylist(), matched["task"].to_pylist())]
-        if dry_run:
-            continue
-        kept = table.filter(pc.invert(mask))
-        if kept.num_rows:
-            partition = info.path[len(location.path) + 1:].rsplit("/", 1)[0]
-            _write_table(location, partition, f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet", kept)
-        fs.delete_file(info.path)
-    return removed
+                parquet = pq.ParquetFile(handle)
+                total = parquet.metadata.num_rows
+                if not set(wanted) <= set(parquet.schema_arrow.names):
+                    continue  # a file without a filter's column holds no matching row
+                # Only the filter columns: the whole file is read only when some rows stay.
+                table = parquet.read(columns=list(wanted))
+                mask = pa.array([True] * total, pa.bool_())
+                for key, value in wanted.items():
+                    mask = pc.and_(mask, pc.fill_null(pc.equal(table[key].cast(pa.string()), value), False))
+                matched = pc.sum(mask).as_py() or 0
+                # The file's own columns and types, not the conformed ones: another tool's
+                # extra columns stay with the rows that stay.
+                rest = parquet.read().filter(pc.invert(mask)) if 0 < matched < total else None
+        except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StoreError(f"cannot delete from {info.path}: {exc}; nothing was deleted. `lett doctor "
+                             "--dataset ...` names files that do not open, --repair moves them aside.") from exc
+        rows += matched
+        if rest is not None:
+            rewrites.append((info.path, rest))
+        elif matched:
+            drops.append(info.path)
+    return DeletePlan(location, rows, tuple(drops), tuple(rewrites))
+
+
+def apply_delete(plan: DeletePlan) -> None:
+    """Carry out ``plan`` as close to all-or-nothing as a filesystem allows.
+
+    First every rewritten file is written under a hidden temporary name beside its original
+    (readers, compaction and DuckDB skip dot-names), and every folder that will change creates
+    and deletes a probe file: a failure there (read-only folder, full disk, an object store
+    refusing the PUT or the DELETE) removes the temporary files and changes nothing.
+    Then each file changes in one atomic step: the temporary file renamed over the original
+    (locally rename(2); on S3 one server-side copy over the key), or the file deleted. Between
+    any two steps the dataset is the old one less some matching rows: no row counts twice and
+    no other row is missing. A failure among these steps raises StoreError saying how many
+    files had changed; running the same delete again finishes it (a new plan finds the rest).
+    A local dataset holds the compaction lock throughout, so no compaction merges a matching
+    row into a new file meanwhile; object stores have no such lock (do not compact an S3
+    dataset while deleting from it).
+    """
+    location = plan.location
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_compaction_lock(location))
+        except OSError as exc:
+            raise StoreError(f"cannot lock the LET dataset {location.display} for deleting: {exc}; "
+                             "nothing was deleted from it. Make the dataset folder writable and run "
+                             "the delete again.") from exc
+        _apply(plan, location.filesystem)
+
+
+def _apply(plan: DeletePlan, fs: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    location = plan.location
+    written: list[tuple[str, str]] = []
+    temporary = ""
+    try:
+        for path, table in plan.rewrites:
+            directory, name = path.rsplit("/", 1)
+            temporary = _temporary(directory, name)
+            with fs.open_output_stream(temporary) as out:
+                pq.write_table(table, out, compression="snappy")
+            written.append((temporary, path))
+        # Deleting needs what writing does not prove (a folder's write bit for unlink, an
+        # object store's DeleteObject): each folder that will change takes and loses a probe.
+        for directory in sorted({path.rsplit("/", 1)[0] for path in (*plan.drops, *(p for p, _ in plan.rewrites))}):
+            temporary = _temporary(directory, "let-delete-probe")
+            with fs.open_output_stream(temporary):
+                pass
+            fs.delete_file(temporary)
+    except (OSError, pa.ArrowException) as exc:
+        _remove_quietly(fs, {temporary, *(t for t, _ in written)} - {""})
+        raise StoreError(f"cannot write the rewritten files of the LET dataset {location.display}: "
+                         f"{exc}; nothing was deleted from it. Make the dataset writable (or free "
+                         "space) and run the delete again.") from exc
+    steps = len(written) + len(plan.drops)
+    done = 0
+    try:
+        for temporary, path in written:
+            fs.move(temporary, path)
+            done += 1
+        for path in plan.drops:
+            try:
+                fs.delete_file(path)
+            except FileNotFoundError:
+                pass  # gone already (an S3 compaction took it): its rows are not read any more
+            done += 1
+    except OSError as exc:
+        _remove_quietly(fs, [t for t, _ in written[done:]])
+        raise StoreError(f"deleting from the LET dataset {location.display} stopped after {done} of "
+                         f"{steps} file(s): {exc}. The changed files hold no matching row, the "
+                         "others are as they were; no other row was lost.") from exc
+
+
+def _temporary(directory: str, name: str) -> str:
+    """A hidden name beside ``name`` for a file being written (``.name.<random>.tmp``)."""
+    return f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+
+
+def _remove_quietly(fs: Any, paths: Iterable[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            fs.delete_file(path)

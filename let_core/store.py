@@ -261,8 +261,9 @@ class Store:
         rows = ({renames.get(k, k): v for k, v in row.items()} for row in iter_rows(fd, header, 0))
         self.rewrite(fd, columns, (effective(row) for row in rows))
 
-    def delete(self, **filters: str | None) -> int:
-        """Remove the rows matching every given filter, atomically; returns how many.
+    def delete(self, *, dry_run: bool = False, **filters: str | None) -> int:
+        """Remove the rows matching every given filter, atomically; returns how many
+        (``dry_run``: only count them, refusing as the delete would).
 
         A store with lines LET cannot parse is not rewritten (they would be lost): StoreError
         pointing to ``lett doctor``.
@@ -278,10 +279,24 @@ class Store:
             require_parsable(fd, header, self.path)  # first: a refusal changes nothing
             fix_tail(fd, header, self.path)
             removed = sum(1 for row in iter_rows(fd, header, 0) if matches(effective(row), filters))
-            if removed:
+            if removed and dry_run:
+                self._check_rewritable()
+            elif removed:
                 self.rewrite(fd, header, (row for row in iter_rows(fd, header, 0)
                                            if not matches(effective(row), filters)))
             return removed
+
+    def _check_rewritable(self) -> None:
+        """Refuse now what ``rewrite`` would refuse later: a folder where no file can be made."""
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=REWRITE_PREFIX,
+                                             suffix=REWRITE_SUFFIX):
+                pass
+        except OSError as exc:
+            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; nothing was changed. "
+                             f"Make {self.directory} writable and run the delete again.") from exc
 
     def rewrite(self, fd: int, columns: list[str], rows: Iterable[Row]) -> None:
         """Replace the store (whose lock is held) with ``rows``: temporary file, fsync,
@@ -294,7 +309,7 @@ class Store:
             tmp = tempfile.NamedTemporaryFile("wb", dir=self.directory, prefix=REWRITE_PREFIX,
                                               suffix=REWRITE_SUFFIX, delete=False)
         except OSError as exc:
-            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; nothing was changed") from exc
+            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; the store was left as it was.") from exc
         try:
             with tmp:
                 tmp.write(encode([], columns, header=True))
@@ -313,8 +328,8 @@ class Store:
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp.name)
-            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; nothing was "
-                             "changed") from exc
+            raise StoreError(f"cannot rewrite the LET store {self.path}: {exc}; the store was left "
+                             "as it was.") from exc
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp.name)

@@ -1,6 +1,7 @@
 """The read side of LET, one pass down (each module imports only those after it):
 
-- ``loading``: ``load_results`` and ``delete_results``, combining the two sources;
+- ``deleting``: ``delete_results`` / ``lett delete``, from both sources, all or nothing where it can;
+- ``loading``: ``load_results``, combining the two sources;
 - ``cache``: the counted totals of the CSV store, kept current by reading only what was appended;
 - ``calibration``: wall-socket calibrations, fitted and applied to estimates;
 - ``csvsource``: the central CSV store as a frame (``let_core.dataset`` is the Parquet source);

@@ -17,7 +17,7 @@ from attrs import frozen
 from let_core.config import default_dataset_root, is_uri
 from let_core.errors import StoreError
 from let_core.results.csvsource import normalize_legacy, read_frame
-from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, filter_dict, matches
+from let_core.schema import NUMERIC_COLUMNS, STORE_COLUMNS, filter_dict
 from let_core.store import Store
 
 if TYPE_CHECKING:
@@ -150,45 +150,8 @@ def sources(output_dir: str | os.PathLike[str] | None = None,
     return store, os.fspath(dataset) if dataset is not None else default_dataset_root(store.directory)
 
 
-def delete_results(output_dir: str | os.PathLike[str] | None = None, project_name: str | None = None,
-                   user: str | None = None, hostname: str | None = None, *,
-                   dataset: str | os.PathLike[str] | None = None, dry_run: bool = False) -> int:
-    """Delete the runs matching every given filter (none given: all) from every source
-    ``load_results`` reads: the CSV store and the Parquet dataset. Returns how many runs
-    disappear from the statement (a run in both sources is one run); ``dry_run`` only counts.
-
-    The dataset goes first: when a file of it cannot be read or deleted the error says so and
-    the CSV store is left as it was. Each source changes atomically (see ``Store.delete``,
-    ``dataset.delete_rows``).
-    """
-    filters = filter_dict(project_name, user, hostname)
-    store, root = sources(output_dir, dataset)
-    runs: set[str] = set()
-    anonymous = 0
-
-    def note(row: Mapping[str, Any]) -> None:
-        nonlocal anonymous
-        if row.get("task"):
-            return  # parts of a run, not runs
-        if row.get("run_id"):
-            runs.add(str(row["run_id"]))
-        else:
-            anonymous += 1
-
-    if _dataset_present(root):
-        from let_core.dataset import delete_rows, locate
-
-        for row in delete_rows(locate(root), filters, dry_run=dry_run):
-            note(row)
-    matching = [row for row in store.rows() if matches(row, filters)]
-    if matching and not dry_run:
-        store.delete(**filters)
-    for row in matching:
-        note(row)
-    return len(runs) + anonymous
-
-
-def _dataset_present(root: str) -> bool:
+def dataset_present(root: str) -> bool:
+    """Whether a Parquet dataset exists at ``root`` (a folder or URI), as ``load_results`` sees it."""
     if not is_uri(root):
         return os.path.isdir(os.path.expanduser(root))  # no pyarrow needed to see a local folder
     from let_core.dataset import exists, locate
@@ -206,7 +169,7 @@ def where(output_dir: str | os.PathLike[str] | None = None,
         shown = locate(root).display  # never the credentials a URI may carry
     else:
         shown = root
-    return f"{store.path} and the dataset {shown}" if _dataset_present(root) else (
+    return f"{store.path} and the dataset {shown}" if dataset_present(root) else (
         f"{store.path} (no Parquet dataset at {shown})")
 
 
@@ -220,7 +183,7 @@ def counted_totals(output_dir: str | os.PathLike[str] | None = None, project_nam
 
     store, root = sources(output_dir, dataset)
     filters = filter_dict(project_name, user, hostname)
-    if not _dataset_present(root):
+    if not dataset_present(root):
         return cached_totals(store.directory, **filters)
     return frame_totals(load_results(output_dir, **filters, dataset=dataset, columns=TOTALS_COLUMNS))
 
