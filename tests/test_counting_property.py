@@ -216,7 +216,8 @@ def _append_short(path: Path, spec: dict, index: int) -> None:
             handle.write(_line(fields))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# 40 scripts of events (each reads the store after every append): the costliest agreement test.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=events, interleave=st.randoms(use_true_random=False))
 def test_every_reader_counts_as_the_reference(script: list[dict], interleave, tmp_path_factory,
                                               monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -171,16 +172,21 @@ def _on_a_terminal(args: list[str]) -> tuple[int, str]:
 
 
 def test_let_run_shows_a_status_line_on_a_terminal_only() -> None:
-    code, shown = _on_a_terminal(_let("run", "--backend", "codecarbon", "--project", "tty", "--",
-                                      "sleep", "2.5"))
-    assert code == 0, shown
-    assert "\rLET 0:0" in shown and "estimate: codecarbon" in shown and " W " in shown
-    code, shown = _on_a_terminal(_let("run", "--quiet", "--backend", "codecarbon", "--project", "q",
-                                      "--", "sleep", "2.5"))
-    assert code == 0 and "\rLET" not in shown
-    piped = subprocess.run(_let("run", "--backend", "codecarbon", "--", "sleep", "2.5"),
-                           capture_output=True, text=True, env=_env(), cwd=REPO)
-    assert piped.returncode == 0 and "\rLET" not in piped.stderr
+    # The three runs are independent: run side by side, each waits on its own CodeCarbon start.
+    with ThreadPoolExecutor(3) as pool:
+        on_tty = pool.submit(_on_a_terminal, _let("run", "--backend", "codecarbon", "--project", "tty", "--",
+                                                  "sleep", "2.5"))
+        quiet = pool.submit(_on_a_terminal, _let("run", "--quiet", "--backend", "codecarbon", "--project", "q",
+                                                 "--", "sleep", "2.5"))
+        piped_run = pool.submit(subprocess.run, _let("run", "--backend", "codecarbon", "--", "sleep", "2.5"),
+                                capture_output=True, text=True, env=_env(), cwd=REPO)
+        code, shown = on_tty.result()
+        assert code == 0, shown
+        assert "\rLET 0:0" in shown and "estimate: codecarbon" in shown and " W " in shown
+        code, shown = quiet.result()
+        assert code == 0 and "\rLET" not in shown
+        piped = piped_run.result()
+        assert piped.returncode == 0 and "\rLET" not in piped.stderr
     assert set(load_results()["project_name"]) == {"tty", "q", "default"}
 
 

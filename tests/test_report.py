@@ -6,12 +6,13 @@ Screenshots (and the browser's PDF print) go to the test's tmp dir and /work/sho
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -38,7 +39,11 @@ def lett(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def results_by(by: str, *sources: str) -> dict[str, dict[str, str]]:
     """`lett results --by BY` as {name: {runs, energy, CO2e, metered}} (its text table)."""
-    lines = lett("results", *sources, "--by", by).stdout.splitlines()
+    return by_table(lett("results", *sources, "--by", by).stdout, by)
+
+
+def by_table(text: str, by: str) -> dict[str, dict[str, str]]:
+    lines = text.splitlines()
     header = lines[0].split()
     table = {}
     for line in lines[2:]:
@@ -118,6 +123,22 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def lab_page(lab: Path) -> Path:
+    """`lett report` of the lab store, written once for the tests that only read it."""
+    page = lab / "page" / "report.html"
+    page.parent.mkdir()
+    done = lett("report", "-o", str(lab / "store"), "--html", str(page))
+    assert "wrote" in done.stdout and page.exists()
+    return page
+
+
+@pytest.fixture(scope="module")
+def lab_results(lab: Path) -> Callable[[str], str]:
+    """`lett results --by BY` of the lab store, run once per BY: the store never changes."""
+    return functools.cache(lambda by: lett("results", "-o", str(lab / "store"), "--by", by).stdout)
+
+
 # ------------------------------------------------------------------------------ in Chromium
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
@@ -153,16 +174,14 @@ def shoot(driver: Any, name: str, tmp: Path) -> Path:
     return path
 
 
-def test_numbers_a_person_sees_equal_lett_results_by(lab: Path, browser: Any, tmp_path: Path) -> None:
+def test_numbers_a_person_sees_equal_lett_results_by(lab: Path, lab_page: Path, lab_results: Callable[[str], str],
+                                                     browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    page = tmp_path / "report.html"
-    done = lett("report", "-o", str(lab / "store"), "--html", str(page))
-    assert "wrote" in done.stdout and page.exists()
-    browser.get(page.as_uri())
+    browser.get(lab_page.as_uri())
     shoot(browser, "report-lab-small", tmp_path)
     for by in ("project", "user", "host"):
-        expected = results_by(by, "-o", str(lab / "store"))
+        expected = by_table(lab_results(by), by)
         seen: dict[str, dict[str, str]] = {}
         for row in browser.find_elements(By.CSS_SELECTOR, f"table[data-by='{by}'] tbody tr"):
             cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
@@ -170,7 +189,7 @@ def test_numbers_a_person_sees_equal_lett_results_by(lab: Path, browser: Any, tm
             seen[cells[0]] = {"runs": cells[1], "energy": cells[2], "emissions": cells[3], "coverage": cells[7]}
         same_as_results(seen, expected)
     # The overview's total is the statement's and `lett results`' total line.
-    total = lett("results", "-o", str(lab / "store"), "--by", "project").stdout.splitlines()[-1].split()
+    total = lab_results("project").splitlines()[-1].split()
     energy = browser.find_element(By.CSS_SELECTOR, "[data-card='energy'] .value").text
     assert energy == f"{total[2]} {total[3]}"
     statement = lett("statement", "-o", str(lab / "store"), "-p", "vision").stdout.strip()
@@ -185,12 +204,10 @@ def test_numbers_a_person_sees_equal_lett_results_by(lab: Path, browser: Any, tm
     assert browser.find_element(By.ID, "chart-trend").get_attribute("aria-label") == "Energy per day in kWh"
 
 
-def test_report_prints_to_a_multipage_pdf(lab: Path, browser: Any, tmp_path: Path) -> None:
+def test_report_prints_to_a_multipage_pdf(lab_page: Path, browser: Any, tmp_path: Path) -> None:
     import base64
 
-    page = tmp_path / "report.html"
-    lett("report", "-o", str(lab / "store"), "--html", str(page))
-    browser.get(page.as_uri())
+    browser.get(lab_page.as_uri())
     pdf = base64.b64decode(browser.print_page())
     assert pdf.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
@@ -202,20 +219,16 @@ def test_report_prints_to_a_multipage_pdf(lab: Path, browser: Any, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------ from the HTML
-def test_one_file_nothing_fetched(lab: Path, tmp_path: Path) -> None:
-    page = tmp_path / "r.html"
-    lett("report", "-o", str(lab / "store"), "--html", str(page))
-    text = page.read_text(encoding="utf-8")
-    parsed = parse(page)
+def test_one_file_nothing_fetched(lab_page: Path) -> None:
+    text = lab_page.read_text(encoding="utf-8")
+    parsed = parse(lab_page)
     assert parsed.external == []
     assert "url(" not in text and "@import" not in text and "<svg" in text
-    assert not list(tmp_path.glob(".r.html.*"))  # the temporary file was renamed, not left
+    assert [p.name for p in lab_page.parent.iterdir()] == [lab_page.name]  # the temporary file was renamed, not left
 
 
-def test_breakdowns_add_up_and_months_cover_the_runs(lab: Path, tmp_path: Path) -> None:
-    page = tmp_path / "r.html"
-    lett("report", "-o", str(lab / "store"), "--html", str(page))
-    tables = parse(page).tables
+def test_breakdowns_add_up_and_months_cover_the_runs(lab_page: Path) -> None:
+    tables = parse(lab_page).tables
     assert set(tables) == {"project", "user", "host", "month"}
     assert list(tables["month"]) == ["2026-03"]
     assert tables["month"]["2026-03"]["runs"] == str(DAYS * len(SPECS))
@@ -272,16 +285,16 @@ def _dataset_copy(store: Path, root: Path) -> Path:
     return root
 
 
-def test_parquet_dataset_alone(lab: Path, tmp_path: Path) -> None:
+def test_parquet_dataset_alone(lab: Path, lab_results: Callable[[str], str], tmp_path: Path) -> None:
     dataset = _dataset_copy(lab / "store", tmp_path / "runs")
     page = tmp_path / "r.html"
     lett("report", "-o", str(tmp_path / "empty-store"), "--dataset", str(dataset), "--html", str(page))
     tables = parse(page).tables
     for by in ("project", "host"):
-        same_as_results(tables[by], results_by(by, "-o", str(lab / "store")))
+        same_as_results(tables[by], by_table(lab_results(by), by))
 
 
-def test_s3_dataset_on_a_real_s3_api(lab: Path, tmp_path: Path) -> None:
+def test_s3_dataset_on_a_real_s3_api(lab: Path, lab_results: Callable[[str], str], tmp_path: Path) -> None:
     pytest.importorskip("moto", reason="moto[server] is in the test extra")
     import pyarrow.fs as pafs
     from moto.server import ThreadedMotoServer
@@ -301,7 +314,7 @@ def test_s3_dataset_on_a_real_s3_api(lab: Path, tmp_path: Path) -> None:
         server.stop()
     text = page.read_text(encoding="utf-8")
     assert "s3://institute/let" in text and "k:s@" not in text  # no credentials on the page
-    same_as_results(parse(page).tables["project"], results_by("project", "-o", str(lab / "store")))
+    same_as_results(parse(page).tables["project"], by_table(lab_results("project"), "project"))
 
 
 # ------------------------------------------------------------------------------ groups

@@ -85,7 +85,7 @@ def count_rows(directory: Path) -> int:
     return sum(1 for _ in Store(directory).rows())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow,
                                                                   HealthCheck.data_too_large])
 @given(store=stores(), target=st.sampled_from(["p", "q", "nobody"]))
