@@ -333,6 +333,17 @@ def test_a_failed_rename_midway_leaves_a_readable_state_and_the_rerun_finishes(
     assert list(store.rows()) == []
 
 
+def _delete_with_read_only(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`lett delete -p P` as an unprivileged user while ``folder`` is read-only."""
+    folder.chmod(0o555)
+    try:
+        return subprocess.run(as_unprivileged([sys.executable, "-m", "let_core", "delete", "-p", "P", "--yes"]),
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    finally:
+        folder.chmod(0o755)
+
+
 def test_read_only_dataset_folder_refuses_before_anything_changes(let_home: Path) -> None:
     """A real read-only partition folder (file permissions apply: capabilities dropped as root)."""
     store = Store(let_home)
@@ -340,13 +351,7 @@ def test_read_only_dataset_folder_refuses_before_anything_changes(let_home: Path
     partition = next((let_home / "runs").glob("project=P/year=*"))
     before = _files(location)
     stored = list(store.rows())
-    partition.chmod(0o555)
-    try:
-        done = subprocess.run(as_unprivileged([sys.executable, "-m", "let_core", "delete", "-p", "P", "--yes"]),
-                              capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
-    finally:
-        partition.chmod(0o755)
+    done = _delete_with_read_only(partition)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "nothing was deleted from it" in done.stderr and "Permission denied" in done.stderr, done.stderr
     assert "still counts all 3 matching run(s)" in done.stderr, done.stderr
@@ -358,13 +363,7 @@ def test_read_only_store_folder_refuses_before_the_dataset_changes(let_home: Pat
     store = Store(let_home)
     location = _layout(str(let_home / "runs"), store)
     before = _files(location)
-    let_home.chmod(0o555)  # the store's folder; the dataset below it stays writable
-    try:
-        done = subprocess.run(as_unprivileged([sys.executable, "-m", "let_core", "delete", "-p", "P", "--yes"]),
-                              capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
-    finally:
-        let_home.chmod(0o755)
+    done = _delete_with_read_only(let_home)  # the store's folder; the dataset below it stays writable
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "cannot rewrite the LET store" in done.stderr and "run the delete again" in done.stderr, done.stderr
     assert _files(location) == before and len(list(store.rows())) == 1
