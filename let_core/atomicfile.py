@@ -1,10 +1,12 @@
 """Files that a reader sees whole: the old content or the new, never a part, and the last of
-several concurrent writers wins whole (the caches, the live dir, calibrations, reports)."""
+several concurrent writers wins whole (the caches, the live dir, calibrations, reports); and
+reading them back without hanging on a FIFO or device put in their place."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -21,3 +23,13 @@ def write_atomically(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``; OSError unless it is a regular file (opened without blocking,
+    so a FIFO in its place is an error at once, never a statement that waits forever)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return handle.read()

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from let_core.atomicfile import write_atomically
+from let_core.atomicfile import read_regular, write_atomically
 from let_core.config import cache_dir
 
 EntryPoints = list[tuple[str, str, str]]
@@ -57,7 +57,7 @@ def cached(group: str, scan: Callable[[], EntryPoints]) -> EntryPoints:
     digest = hashlib.sha256(json.dumps(key).encode("utf-8", "surrogateescape")).hexdigest()[:24]
     path = cache_dir() / f"entry-points-{group}-{digest}.json"
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads(read_regular(path))
         if stored.get("key") == key and isinstance(stored.get("entry_points"), list):
             return [(str(n), str(v), str(d)) for n, v, d in stored["entry_points"]]
     except (OSError, ValueError, TypeError, AttributeError):

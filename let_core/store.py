@@ -383,12 +383,13 @@ class Store:
         changed. Deletes nothing."""
         import json
 
+        from let_core.atomicfile import read_regular
         from let_core.config import cache_file
 
         backups = self.backups() if backups is None else list(backups)
         seen_file = cache_file("bak-folded", self.path)
         try:
-            seen = json.loads(seen_file.read_text())
+            seen = json.loads(read_regular(seen_file))
             assert isinstance(seen, dict)
         except (OSError, ValueError, AssertionError):
             seen = {}

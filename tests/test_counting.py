@@ -443,3 +443,19 @@ def test_third_party_backend_declares_its_phrase_and_citation(let_home: Path) ->
         assert "wattson" in cited_keys(text) and "@misc{wattson" in bibtex(cited_keys(text))
     finally:
         del registry().backends["wattson"]
+
+
+def test_a_fifo_where_the_cache_should_be_is_no_cache_and_no_hang(let_home: Path) -> None:
+    import os
+    import stat
+
+    for _ in range(3):
+        _track("f", backends=[ManualBackend(energy_kwh=0.1)])
+    assert cached_totals().energy_kwh == pytest.approx(0.3)
+    path = cache_path(Store())
+    path.unlink()
+    os.mkfifo(path)  # opened for reading, it would block every statement until a writer came
+    assert cached_totals().energy_kwh == pytest.approx(0.3)
+    assert stat.S_ISREG(os.lstat(path).st_mode)  # replaced by a cache file
+    with EnergyTracker(project_name="f", backends=[ManualBackend(energy_kwh=0.1)], reporters=["statement"]):
+        pass

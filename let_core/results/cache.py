@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from let_core import appendlog
-from let_core.atomicfile import write_atomically
+from let_core.atomicfile import read_regular, write_atomically
 from let_core.config import cache_file
 from let_core.csvfile import check_emissions_header, data_end, header_length, iter_rows, read_header, warn_damaged_header
 from let_core.results.counting import Accumulator, Totals
@@ -231,8 +231,7 @@ def read_saved(path: Path) -> tuple[Any, bytes]:
     """A cache file's fields and the units' index after them: one JSON line (offsets,
     checksums, totals), then the index as raw bytes. Raises OSError, or ValueError when the
     line does not parse."""
-    with open(path, "rb") as handle:
-        line, _, index = handle.read().partition(b"\n")
+    line, _, index = read_regular(path).partition(b"\n")
     return json.loads(line), index
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import asdict, frozen
 
-from let_core.atomicfile import write_atomically
+from let_core.atomicfile import read_regular, write_atomically
 from let_core.display import counted, join_words
 from let_core.errors import ConfigurationError, LetWarning
 from let_core.results.rule import FULL_COVERAGE
@@ -547,7 +547,7 @@ def load_calibrations(warn: bool = True) -> dict[str, Calibration]:
         if path.name.startswith(".tmp-"):
             continue
         try:
-            calibration = Calibration.from_json(path.read_text(encoding="utf-8"))
+            calibration = Calibration.from_json(read_regular(path).decode("utf-8"))
         except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
             if warn:
                 warnings.warn(f"calibration file {path} is ignored, never applied: {exc}. Fit it again "
@@ -809,7 +809,7 @@ def socket_error(host: str) -> float | None:
     """A socket's relative error bound from its stored check (offset found plus the check's own
     reading resolution); None where no valid check exists (then no interval is printed)."""
     try:
-        body = json.loads(socket_check_path(host).read_text(encoding="utf-8"))
+        body = json.loads(read_regular(socket_check_path(host)))
         if body.get("format") != SOCKET_CHECK_FORMAT or body.get("version") != FORMAT_VERSION:
             raise ValueError(f"format {body.get('format')!r} version {body.get('version')!r}")
         expected, measured = float(body["expected_w"]), float(body["measured_w"])
