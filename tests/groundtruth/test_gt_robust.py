@@ -50,9 +50,11 @@ class Server:
 
     def start(self) -> Server:
         env = {**os.environ, "LET_LOAD_PLUGINS": "", "LET_GT_TOKEN": self.token, **self.env}
+        # A 3 s socket deadline, not 1 s: under CI's load a healthy emulated socket missed 1 s once,
+        # and a test expecting silence saw it offline. The faults injected here last far longer.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "let_core", "gt", "serve", "--config", str(self.config), "--host",
-             "127.0.0.1", "--port", str(self.port), "--poll-interval", "0.2", "--socket-timeout", "1",
+             "127.0.0.1", "--port", str(self.port), "--poll-interval", "0.2", "--socket-timeout", "3",
              "--state-dir", str(self.state), *self.extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -138,6 +140,12 @@ def own_server(tmp_path: Path, sockets: dict[str, EmulatedSocket]) -> Iterator[S
         srv.stop()
 
 
+def back_online(server: Server, name: str) -> None:
+    """A faulted socket is resumed, but the server may be backing off it: the next test must not
+    start while the server still reports it offline."""
+    wait_until(lambda: server.call("GET", f"/hosts/{name}").json()["online"] is True, what=f"socket {name} online")
+
+
 def watts(result: dict[str, Any]) -> float:
     return float(result["energy_consumed"]) * 3.6e6 / float(result["duration"])
 
@@ -154,6 +162,7 @@ def test_socket_killed_mid_run_is_coverage_not_metered(server: Server, sockets: 
             time.sleep(4.0)
     finally:
         sockets["a"].resume()
+        back_online(server, "a")
     m = tracker.last_result["measurements"]["tasmota"]  # type: ignore[index]
     assert m["coverage"] is not None and 0.15 < m["coverage"] < 0.6, m
     assert m["gap_count"] >= 1 and m["gap_seconds"] > 2.5
@@ -231,7 +240,7 @@ def test_trickling_socket_times_out_and_is_a_gap(server: Server, sockets: dict[s
     emu = sockets["a"]
     sid = server.session("a")
     time.sleep(0.6)
-    emu.trickle_s = 0.05  # a ~300-byte answer takes ~15 s; the socket deadline is 1 s
+    emu.trickle_s = 0.05  # a ~300-byte answer takes ~15 s; the socket deadline is 3 s
     try:
         wait_until(lambda: server.call("GET", "/hosts/a").json()["online"] is False, what="the socket offline")
         assert "HttpTimeout" in server.call("GET", "/hosts/a").json()["last_error"]
@@ -239,6 +248,7 @@ def test_trickling_socket_times_out_and_is_a_gap(server: Server, sockets: dict[s
         result = server.finish(sid)
     finally:
         emu.trickle_s = 0.0
+        back_online(server, "a")
     assert result["quality"]["coverage"] < 0.9 and result["quality"]["complete"] is False
 
 
@@ -349,6 +359,7 @@ def test_dead_socket_at_start_warns(server: Server, sockets: dict[str, EmulatedS
         msgs = [w for w in _start_warnings() if "ground truth" in w]
     finally:
         sockets["a"].resume()
+        back_online(server, "a")
     assert len(msgs) == 1 and "cannot read the socket" in msgs[0]
 
 
