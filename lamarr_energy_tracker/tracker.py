@@ -21,13 +21,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from let_core._lazy import lazy_exports
 from let_core.errors import LetWarning
-from let_core.results import load_results
-from let_core.results.deleting import delete_results
-from let_core.statement import print_paper_statement
 from let_core.tracker import EnergyTracker as _LetTracker
 
-__all__ = ["EnergyTracker", "delete_results", "format_summary", "load_results",  # noqa: F822 - format_summary is a lazy module __getattr__ name (0.1.x)
+# 0.1.x's module exposed these beside its tracker. They load when asked for: the read side they
+# import (and format_summary's click, 5 ms) is no part of a tracked run's start.
+_EXPORTS = {
+    "load_results": "let_core.results.loading",
+    "delete_results": "let_core.results.deleting",
+    "print_paper_statement": "let_core.statement",
+    "format_summary": "lamarr_energy_tracker.print_paper_statement",
+}
+__all__ = ["EnergyTracker", "delete_results", "format_summary", "load_results",  # noqa: F822 - lazy names (_EXPORTS)
            "print_paper_statement"]
 
 #: 0.1.x's ``tracking_mode`` for its (only) CodeCarbon figure.
@@ -116,14 +122,11 @@ def _example() -> None:
         shutil.rmtree(temp_dir)
 
 
-def __getattr__(name: str) -> Any:
-    # 0.1.x exported format_summary here; its module imports click (5 ms), which a tracked run
-    # does not need, so it loads when asked for.
-    if name == "format_summary":
-        from lamarr_energy_tracker.print_paper_statement import format_summary
+__getattr__ = lazy_exports(__name__, _EXPORTS)[0]
 
-        return format_summary
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 if __name__ == "__main__":

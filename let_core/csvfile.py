@@ -136,12 +136,22 @@ def read_header(fd: int) -> list[str] | None:
     head = os.pread(fd, HEADER_PROBE, 0)
     if not head:
         return None
-    end = head.find(b"\n")
-    line = head if end < 0 else head[:end]
-    header = [name.strip() for name in parse_line(line.decode("utf-8", errors="replace").lstrip("\ufeff"))]
-    if not header or not any(header):
+    header = list(_header_names(_first_line(head)))
+    if not any(header):
         raise StoreError("the LET store has no readable header line; move it aside and start a new one")
     return header
+
+
+def _first_line(head: bytes) -> bytes:
+    end = head.find(b"\n")
+    return head if end < 0 else head[:end]
+
+
+# Every append and every statement reads line 1 two or three times (the header, then whether
+# it is one); a store has one header, so each distinct line is parsed and classified once.
+@functools.lru_cache(maxsize=32)
+def _header_names(line: bytes) -> tuple[str, ...]:
+    return tuple(name.strip() for name in parse_line(line.decode("utf-8", errors="replace").lstrip("\ufeff")))
 
 
 #: What header_trouble finds, besides its message.
@@ -150,8 +160,9 @@ UTF16, NOT_UTF8, DATA_ROW = "utf-16", "not-utf-8", "data-row"
 
 def header_trouble(fd: int, path: str | os.PathLike[str]) -> str | None:
     """Why line 1 of a file is no header LET can read, said with the fix; None when it is one
-    or the file is empty (``header_trouble_kind`` says which trouble). The encodings and a data row in the header's place are told apart
-    here, so that nobody "repairs" such a file into one that counts fewer rows."""
+    or the file is empty (``header_trouble_kind`` says which trouble). The encodings and a data
+    row in the header's place are told apart here, so that nobody "repairs" such a file into
+    one that counts fewer rows."""
     found = header_trouble_kind(fd, path)
     return None if found is None else found[1]
 
@@ -161,23 +172,34 @@ def header_trouble_kind(fd: int, path: str | os.PathLike[str]) -> tuple[str, str
     head = os.pread(fd, HEADER_PROBE, 0)
     if not head:
         return None
-    first = head.split(b"\n", 1)[0]
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_text(first):
+    kind = _line_trouble(head.startswith((b"\xff\xfe", b"\xfe\xff")), _first_line(head))
+    if kind == UTF16:
         return UTF16, (f"{path} is saved as UTF-16 (a Windows tool does that), not as UTF-8 text; nothing "
-                f"was read or changed. Convert it: iconv -f UTF-16 -t UTF-8 '{path}' > emissions-utf8.csv, "
-                "check the result, then move it in place.")
+                       f"was read or changed. Convert it: iconv -f UTF-16 -t UTF-8 '{path}' > emissions-utf8.csv, "
+                       "check the result, then move it in place.")
+    if kind == NOT_UTF8:
+        return NOT_UTF8, (f"{path}: its header line is not UTF-8 text (another encoding, or binary data); "
+                          f"nothing was read or changed. If it is text, convert it: iconv -f LATIN1 -t UTF-8 "
+                          f"'{path}' > emissions-utf8.csv, check the result, then move it in place.")
+    if kind == DATA_ROW:
+        return DATA_ROW, (f"{path}: line 1 is a data row, not the header (the header line was deleted); "
+                          "nothing was read or changed. Put the header line back above it (`lett doctor "
+                          "--repair` does when the rows have LET's own columns).")
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def _line_trouble(byte_order_mark: bool, first: bytes) -> str | None:
+    if byte_order_mark or _utf16_text(first):
+        return UTF16
     try:
         text = first.decode("utf-8").lstrip("\ufeff").rstrip("\r")
     except UnicodeDecodeError:
-        return NOT_UTF8, (f"{path}: its header line is not UTF-8 text (another encoding, or binary data); "
-                f"nothing was read or changed. If it is text, convert it: iconv -f LATIN1 -t UTF-8 "
-                f"'{path}' > emissions-utf8.csv, check the result, then move it in place.")
+        return NOT_UTF8
     names = [name.strip() for name in parse_line(text)]
     if not all(column in names for column in REQUIRED_COLUMNS) and any(
             name not in ("", "nan") and _is_number(name) for name in names):
-        return DATA_ROW, (f"{path}: line 1 is a data row, not the header (the header line was deleted); "
-                "nothing was read or changed. Put the header line back above it (`lett doctor "
-                "--repair` does when the rows have LET's own columns).")
+        return DATA_ROW
     return None
 
 

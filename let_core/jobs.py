@@ -29,7 +29,7 @@ MPI_VARIABLES = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COM
                  "MPI_LOCALRANKID")
 OTHER_SCHEDULERS = ("LSB_JOBID", "PBS_JOBID")
 LAUNCHER_VARIABLES = SLURM_VARIABLES + TORCH_VARIABLES + ACCELERATE_VARIABLES + MPI_VARIABLES + OTHER_SCHEDULERS
-
+_LAUNCHER_NAMES = frozenset(LAUNCHER_VARIABLES)
 
 
 @frozen
@@ -92,6 +92,8 @@ def _first(env: Mapping[str, str], *names: str) -> tuple[str, str]:
 def detect(env: Mapping[str, str] | None = None) -> Job:
     """The job this process belongs to, from the launchers' variables (``os.environ``)."""
     env = os.environ if env is None else env
+    if _LAUNCHER_NAMES.isdisjoint(env):  # most runs: one pass over the names, not ~20 lookups
+        return Job()
     launchers = []
     slurm_job = _first(env, "SLURM_JOB_ID", "SLURM_JOBID")[1]
     if slurm_job:

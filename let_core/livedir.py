@@ -162,7 +162,8 @@ class LivePublisher:
                  write_header: Callable[[Path], Path] | None = None) -> None:
         self.tracker = tracker
         self.interval = interval
-        self.path = live_file(runtime_dir, tracker.hostname, os.getpid(), tracker.run_id)
+        self._runtime_dir = runtime_dir
+        self._path: Path | None = None
         #: Called with ``header_path(path)`` before the first figures are written: a run that
         #: dies before it published has nothing to recover, so its start writes nothing.
         self._write_header = write_header
@@ -173,6 +174,13 @@ class LivePublisher:
         self._stopped = False
         self._failed = False
         self._written = False
+
+    @property
+    def path(self) -> Path:
+        """The run's published file (named when first asked: most short runs never publish)."""
+        if self._path is None:
+            self._path = live_file(self._runtime_dir, self.tracker.hostname, os.getpid(), self.tracker.run_id)
+        return self._path
 
     def start(self) -> LivePublisher:
         _SCHEDULE.add(self, time.monotonic() + min(self.interval, FIRST_PUBLISH_S))
@@ -222,15 +230,19 @@ class _Schedule:
         self._due: dict[LivePublisher, float] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: When the thread next looks at the schedule by itself (it is asleep until then).
+        self._wakes_at = math.inf
 
     def add(self, publisher: LivePublisher, when: float) -> None:
         with self._wake:
             self._due[publisher] = when
             # is_alive: a forked child inherits the object but not the thread.
             if self._thread is None or not self._thread.is_alive():
+                self._wakes_at = math.inf
                 self._thread = threading.Thread(target=self._loop, name="let-live-publisher", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            elif when < self._wakes_at:  # else the thread finds it when it wakes anyway
+                self._wake.notify()
 
     def discard(self, publisher: LivePublisher) -> None:
         with self._wake:
@@ -242,8 +254,10 @@ class _Schedule:
                 now = time.monotonic()
                 ready = [p for p, when in self._due.items() if when <= now]
                 if not ready:
-                    self._wake.wait(min(self._due.values(), default=now + 60.0) - now)
+                    self._wakes_at = min(self._due.values(), default=now + 60.0)
+                    self._wake.wait(self._wakes_at - now)
                     continue
+                self._wakes_at = math.inf  # busy publishing: an add must not wait for the next wake
             for publisher in ready:  # outside the schedule's lock: a stop never waits on a write
                 try:
                     going = publisher.publish()
