@@ -254,3 +254,28 @@ def test_a_quoted_line_break_is_a_row_on_every_path(let_home: Path) -> None:
         warnings.simplefilter("always", LetWarning)
         _every_path(0.3, project_name="p")
     assert not [str(w.message) for w in caught if "malformed" in str(w.message)]
+
+
+@pytest.mark.parametrize("cells", [
+    ["2026-01-01T00:00:10+00:00", "2026-01-01T00:00:10.250+02:00", "2026-01-01T00:00:10Z", ""],  # LET's own
+    ["2026-01-01T00:00:10+00:00", "2022-07-01T11:00:00", "not a time", "9999-01-01T00:00:00+00:00"],  # mixed
+], ids=["offsets", "mixed"])
+def test_stored_times_load_as_pandas_reads_them(tmp_path: Path, cells: list[str]) -> None:
+    """load_results parses LET's zone-qualified times with Arrow and anything else by pandas'
+    ISO 8601 rule: either way, each cell is what pandas makes of it (naive times UTC, the
+    unreadable NaT)."""
+    import pandas as pd
+
+    header = "timestamp,project_name,run_id,duration,emissions,energy_consumed,country_name,start_time"
+    lines = [f"{cell},p,run-{i},60,0.001,0.01,Germany,{cell}" for i, cell in enumerate(cells)]
+    (tmp_path / "emissions.csv").write_text("\n".join([header, *lines]) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LetWarning)
+        frame = load_results(tmp_path, dataset=str(tmp_path / "none")).sort_values("run_id")
+    expected = pd.to_datetime(pd.Series([cell or None for cell in cells], dtype=object), errors="coerce", utc=True,
+                              format="ISO8601")
+    for column in ("start_time", "timestamp"):
+        assert str(frame[column].dtype) == "datetime64[ns, UTC]"
+        assert frame[column].tolist() == expected.tolist() or (
+            frame[column].isna().tolist() == expected.isna().tolist()
+            and frame[column].dropna().tolist() == expected.dropna().tolist()), column

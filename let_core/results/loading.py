@@ -111,8 +111,10 @@ def load_results(output_dir: StoreDirs = None, project_name: str | None = None,
     if latest_only:
         frame = _deduplicate(frame)
     times = {column: _datetimes(frame[column]) for column in _TIME_COLUMNS if column in frame}
-    if times:
-        frame = frame.assign(**times)
+    if times:  # assign() would copy and consolidate every column (50 ms per 300k rows)
+        frame = frame.copy(deep=False)
+        for column, parsed in times.items():
+            frame[column] = parsed
     # A fresh RangeIndex, not reset_index(): that copies and consolidates every column (1 s at 1M rows).
     frame.index = pd.RangeIndex(len(frame))
     for column in ("metrics", "params"):
@@ -242,8 +244,20 @@ def _datetimes(values: pd.Series) -> pd.Series:
 
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values
-    return pd.to_datetime(values.astype(object).where(values.notna() & (values != ""), None),
-                          errors="coerce", utc=True, format="ISO8601")
+    # Arrow parses texts that all carry a zone offset (LET's own rows) 40x faster than pandas
+    # (0.4 s per 300k rows, most of a statement over a Parquet dataset); a column it refuses
+    # (CodeCarbon's times without an offset, damage) is left to pandas' rules.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        texts = pa.array(values, from_pandas=True)
+        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, texts.type), texts)
+        parsed = texts.cast(pa.timestamp("ns", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        texts = values.astype(object).where(values.notna() & (values != ""), None)
+        return pd.to_datetime(texts, errors="coerce", utc=True, format="ISO8601")
+    return pd.Series(parsed.to_pandas().array, index=values.index, name=values.name)
 
 
 def _expand_json(frame: pd.DataFrame, column: str) -> pd.DataFrame:
