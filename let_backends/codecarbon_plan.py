@@ -26,7 +26,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from let_core.caches import write_atomic
+from let_core.atomicfile import write_atomically
 from let_core.config import cache_dir
 from let_core.jobs import boot_id
 
@@ -141,7 +141,9 @@ def save(tracker: Any) -> None:
             return
         body = json.dumps({"key": key, "plan": {n: getattr(plan, n) for n in _PLAN_FIELDS}},
                           sort_keys=True, indent=1)
-        write_atomic(plan_path(key), body)
+        target = plan_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, body.encode("utf-8"))
     except (OSError, TypeError, ValueError):  # unwritable cache dir or a plan JSON cannot hold
         pass
 

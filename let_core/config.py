@@ -72,15 +72,9 @@ def _store_key(store_path: str | os.PathLike[str]) -> str:
 
 
 def cache_file(kind: str, store_path: str | os.PathLike[str], suffix: str = ".json") -> Path:
-    """A cache file for one store, keyed by a CRC-32 of the store's absolute path (any path fits).
-
-    Not a cryptographic digest: each cache names inside what it is of (the totals cache its
-    store, proven by checksums; the folded-backups list each file's path), so two paths of one
-    name cost a rebuild, never a wrong number. hashlib loads OpenSSL, 3-6 ms of every tracked
-    process (a tenth of it: issue 19's bound). Recovery files, which are data, keep SHA-256."""
-    import zlib
-
-    return cache_dir() / f"{kind}-{zlib.crc32(_absolute(store_path)):08x}{suffix}"
+    """A cache file for one store, keyed by a SHA-256 of the store's absolute path (any path
+    fits), as its recovery files are."""
+    return cache_dir() / f"{kind}-{_store_key(store_path)}{suffix}"
 
 
 def recovery_dir() -> Path:

@@ -181,10 +181,11 @@ def test_concurrent_writers_leave_a_whole_file(tmp_path):
     writer = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
-        from let_core.caches import write_atomic
+        from let_core.atomicfile import write_atomically
         body = json.dumps({{"writer": sys.argv[1], "pad": "x" * 200_000}})
+        Path({str(target)!r}).parent.mkdir(parents=True, exist_ok=True)
         for _ in range(60):
-            write_atomic(Path({str(target)!r}), body)
+            write_atomically(Path({str(target)!r}), body.encode())
     """)
     procs = [subprocess.Popen([sys.executable, "-c", writer, str(i)]) for i in range(4)]
     seen = set()

@@ -179,8 +179,7 @@ def test_tracking_path_imports_no_heavy_library(let_home):
             "with EnergyTracker(project_name='light', backends=[ManualBackend(energy_kwh=0.2)]):\n"
             "    pass\n"
             # uuid (platform), click and the dataset module each cost a tracked run milliseconds
-            # of start-up; the manual-backend run must not pay for them either. (hashlib names the
-            # caches: its 4 ms are under a tenth of the manual run, so no CRC-32 stands in for it.)
+            # of start-up; the manual-backend run must not pay for them either.
             "print([m for m in ('codecarbon', 'pandas', 'pyarrow', 'requests', 'uuid',\n"
             "                   'click', 'let_core.dataset') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -218,64 +217,14 @@ def test_auto_loads_the_auto_plugins_only(let_home):
     assert "let_backends.manual" not in loaded and "let_reporters.strep" not in loaded
 
 
-def test_entry_point_list_is_cached_until_sys_path_changes(tmp_path, monkeypatch, let_home):
-    from let_core import caches
-
-    scans = []
-
-    def scan():
-        scans.append(1)
-        return [("demo", "let_demo_plugin", "let-demo-plugin")]
-
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    assert caches.cached("let", scan) == [("demo", "let_demo_plugin", "let-demo-plugin")]
-    assert caches.cached("let", scan) == [("demo", "let_demo_plugin", "let-demo-plugin")]
-    assert len(scans) == 1
-    (site / "other-1.0.dist-info").mkdir()  # a distribution installed: the folder's mtime moves
-    os.utime(site, ns=(0, 10**18))
-    caches.cached("let", scan)
-    assert len(scans) == 2
-    for cached_file in caches.cache_dir().glob("entry-points-*.json"):
-        cached_file.write_text("{not json")  # a corrupt cache file means a fresh scan
-    assert caches.cached("let", scan) == [("demo", "let_demo_plugin", "let-demo-plugin")]
-    assert len(scans) == 3
-
-
-def test_entry_point_cache_survives_outputs_written_beside_the_script(tmp_path, monkeypatch, let_home):
-    """The script's folder or the working directory is on sys.path and gets new files on every
-    run (outputs, logs): that must not cost a scan; a distribution added there still does."""
-    from let_core import caches
-
-    scans = []
-
-    def scan():
-        scans.append(1)
-        return []
-
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.syspath_prepend(str(work))
-    caches.cached("let", scan)
-    (work / "emissions.csv").write_text("x\n")  # an output: the folder's mtime moves
-    os.utime(work, ns=(0, 10**18))
-    caches.cached("let", scan)
-    assert len(scans) == 1
-    (work / "demo-1.0.dist-info").mkdir()
-    caches.cached("let", scan)
-    assert len(scans) == 2
-
-
 def test_an_entry_point_plugin_installed_later_is_found(tmp_path, monkeypatch, fresh_plugins):
     monkeypatch.delenv("LET_LOAD_PLUGINS")
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
-    assert "constant" not in plugins.registry().backends  # the list without it is now cached
+    assert "constant" not in plugins.registry().backends
     plugins.reset()
     make_distribution(tmp_path, "let-demo-plugin", "let_demo_plugin", PLUGIN_SOURCE, "demo")
-    os.utime(site, ns=(0, 10**18))
     assert "constant" in plugins.registry().backends
     sys.modules.pop("let_demo_plugin", None)
 
