@@ -58,7 +58,7 @@ def installer(interpreter: Path) -> list[str]:
     0.1.4's CodeCarbon 2.x tree), else the new venv's own pip."""
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if uv:
-        return [uv, "pip", "install", "-q", "--python", str(interpreter)]
+        return [uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(interpreter)]
     return [str(interpreter), "-m", "pip", "install", "-q"]
 
 

@@ -7,6 +7,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from let_core.integrations.lightning import LetLightningCallback
+
+__all__ = ["LetLightningCallback", "Tiny", "fit", "loaders", "torch"]
+
 
 class Tiny(pl.LightningModule):
     def __init__(self) -> None:

@@ -2,44 +2,41 @@
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import warnings
-from typing import Any
+from types import ModuleType
 
 import pytest
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
-keras = pytest.importorskip("keras", reason="keras is not installed: pip install '.[keras]' (in the test extra)")
-np = pytest.importorskip("numpy", reason="numpy is not installed: pip install '.[keras]' (in the test extra)")
+from let_backends.manual import ManualBackend
+from let_core import load_results
+from let_core.errors import LetWarning
+from let_core.tracker import EnergyTracker
 
-from let_backends.manual import ManualBackend  # noqa: E402
-from let_core import load_results  # noqa: E402
-from let_core.errors import LetWarning  # noqa: E402
-from let_core.integrations.keras import LetKerasCallback  # noqa: E402
-from let_core.tracker import EnergyTracker  # noqa: E402
-
-
-def fit(callbacks: list[Any]) -> tuple[Any, Any]:
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(x, y, epochs=2, batch_size=16, validation_data=(x[:32], y[:32]), shuffle=False,
-                        verbose=0, callbacks=callbacks)
-    return model, history
+# Keras (and torch) load when these tests run, on the one worker that runs them all.
+pytestmark = [
+    pytest.mark.xdist_group("keras"),
+    pytest.mark.skipif(not all(importlib.util.find_spec(name) for name in ("keras", "numpy")),
+                       reason="keras is not installed: pip install '.[keras]' (in the test extra)"),
+]
 
 
-def test_one_run_tasks_metrics_and_unchanged_training(capsys: pytest.CaptureFixture[str]) -> None:
-    plain, plain_history = fit([])
-    callback = LetKerasCallback(project_name="keras", backends=[ManualBackend(power_watts=20.0)],
+@pytest.fixture(scope="module")
+def kit() -> ModuleType:
+    """tests.keras_model: ``fit``, numpy and LetKerasCallback."""
+    import tests.keras_model
+
+    return tests.keras_model
+
+
+def test_one_run_tasks_metrics_and_unchanged_training(kit: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    plain, plain_history = kit.fit([])
+    callback = kit.LetKerasCallback(project_name="keras", backends=[ManualBackend(power_watts=20.0)],
                                 reporters=["csv", "statement"])
-    model, history = fit([callback])
+    model, history = kit.fit([callback])
     assert history.history == plain_history.history
     for a, b in zip(model.get_weights(), plain.get_weights()):
-        assert np.array_equal(a, b)
+        assert kit.np.array_equal(a, b)
     frame = load_results(project_name="keras")
     runs = frame[frame.task == ""]
     assert len(runs) == 1 and runs.run_status.iloc[0] == "ok"
@@ -52,14 +49,14 @@ def test_one_run_tasks_metrics_and_unchanged_training(capsys: pytest.CaptureFixt
     assert "Using the Machine Learning CO2 Impact Calculator" in capsys.readouterr().out
 
 
-def test_a_failing_tracker_never_stops_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain, plain_history = fit([])
+def test_a_failing_tracker_never_stops_training(kit: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, plain_history = kit.fit([])
     monkeypatch.setattr(EnergyTracker, "log_metrics", lambda self, m: (_ for _ in ()).throw(OSError("disk full")))
-    callback = LetKerasCallback(project_name="keras-broken", backends=[ManualBackend(power_watts=20.0)],
+    callback = kit.LetKerasCallback(project_name="keras-broken", backends=[ManualBackend(power_watts=20.0)],
                                 reporters=["csv"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, history = fit([callback])
+        _, history = kit.fit([callback])
     assert history.history == plain_history.history
     assert any(issubclass(w.category, LetWarning) for w in caught)
     runs = load_results(project_name="keras-broken").query("task == ''")
