@@ -1,4 +1,4 @@
-"""`lett report`: the HTML impact report, run as the real command line, read back as a person
+"""`lett report`: the HTML impact report, run through the command line's entry point, read back as a person
 reads it (headless Chromium: the visible text of its tables), its numbers against `lett results
 --by`; several stores against `lett merge` of them; a Parquet dataset (a folder and S3 on a
 real S3 API, moto) against the CSV store; the period filter; groups files good and bad.

@@ -387,8 +387,9 @@ def test_two_compactions_serialise_and_readers_never_fail(let_home, monkeypatch)
     from let_core.dataset import locate, write_run
 
     location = locate(str(let_home / "runs"))
+    files = 120  # enough that the second compaction waits on the first's lock while readers read
     rows = [{"run_id": f"r{i}", "backend": "manual", "energy_consumed": 0.001, "project_name": "p",
-             "start_time": "2026-01-01T00:00:00+00:00"} for i in range(400)]
+             "start_time": "2026-01-01T00:00:00+00:00"} for i in range(files)]
     for row in rows:
         write_run(location, [row])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -399,9 +400,9 @@ def test_two_compactions_serialise_and_readers_never_fail(let_home, monkeypatch)
         reads.append(len(load_results(columns=["run_id"])))  # must never raise
     outputs = [p.communicate()[0].split() for p in compactors]
     assert [p.returncode for p in compactors] == [0, 0]
-    # One compaction merged 400 files; the other, after waiting for the lock, found one file.
-    assert sorted(o[:2] for o in outputs) == [[b"1", b"1"], [b"400", b"1"]]
-    assert set(reads) <= {400} and len(load_results()) == 400
+    # One compaction merged every file; the other, after waiting for the lock, found one file.
+    assert sorted(o[:2] for o in outputs) == [[b"1", b"1"], [str(files).encode(), b"1"]]
+    assert set(reads) <= {files} and len(load_results()) == files
     assert len(list((let_home / "runs").rglob("*.parquet"))) == 1
 
 
