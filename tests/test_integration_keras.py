@@ -15,7 +15,6 @@ from let_core.tracker import EnergyTracker
 
 # Keras (and torch) load when these tests run, on the one worker that runs them all.
 pytestmark = [
-    pytest.mark.xdist_group("keras"),
     pytest.mark.skipif(not all(importlib.util.find_spec(name) for name in ("keras", "numpy")),
                        reason="keras is not installed: pip install '.[keras]' (in the test extra)"),
 ]

@@ -20,7 +20,6 @@ from let_core.tracker import EnergyTracker
 # torch and Lightning load when these tests run, on the one worker that runs them all: every xdist
 # worker collects every module, and importing Lightning costs seconds of CPU.
 pytestmark = [
-    pytest.mark.xdist_group("lightning"),
     pytest.mark.skipif(not all(importlib.util.find_spec(name) for name in ("torch", "lightning")),
                        reason="torch or lightning is not installed: pip install '.[lightning]' (in the test extra)"),
 ]

@@ -19,7 +19,6 @@ from let_core.tracker import EnergyTracker
 
 # torch and Transformers load when these tests run, on the one worker that runs them all.
 pytestmark = [
-    pytest.mark.xdist_group("transformers"),
     pytest.mark.skipif(not all(importlib.util.find_spec(name) for name in ("torch", "transformers", "accelerate")),
                        reason="torch, transformers or accelerate is not installed: pip install '.[transformers]' "
                               "(in the test extra)"),

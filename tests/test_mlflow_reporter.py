@@ -12,7 +12,6 @@ from let_core.tracker import EnergyTracker
 
 # mlflow (2 s of imports) loads when these tests run, on the one worker that runs them all.
 pytestmark = [
-    pytest.mark.xdist_group("mlflow"),
     pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                        reason="mlflow is not installed: pip install '.[mlflow]' (its own extra: "
                               "mlflow pins pyarrow<26, so the test extra leaves it out)"),

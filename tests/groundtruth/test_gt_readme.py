@@ -49,8 +49,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-# Off a namespace it needs the machine's port 8000: one worker at a time.
-@pytest.mark.xdist_group("port8000")
+# Off a namespace it needs the machine's port 8000 (no other test uses it).
 def test_the_readme_recipe_runs_as_written_and_stops_what_it_started(tmp_path: Path) -> None:
     script = recipe()
     assert "kill" in script.splitlines()[-1]  # the recipe ends by stopping its servers
