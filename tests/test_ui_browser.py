@@ -163,6 +163,12 @@ def test_project_view_charts_hold_the_servers_figures(server: tuple[str, Path], 
     url, _ = server
     browser.get(url + "/project?project=vision")
     loaded(browser)
+    # The URL's project has runs: the filter shows it once, as itself (it read "vision (no runs)"
+    # when the form was filled before the choices had come).
+    options = browser.execute_script("return [...document.querySelectorAll('select[name=project] option')]"
+                                     ".map(o => [o.textContent, o.selected])")
+    assert [text for text, selected in options if selected] == ["vision"], options
+    assert not any("(no runs)" in text for text, _ in options), options
     energy = browser.execute_script("return window.letPlots.energy.data")
     summary = requests.get(url + "/api/summary", params={"project": "vision"}, timeout=30).json()
     assert len(energy[0]) == 6  # one point per day

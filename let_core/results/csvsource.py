@@ -135,7 +135,7 @@ def read_frame(store: Store, columns: Sequence[str] | None = None) -> pd.DataFra
                                  "to see the damaged lines, `lett doctor --repair` to set them aside.") from None
     # A record spanning lines is another tool's quoted line break, or two stray quotes whose
     # record happens to fit the header; only the exact read tells them apart (csvfile.records).
-    spanning = _holds_a_line_break(table)
+    spanning = not _one_line_per_record(data, 1 + table.num_rows + len(skipped)) and _holds_a_line_break(table)
     if skipped or spanning:
         # Arrow gives up on some rows Python's csv module reads (a quoted field holding a bare
         # carriage return next to a long one, say). Before calling them malformed, read the
@@ -239,6 +239,23 @@ def _python_rows(store: Store, header: list[str], included: list[str]) -> tuple[
     if short:
         warn_short_rows(short, f"the LET store {store.path}", stacklevel=4)
     return pa.table({c: pa.array(v, pa.string()) for c, v in zip(included, columns)}), bad
+
+
+def _one_line_per_record(data: Any, records: int) -> bool:
+    """Whether the bytes hold no carriage return and exactly as many lines as Arrow read records
+    (the header among them): then no cell holds a line break, which a scan of every text cell
+    would otherwise show (a quarter of a cold statement's time)."""
+    import numpy as np
+
+    raw = np.frombuffer(data, dtype=np.uint8)
+    line_feeds = 0
+    for start in range(0, len(raw), 1 << 24):
+        chunk = raw[start:start + (1 << 24)]
+        if (chunk == 13).any():
+            return False
+        line_feeds += int(np.count_nonzero(chunk == 10))
+    # The last record may end without its line feed.
+    return line_feeds in (records, records - 1)
 
 
 def _holds_a_line_break(table: Any) -> bool:

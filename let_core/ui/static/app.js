@@ -59,6 +59,8 @@
     showHint(data.hint);
     for (const name of ["project", "user", "host", "backend", "status"]) {
       const select = form.elements[name];
+      // fillForm ran before the choices came: its "(no runs)" stand-ins go, and it runs again.
+      for (const standIn of select.querySelectorAll("option[data-stand-in]")) standIn.remove();
       for (const value of data.choices[name]) {
         const option = document.createElement("option");
         option.value = option.textContent = value;
@@ -73,7 +75,7 @@
       // A value from the URL that no run has stays visible, so the page says what it filtered by.
       if (value && element.tagName === "SELECT" && ![...element.options].some((o) => o.value === value)) {
         const option = document.createElement("option");
-        option.value = value; option.textContent = value + " (no runs)";
+        option.value = value; option.textContent = value + " (no runs)"; option.dataset.standIn = "1";
         element.appendChild(option);
       }
       element.value = value;
