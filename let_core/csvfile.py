@@ -382,9 +382,10 @@ def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator
 
     LET writes every record on one line. A record that spans lines is another tool's quoted
     line break, or a stray quote (a hand edit) that swallowed the lines after it; the latter
-    yields a record that does not fit the header, or one whose last line opens a quote of its
-    own (a second stray quote), and is re-read line by line, so the damage costs those lines
-    only (each an ``Unparsable``), never the rows after them.
+    yields a record that does not fit the header, one whose last line opens a quote of its
+    own, or one that holds a whole row of the header's width on a line of its own (two stray
+    quotes whose merged record happens to fit the header), and is re-read line by line, so
+    the damage costs those lines only (each an ``Unparsable``), never the rows after them.
     """
     with os.fdopen(os.dup(fd), "rb") as handle:
         handle.seek(start)
@@ -408,7 +409,8 @@ def records(fd: int, start: int, stop: int, errors: str, width: int) -> Iterator
                 yield line, Unparsable(fields)
                 line += 1
                 continue
-            if len(consumed) > 1 and (len(fields) != width or _opens_a_quote(consumed[-1])):
+            if len(consumed) > 1 and (len(fields) != width or _opens_a_quote(consumed[-1])
+                                      or _swallows_a_row(consumed, width)):
                 alone = [_parse_alone(physical) for physical in consumed]
                 if any(isinstance(part, Unparsable) for part in alone):
                     for offset, part in enumerate(alone):
@@ -426,6 +428,15 @@ def _opens_a_quote(line: str) -> bool:
     A quoted line break of another tool closes its quote on the last line."""
     first = line.find('"')
     return first > 0 and line[first - 1] == "," and _quote_left_open(line)
+
+
+def _swallows_a_row(consumed: Sequence[str], width: int) -> bool:
+    """Whether a line after the first of a record spanning lines is, read alone, a complete row
+    of the header's width: the text of another tool's quoted line break rarely is, the rows a
+    stray quote ran over always are. A wrong guess costs a warning about the first line, never
+    silently the rows in between."""
+    alone = (_parse_alone(physical) for physical in consumed[1:])
+    return any(len(fields) == width and not isinstance(fields, Unparsable) for fields in alone)
 
 
 def _quote_left_open(line: str) -> bool:

@@ -303,15 +303,27 @@ def test_line_layouts_count_every_row(tmp_path: Path, layout: str) -> None:
     assert frame_totals(frame).energy_kwh == pytest.approx(1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="open: two stray quotes whose merged record fits the header swallow the "
-                                        "rows between them, silently (found 2026-12-02; see the issue 19 note)")
-def test_two_stray_quotes_cost_only_their_own_lines(tmp_path: Path) -> None:
-    header = "timestamp,project_name,run_id,duration,emissions,energy_consumed,country_name,start_time,notes"
-    rows = [f"2026-01-01T00:0{i}:00+00:00,p,r{i},60,0.001,0.{i + 1},Germany,2026-01-01T00:0{i}:00+00:00,x"
-            for i in range(4)]
-    rows[1], rows[3] = rows[1][:-1] + '"x', rows[3][:-1] + 'y"'  # hand edits on lines 3 and 5
-    (tmp_path / "emissions.csv").write_text("\n".join([header, *rows]) + "\n")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LetWarning)
-        frame = load_results(tmp_path, dataset=str(tmp_path / "none"), columns=TOTALS_COLUMNS)
-    assert {"r0", "r2"} <= set(frame.run_id)  # the untouched rows count, whatever the damaged ones do
+def test_two_stray_quotes_whose_record_fits_the_header_cost_only_their_own_line(let_home: Path) -> None:
+    """Hand edits open a quote at the start of a cell on line 3 and close one at the end of the
+    same cell on line 5: the record they make spans lines 3-5 and has the header's width, so
+    nothing but the exact read tells it from another tool's quoted line break. It used to
+    swallow line 4's run without a word, with `doctor` saying "no problems"."""
+    store = Store()
+    for index in range(4):
+        store.append(_run(index, 0.1 * (index + 1)).rows(__version__))
+    _every_path(1.0)
+    lines = store.path.read_text().splitlines(keepends=True)
+    column = lines[0].rstrip("\n").split(",").index("project_name")
+    for number, edit in ((3, '"{}'), (5, '{}"')):
+        fields = lines[number - 1].split(",")
+        fields[column] = edit.format(fields[column])
+        lines[number - 1] = ",".join(fields)
+    store.path.write_text("".join(lines))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LetWarning)
+        _every_path(0.1 + 0.3 + 0.4)  # line 5's run counts, under the project 'p"'
+    said = [str(w.message) for w in caught if "malformed" in str(w.message)]
+    assert said and all("line 3" in message or "line(s) 3" in message for message in said), said
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 1 and ":3: malformed line" in result.output, result.output
+    assert ":4:" not in result.output and "no problems" not in result.output
