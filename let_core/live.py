@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from attrs import frozen
 
 from let_core.interfaces import LiveReading
-from let_core.livedir import LIVE_SUFFIX, PublishedRun, host_prefix, live_dir, process_alive
+from let_core.livedir import LIVE_SUFFIX, host_prefix, live_dir, process_alive
+from let_core.livefile import PublishedRun
 
 if TYPE_CHECKING:
     from let_core.tracker import EnergyTracker

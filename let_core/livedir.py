@@ -3,7 +3,8 @@ runtime dir), and the thread that publishes them.
 
 A tracker's start imports this module and no more: what reads the files (``lett exporter``,
 the status line) is ``let_core.live``; what records a run whose process died is
-``let_core.recovery``, imported only when a header waits in the live dir.
+``let_core.recovery``, imported only when a header waits in the live dir; what a file holds is
+``let_core.livefile``, imported at the first publication.
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
-
-from attrs import frozen
+from typing import TYPE_CHECKING, Callable
 
 from let_core.atomicfile import write_atomically
 from let_core.errors import LetWarning
-from let_core.interfaces import LiveReading
 
 if TYPE_CHECKING:
     from let_core.tracker import EnergyTracker
 
-#: What a published file says it is: a reader skips any other version.
-LIVE_FORMAT = 1
 LIVE_DIR = "live"
 LIVE_SUFFIX = ".json"
 #: Beside a run's figures, what its record needs if the process dies (``let_core.recovery``).
@@ -63,67 +59,6 @@ def _safe(text: str) -> str:
 def host_prefix(hostname: str) -> str:
     """The start of every file name of a host's runs in a live dir."""
     return f"{_safe(hostname)}-"
-
-
-@frozen
-class PublishedRun:
-    """One run in progress, as its tracker last published it."""
-
-    pid: int
-    hostname: str
-    project: str
-    user: str
-    run_id: str
-    started: float  # epoch seconds
-    updated: float  # epoch seconds
-    interval_s: float
-    readings: tuple[LiveReading, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": LIVE_FORMAT, "pid": self.pid, "hostname": self.hostname, "project": self.project,
-                "user": self.user, "run_id": self.run_id, "started": self.started, "updated": self.updated,
-                "interval_s": self.interval_s,
-                "readings": [{"backend": r.backend, "kind": r.kind,
-                              "energy_kwh": r.energy_kwh if math.isfinite(r.energy_kwh) else None,
-                              "power_w": r.power_w, "error": r.error} for r in self.readings]}
-
-    @classmethod
-    def from_json(cls, data: Any) -> PublishedRun:
-        """Raises ValueError on anything that is not what ``to_json`` wrote."""
-        if not isinstance(data, dict) or data.get("format") != LIVE_FORMAT:
-            raise ValueError("not a LET live file of this version")
-
-        def text(value: Any) -> str:
-            if not isinstance(value, str):
-                raise ValueError(f"expected text, got {value!r}")
-            return value
-
-        def number(value: Any, optional: bool = False) -> float | None:
-            if value is None and optional:
-                return None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"expected a finite number, got {value!r}")
-            return float(value)
-
-        readings = []
-        raw = data.get("readings")
-        if not isinstance(raw, list):
-            raise ValueError("readings must be a list")
-        for item in raw:
-            if not isinstance(item, dict):
-                raise ValueError("a reading must be an object")
-            energy = number(item.get("energy_kwh"), optional=True)
-            readings.append(LiveReading(backend=text(item.get("backend")), kind=text(item.get("kind")),
-                                        energy_kwh=math.nan if energy is None else energy,
-                                        power_w=number(item.get("power_w"), optional=True),
-                                        error=text(item.get("error", ""))))
-        pid = data.get("pid")
-        if type(pid) is not int or pid <= 0:
-            raise ValueError(f"pid must be a positive integer, got {pid!r}")
-        return cls(pid=pid, hostname=text(data.get("hostname")), project=text(data.get("project")),
-                   user=text(data.get("user")), run_id=text(data.get("run_id")),
-                   started=number(data.get("started")) or 0.0, updated=number(data.get("updated")) or 0.0,
-                   interval_s=number(data.get("interval_s")) or 0.0, readings=tuple(readings))
 
 
 def live_file(runtime_dir: Path, hostname: str, pid: int, run_id: str) -> Path:
@@ -191,6 +126,8 @@ class LivePublisher:
         with self._lock:
             if self._failed or self._stopped or not self.tracker.running:
                 return False
+            from let_core.livefile import PublishedRun  # here, not at a tracker's start (an attrs class)
+
             status = self.tracker.live()
             run = PublishedRun(pid=os.getpid(), hostname=self.tracker.hostname, project=self.tracker.project_name,
                                user=self.tracker.user, run_id=self.tracker.run_id, started=self._started,

@@ -26,7 +26,8 @@ from pathlib import Path
 from attrs import frozen
 
 from let_core.jobs import Job, boot_id
-from let_core.livedir import PublishedRun, live_file, process_alive
+from let_core.livedir import live_file, process_alive
+from let_core.livefile import PublishedRun
 
 
 def _pid(text: str) -> int:

@@ -27,7 +27,8 @@ from attrs import field, frozen
 
 from let_core.atomicfile import write_atomically
 from let_core.jobs import boot_id
-from let_core.livedir import HEADER_SUFFIX, LIVE_SUFFIX, PublishedRun, live_dir, process_alive
+from let_core.livedir import HEADER_SUFFIX, LIVE_SUFFIX, live_dir, process_alive
+from let_core.livefile import PublishedRun
 from let_core.records import Measurement, Run
 
 HEADER_FORMAT = 1

@@ -397,7 +397,7 @@ class Launch:
         """Until the rank's published figure is above zero (it publishes every 0.1 s)."""
         import time
 
-        from let_core.livedir import PublishedRun
+        from let_core.livefile import PublishedRun
 
         while True:
             try:
@@ -521,7 +521,8 @@ SRUN_RANK = textwrap.dedent("""
     from pathlib import Path
     from let_backends.manual import ManualBackend
     from let_core import config, jobs, nodemeter
-    from let_core.livedir import PublishedRun, live_file
+    from let_core.livedir import live_file
+    from let_core.livefile import PublishedRun
     from let_core.tracker import EnergyTracker
     shared = Path(sys.argv[1])
     with EnergyTracker(project_name="cluster", backends=[ManualBackend(power_watts=360)], reporters=[]) as t:

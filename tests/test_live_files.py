@@ -18,7 +18,8 @@ from let_backends.manual import ManualBackend
 from let_core import config
 from let_core.errors import ConfigurationError, LetWarning
 from let_core.live import read_published
-from let_core.livedir import LIVE_FORMAT, live_dir
+from let_core.livedir import live_dir
+from let_core.livefile import LIVE_FORMAT
 from let_core.tracker import EnergyTracker
 from tests.loopback import wait_until
 

@@ -327,3 +327,18 @@ def test_two_stray_quotes_whose_record_fits_the_header_cost_only_their_own_line(
     result = CliRunner().invoke(cli, ["doctor"])
     assert result.exit_code == 1 and ":3: malformed line" in result.output, result.output
     assert ":4:" not in result.output and "no problems" not in result.output
+
+
+def test_two_stores_sharing_a_cache_name_each_count_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cache files are named by a CRC-32 of the store's path, which two paths can share: the
+    cache names its store inside, so a clash costs a recount, never the other store's totals."""
+    from let_core.results import cache
+
+    monkeypatch.setattr(cache, "cache_file", lambda kind, store_path: tmp_path / "cache" / f"{kind}-clash.json")
+    first, second = Store(tmp_path / "a"), Store(tmp_path / "b")
+    first.append(_run(0, 0.1, project="p").rows(__version__))
+    second.append(_run(0, 0.1, project="q").rows(__version__))  # the same bytes but one
+    for _ in range(2):  # each read replaces the other's cache file
+        assert cached_totals(tmp_path / "a", project_name="p").energy_kwh == pytest.approx(0.1)
+        assert cached_totals(tmp_path / "b", project_name="q").energy_kwh == pytest.approx(0.1)
+        assert cached_totals(tmp_path / "b", project_name="p").energy_kwh == 0
