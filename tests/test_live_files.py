@@ -55,6 +55,24 @@ def test_a_running_tracker_publishes_refreshed_figures_and_removes_them_at_stop(
     assert result["measurements"]["manual"]["energy_consumed"] > 0
 
 
+@pytest.mark.parametrize("idle_looks", [0, 60], ids=["thread asleep for good", "thread looking every second"])
+def test_a_tracker_started_after_others_stopped_publishes(runtime: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          idle_looks: int) -> None:
+    """The publishing thread, with nothing to publish, looks again a second later (so a start
+    needs no wake-up call) and, after a minute of that, sleeps until a start wakes it: in
+    either state a new tracker is published."""
+    from let_core import livedir
+
+    monkeypatch.setattr(livedir, "IDLE_LOOKS", idle_looks)
+    _tracker().start().stop(print_summary=False)
+    time.sleep(0.3)  # past the stopped tracker's first due time: the thread has found the schedule empty
+    tracker = _tracker().start()
+    try:
+        wait_until(lambda: read_published(runtime, tracker.hostname).runs, what="the second tracker's live file")
+    finally:
+        tracker.stop(print_summary=False)
+
+
 def test_no_publishing_when_turned_off_and_a_bad_interval_fails_before_anything_starts(
         runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LET_LIVE_INTERVAL", "0")
