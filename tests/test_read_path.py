@@ -70,6 +70,18 @@ def test_ranks_of_one_launch_running_together_count_once(let_home: Path) -> None
     _every_path(0.13 + 0.2)
 
 
+def test_ranks_of_one_launch_stored_around_another_launch_count_once(let_home: Path) -> None:
+    """Two ranks of launch B are stored with a run of launch A (earlier, same allocation)
+    between them: the rule kept only the key's last launch, so B's second rank, not
+    overlapping A, counted whole again (found by the property test: 0.125 kWh for 0.0625)."""
+    store = Store()
+    later = START + timedelta(days=1)
+    store.append(_run(0, 0.25, job="j1", rank="0", start=later).rows(__version__))
+    store.append(_run(1, 0.1, job="j1", rank="0", start=START).rows(__version__))
+    store.append(_run(2, 0.25, job="j1", rank="1", start=later).rows(__version__))
+    _every_path(0.25 + 0.1)
+
+
 def test_interleaved_checkpoints_count_once_with_each_runs_latest(let_home: Path) -> None:
     header = "timestamp,project_name,run_id,duration,emissions,energy_consumed,codecarbon_version\n"
     lines = ["2024-05-01T10:00:00,codecarbon,A,10,0.00004,0.1,2.3.4",

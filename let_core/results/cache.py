@@ -38,7 +38,7 @@ from let_core.results.rule import run_unit
 from let_core.schema import FILTER_KEYS, check_filters, effective, matches
 from let_core.store import Store
 
-_VERSION = 6
+_VERSION = 7  # 7: every launch of a job key kept (rule.Launches)
 #: Stores larger than this (bytes not yet counted) are counted vectorised when there is no cache.
 VECTORISED_ABOVE = 4 << 20
 _CHUNK = 8 << 20

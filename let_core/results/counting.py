@@ -281,7 +281,7 @@ class Accumulator:
         return Totals.from_json(self.sums)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sums": self.sums, "launches": self.launches.last}
+        return {"sums": self.sums, "launches": self.launches.seen}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Accumulator:
@@ -289,12 +289,12 @@ class Accumulator:
         launches = data["launches"]
         if not isinstance(launches, dict):
             raise TypeError("launches must be a mapping")
-        last = {}
+        seen = {}
         for key, value in launches.items():
-            if not isinstance(value, list) or len(value) != 3:
-                raise TypeError("a launch is [start, end, largest]")
-            last[str(key)] = [_time(value[0]), _time(value[1]), _number(value[2])]
-        return cls(sums, Launches(last))
+            if not isinstance(value, list) or not all(isinstance(v, list) and len(v) == 3 for v in value):
+                raise TypeError("a key's launches are a list of [start, end, largest]")
+            seen[str(key)] = [[_time(v[0]), _time(v[1]), _number(v[2])] for v in value]
+        return cls(sums, Launches(seen))
 
 
 def _time(value: Any) -> float:
@@ -864,11 +864,11 @@ def _accumulate(counting: tuple[_Columns, np.ndarray, np.ndarray, np.ndarray, np
     return result
 
 
-def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[float]]]:
+def _launches_by_group(launches: Launches, labels: Sequence[tuple[str, str, str]]) -> list[dict[str, list[list[float]]]]:
     """The job rule's memory split by (project, user, host): a key's texts are ``JOB_KEYS``."""
     where = {label: index for index, label in enumerate(labels)}
-    result: list[dict[str, list[float]]] = [{} for _ in labels]
-    for key, launch in launches.last.items():
+    result: list[dict[str, list[list[float]]]] = [{} for _ in labels]
+    for key, launch in launches.seen.items():
         project, user, _, host, _, _ = json.loads(key)
         index = where.get((project, user, host), 0 if len(labels) == 1 else -1)
         if index >= 0:

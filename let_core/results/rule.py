@@ -224,28 +224,31 @@ def job_rule_applies(job_id: str, scope: str) -> bool:
 
 
 class Launches:
-    """Rule 7's memory: per job key, the launch seen last (its start, end and largest figure).
+    """Rule 7's memory: per job key, its launches so far (each one's start, end and largest figure).
 
-    Rows are fed in stored order. A row overlapping the key's last launch in time is a rank
-    of it and adds only what it exceeds the launch's largest figure so far; a row that does
-    not overlap starts a new launch (a sequential run of the allocation) and counts whole.
-    Unknown times (NaN) overlap everything, as before launches were told apart.
+    Rows are fed in stored order. A row overlapping one of the key's launches in time is a
+    rank of it and adds only what it exceeds that launch's largest figure so far; a row that
+    overlaps none starts a new launch (a sequential run of the allocation) and counts whole.
+    Every launch is kept, not just the last: ranks of one launch are often stored with another
+    launch's runs between them. Unknown times (NaN) overlap everything, as before launches were
+    told apart.
     """
 
-    __slots__ = ("last",)
+    __slots__ = ("seen",)
 
-    def __init__(self, last: dict[str, list[float]] | None = None) -> None:
-        self.last: dict[str, list[float]] = last if last is not None else {}
+    def __init__(self, seen: dict[str, list[list[float]]] | None = None) -> None:
+        self.seen: dict[str, list[list[float]]] = seen if seen is not None else {}
 
     def part(self, key: str, start: float, end: float, energy: float) -> float:
-        launch = self.last.get(key)
-        if launch is not None and _overlap(launch[0], launch[1], start, end):
-            before = launch[2]
-            launch[0] = min(launch[0], start) if math.isfinite(start) else launch[0]
-            launch[1] = max(launch[1], end) if math.isfinite(end) else launch[1]
-            launch[2] = max(before, energy)
-            return max(0.0, energy - before)
-        self.last[key] = [start, end, energy]
+        launches = self.seen.setdefault(key, [])
+        for launch in launches:
+            if _overlap(launch[0], launch[1], start, end):
+                before = launch[2]
+                launch[0] = min(launch[0], start) if math.isfinite(start) else launch[0]
+                launch[1] = max(launch[1], end) if math.isfinite(end) else launch[1]
+                launch[2] = max(before, energy)
+                return max(0.0, energy - before)
+        launches.append([start, end, energy])
         return energy
 
 
