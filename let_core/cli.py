@@ -519,13 +519,13 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
          all_keys: bool) -> None:
     """Print the BibTeX entries the statement cites."""
     from let_core.errors import ConfigurationError
-    from let_core.statement import bibtex, cited_keys, paper_statement
+    from let_core.statement import bibtex, paper_statement, statement_bibtex
 
     if all_keys:
         click.echo(bibtex())
         return
     try:
-        keys = cited_keys(paper_statement(output_dir, project_name, user, hostname))
+        text = paper_statement(output_dir, project_name, user, hostname)
     except ConfigurationError as exc:
         # Guessing the entries of runs that do not exist would cite a method nobody used.
         filters = ", ".join(f"--{k} {v}" for k, v in (("project", project_name), ("user", user),
@@ -540,8 +540,7 @@ def cite(output_dir: str | None, project_name: str | None, user: str | None, hos
             "`lett cite --all` prints every entry LET knows.") from None
     from let_core.results import counted_totals
 
-    used = counted_totals(output_dir, project_name, user, hostname).methodologies
-    click.echo(bibtex(keys, methodologies=list(used)))
+    click.echo(statement_bibtex(counted_totals(output_dir, project_name, user, hostname), text))
 
 
 @cli.command()

@@ -541,6 +541,12 @@ def print_custom_paper_statement(methodology: str, hardware: str, consumed_energ
     return text
 
 
+def statement_bibtex(totals: Any, text: str) -> str:
+    """The BibTeX entries that ``text``, the statement of ``totals``, cites, each tool at the
+    versions its counted runs used ("CodeCarbon 3.3.2" cites v3.3.2)."""
+    return bibtex(cited_keys(text), methodologies=list(totals.methodologies))
+
+
 def cited_keys(text: str) -> list[str]:
     """Every key a statement cites, in order of first appearance."""
     import re

@@ -52,6 +52,24 @@ def test_cite_names_the_codecarbon_version_the_statement_names(let_home: Path) -
         assert "zenodo.18731928" not in cited.output
 
 
+def test_the_dashboard_cites_the_versions_its_statement_names(let_home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from let_core.ui.app import create_app
+    from let_core.ui.data import Dashboard
+    from tests.ui_store import build_new_user_store
+
+    build_new_user_store(let_home)  # CodeCarbon 3.3.2's rows; LET knows a DOI for 3.2.3 only
+    page = TestClient(create_app(Dashboard(let_home)), base_url="http://localhost").get(
+        "/api/statement", params={"project": "first-try"}).json()
+    assert page["statement"].startswith("Using CodeCarbon 3.3.2,")
+    assert "title     = {mlco2/codecarbon: v3.3.2}" in page["bibtex"]
+    assert "zenodo.18731928" not in page["bibtex"]  # 3.2.3's DOI stands for no other release
+    cited = CliRunner().invoke(cli, ["cite", "-p", "first-try"])
+    assert cited.exit_code == 0, cited.output
+    assert cited.output.strip() == page["bibtex"].strip()
+
+
 @pytest.mark.parametrize("env, country", [({}, "DEU"), ({"LET_COUNTRY": "FRA"}, "FRA"),
                                           ({"LET_CARBON_INTENSITY": "123"}, None)])
 def test_custom_and_tracked_statements_share_one_default_intensity(

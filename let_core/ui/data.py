@@ -558,14 +558,14 @@ class Dashboard:
 
     def _statement(self, filters: Filters) -> dict[str, Any]:
         from let_core.results import frame_totals
-        from let_core.statement import bibtex, cited_keys, statement_from_totals
+        from let_core.statement import cited_keys, statement_bibtex, statement_from_totals
 
         totals = frame_totals(self._subset(filters))
         if totals.empty:
             raise LookupError(self.nothing_matches(filters) + " There is nothing to state.")
         text = statement_from_totals(totals)
-        keys = cited_keys(text)
-        return {"filter": filters.describe(), "words": filters.words(), "statement": text, "keys": keys, "bibtex": bibtex(keys)}
+        return {"filter": filters.describe(), "words": filters.words(), "statement": text, "keys": cited_keys(text),
+                "bibtex": statement_bibtex(totals, text)}
 
     def nothing_matches(self, filters: Filters) -> str:
         """No stored run matches: said with the names that exist for each value that matches none."""
