@@ -191,6 +191,7 @@ _CONSONANT_SOUND = ("eu", "uni", "use", "usu", "one", "once")
 # A host name, as a socket without a hardware label reports it: lower case with a digit, dot,
 # hyphen or underscore ("host1", "node-07", "gpu01.cluster"). A name takes no article.
 _HOST_NAME = re.compile(r"^(?=.*[0-9._-])[a-z][a-z0-9._-]*$")
+_HOSTS_NAMED = 3
 
 
 def _article(phrase: str) -> str:
@@ -220,7 +221,16 @@ def hardware_phrase(hardware: Sequence[str]) -> str:
                                for device in h.split(" and ") if device.strip()))
     if not named:
         return "unspecified hardware"
-    return join_words([_with_article(h) for h in named])
+    hosts = sorted(h for h in named if _HOST_NAME.match(h))
+    devices = [_with_article(h) for h in named if not _HOST_NAME.match(h)]
+    # A paper names what ran, not a lab's machine list: a few sockets' hosts by name, more by count.
+    if len(hosts) > _HOSTS_NAMED:
+        devices.append(f"{len(hosts)} hosts")
+    elif len(hosts) > 1:
+        devices.append(f"hosts {join_words(hosts)}")
+    else:
+        devices.extend(hosts)
+    return join_words(devices)
 
 
 _COUNTERS_SUFFIX = " energy counters"

@@ -29,6 +29,15 @@ def test_a_host_name_takes_no_article(let_home: Path) -> None:
     assert "experiments on an Intel Xeon Gold 6230 is estimated" in paper_statement(project_name="cpu")
 
 
+def test_many_sockets_hosts_are_counted_not_listed_as_hardware() -> None:
+    from let_core.statement import hardware_phrase
+
+    assert hardware_phrase(["node-02", "node-01"]) == "hosts node-01 and node-02"
+    lab = ["NVIDIA A100 GPU", *(f"gpu-{n:02d}" for n in range(8)), "cpu-a", "cpu-b"]
+    assert hardware_phrase(lab) == "an NVIDIA A100 GPU and 10 hosts"
+    assert hardware_phrase(["Intel Xeon", "host1"]) == "an Intel Xeon and host1"
+
+
 def test_one_phrase_for_the_versions_of_one_tool(let_home: Path) -> None:
     _run("merged", energy_kwh=0.1, methodology="CodeCarbon 3.3.2")
     _run("merged", energy_kwh=0.1, methodology="CodeCarbon 3.2.3")
