@@ -150,3 +150,18 @@ def test_a_page_waits_for_the_figure_being_computed_instead_of_computing_it_agai
     assert dashboard._cached(("k",), compute) == 42
     second.join(10)
     assert results == [42] and calls == [1]
+
+
+def test_nothing_matches_names_the_dataset_it_searched_too(let_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from let_backends.manual import ManualBackend
+    from let_core.tracker import EnergyTracker
+
+    monkeypatch.setenv("LET_DATASET", str(let_home / "runs"))
+    with EnergyTracker(project_name="thesis-baseline", backends=[ManualBackend(energy_kwh=0.1)], reporters=["parquet"]):
+        pass
+    client = TestClient(create_app(Dashboard(let_home)), base_url="http://localhost")
+    typo = client.get("/api/statement", params={"project": "thesis-basline"})
+    assert typo.status_code == 404
+    detail = typo.json()["detail"]
+    assert "did you mean 'thesis-baseline'?" in detail
+    assert f"{let_home / 'emissions.csv'} and the dataset {let_home / 'runs'}" in detail, detail

@@ -267,6 +267,7 @@ class Dashboard:
 
         self.store = Store(output_dir)
         self.dataset = dataset
+        self._output_dir = output_dir
         self._loader = loader
         self._lock = threading.Lock()
         self._signature: tuple[Any, ...] | None = None
@@ -579,10 +580,13 @@ class Dashboard:
             value = getattr(filters, name)
             if value is not None and _find(data.labels[name], value) < 0:
                 hints.append(f"No stored run has {name} {value!r}; {close_names(value, [v for v in data.labels[name] if v])}")
+        from let_core.results.loading import where
+
+        searched = where(self._output_dir, self.dataset)  # the dataset too: a lab's runs are there
         if hints:
-            return f"Nothing in {self.location} matches {filters.words()}. " + " ".join(
+            return f"Nothing in {searched} matches {filters.words()}. " + " ".join(
                 hint if hint.endswith(("?", "...")) else hint + "." for hint in hints)
-        return f"No stored run in {self.location} matches {filters.words()} (each filter matches runs, but not together)."
+        return f"No stored run in {searched} matches {filters.words()} (each filter matches runs, but not together)."
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
