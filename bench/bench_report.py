@@ -2,7 +2,7 @@
 50 hosts, a tenth also metered by a wall socket, 3% failed; as a Parquet dataset and as a CSV
 store. Each report is one fresh `lett report` process: its wall time and peak RSS.
 
-    .venv/bin/python bench/bench_report.py [--runs 1000000] [--keep DIR] [--shot PNG]
+    .venv/bin/python -m bench.bench_report [--runs 1000000] [--keep DIR] [--shot PNG]
 
 --shot renders the Parquet report in headless Chromium and saves a full-page screenshot.
 """
