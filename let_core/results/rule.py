@@ -240,7 +240,7 @@ class Launches:
         self.seen: dict[str, list[list[float]]] = seen if seen is not None else {}
         #: Per key, when its last launch ended (inf when a time is unknown): runs one after
         #: another in an allocation start after it and skip the look at every launch.
-        self._ends = {key: _latest(launches) for key, launches in self.seen.items()}
+        self._ends = {key: max(map(_end, launches), default=-math.inf) for key, launches in self.seen.items()}
 
     def part(self, key: str, start: float, end: float, energy: float) -> float:
         launches = self.seen.setdefault(key, [])
@@ -251,17 +251,16 @@ class Launches:
                     launch[0] = min(launch[0], start) if math.isfinite(start) else launch[0]
                     launch[1] = max(launch[1], end) if math.isfinite(end) else launch[1]
                     launch[2] = max(before, energy)
-                    self._ends[key] = max(self._ends[key], _latest([launch]))
+                    self._ends[key] = max(self._ends[key], _end(launch))
                     return max(0.0, energy - before)
         launches.append([start, end, energy])
-        self._ends[key] = max(self._ends.get(key, -math.inf), _latest([launches[-1]]))
+        self._ends[key] = max(self._ends.get(key, -math.inf), _end(launches[-1]))
         return energy
 
 
-def _latest(launches: list[list[float]]) -> float:
-    ends = [launch[1] if math.isfinite(launch[0]) and math.isfinite(launch[1]) else math.inf
-            for launch in launches]
-    return max(ends, default=-math.inf)
+def _end(launch: list[float]) -> float:
+    """When a launch ended; inf when either of its times is unknown (it overlaps everything)."""
+    return launch[1] if math.isfinite(launch[0]) and math.isfinite(launch[1]) else math.inf
 
 
 def _overlap(start_a: float, end_a: float, start_b: float, end_b: float) -> bool:
